@@ -1,0 +1,1 @@
+"""Open FPGA boards that spikeforge builds for."""

@@ -1,0 +1,1 @@
+"""The spikeforge host library: model compiler, spike coding and the device link."""

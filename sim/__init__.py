@@ -1,0 +1,1 @@
+"""The NumPy golden model of the spikeforge chip: the bit-exact specification."""
