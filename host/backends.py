@@ -1,0 +1,177 @@
+"""Backends: what runs an integer network on input rasters (golden model, virtual board, board).
+
+Spec: the golden model API (``spikeforge.sim.golden``) and the raster convention of
+``spikeforge.host.coding``.  Every backend takes the same integer
+:class:`~spikeforge.sim.network.Network` and returns the spikes of all neurons, so the demo and
+``spikeforge run`` can swap the chip for its golden model and compare them.
+
+A chip backend (UART link to a board or to the virtual board) implements :class:`Backend` and
+is made reachable from ``--port URL`` with one call::
+
+    register_backend("url", lambda port: ChipBackend(port))
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..errors import ConfigError
+from ..sim.golden import GoldenChip
+from ..sim.network import Network
+from ..spec import DEFAULT_FORMAT, Format
+
+__all__ = [
+    "Backend",
+    "GoldenBackend",
+    "register_backend",
+    "open_backend",
+    "DEFAULT_BACKEND",
+    "check_raster",
+]
+
+DEFAULT_BACKEND = "golden"
+"""Backend used when no ``--port`` is given (the lead switches it to the virtual board)."""
+
+
+def check_raster(raster, n_inputs):
+    """Return ``raster`` as a ``(T, batch, n_inputs)`` array of non-negative integer counts."""
+    r = np.asarray(raster)
+    if r.ndim == 2:
+        r = r[:, None, :]
+    if r.ndim != 3 or r.shape[2] != n_inputs:
+        raise ConfigError(
+            f"raster has shape {np.shape(raster)}, expected (T, batch, n_inputs={n_inputs})"
+        )
+    if r.size and (np.any(r < 0) or np.any(r != np.round(r))):
+        raise ConfigError("raster entries must be non-negative integer event counts")
+    return r
+
+
+class Backend:
+    """Runs an integer network on rasters.
+
+    Subclasses implement :meth:`load` and :meth:`run`; :meth:`run_membrane` is optional (a
+    backend that cannot read membranes raises ``NotImplementedError``).
+
+    Attributes
+    ----------
+    name : str
+        Shown by the demo.
+    net : Network or None
+        The loaded network.
+    """
+
+    name = "backend"
+    reports_all_neurons = True
+    """False for a chip that only sends the output populations' spikes to the host: it leaves
+    the other neurons' entries False, and comparisons use the output populations only."""
+
+    def __init__(self):
+        self.net = None
+
+    def load(self, net: Network) -> None:
+        """Configure the backend with an integer network (weights, parameters, routing)."""
+        raise NotImplementedError
+
+    def run(self, raster) -> np.ndarray:
+        """Run a raster ``(T, batch, n_inputs)``; every sample starts from the reset state.
+
+        Returns
+        -------
+        ndarray of bool, shape (T, batch, n_neurons)
+            Spikes of all neurons (global neuron order, ``net.base(pop) + i``).
+        """
+        raise NotImplementedError
+
+    def run_membrane(self, raster):
+        """Like :meth:`run` but returns ``(spikes, v)`` with the membranes ``(T, batch, n)``."""
+        raise NotImplementedError(f"backend {self.name!r} cannot read membranes")
+
+    def close(self) -> None:
+        """Release the device (nothing to do for in-process backends)."""
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+class GoldenBackend(Backend):
+    """The NumPy golden model as a backend (bit-exact to the chip in ``"int"`` mode).
+
+    Parameters
+    ----------
+    arithmetic : {"int", "float"}
+    fmt : Format
+    max_batch : int
+        Samples simulated side by side (memory bound).
+    """
+
+    name = "golden"
+
+    def __init__(self, arithmetic="int", fmt: Format = DEFAULT_FORMAT, max_batch=512):
+        super().__init__()
+        if arithmetic not in ("int", "float"):
+            raise ConfigError(f"arithmetic={arithmetic!r} is not valid: allowed 'int', 'float'")
+        if not isinstance(max_batch, int) or max_batch < 1:
+            raise ConfigError(f"max_batch={max_batch!r} is out of range: allowed >= 1")
+        self.arithmetic, self.fmt, self.max_batch = arithmetic, fmt, max_batch
+        if arithmetic == "float":
+            self.name = "golden-float"
+
+    def load(self, net: Network) -> None:
+        GoldenChip(net, self.arithmetic, batch=1, fmt=self.fmt)  # validates now, not at run()
+        self.net = net
+
+    def _run(self, raster, record_v):
+        if self.net is None:
+            raise ConfigError("no network loaded: call load(net) first")
+        raster = check_raster(raster, self.net.n_inputs)
+        t, batch, _ = raster.shape
+        spikes = np.zeros((t, batch, self.net.n_neurons), dtype=bool)
+        vs = np.zeros((t, batch, self.net.n_neurons)) if record_v else None
+        for k in range(0, batch, self.max_batch):
+            chunk = raster[:, k:k + self.max_batch]
+            chip = GoldenChip(self.net, self.arithmetic, batch=chunk.shape[1], fmt=self.fmt)
+            out = chip.run(chunk, record_v=record_v)
+            spikes[:, k:k + chunk.shape[1]] = out["spikes"]
+            if record_v:
+                vs[:, k:k + chunk.shape[1]] = out["v"]
+        return spikes, vs
+
+    def run(self, raster):
+        return self._run(raster, False)[0]
+
+    def run_membrane(self, raster):
+        return self._run(raster, True)
+
+
+_FACTORIES = {
+    "golden": lambda port: GoldenBackend("int"),
+    "golden-float": lambda port: GoldenBackend("float"),
+}
+
+
+def register_backend(name: str, factory) -> None:
+    """Make ``factory(port)`` reachable as ``--port NAME``.
+
+    ``name="url"`` registers the factory for every port that is not a backend name (a serial
+    device, ``socket://host:port``, ``loop://``...).
+    """
+    if not isinstance(name, str) or not name:
+        raise ConfigError(f"backend name {name!r} is not valid: a non-empty string")
+    _FACTORIES[name] = factory
+
+
+def open_backend(port: str | None = None) -> Backend:
+    """The backend for ``--port``: a registered name, a URL, or ``None`` for the default."""
+    port = DEFAULT_BACKEND if port is None else port
+    if port in _FACTORIES:
+        return _FACTORIES[port](port)
+    if "url" in _FACTORIES:
+        return _FACTORIES["url"](port)
+    names = ", ".join(sorted(_FACTORIES))
+    raise ConfigError(
+        f"--port {port!r}: no chip link backend is registered yet; allowed {names}"
+    )

@@ -1,0 +1,297 @@
+"""Spike coding: turn real-valued samples into input spikes, and output spikes into predictions.
+
+Spec: the spike codes of the seed documents (rate, time to first spike, delta) and the raster
+convention of the golden model (``spikeforge.sim.golden``): a raster is an array of shape
+``(T, batch, n_inputs)`` of 0/1 (one input event per set entry), the spikes a chip returns have
+shape ``(T, batch, n_neurons)``.
+
+Encoders
+    :func:`rate_encode` (Bernoulli per step, seeded), :func:`latency_encode` (one spike per
+    channel, earlier for larger values) and :func:`delta_encode` (ON/OFF events when a signal
+    changes by more than a threshold).  :func:`raster_to_events` / :func:`events_to_raster`
+    convert between rasters and AER event lists (one list of channel addresses per timestep).
+Decoders
+    :func:`spike_count`, :func:`first_spike` and :func:`membrane_readout` turn the output of a
+    run into class scores or predictions.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..errors import ConfigError
+
+__all__ = [
+    "rate_encode",
+    "latency_encode",
+    "delta_encode",
+    "raster_to_events",
+    "events_to_raster",
+    "spike_count",
+    "first_spike",
+    "membrane_readout",
+    "predict",
+    "DECODERS",
+]
+
+
+def _samples(x, name="x"):
+    x = np.asarray(x, dtype=np.float64)
+    if x.ndim == 1:
+        x = x[None, :]
+    if x.ndim != 2:
+        raise ConfigError(f"{name} has shape {x.shape}, expected (batch, n_inputs) or (n_inputs,)")
+    if not np.all(np.isfinite(x)):
+        raise ConfigError(f"{name} contains a non-finite value")
+    return x
+
+
+def _timesteps(timesteps):
+    if not isinstance(timesteps, (int, np.integer)) or timesteps < 1:
+        raise ConfigError(f"timesteps={timesteps!r} is out of range: allowed an integer >= 1")
+    return int(timesteps)
+
+
+def _normalise(x, x_max):
+    if x_max is None:
+        return x
+    if not np.isscalar(x_max) or not np.isfinite(x_max) or x_max <= 0:
+        raise ConfigError(f"x_max={x_max!r} is out of range: allowed a finite number > 0")
+    return x / float(x_max)
+
+
+def rate_encode(x, timesteps, *, seed=0, x_max=None, gain=1.0):
+    """Rate coding: every channel spikes with probability ``gain * x`` at every step.
+
+    Parameters
+    ----------
+    x : array, shape (batch, n_inputs) or (n_inputs,)
+        Intensities in ``[0, 1]`` (or in ``[0, x_max]`` when ``x_max`` is given).
+    timesteps : int
+        Number of steps ``T``.
+    seed : int or numpy.random.Generator
+        Seed of the Bernoulli draws (the same seed gives the same raster).
+    x_max : float, optional
+        Divide ``x`` by this first (e.g. 16 for scikit-learn's digits).
+    gain : float
+        Multiplies the probabilities (clipped to 1).
+
+    Returns
+    -------
+    ndarray of uint8, shape (T, batch, n_inputs)
+    """
+    x = _normalise(_samples(x), x_max)
+    t = _timesteps(timesteps)
+    if np.any(x < 0) or np.any(x > 1):
+        bad = float(x[(x < 0) | (x > 1)][0])
+        raise ConfigError(
+            f"rate_encode: intensity {bad!r} is out of range: allowed 0..1 (pass x_max to scale)"
+        )
+    p = np.clip(gain * x, 0.0, 1.0)
+    rng = seed if isinstance(seed, np.random.Generator) else np.random.default_rng(seed)
+    return (rng.random((t,) + p.shape) < p).astype(np.uint8)
+
+
+def latency_encode(x, timesteps, *, x_max=None, threshold=0.01, linear=True, tau=None):
+    """Time-to-first-spike coding: one spike per channel, earlier for larger values.
+
+    With ``linear=True`` the spike time is ``round((1 - x) * (T - 1))``; otherwise it is the
+    RC-circuit time ``tau * ln(x / (x - threshold))`` (snnTorch's ``spikegen.latency``), clipped
+    to ``T - 1``.  Channels with ``x <= threshold`` never spike.
+
+    Returns
+    -------
+    ndarray of uint8, shape (T, batch, n_inputs)
+    """
+    x = _normalise(_samples(x), x_max)
+    t = _timesteps(timesteps)
+    if np.any(x < 0) or np.any(x > 1):
+        raise ConfigError("latency_encode: intensities must be in 0..1 (pass x_max to scale)")
+    if not 0 <= threshold < 1:
+        raise ConfigError(f"latency_encode: threshold={threshold!r} is out of range: allowed 0..1")
+    fire = x > threshold
+    if linear:
+        times = np.rint((1.0 - x) * (t - 1))
+    else:
+        tau = float(t - 1) / 5.0 if tau is None else float(tau)
+        if tau <= 0:
+            raise ConfigError(f"latency_encode: tau={tau!r} is out of range: allowed > 0")
+        with np.errstate(divide="ignore", invalid="ignore"):
+            times = tau * np.log(x / np.where(fire, x - threshold, 1.0))
+        times = np.rint(np.clip(times, 0, t - 1))
+    times = np.where(fire, times, t).astype(np.int64)
+    raster = np.zeros((t,) + x.shape, dtype=np.uint8)
+    b, n = np.nonzero(fire)
+    raster[times[b, n], b, n] = 1
+    return raster
+
+
+def delta_encode(signal, threshold, *, off_spikes=True):
+    """Delta coding: an event when a signal moved by more than ``threshold`` since the last event.
+
+    Parameters
+    ----------
+    signal : array, shape (T, batch, n_channels) or (T, n_channels)
+        A time series per channel.
+    threshold : float
+        Change that produces an event (> 0).
+    off_spikes : bool
+        ``True``: two output channels per input channel, ``2c`` for increases (ON) and
+        ``2c + 1`` for decreases (OFF).  ``False``: one channel, increases only.
+
+    Returns
+    -------
+    ndarray of uint8, shape (T, batch, n_channels * (2 if off_spikes else 1))
+        The first step never spikes (it sets the reference).
+    """
+    s = np.asarray(signal, dtype=np.float64)
+    if s.ndim == 2:
+        s = s[:, None, :]
+    if s.ndim != 3:
+        raise ConfigError(
+            f"delta_encode: signal has shape {s.shape}, expected (T, batch, n_channels)"
+        )
+    if not np.isscalar(threshold) or not threshold > 0:
+        raise ConfigError(f"delta_encode: threshold={threshold!r} is out of range: allowed > 0")
+    t, batch, n = s.shape
+    ref = s[0].copy()
+    on = np.zeros((t, batch, n), dtype=np.uint8)
+    off = np.zeros((t, batch, n), dtype=np.uint8)
+    for k in range(1, t):
+        d = s[k] - ref
+        up, down = d > threshold, d < -threshold
+        on[k], off[k] = up, down
+        moved = up | (down if off_spikes else False)
+        ref = np.where(moved, s[k], ref)
+    if not off_spikes:
+        return on
+    out = np.zeros((t, batch, 2 * n), dtype=np.uint8)
+    out[:, :, 0::2], out[:, :, 1::2] = on, off
+    return out
+
+
+def raster_to_events(raster):
+    """Convert a raster of one sample to AER events.
+
+    Parameters
+    ----------
+    raster : array, shape (T, n_inputs) or (T, 1, n_inputs)
+        Non-negative integer event counts (a count of 2 gives the address twice).
+
+    Returns
+    -------
+    list of list of int
+        The input channel addresses of each timestep, ascending.
+    """
+    r = np.asarray(raster)
+    if r.ndim == 3:
+        if r.shape[1] != 1:
+            raise ConfigError(
+                f"raster_to_events takes one sample: raster has batch {r.shape[1]}, expected 1"
+            )
+        r = r[:, 0, :]
+    if r.ndim != 2:
+        raise ConfigError(f"raster has shape {r.shape}, expected (T, n_inputs)")
+    if np.any(r < 0) or np.any(r != np.round(r)):
+        raise ConfigError("raster entries must be non-negative integer event counts")
+    r = r.astype(np.int64)
+    return [np.repeat(np.arange(r.shape[1]), row).tolist() for row in r]
+
+
+def events_to_raster(events, n_inputs):
+    """Inverse of :func:`raster_to_events`: events per step -> ``(T, n_inputs)`` counts."""
+    if not isinstance(n_inputs, (int, np.integer)) or n_inputs < 1:
+        raise ConfigError(f"n_inputs={n_inputs!r} is out of range: allowed an integer >= 1")
+    events = list(events)
+    out = np.zeros((len(events), n_inputs), dtype=np.int64)
+    for t, evs in enumerate(events):
+        evs = np.asarray(list(evs), dtype=np.int64)
+        if evs.size and (evs.min() < 0 or evs.max() >= n_inputs):
+            raise ConfigError(
+                f"timestep {t}: event address {int(evs[(evs < 0) | (evs >= n_inputs)][0])} is "
+                f"out of range: allowed 0..{n_inputs - 1}"
+            )
+        np.add.at(out[t], evs, 1)
+    return out
+
+
+# --- decoders ------------------------------------------------------------------------------------
+def _spikes(spikes):
+    s = np.asarray(spikes)
+    if s.ndim == 2:
+        s = s[:, None, :]
+    if s.ndim != 3:
+        raise ConfigError(f"spikes have shape {s.shape}, expected (T, batch, n_neurons)")
+    return s
+
+
+def spike_count(spikes):
+    """Scores = number of spikes of each neuron: ``(T, batch, n) -> (batch, n)``."""
+    return _spikes(spikes).astype(np.int64).sum(axis=0)
+
+
+def first_spike(spikes):
+    """Time of each neuron's first spike (``T`` when it never spikes): ``(batch, n)``.
+
+    For a prediction, the earliest neuron wins: use ``-first_spike(spikes)`` as the score.
+    """
+    s = _spikes(spikes).astype(bool)
+    t = s.shape[0]
+    any_spike = s.any(axis=0)
+    return np.where(any_spike, s.argmax(axis=0), t)
+
+
+def membrane_readout(v, scale=1.0, reduce="max"):
+    """Scores from a (leaky-integrator) readout membrane ``v`` of shape ``(T, batch, n)``.
+
+    Parameters
+    ----------
+    v : array, shape (T, batch, n)
+        Membrane trace (integer codes from the chip or floats).
+    scale : float or array of shape (n,)
+        The quantization scale of the population (integer code = scale * float value), so scores
+        of a quantized network are comparable with the float network's.
+    reduce : {"max", "last", "mean"}
+        Maximum over time (snnTorch tutorials), the last step, or the mean.
+    """
+    v = np.asarray(v, dtype=np.float64)
+    if v.ndim == 2:
+        v = v[:, None, :]
+    if v.ndim != 3:
+        raise ConfigError(f"v has shape {v.shape}, expected (T, batch, n_neurons)")
+    v = v / np.asarray(scale, dtype=np.float64)
+    if reduce == "max":
+        return v.max(axis=0)
+    if reduce == "last":
+        return v[-1]
+    if reduce == "mean":
+        return v.mean(axis=0)
+    raise ConfigError(f"reduce={reduce!r} is not valid: allowed 'max', 'last', 'mean'")
+
+
+DECODERS = ("count", "first", "membrane")
+
+
+def predict(decoder, spikes=None, v=None, scale=1.0):
+    """Class predictions ``(batch,)`` with ``decoder`` in :data:`DECODERS`.
+
+    ``count``: most spikes wins, ties go to the earliest first spike, then to the lowest index.
+    ``first``: earliest first spike wins, ties go to the most spikes.  ``membrane``: largest
+    readout (:func:`membrane_readout`, ``reduce="max"``).
+    """
+    if decoder == "membrane":
+        if v is None:
+            raise ConfigError("decoder 'membrane' needs the membrane trace v")
+        return membrane_readout(v, scale).argmax(axis=1)
+    if decoder not in DECODERS:
+        raise ConfigError(f"decoder={decoder!r} is not valid: allowed {', '.join(DECODERS)}")
+    if spikes is None:
+        raise ConfigError(f"decoder {decoder!r} needs the spikes")
+    count = spike_count(spikes)
+    first = first_spike(spikes)
+    t = _spikes(spikes).shape[0]
+    if decoder == "count":
+        score = count * (t + 1) + (t - first)
+    else:
+        score = (t - first) * (t + 1) + count
+    return score.argmax(axis=1)

@@ -1,0 +1,568 @@
+"""Import NIR graphs into a float :class:`~spikeforge.sim.network.Network`.
+
+Spec: the NIR node definitions (``nir`` 1.0.8), the integer neuron of ``docs/neuron.md`` and
+``docs/compiler.md`` (the mapping table and what is refused).
+
+NIR neurons are continuous-time (``tau * dv/dt = (v_leak - v) + r * I``); the chip is discrete.
+With the time step ``dt`` (a :class:`Settings` field, because a NIR graph does not store it) a
+LIF becomes ``v[t] = beta * v[t-1] + g * I[t] + b`` with ``beta = 1 - dt / tau``, input gain
+``g = r * dt / tau`` (folded into the incoming weights and biases) and bias
+``b = v_leak * dt / tau``.  This inverts ``snntorch.export_to_nir`` exactly: snnTorch writes
+``tau = dt / (1 - beta)`` and ``r = tau / dt`` with ``dt = 1e-4`` (so ``g = 1``).  The reset
+mode and whether the reset is delayed by a step are not in the graph either; they are settings
+too (NIR's own definition, ``v <- v_reset`` right after the spike, is ``reset="zero",
+reset_delay=False``; snnTorch's ``Leaky`` default is ``reset="subtract", reset_delay=True``).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from ..errors import ConfigError, UnsupportedError
+from ..sim.network import INPUT, Network, NeuronParams, Population, Projection
+
+__all__ = [
+    "Settings",
+    "from_nir",
+    "read_nir",
+    "READOUT_THRESHOLD",
+    "is_readout",
+    "SUPPORTED_NODES",
+]
+
+READOUT_THRESHOLD = 1e30
+"""Float threshold of a leaky-integrator readout (LI / CubaLI): never reached."""
+
+SUPPORTED_NODES = (
+    "Input", "Output", "Affine", "Linear", "Scale", "LIF", "IF", "CubaLIF", "LI", "CubaLI",
+    "NIRGraph (subgraphs, e.g. snnTorch's RLeaky/RSynaptic)",
+)
+_SUPPORTED_TEXT = ", ".join(SUPPORTED_NODES)
+_GAIN_SNAP = 1e-5  # |gain - 1| below this is float32 round-off of an exporter: taken as 1
+_RESETS = ("subtract", "zero", "none")
+
+
+def is_readout(params: NeuronParams) -> bool:
+    """True for a leaky-integrator readout population (no reset, unreachable threshold)."""
+    thr = np.asarray(params.threshold, dtype=np.float64)
+    return params.reset.name == "NONE" and bool(np.all(thr >= READOUT_THRESHOLD))
+
+
+@dataclass
+class Settings:
+    """What a NIR graph cannot carry, needed to run it on a discrete-time chip.
+
+    Parameters
+    ----------
+    dt : float
+        Time step used to discretise ``tau`` (seconds, as the graph's ``tau``).  snnTorch
+        exports with ``dt = 1e-4``.
+    reset : str or dict
+        ``"subtract"``, ``"zero"`` or ``"none"``; or a dict from NIR node name to one of these
+        (nodes not in the dict take ``default_reset``).
+    reset_delay : bool or dict
+        ``True``: the reset of a spike happens at the start of the next step (snnTorch's
+        default); ``False``: immediately (NIR's definition).  Or a dict per node name.
+    default_reset, default_reset_delay
+        Used for nodes missing from a ``reset`` / ``reset_delay`` dict.
+    """
+
+    dt: float = 1e-4
+    reset: object = "zero"
+    reset_delay: object = False
+    default_reset: str = "zero"
+    default_reset_delay: bool = False
+
+    def __post_init__(self):
+        if not isinstance(self.dt, (int, float, np.floating)) or not np.isfinite(self.dt) or (
+            self.dt <= 0
+        ):
+            raise ConfigError(f"Settings.dt={self.dt!r} is out of range: allowed a float > 0")
+        self.dt = float(self.dt)
+        for name in ("reset", "default_reset"):
+            values = getattr(self, name)
+            for v in values.values() if isinstance(values, dict) else [values]:
+                if v not in _RESETS:
+                    raise ConfigError(
+                        f"Settings.{name}={v!r} is not valid: allowed {', '.join(_RESETS)}"
+                    )
+        for name in ("reset_delay", "default_reset_delay"):
+            values = getattr(self, name)
+            for v in values.values() if isinstance(values, dict) else [values]:
+                if not isinstance(v, (bool, np.bool_)):
+                    raise ConfigError(
+                        f"Settings.{name}={v!r} is not valid: allowed True, False"
+                    )
+
+    @classmethod
+    def snntorch(cls, **kw):
+        """The settings of a model exported by ``snntorch.export_to_nir`` with its defaults."""
+        kw.setdefault("dt", 1e-4)
+        kw.setdefault("reset", "subtract")
+        kw.setdefault("reset_delay", True)
+        kw.setdefault("default_reset", "subtract")
+        kw.setdefault("default_reset_delay", True)
+        return cls(**kw)
+
+    @classmethod
+    def from_dict(cls, d):
+        """Settings from a dict such as a model's JSON metadata (unknown keys are ignored)."""
+        keys = ("dt", "reset", "reset_delay", "default_reset", "default_reset_delay")
+        kw = {k: d[k] for k in keys if k in d}
+        if isinstance(kw.get("reset"), str):
+            kw.setdefault("default_reset", kw["reset"])
+        if isinstance(kw.get("reset_delay"), bool):
+            kw.setdefault("default_reset_delay", kw["reset_delay"])
+        return cls(**kw)
+
+    def to_dict(self):
+        return {
+            "dt": self.dt, "reset": self.reset, "reset_delay": self.reset_delay,
+            "default_reset": self.default_reset, "default_reset_delay": self.default_reset_delay,
+        }
+
+    def for_node(self, name):
+        """``(reset, reset_delay)`` of the NIR node ``name``."""
+        reset = (
+            self.reset.get(name, self.default_reset) if isinstance(self.reset, dict)
+            else self.reset
+        )
+        delay = (
+            self.reset_delay.get(name, self.default_reset_delay)
+            if isinstance(self.reset_delay, dict) else self.reset_delay
+        )
+        return reset, bool(delay)
+
+
+def read_nir(path):
+    """Read a ``.nir`` file, with the settings stored beside it if any.
+
+    Settings come from the graph's ``metadata["spikeforge"]`` (a JSON string) or from a JSON
+    file with the same stem (``model.nir`` -> ``model.json``) holding ``dt``, ``reset`` and
+    ``reset_delay``.
+
+    Returns
+    -------
+    graph : nir.NIRGraph
+    settings : Settings or None
+    """
+    import nir
+
+    if not os.path.isfile(path):
+        raise ConfigError(f"NIR file {path!r} does not exist")
+    graph = nir.read(path)
+    settings = _settings_from_metadata(graph)
+    side = os.path.splitext(path)[0] + ".json"
+    if settings is None and os.path.isfile(side):
+        with open(side) as f:
+            settings = Settings.from_dict(json.load(f))
+    return graph, settings
+
+
+def _settings_from_metadata(graph):
+    meta = getattr(graph, "metadata", None) or {}
+    raw = meta.get("spikeforge")
+    if raw is None:
+        return None
+    if isinstance(raw, bytes):
+        raw = raw.decode()
+    return Settings.from_dict(json.loads(raw) if isinstance(raw, str) else dict(raw))
+
+
+# --- graph flattening ----------------------------------------------------------------------------
+@dataclass
+class _Flat:
+    nodes: dict = field(default_factory=dict)
+    edges: list = field(default_factory=list)
+    inputs: list = field(default_factory=list)  # top-level Input node names
+    outputs: list = field(default_factory=list)  # top-level Output node names
+
+
+def _flatten(graph, prefix="", flat=None, top=True):
+    """Inline nested NIRGraphs: subgraph Input/Output nodes become pass-through nodes."""
+    import nir
+
+    flat = flat or _Flat()
+    for name, node in graph.nodes.items():
+        full = prefix + name
+        if isinstance(node, nir.NIRGraph):
+            _flatten(node, full + ".", flat, top=False)
+            # edges to/from the subgraph node go to its Input/Output nodes
+            sub_in = [k for k, n in node.nodes.items() if isinstance(n, nir.Input)]
+            sub_out = [k for k, n in node.nodes.items() if isinstance(n, nir.Output)]
+            flat.nodes[full] = ("subgraph", [full + "." + k for k in sub_in],
+                                [full + "." + k for k in sub_out])
+            continue
+        if isinstance(node, nir.Input):
+            flat.nodes[full] = ("input", node) if top else ("pass", node)
+            if top:
+                flat.inputs.append(full)
+        elif isinstance(node, nir.Output):
+            flat.nodes[full] = ("output", node) if top else ("pass", node)
+            if top:
+                flat.outputs.append(full)
+        else:
+            flat.nodes[full] = ("node", node)
+    for src, dst in graph.edges:
+        flat.edges.append((prefix + src, prefix + dst))
+    if top:
+        _resolve_subgraphs(flat)
+    return flat
+
+
+def _resolve_subgraphs(flat):
+    edges = []
+    for src, dst in flat.edges:
+        srcs = flat.nodes[src][2] if src in flat.nodes and flat.nodes[src][0] == "subgraph" \
+            else [src]
+        dsts = flat.nodes[dst][1] if dst in flat.nodes and flat.nodes[dst][0] == "subgraph" \
+            else [dst]
+        edges += [(s, d) for s in srcs for d in dsts]
+    for s, d in edges:
+        for end in (s, d):
+            if end not in flat.nodes:
+                raise ConfigError(f"NIR edge ({s!r}, {d!r}) names a node {end!r} not in the graph")
+    flat.nodes = {k: v for k, v in flat.nodes.items() if v[0] != "subgraph"}
+    # bypass pass-through nodes (Input/Output of subgraphs)
+    for name in [k for k, v in flat.nodes.items() if v[0] == "pass"]:
+        preds = [s for s, d in edges if d == name]
+        succs = [d for s, d in edges if s == name]
+        edges = [(s, d) for s, d in edges if name not in (s, d)]
+        edges += [(p, q) for p in preds for q in succs]
+        del flat.nodes[name]
+    seen, flat.edges = set(), []
+    for e in edges:  # keep order, drop duplicates
+        if e not in seen:
+            seen.add(e)
+            flat.edges.append(e)
+
+
+# --- node parameters -----------------------------------------------------------------------------
+def _arr(node, attr):
+    v = getattr(node, attr)
+    return None if v is None else np.asarray(v, dtype=np.float64).reshape(-1)
+
+
+def _kind(node):
+    return type(node).__name__
+
+
+def _neuron_size(name, node):
+    sizes = set()
+    for attr in ("tau", "tau_mem", "tau_syn", "r", "v_threshold", "v_leak", "v_reset", "w_in"):
+        if hasattr(node, attr) and getattr(node, attr) is not None:
+            a = np.asarray(getattr(node, attr))
+            if a.size > 1:
+                sizes.add(a.size)
+    if len(sizes) > 1:
+        raise ConfigError(
+            f"NIR node {name!r} ({_kind(node)}): parameters have different sizes {sorted(sizes)}"
+        )
+    return sizes.pop() if sizes else None
+
+
+def _bcast(a, n):
+    return np.broadcast_to(a, (n,)).astype(np.float64) if a.size == 1 else a
+
+
+def _decay(name, node, attr, tau, dt):
+    if np.any(tau <= 0) or not np.all(np.isfinite(tau)):
+        raise ConfigError(f"NIR node {name!r} ({_kind(node)}): {attr}={tau} must be > 0")
+    if np.any(tau < dt):
+        raise ConfigError(
+            f"NIR node {name!r} ({_kind(node)}): {attr}={float(tau.min())!r} is shorter than "
+            f"dt={dt!r}: beta = 1 - dt/tau would be negative (allowed tau >= dt; set "
+            f"Settings.dt to the step the model was trained with)"
+        )
+    return 1.0 - dt / tau
+
+
+def _snap(g):
+    return np.where(np.abs(g - 1.0) < _GAIN_SNAP, 1.0, g)
+
+
+def _neuron(name, node, n, settings):
+    """Float NeuronParams, the input gain per neuron and the extra bias per neuron."""
+    kind = _kind(node)
+    dt = settings.dt
+    reset, delay = settings.for_node(name)
+    zero = np.zeros(n)
+    g = lambda a: _bcast(_arr(node, a), n)  # noqa: E731
+    readout = kind in ("LI", "CubaLI")
+    if not readout:
+        thr = g("v_threshold")
+        if np.any(thr <= 0):
+            raise UnsupportedError(
+                f"NIR node {name!r} ({kind}): v_threshold={float(thr.min())!r} is not supported: "
+                f"the chip needs thresholds > 0"
+            )
+        if node.v_reset is not None and np.any(g("v_reset") != 0):
+            vr = g("v_reset")
+            raise UnsupportedError(
+                f"NIR node {name!r} ({kind}): v_reset={float(vr[vr != 0][0])!r} is not supported: "
+                f"the chip resets to 0 (reset='zero') or subtracts the threshold "
+                f"(reset='subtract'); allowed v_reset = 0"
+            )
+    else:
+        thr = np.full(n, READOUT_THRESHOLD)
+        reset, delay = "none", False
+    if kind == "IF":
+        params = NeuronParams(model="lif", leak="none", beta=1.0, threshold=thr, bias=zero,
+                              reset=reset, reset_delay=delay)
+        return params, _snap(g("r")), zero
+    if kind in ("LIF", "LI"):
+        tau = g("tau")
+        beta = _decay(name, node, "tau", tau, dt)
+        gain = _snap(g("r") * dt / tau)
+        bias = g("v_leak") * dt / tau
+        params = NeuronParams(model="lif", leak="mult", beta=beta, threshold=thr, bias=zero,
+                              reset=reset, reset_delay=delay)
+        return params, gain, bias
+    if kind in ("CubaLIF", "CubaLI"):
+        tau_syn, tau_mem = g("tau_syn"), g("tau_mem")
+        alpha = _decay(name, node, "tau_syn", tau_syn, dt)
+        beta = _decay(name, node, "tau_mem", tau_mem, dt)
+        if np.any(g("v_leak") != 0):
+            raise UnsupportedError(
+                f"NIR node {name!r} ({kind}): v_leak={float(g('v_leak')[0])!r} is not supported: "
+                f"a CuBa neuron's bias enters the synaptic current, not the membrane; allowed "
+                f"v_leak = 0"
+            )
+        gain = _snap(_snap(g("w_in") * dt / tau_syn) * _snap(g("r") * dt / tau_mem))
+        params = NeuronParams(model="cuba", leak="mult", beta=beta, alpha=alpha, threshold=thr,
+                              bias=zero, reset=reset, reset_delay=delay)
+        return params, gain, zero
+    raise AssertionError(kind)
+
+
+def _uniform(a):
+    """A scalar when every neuron has the same value (one register per population)."""
+    a = np.asarray(a)
+    return a.reshape(-1)[0].item() if a.size and np.all(a == a.reshape(-1)[0]) else a
+
+
+_NEURONS = ("LIF", "IF", "CubaLIF", "LI", "CubaLI")
+_LINEAR = ("Affine", "Linear", "Scale")
+
+
+def _refuse(name, node):
+    raise UnsupportedError(
+        f"NIR node {name!r} of type {_kind(node)} is not supported by spikeforge; supported "
+        f"node types: {_SUPPORTED_TEXT}"
+    )
+
+
+def _linear(name, node):
+    """(W as (n_in, n_out), bias (n_out,)) of a linear node."""
+    kind = _kind(node)
+    if kind == "Scale":
+        s = np.asarray(node.scale, dtype=np.float64).reshape(-1)
+        return np.diag(s), np.zeros(s.size)
+    w = np.asarray(node.weight, dtype=np.float64)
+    if w.ndim != 2:
+        raise UnsupportedError(
+            f"NIR node {name!r} ({kind}): weight of shape {w.shape} is not supported: allowed a "
+            f"2-D (n_out, n_in) matrix"
+        )
+    b = np.zeros(w.shape[0]) if kind == "Linear" else np.asarray(node.bias,
+                                                                  dtype=np.float64).reshape(-1)
+    if b.size == 1 and w.shape[0] > 1:
+        b = np.full(w.shape[0], float(b[0]))
+    if b.shape != (w.shape[0],):
+        raise ConfigError(
+            f"NIR node {name!r} ({kind}): bias has {b.size} entries, weight has {w.shape[0]} rows"
+        )
+    return w.T.copy(), b
+
+
+def from_nir(graph, settings: Settings | None = None) -> Network:
+    """Convert a NIR graph to a float :class:`Network` (weights and parameters as trained).
+
+    Parameters
+    ----------
+    graph : nir.NIRGraph or str
+        A graph, or the path of a ``.nir`` file (its settings are read as :func:`read_nir` does
+        when ``settings`` is None).
+    settings : Settings, optional
+        ``dt`` and reset behaviour.  Default: the graph's stored settings if any, else
+        ``Settings()`` (NIR's own semantics: zero reset, immediately).
+
+    Returns
+    -------
+    Network
+        Float network: one population per neuron node (named as the node, in feed-forward
+        order), one projection per (source, target) pair with every chain of Affine / Linear /
+        Scale nodes between them multiplied out, biases and ``v_leak`` as neuron biases, input
+        gains folded into the weights.  Edges that close a cycle deliver in the next step.
+
+    Raises
+    ------
+    UnsupportedError
+        A node type or parameter the chip does not have (named, with what is supported).
+    ConfigError
+        An inconsistent graph (shapes, missing nodes) or an invalid setting.
+    """
+    if isinstance(graph, (str, os.PathLike)):
+        graph, stored = read_nir(os.fspath(graph))
+        settings = settings or stored
+    settings = settings or _settings_from_metadata(graph) or Settings()
+    flat = _flatten(graph)
+    if len(flat.inputs) != 1:
+        raise UnsupportedError(
+            f"the NIR graph has {len(flat.inputs)} Input nodes ({flat.inputs}): spikeforge "
+            f"supports exactly one (the host's input channels)"
+        )
+    in_name = flat.inputs[0]
+    in_type = flat.nodes[in_name][1].input_type
+    n_inputs = int(np.prod(next(iter(in_type.values())))) if in_type else 0
+    if not n_inputs:  # untyped Input: take the width of the first matrix after it
+        for s, d in flat.edges:
+            node = flat.nodes[d][1] if s == in_name and flat.nodes[d][0] == "node" else None
+            if node is not None and _kind(node) in ("Affine", "Linear"):
+                n_inputs = int(np.asarray(node.weight).shape[1])
+                break
+    kinds = {}
+    for name, (role, node) in flat.nodes.items():
+        if role != "node":
+            kinds[name] = role
+        elif _kind(node) in _NEURONS:
+            kinds[name] = "neuron"
+        elif _kind(node) in _LINEAR:
+            kinds[name] = "linear"
+        else:
+            _refuse(name, node)
+    preds = {k: [] for k in flat.nodes}
+    succs = {k: [] for k in flat.nodes}
+    for s, d in flat.edges:
+        preds[d].append(s)
+        succs[s].append(d)
+
+    neurons = [k for k in flat.nodes if kinds[k] == "neuron"]
+    if not neurons:
+        raise UnsupportedError("the NIR graph has no neuron node (LIF, IF, CubaLIF, LI, CubaLI)")
+    linear = {k: _linear(k, flat.nodes[k][1]) for k in flat.nodes if kinds[k] == "linear"}
+
+    # sizes: from parameters, else from the linear node that feeds the neuron
+    sizes = {in_name: n_inputs}
+    for k in neurons:
+        sizes[k] = _neuron_size(k, flat.nodes[k][1])
+    for k in neurons:
+        if sizes[k] is None:
+            for p in preds[k]:
+                if p in linear:
+                    sizes[k] = linear[p][0].shape[1]
+                elif p in sizes and sizes[p]:
+                    sizes[k] = sizes[p]
+            if not sizes[k]:
+                raise ConfigError(
+                    f"NIR node {k!r}: cannot tell how many neurons it has (scalar parameters "
+                    f"and no Affine/Linear before it)"
+                )
+
+    # contributions into each node: list of (source, W (n_src, n_node), bias (n_node,))
+    memo = {}
+
+    def contrib(node, stack=()):
+        if node in memo:
+            return memo[node]
+        if node in stack:
+            raise UnsupportedError(
+                f"NIR nodes {list(stack)} form a cycle without a neuron: not supported (every "
+                f"cycle must pass through a neuron node)"
+            )
+        out = []
+        for p in preds[node]:
+            if kinds[p] in ("neuron", "input"):
+                n = sizes[p]
+                out.append((p, np.eye(n), np.zeros(n)))
+            elif kinds[p] == "linear":
+                w, b = linear[p]
+                for src, m, bb in contrib(p, stack + (node,)):
+                    if src is None:
+                        out.append((None, None, bb @ w))
+                        continue
+                    if m.shape[1] != w.shape[0]:
+                        raise ConfigError(
+                            f"NIR node {p!r} ({_kind(flat.nodes[p][1])}) expects {w.shape[0]} "
+                            f"inputs but {src!r} gives {m.shape[1]}"
+                        )
+                    out.append((src, m @ w, bb @ w))
+                out.append((None, None, b))  # the node's own bias, counted once
+            else:
+                raise UnsupportedError(
+                    f"NIR node {p!r} ({kinds[p]}) feeds {node!r}: not supported"
+                )
+        memo[node] = out
+        return out
+
+    populations, proj_w = {}, {}
+    for k in neurons:
+        node = flat.nodes[k][1]
+        n = sizes[k]
+        params, gain, extra_bias = _neuron(k, node, n, settings)
+        bias = extra_bias.copy()
+        for src, m, b in contrib(k):
+            if b.shape != (n,):
+                raise ConfigError(
+                    f"NIR node {k!r} has {n} neurons but receives {b.shape[0]} values"
+                    + (f" from {src!r}" if src else "")
+                )
+            bias += gain * b
+            if src is None:
+                continue
+            w = m * gain[None, :]
+            proj_w[(src, k)] = proj_w.get((src, k), 0) + w
+        params.bias = bias
+        populations[k] = Population(k, n, params)
+
+    # update order: reverse DFS postorder from the input; edges that close a cycle are recurrent
+    adj = {k: [] for k in neurons + [in_name]}
+    for src, dst in proj_w:
+        adj[src].append(dst)
+    order, state = [], {}
+
+    def dfs(u):
+        state[u] = 1
+        for v in adj[u]:
+            if state.get(v) is None:
+                dfs(v)
+        state[u] = 2
+        order.append(u)
+
+    dfs(in_name)
+    for k in neurons:
+        if state.get(k) is None:
+            dfs(k)
+    order = [k for k in reversed(order) if k != in_name]
+
+    outputs = []
+    for o in flat.outputs:
+        for p in preds[o]:
+            if kinds[p] != "neuron":
+                raise UnsupportedError(
+                    f"NIR node {p!r} ({_kind(flat.nodes[p][1]) if kinds[p] != 'input' else 'Input'}"
+                    f") feeds the Output {o!r}: not supported; the chip sends spikes of neuron "
+                    f"populations to the host, so end the graph with a neuron node (an LI / "
+                    f"CubaLI node is a membrane readout)"
+                )
+            if p not in outputs:
+                outputs.append(p)
+    projections = [
+        Projection(INPUT if src == in_name else src, dst, w.astype(np.float32))
+        for (src, dst), w in proj_w.items()
+    ]
+    for p in populations.values():
+        prm = p.params
+        prm.bias = _uniform(np.asarray(prm.bias, dtype=np.float32))
+        prm.beta, prm.alpha, prm.threshold = (
+            _uniform(prm.beta), _uniform(prm.alpha), _uniform(prm.threshold))
+    return Network(
+        n_inputs=n_inputs,
+        populations=[populations[k] for k in order],
+        projections=projections,
+        outputs=outputs or [order[-1]],
+    )

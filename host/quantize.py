@@ -1,0 +1,321 @@
+"""Quantize a float :class:`~spikeforge.sim.network.Network` to the chip's integer format.
+
+Spec: ``docs/neuron.md`` (the integer neuron and its widths), ``spikeforge.spec.Format`` and
+``docs/compiler.md``.
+
+Spikes are single bits, so every target population (or every target neuron) can have its own
+scale ``s``: the weights *into* it, its bias and its threshold are multiplied by ``s`` together,
+its membrane (and CuBa current) become ``s`` times the float ones, and its spikes do not change
+apart from rounding.  ``s`` is the largest value that keeps every incoming weight within the
+weight range (``127 / max|w|`` for 8-bit weights), lowered when the threshold would leave too
+little headroom in the state range or the bias would not fit.  Decays become ``q = round(beta *
+2**F)`` (``leak="mult"``) or the nearest ``k`` of ``v - (v >> k)`` (``leak="shift"``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+
+import numpy as np
+
+from ..errors import ConfigError, UnsupportedError
+from ..sim.golden import GoldenChip, validate_network
+from ..sim.network import Network, NeuronParams, Population, Projection
+from ..spec import DEFAULT_FORMAT, Format, LeakMode
+from .nir_import import is_readout
+
+__all__ = ["Quantized", "quantize", "QuantReport", "compare", "agreement"]
+
+
+@dataclass
+class Quantized:
+    """The result of :func:`quantize`.
+
+    Attributes
+    ----------
+    net : Network
+        The integer network (integer codes, ready for the golden int mode and the chip).
+    float_net : Network
+        The float network it came from.
+    scales : dict of str to ndarray
+        Per population, the per-neuron scale: integer membrane = scale * float membrane.
+    fmt : Format
+    notes : list of str
+        What rounding did (decay errors, threshold rounding), one line each.
+    """
+
+    net: Network
+    float_net: Network
+    scales: dict
+    fmt: Format = DEFAULT_FORMAT
+    notes: list = field(default_factory=list)
+
+
+def _per(value, n):
+    a = np.asarray(value, dtype=np.float64)
+    return np.full(n, float(a)) if a.ndim == 0 else a.reshape(-1)
+
+
+def _scalar_if_uniform(a):
+    a = np.asarray(a)
+    return a.flat[0].item() if a.size and np.all(a == a.flat[0]) else a
+
+
+def _decay_codes(name, pop, beta, leak, fmt, notes):
+    if leak == LeakMode.MULT:
+        q = np.rint(beta * fmt.decay_one).astype(np.int64)
+        err = np.abs(q / fmt.decay_one - beta).max()
+        if err > 0:
+            notes.append(f"{pop}: {name} rounded to q/{fmt.decay_one}, max error {err:.2e}")
+        return q
+    # shift: beta = 1 - 2**-k
+    with np.errstate(divide="ignore"):
+        k = np.rint(-np.log2(np.maximum(1.0 - beta, 1e-300)))
+    lo, hi = fmt.shift_range
+    bad = (k < lo) | (k > hi)
+    if np.any(bad):
+        b = float(beta[bad][0])
+        raise UnsupportedError(
+            f"population {pop!r}: {name}={b!r} has no shift leak v - (v >> k) with k in {lo}..{hi}"
+            f" (beta = 1 - 2**-k is 0.5 .. {1 - 2.0 ** -hi:.6f}); use leak='mult'"
+        )
+    err = np.abs((1 - np.exp2(-k)) - beta).max()
+    if err > 0:
+        notes.append(f"{pop}: {name} approximated by a shift leak, max beta error {err:.2e}")
+    return k.astype(np.int64)
+
+
+def quantize(
+    net: Network,
+    fmt: Format = DEFAULT_FORMAT,
+    *,
+    per_neuron: bool = False,
+    leak: str = "mult",
+    headroom: float = 4.0,
+) -> Quantized:
+    """Quantize a float network (as trained) to integer codes for the chip.
+
+    Parameters
+    ----------
+    net : Network
+        Float network (e.g. from :func:`~spikeforge.host.nir_import.from_nir`).
+    fmt : Format
+        Target widths.
+    per_neuron : bool
+        One scale per neuron (Xylo style) instead of one per population (Speck style).  Readout
+        populations (LI/CubaLI) always get one scale, so their membranes stay comparable.
+    leak : {"mult", "shift"}
+        How leaky populations decay on the chip.
+    headroom : float
+        The scaled threshold is kept below ``state_max / headroom`` so the membrane can overshoot
+        the threshold without saturating.
+
+    Returns
+    -------
+    Quantized
+
+    Raises
+    ------
+    ConfigError, UnsupportedError
+        A parameter the format cannot represent (named, with the allowed range).
+    """
+    if leak not in ("mult", "shift"):
+        raise ConfigError(f"leak={leak!r} is not valid: allowed 'mult', 'shift'")
+    if not headroom >= 1:
+        raise ConfigError(f"headroom={headroom!r} is out of range: allowed >= 1")
+    validate_network(net, "float")
+    w_max = fmt.weight_range[1]
+    state_max = fmt.state_range[1]
+    thr_lo, thr_hi = fmt.threshold_range
+    bias_hi = fmt.bias_range[1]
+    notes = []
+    scales, pops = {}, []
+    dense = {id(p): net.dense_weights(p).astype(np.float64) for p in net.projections}
+    for pop in net.populations:
+        n = pop.size
+        prm = pop.params
+        colmax = np.zeros(n)
+        for proj in net.projections:
+            if proj.dst == pop.name:
+                colmax = np.maximum(colmax, np.abs(dense[id(proj)]).max(axis=0))
+        thr = _per(prm.threshold, n)
+        bias = _per(prm.bias, n)
+        readout = is_readout(prm)
+        if readout or not per_neuron:
+            cm = np.full(n, colmax.max())
+        else:
+            cm = colmax
+        with np.errstate(divide="ignore"):
+            s = np.where(cm > 0, w_max / cm, np.inf)
+            if not readout:
+                s = np.minimum(s, (state_max / headroom) / thr)
+            s = np.minimum(s, np.where(np.abs(bias) > 0, bias_hi / np.abs(bias), np.inf))
+        if readout:
+            s = np.full(n, s.min())
+        if not np.all(np.isfinite(s)):
+            # no input and no bias: any scale; keep thresholds exact-ish
+            s = np.where(np.isfinite(s), s, (state_max / headroom) / np.maximum(thr, 1e-30))
+            if readout:
+                s = np.where(np.isfinite(s), s, 1.0)
+        if not readout:
+            t_int = np.rint(thr * s)
+            if np.any(t_int < thr_lo):
+                k = int(np.argmax(t_int < thr_lo))
+                raise ConfigError(
+                    f"population {pop.name!r}: threshold {float(thr[k])!r} (neuron {k}) rounds to "
+                    f"{int(t_int[k])} at scale {s[k]:.4g}; allowed {thr_lo}..{thr_hi}: the "
+                    f"incoming weights are too large relative to the threshold for "
+                    f"{fmt.weight_bits}-bit weights"
+                )
+            rel = np.abs(t_int / s - thr) / thr
+            if rel.max() > 1e-3:
+                notes.append(
+                    f"{pop.name}: threshold rounding moved it by up to {100 * rel.max():.2f} %"
+                )
+        else:
+            t_int = np.full(n, thr_hi)
+            if fmt.threshold_bits < fmt.state_bits:
+                notes.append(
+                    f"{pop.name}: readout threshold {thr_hi} is reachable with "
+                    f"{fmt.state_bits}-bit state; the readout may spike"
+                )
+        b_int = np.rint(bias * s)
+        params = {
+            "model": prm.model, "reset": prm.reset, "reset_delay": prm.reset_delay,
+            "threshold": _scalar_if_uniform(t_int.astype(np.int64)),
+            "bias": _scalar_if_uniform(b_int.astype(np.int64)),
+        }
+        if prm.leak == LeakMode.NONE:
+            params.update(leak="none", beta=0, alpha=0)
+        elif prm.leak == LeakMode.SHIFT:
+            raise ConfigError(
+                f"population {pop.name!r}: the float network already uses leak='shift'; pass "
+                f"a float network with multiplicative decays (beta) and leak='shift' here"
+            )
+        else:
+            mode = LeakMode.MULT if leak == "mult" else LeakMode.SHIFT
+            beta = _per(prm.beta, n)
+            params["leak"] = mode
+            params["beta"] = _scalar_if_uniform(
+                _decay_codes("beta", pop.name, beta, mode, fmt, notes))
+            if prm.model.name == "CUBA":
+                alpha = _per(prm.alpha, n)
+                params["alpha"] = _scalar_if_uniform(
+                    _decay_codes("alpha", pop.name, alpha, mode, fmt, notes))
+            else:
+                params["alpha"] = 0
+        scales[pop.name] = s
+        pops.append(Population(pop.name, n, NeuronParams(**params)))
+    projections = []
+    for proj in net.projections:
+        s = scales[proj.dst]
+        w = np.rint(dense[id(proj)] * s[None, :]).astype(np.int64)
+        lo, hi = fmt.weight_range
+        if w.size and (w.min() < lo or w.max() > hi):  # only by float round-off at the edge
+            w = np.clip(w, lo, hi)
+        projections.append(Projection(proj.src, proj.dst, w))
+    qnet = Network(net.n_inputs, pops, projections, list(net.outputs))
+    validate_network(qnet, "int", fmt)
+    return Quantized(net=qnet, float_net=net, scales=scales, fmt=fmt, notes=notes)
+
+
+# --- how far did quantization move the spikes -----------------------------------------------------
+def agreement(a, b):
+    """Share of entries (step, sample, neuron) on which two spike arrays agree."""
+    a, b = np.asarray(a, dtype=bool), np.asarray(b, dtype=bool)
+    if a.shape != b.shape:
+        raise ConfigError(f"spike arrays have shapes {a.shape} and {b.shape}")
+    return float(np.mean(a == b)) if a.size else 1.0
+
+
+@dataclass
+class QuantReport:
+    """How far the integer network's behaviour moved from the float one.
+
+    Attributes
+    ----------
+    agreement : dict of str to float
+        Per population, the share of (step, sample, neuron) spike entries that are equal.
+    rates_float, rates_int : dict of str to float
+        Per population, mean spikes per neuron per step.
+    accuracy_float, accuracy_int : float or None
+        With labels: the accuracies of the two networks (same decoder).
+    accuracy_delta : float or None
+        ``accuracy_int - accuracy_float``.
+    """
+
+    agreement: dict
+    rates_float: dict
+    rates_int: dict
+    accuracy_float: float | None = None
+    accuracy_int: float | None = None
+
+    @property
+    def accuracy_delta(self):
+        if self.accuracy_float is None:
+            return None
+        return self.accuracy_int - self.accuracy_float
+
+    def __str__(self):
+        lines = [f"{'population':<16}{'agreement':>10}{'rate float':>12}{'rate int':>10}"]
+        for k in self.agreement:
+            lines.append(f"{k:<16}{self.agreement[k]:>10.4f}{self.rates_float[k]:>12.4f}"
+                         f"{self.rates_int[k]:>10.4f}")
+        if self.accuracy_float is not None:
+            lines.append(f"accuracy float {self.accuracy_float:.4f}  int {self.accuracy_int:.4f}  "
+                         f"delta {100 * self.accuracy_delta:+.2f} pp")
+        return "\n".join(lines)
+
+
+def compare(q: Quantized, raster, labels=None, decoder="count", batch_size=512):
+    """Run the float and the integer network on ``raster`` and compare them.
+
+    Parameters
+    ----------
+    q : Quantized
+    raster : array (T, batch, n_inputs)
+    labels : array (batch,), optional
+        True classes, for the accuracies.
+    decoder : str
+        See :func:`spikeforge.host.coding.predict`; ``"membrane"`` decodes the first output
+        population's membrane (divided by its scale for the integer network).
+
+    Returns
+    -------
+    QuantReport
+    """
+    from .coding import predict
+
+    raster = np.asarray(raster)
+    results = {}
+    for mode, net in (("float", q.float_net), ("int", q.net)):
+        spikes, vs = [], []
+        for k in range(0, raster.shape[1], batch_size):
+            chunk = raster[:, k:k + batch_size]
+            out = GoldenChip(net, mode, batch=chunk.shape[1], fmt=q.fmt).run(
+                chunk, record_v=decoder == "membrane")
+            spikes.append(out["spikes"])
+            if decoder == "membrane":
+                vs.append(out["v"])
+        results[mode] = (np.concatenate(spikes, axis=1),
+                         np.concatenate(vs, axis=1) if vs else None)
+    agree, rf, ri = {}, {}, {}
+    for pop in q.net.populations:
+        sl = slice(q.net.base(pop.name), q.net.base(pop.name) + pop.size)
+        a, b = results["float"][0][..., sl], results["int"][0][..., sl]
+        agree[pop.name] = agreement(a, b)
+        rf[pop.name], ri[pop.name] = float(a.mean()), float(b.mean())
+    rep = QuantReport(agree, rf, ri)
+    if labels is not None:
+        out_pop = q.net.outputs[0]
+        sl = slice(q.net.base(out_pop), q.net.base(out_pop) + q.net.population(out_pop).size)
+        labels = np.asarray(labels)
+        accs = []
+        for mode in ("float", "int"):
+            spikes, v = results[mode]
+            scale = q.scales[out_pop] if mode == "int" else 1.0
+            pred = predict(decoder, spikes=spikes[..., sl],
+                           v=None if v is None else v[..., sl], scale=scale)
+            accs.append(float(np.mean(pred == labels)))
+        rep = replace(rep, accuracy_float=accs[0], accuracy_int=accs[1])
+    return rep

@@ -1,0 +1,531 @@
+# Tests of the model compiler (docs/compiler.md): NIR import, snnTorch and scikit-learn import,
+# quantization to the integer format of docs/neuron.md, and the fit check.
+import json
+
+import numpy as np
+import pytest
+from spikeforge.host.compiler import (
+    Settings,
+    check_fit,
+    compare,
+    compile,
+    from_nir,
+    from_sklearn,
+    from_weights,
+    load_model,
+    load_network,
+    quantize,
+    save_network,
+)
+from spikeforge.host.nir_import import READOUT_THRESHOLD, is_readout
+from spikeforge.sim.golden import GoldenChip
+from spikeforge.sim.network import Network, NeuronParams, Population, Projection
+
+from spikeforge.errors import ConfigError, FitError, UnsupportedError
+from spikeforge.spec import DEFAULT_FORMAT, LeakMode, NeuronModel, ResetMode
+
+nir = pytest.importorskip("nir")
+
+DT = 1e-3
+
+
+def _graph(nodes, edges, n_in, n_out=3):
+    nodes = dict(nodes)
+    nodes["input"] = nir.Input(input_type={"input": np.array([n_in])})
+    last = edges[-1][1]
+    nodes["output"] = nir.Output(output_type={"output": np.array([n_out])})
+    return nir.NIRGraph(nodes=nodes, edges=list(edges) + [(last, "output")], type_check=False)
+
+
+def _roundtrip(graph, tmp_path, settings=None):
+    path = tmp_path / "g.nir"
+    nir.write(path, graph)
+    return from_nir(str(path), settings)
+
+
+RNG = np.random.default_rng(0)
+W = RNG.normal(size=(3, 4)).astype(np.float32)  # NIR orientation: (n_out, n_in)
+B = RNG.normal(size=3).astype(np.float32)
+
+
+def _lif(n=3, tau=0.01, r=None, v_leak=0.0, thr=1.0, v_reset=0.0):
+    tau = np.full(n, tau)
+    return nir.LIF(tau=tau, r=tau / DT if r is None else np.full(n, r),
+                   v_leak=np.full(n, v_leak), v_threshold=np.full(n, thr),
+                   v_reset=np.full(n, v_reset))
+
+
+# --- NIR round trips, one per supported node --------------------------------------------------
+def test_affine_lif_roundtrip(tmp_path):
+    g = _graph({"fc": nir.Affine(weight=W, bias=B), "lif": _lif()},
+               [("input", "fc"), ("fc", "lif")], 4)
+    net = _roundtrip(g, tmp_path, Settings(dt=DT, reset="subtract", reset_delay=True))
+    assert net.n_inputs == 4 and net.outputs == ["lif"]
+    (pop,) = net.populations
+    assert pop.params.model == NeuronModel.LIF and pop.params.leak == LeakMode.MULT
+    assert pop.params.beta == pytest.approx(0.9)
+    assert pop.params.threshold == 1.0
+    assert pop.params.reset == ResetMode.SUBTRACT and pop.params.reset_delay
+    np.testing.assert_allclose(pop.params.bias, B, rtol=1e-6)
+    (proj,) = net.projections
+    assert proj.src == "input" and proj.dst == "lif"
+    np.testing.assert_allclose(proj.weights, W.T, rtol=1e-6)
+
+
+def test_lif_gain_and_leak_fold_into_weights_and_bias(tmp_path):
+    # r = 2 * tau / dt doubles the input; v_leak = 0.5 adds dt/tau * 0.5 every step
+    g = _graph({"fc": nir.Linear(weight=W), "lif": _lif(r=2 * 0.01 / DT, v_leak=0.5)},
+               [("input", "fc"), ("fc", "lif")], 4)
+    net = _roundtrip(g, tmp_path, Settings(dt=DT))
+    np.testing.assert_allclose(net.projections[0].weights, 2 * W.T, rtol=1e-6)
+    assert net.populations[0].params.bias == pytest.approx(0.5 * DT / 0.01)
+
+
+def test_lif_matches_the_discretised_equation(tmp_path):
+    g = _graph({"fc": nir.Linear(weight=W), "lif": _lif(tau=0.005, thr=0.7)},
+               [("input", "fc"), ("fc", "lif")], 4)
+    net = _roundtrip(g, tmp_path, Settings(dt=DT, reset="zero", reset_delay=False))
+    x = (np.random.default_rng(1).random((30, 4)) < 0.5).astype(np.float32)
+    spikes = GoldenChip(net, "float").run(x)["spikes"][:, 0, :]
+    v, beta = np.zeros(3), 1 - DT / 0.005
+    for t in range(30):  # NIR: v <- v + dt/tau (-v + r I), spike when v > thr, then v <- 0
+        v = beta * v + x[t] @ W.T.astype(np.float64)
+        s = v > 0.7
+        np.testing.assert_array_equal(spikes[t], s)
+        v = np.where(s, 0.0, v)
+
+
+def test_scale_node(tmp_path):
+    g = _graph({"fc": nir.Linear(weight=W), "sc": nir.Scale(scale=np.array([1.0, 2.0, 3.0])),
+                "lif": _lif()}, [("input", "fc"), ("fc", "sc"), ("sc", "lif")], 4)
+    net = _roundtrip(g, tmp_path, Settings(dt=DT))
+    np.testing.assert_allclose(net.projections[0].weights, W.T * [1, 2, 3], rtol=1e-6)
+
+
+def test_if_node(tmp_path):
+    g = _graph({"fc": nir.Linear(weight=W),
+                "if": nir.IF(r=np.full(3, 0.5), v_threshold=np.full(3, 2.0),
+                             v_reset=np.zeros(3))}, [("input", "fc"), ("fc", "if")], 4)
+    net = _roundtrip(g, tmp_path)
+    p = net.populations[0].params
+    assert p.leak == LeakMode.NONE and p.threshold == 2.0
+    assert p.reset == ResetMode.ZERO and not p.reset_delay  # NIR's own semantics by default
+    np.testing.assert_allclose(net.projections[0].weights, 0.5 * W.T, rtol=1e-6)
+
+
+def test_cubalif_node(tmp_path):
+    n = 3
+    cuba = nir.CubaLIF(tau_syn=np.full(n, 0.002), tau_mem=np.full(n, 0.01),
+                       r=np.full(n, 0.01 / DT), v_leak=np.zeros(n), v_threshold=np.ones(n),
+                       v_reset=np.zeros(n), w_in=np.full(n, 0.002 / DT))
+    g = _graph({"fc": nir.Affine(weight=W, bias=B), "cuba": cuba},
+               [("input", "fc"), ("fc", "cuba")], 4)
+    net = _roundtrip(g, tmp_path, Settings(dt=DT))
+    p = net.populations[0].params
+    assert p.model == NeuronModel.CUBA
+    assert p.alpha == pytest.approx(0.5) and p.beta == pytest.approx(0.9)
+    np.testing.assert_allclose(net.projections[0].weights, W.T, rtol=1e-5)
+
+
+@pytest.mark.parametrize("kind", ["LI", "CubaLI"])
+def test_leaky_integrator_readout(tmp_path, kind):
+    n = 3
+    if kind == "LI":
+        node = nir.LI(tau=np.full(n, 0.02), r=np.full(n, 0.02 / DT), v_leak=np.zeros(n))
+    else:
+        node = nir.CubaLI(tau_syn=np.full(n, 0.002), tau_mem=np.full(n, 0.02),
+                          r=np.full(n, 0.02 / DT), v_leak=np.zeros(n),
+                          w_in=np.full(n, 0.002 / DT))
+    g = _graph({"fc": nir.Linear(weight=W), "li": node}, [("input", "fc"), ("fc", "li")], 4)
+    net = _roundtrip(g, tmp_path, Settings(dt=DT, reset="subtract"))
+    p = net.populations[0].params
+    assert p.reset == ResetMode.NONE and p.threshold == READOUT_THRESHOLD and is_readout(p)
+    assert p.beta == pytest.approx(0.95)
+    q = quantize(net)
+    assert q.net.populations[0].params.threshold == DEFAULT_FORMAT.threshold_range[1]
+    x = np.ones((50, 2, 4), dtype=np.uint8)
+    out = GoldenChip(q.net, "int", batch=2).run(x)
+    assert not out["spikes"].any()  # a readout never spikes
+    vf = GoldenChip(net, "float", batch=2).run(x)["v"]
+    scale = q.scales["li"][0]
+    np.testing.assert_allclose(out["v"] / scale, vf, atol=0.05 * np.abs(vf).max())
+
+
+def _recurrent_subgraph(n=3):
+    wrec = RNG.normal(size=(n, n)).astype(np.float32)
+    sub = nir.NIRGraph(nodes={
+        "input": nir.Input(input_type={"input": np.array([n])}),
+        "lif": _lif(n),
+        "w_rec": nir.Linear(weight=wrec),
+        "output": nir.Output(output_type={"output": np.array([n])}),
+    }, edges=[("input", "lif"), ("lif", "w_rec"), ("w_rec", "lif"), ("lif", "output")],
+        type_check=False)
+    return sub, wrec
+
+
+def test_nested_recurrent_subgraph(tmp_path):
+    sub, wrec = _recurrent_subgraph()
+    g = _graph({"fc": nir.Linear(weight=W), "rnn": sub}, [("input", "fc"), ("fc", "rnn")], 4)
+    net = _roundtrip(g, tmp_path, Settings(dt=DT))
+    assert [p.name for p in net.populations] == ["rnn.lif"]
+    rec = [p for p in net.projections if p.src == "rnn.lif"]
+    assert len(rec) == 1 and net.is_recurrent(rec[0])
+    np.testing.assert_allclose(rec[0].weights, wrec.T, rtol=1e-6)
+    assert net.outputs == ["rnn.lif"]
+
+
+def test_flattened_cycle_between_populations_is_recurrent(tmp_path):
+    g = _graph({"fc": nir.Linear(weight=W), "a": _lif(), "ab": nir.Linear(weight=np.eye(3)),
+                "b": _lif(), "ba": nir.Linear(weight=0.5 * np.eye(3))},
+               [("input", "fc"), ("fc", "a"), ("a", "ab"), ("ab", "b"), ("b", "ba"),
+                ("ba", "a")], 4)
+    net = _roundtrip(g, tmp_path, Settings(dt=DT))
+    assert [p.name for p in net.populations] == ["a", "b"]
+    back = [p for p in net.projections if p.src == "b"][0]
+    assert back.dst == "a" and net.is_recurrent(back)
+
+
+def test_settings_stored_in_graph_metadata(tmp_path):
+    g = _graph({"fc": nir.Linear(weight=W), "lif": _lif()}, [("input", "fc"), ("fc", "lif")], 4)
+    g.metadata = {"spikeforge": json.dumps({"dt": DT, "reset": "subtract",
+                                            "reset_delay": True})}
+    net = _roundtrip(g, tmp_path)
+    p = net.populations[0].params
+    assert p.beta == pytest.approx(0.9) and p.reset == ResetMode.SUBTRACT and p.reset_delay
+
+
+def test_settings_from_sidecar_json(tmp_path):
+    g = _graph({"fc": nir.Linear(weight=W), "lif": _lif()}, [("input", "fc"), ("fc", "lif")], 4)
+    nir.write(tmp_path / "m.nir", g)
+    (tmp_path / "m.json").write_text(json.dumps({"dt": DT, "reset": "none"}))
+    net = load_model(tmp_path / "m.nir")
+    assert net.populations[0].params.reset == ResetMode.NONE
+
+
+# --- refusals --------------------------------------------------------------------------------
+@pytest.mark.parametrize("make,kind", [
+    (lambda: nir.Conv2d(input_shape=(8, 8), weight=np.ones((1, 1, 3, 3)), stride=1, padding=1,
+                        dilation=1, groups=1, bias=np.zeros(1)), "Conv2d"),
+    (lambda: nir.Flatten(input_type={"input": np.array([1, 4])}, start_dim=0, end_dim=-1),
+     "Flatten"),
+    (lambda: nir.Delay(delay=np.ones(4)), "Delay"),
+    (lambda: nir.SumPool2d(kernel_size=np.array([2, 2]), stride=np.array([2, 2]),
+                           padding=np.array([0, 0])), "SumPool2d"),
+    (lambda: nir.Threshold(threshold=np.ones(4)), "Threshold"),
+])
+def test_unsupported_nodes_are_refused_by_name(make, kind):
+    g = _graph({"bad": make(), "fc": nir.Linear(weight=W), "lif": _lif()},
+               [("input", "bad"), ("bad", "fc"), ("fc", "lif")], 4)
+    with pytest.raises(UnsupportedError) as e:
+        from_nir(g, Settings(dt=DT))
+    msg = str(e.value)
+    assert "'bad'" in msg and kind in msg and "supported node types" in msg and "LIF" in msg
+
+
+@pytest.mark.parametrize("kw,needle", [
+    (dict(v_reset=0.5), "v_reset=0.5"),
+    (dict(thr=-1.0), "v_threshold=-1.0"),
+])
+def test_unsupported_parameters_are_refused(kw, needle):
+    g = _graph({"fc": nir.Linear(weight=W), "lif": _lif(**kw)},
+               [("input", "fc"), ("fc", "lif")], 4)
+    with pytest.raises(UnsupportedError, match=needle) as e:
+        from_nir(g, Settings(dt=DT))
+    assert "'lif'" in str(e.value)
+
+
+def test_tau_shorter_than_dt_is_refused():
+    g = _graph({"fc": nir.Linear(weight=W), "lif": _lif(tau=1e-4)},
+               [("input", "fc"), ("fc", "lif")], 4)
+    with pytest.raises(ConfigError, match=r"tau=0\.0001.*shorter than dt=0\.001"):
+        from_nir(g, Settings(dt=DT))
+
+
+def test_cuba_v_leak_is_refused():
+    n = 3
+    cuba = nir.CubaLIF(tau_syn=np.full(n, 0.002), tau_mem=np.full(n, 0.01), r=np.ones(n),
+                       v_leak=np.full(n, 0.1), v_threshold=np.ones(n), w_in=np.ones(n))
+    g = _graph({"fc": nir.Linear(weight=W), "c": cuba}, [("input", "fc"), ("fc", "c")], 4)
+    with pytest.raises(UnsupportedError, match="v_leak=0.1"):
+        from_nir(g, Settings(dt=DT))
+
+
+def test_affine_feeding_output_is_refused():
+    g = _graph({"fc": nir.Linear(weight=W), "lif": _lif(), "fc2": nir.Linear(weight=W[:, :3])},
+               [("input", "fc"), ("fc", "lif"), ("lif", "fc2")], 4)
+    with pytest.raises(UnsupportedError, match="'fc2'.*feeds the Output"):
+        from_nir(g, Settings(dt=DT))
+
+
+def test_invalid_settings():
+    with pytest.raises(ConfigError, match="Settings.reset='soft'"):
+        Settings(reset="soft")
+    with pytest.raises(ConfigError, match="Settings.dt=0"):
+        Settings(dt=0)
+
+
+# --- snnTorch -------------------------------------------------------------------------------------
+def _snn_model(kind, reset, delay, n_in=12, n_h=16, n_o=6):
+    import snntorch as snn
+    import torch
+
+    b = lambda n, v: torch.full((n,), v)  # noqa: E731
+    common = dict(init_hidden=True, reset_mechanism=reset, reset_delay=delay)
+    if kind == "Leaky":
+        l1 = snn.Leaky(beta=b(n_h, 0.85), threshold=b(n_h, 1.0), **common)
+    elif kind == "Synaptic":
+        l1 = snn.Synaptic(alpha=b(n_h, 0.7), beta=b(n_h, 0.85), threshold=b(n_h, 1.0), **common)
+    elif kind == "RLeaky":
+        l1 = snn.RLeaky(beta=b(n_h, 0.85), threshold=b(n_h, 1.0), linear_features=n_h, **common)
+    else:
+        l1 = snn.RSynaptic(alpha=b(n_h, 0.7), beta=b(n_h, 0.85), threshold=b(n_h, 1.0),
+                           linear_features=n_h, **common)
+    l2 = snn.Leaky(beta=b(n_o, 0.9), threshold=b(n_o, 1.0), output=True, **common)
+    net = torch.nn.Sequential(torch.nn.Linear(n_in, n_h), l1, torch.nn.Linear(n_h, n_o), l2)
+    with torch.no_grad():
+        net[0].weight.mul_(3)
+        net[2].weight.mul_(3)
+    return net
+
+
+def _run_snntorch(net, raster):
+    import torch
+    from snntorch import utils
+
+    utils.reset(net)
+    out = []
+    with torch.no_grad():
+        for t in range(raster.shape[0]):
+            spk, _ = net(torch.as_tensor(raster[t], dtype=torch.float32))
+            out.append(spk.numpy())
+    return np.array(out).astype(bool)
+
+
+@pytest.mark.parametrize("kind,reset,delay", [
+    ("Leaky", "subtract", True), ("Leaky", "subtract", False), ("Leaky", "zero", True),
+    ("Leaky", "zero", False), ("Leaky", "none", True),
+    ("Synaptic", "subtract", True), ("Synaptic", "zero", False),
+    ("RLeaky", "subtract", True), ("RLeaky", "zero", True), ("RLeaky", "zero", False),
+    ("RSynaptic", "subtract", True), ("RSynaptic", "zero", True),
+])
+def test_snntorch_export_import_equals_snntorch(kind, reset, delay):
+    pytest.importorskip("snntorch")
+    pytest.importorskip("nirtorch")
+    import torch
+    from spikeforge.host.compiler import from_snntorch
+
+    torch.manual_seed(0)
+    model = _snn_model(kind, reset, delay)
+    net = from_snntorch(model, 12)
+    raster = (np.random.default_rng(1).random((40, 16, 12)) < 0.4).astype(np.float32)
+    ref = _run_snntorch(model, raster)
+    assert ref.any() and not ref.all()
+    ours = GoldenChip(net, "float", batch=16).run(raster)["spikes"][..., -6:]
+    np.testing.assert_array_equal(ours, ref)
+    assert net.populations[0].params.reset == ResetMode[reset.upper()]
+    assert net.populations[0].params.reset_delay == delay
+
+
+def test_snntorch_unsupported_feature_is_refused():
+    pytest.importorskip("nirtorch")
+    from spikeforge.host.compiler import from_snntorch
+
+    model = _snn_model("Leaky", "subtract", True)
+    import torch
+
+    model[1].graded_spikes_factor = torch.tensor(2.0)
+    with pytest.raises(UnsupportedError, match="graded_spikes_factor"):
+        from_snntorch(model, 12)
+
+
+# --- scikit-learn ---------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def digits():
+    from spikeforge.host.demo import load_digits_split
+
+    return load_digits_split()
+
+
+def test_sklearn_conversion_accuracy(digits):
+    import warnings
+
+    from sklearn.exceptions import ConvergenceWarning
+    from sklearn.neural_network import MLPClassifier
+    from spikeforge.host.coding import rate_encode
+
+    (xtr, ytr), (xte, yte) = digits
+    mlp = MLPClassifier(hidden_layer_sizes=(32,), max_iter=60, random_state=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        mlp.fit(xtr / 16, ytr)
+    ann = mlp.score(xte / 16, yte)
+    assert ann > 0.85
+    raster = rate_encode(xte, 30, seed=0, x_max=16.0)
+    for readout, decoder in (("spikes", "count"), ("membrane", "membrane")):
+        net = from_sklearn(mlp, xtr / 16, readout=readout)
+        rep = compare(quantize(net), raster, yte, decoder=decoder)
+        assert rep.accuracy_float > ann - 0.05, (readout, rep)
+        assert abs(rep.accuracy_delta) <= 0.02, (readout, rep)
+
+
+def test_sklearn_refusals(digits):
+    from sklearn.neural_network import MLPClassifier
+
+    (xtr, ytr), _ = digits
+    with pytest.raises(ConfigError, match="not fitted"):
+        from_sklearn(MLPClassifier(), xtr / 16)
+    mlp = MLPClassifier(hidden_layer_sizes=(4,), activation="tanh", max_iter=2)
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        mlp.fit(xtr[:50] / 16, ytr[:50])
+    with pytest.raises(UnsupportedError, match="activation='tanh'"):
+        from_sklearn(mlp, xtr / 16)
+    mlp.activation = "relu"
+    with pytest.raises(ConfigError, match="rate coding needs inputs in 0..1"):
+        from_sklearn(mlp, xtr)
+
+
+# --- plain weights and files ---------------------------------------------------------------------
+def test_from_weights_and_npz_roundtrip(tmp_path):
+    w1, w2 = RNG.normal(size=(5, 7)), RNG.normal(size=(7, 3))
+    net = from_weights([w1, w2], [np.zeros(7), np.ones(3)], neuron="if", readout=True)
+    assert net.populations[0].params.leak == LeakMode.NONE
+    assert is_readout(net.populations[1].params)
+    save_network(net, tmp_path / "n.npz")
+    back = load_network(tmp_path / "n.npz")
+    x = (RNG.random((20, 3, 5)) < 0.5).astype(np.uint8)
+    a = GoldenChip(net, "float", batch=3).run(x)
+    b = GoldenChip(back, "float", batch=3).run(x)
+    np.testing.assert_array_equal(a["spikes"], b["spikes"])
+    np.testing.assert_array_equal(a["v"], b["v"])
+    with pytest.raises(ConfigError, match=r"weights\[1\] has 4 rows but weights\[0\] has 7"):
+        from_weights([w1, np.ones((4, 2))])
+
+
+def test_compile_integer_npz_is_not_requantized(tmp_path):
+    q = quantize(from_weights([RNG.normal(size=(5, 7))]))
+    save_network(q.net, tmp_path / "int.npz")
+    c = compile(tmp_path / "int.npz")
+    np.testing.assert_array_equal(c.net.projections[0].weights, q.net.projections[0].weights)
+
+
+# --- quantization -----------------------------------------------------------------------------
+def _float_net(threshold=1.0, beta=0.9, per_col=None):
+    w = RNG.normal(size=(6, 5)) * 0.5
+    if per_col is not None:
+        w = w * per_col
+    return Network(6, [Population("h", 5, NeuronParams(beta=beta, threshold=threshold))],
+                   [Projection("input", "h", w.astype(np.float32))])
+
+
+def test_quantize_scales_weights_and_thresholds_together():
+    net = _float_net()
+    q = quantize(net)
+    w = net.projections[0].weights.astype(np.float64)
+    s = q.scales["h"][0]
+    assert np.abs(q.net.projections[0].weights).max() == DEFAULT_FORMAT.weight_range[1]
+    np.testing.assert_array_equal(q.net.projections[0].weights, np.rint(w * s))
+    assert q.net.populations[0].params.threshold == round(1.0 * s)
+    assert q.net.populations[0].params.beta == round(0.9 * 4096)
+
+
+def test_quantize_per_neuron_uses_every_column_fully():
+    net = _float_net(per_col=np.array([1, 0.5, 0.2, 1, 1]))
+    q = quantize(net, per_neuron=True)
+    w = np.abs(q.net.projections[0].weights)
+    np.testing.assert_array_equal(w.max(axis=0), 127)
+    rep = compare(q, (RNG.random((30, 8, 6)) < 0.5).astype(np.uint8))
+    assert rep.agreement["h"] > 0.95
+
+
+def test_quantize_shift_leak():
+    q = quantize(_float_net(beta=0.875), leak="shift")
+    p = q.net.populations[0].params
+    assert p.leak == LeakMode.SHIFT and p.beta == 3
+    with pytest.raises(UnsupportedError, match=r"beta=0\.2 has no shift leak"):
+        quantize(_float_net(beta=0.2), leak="shift")
+
+
+def test_quantize_threshold_too_small_for_the_weights():
+    with pytest.raises(ConfigError, match=r"population 'h': threshold 0\.001 .*rounds to 0"):
+        quantize(_float_net(threshold=1e-3))
+
+
+def test_bundled_model_quantizes_within_one_point():
+    """The acceptance figure: integer accuracy within 1 pp of the float SNN on the test split."""
+    from spikeforge.host.coding import rate_encode
+    from spikeforge.host.demo import load_bundled, load_digits_split
+
+    path, meta = load_bundled("snntorch")
+    c = compile(path)
+    _, (xte, yte) = load_digits_split()
+    raster = rate_encode(xte, meta["timesteps"], seed=meta["encoder"]["seed"], x_max=16.0)
+    rep = c.report(raster, yte, decoder=meta["decoder"])
+    assert rep.accuracy_float == pytest.approx(meta["float_accuracy"], abs=1e-9)  # == snnTorch
+    assert abs(rep.accuracy_delta) <= 0.01, str(rep)
+    assert rep.accuracy_int > 0.85
+    assert min(rep.agreement.values()) > 0.9
+
+
+# --- fit check --------------------------------------------------------------------------------
+def test_check_fit_lists_every_problem():
+    net = Network(4, [
+        Population("a", 3, NeuronParams(beta=5000, threshold=0, leak="mult")),
+        Population("b", 2, NeuronParams(beta=100, threshold=10)),
+    ], [Projection("input", "a", np.full((4, 3), 200)),
+        Projection("a", "b", np.full((3, 2), 0.5))])
+    problems = check_fit(net)
+    text = "\n".join(problems)
+    assert len(problems) >= 3, problems
+    assert "population 'a'" in text and "beta" in text
+    assert "projection input->a" in text and "allowed -128..127" in text
+    assert "projection a->b: weights must be integers" in text
+
+
+def test_check_fit_against_a_core_config():
+    image = pytest.importorskip("spikeforge.hw.image")
+    q = quantize(from_weights([RNG.normal(size=(8, 40)), RNG.normal(size=(40, 4))]))
+    assert check_fit(q.net, image.CoreConfig(n_neurons=64, n_inputs=8)) == []
+    small = image.CoreConfig(n_neurons=16, n_inputs=4, synapse_words=16)
+    problems = check_fit(q.net, small)
+    assert any("44 neurons" in p for p in problems)
+    assert any("8 input channels" in p for p in problems)
+    with pytest.raises(FitError) as e:
+        compile(from_weights([RNG.normal(size=(8, 40)), RNG.normal(size=(40, 4))]), small)
+    assert len(e.value.problems) >= 2
+
+
+def test_compiled_image_uses_the_checked_config():
+    image = pytest.importorskip("spikeforge.hw.image")
+    config = image.CoreConfig(n_neurons=64, n_inputs=8)
+    c = compile(from_weights([RNG.normal(size=(8, 40)), RNG.normal(size=(40, 4))]), config)
+    blocks = c.image()
+    assert blocks and all(isinstance(a, int) and len(w) > 0 for a, w in blocks)
+    with pytest.raises(ConfigError, match="needs a chip configuration"):
+        compile(from_weights([RNG.normal(size=(8, 4))])).image()
+
+
+def test_compile_dispatches_on_the_model_type(digits):
+    pytest.importorskip("nirtorch")
+    import warnings
+
+    from sklearn.neural_network import MLPClassifier
+
+    model = _snn_model("Leaky", "subtract", True)
+    c = compile(model, n_inputs=12)
+    assert [p.name for p in c.net.populations] == ["1", "3"]
+    with pytest.raises(ConfigError, match="needs n_inputs="):
+        compile(model)
+    (xtr, ytr), _ = digits
+    mlp = MLPClassifier(hidden_layer_sizes=(8,), max_iter=5)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        mlp.fit(xtr[:100] / 16, ytr[:100])
+    assert compile(mlp, calibration=xtr[:100] / 16).net.n_neurons == 18
+    with pytest.raises(ConfigError, match="needs calibration="):
+        compile(mlp)
+    assert compile([RNG.normal(size=(3, 2))]).net.n_inputs == 3
+    with pytest.raises(UnsupportedError, match="cannot compile a dict"):
+        compile({})

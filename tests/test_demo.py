@@ -1,0 +1,149 @@
+# Tests of the main demo (host/demo.py) and the backend interface (host/backends.py): the bundled
+# model on real digits through the golden backend, a faulty backend, and the CLI subcommands.
+import argparse
+import json
+
+import numpy as np
+import pytest
+from spikeforge.host import backends
+from spikeforge.host.backends import Backend, GoldenBackend, open_backend, register_backend
+from spikeforge.host.demo import load_bundled, register, run_demo
+
+from spikeforge.errors import ConfigError
+
+
+def test_demo_golden_backend_agrees_with_golden():
+    res = run_demo(GoldenBackend(), samples=40, progress=False)
+    assert res["samples"] == 40 and res["timesteps"] == 25
+    assert res["identical"] and res["spike_agreement"] == 1.0
+    assert res["accuracy_chip"] == res["accuracy_golden"]
+    assert abs(res["accuracy_golden"] - res["accuracy_float"]) <= 0.05
+    assert res["accuracy_golden"] > 0.8
+    assert res["throughput"]["events"] > 0 and res["throughput"]["samples_per_s"] > 0
+
+
+def test_demo_sklearn_model():
+    res = run_demo(samples=20, progress=False, model="sklearn", timesteps=30)
+    assert res["identical"] and res["timesteps"] == 30 and res["accuracy_chip"] > 0.75
+
+
+class _FlippingBackend(GoldenBackend):
+    """A broken chip: the last neuron's spikes are inverted."""
+
+    name = "flipping"
+
+    def run(self, raster):
+        s = super().run(raster)
+        s[..., -1] = ~s[..., -1]
+        return s
+
+
+def test_demo_reports_disagreement():
+    res = run_demo(_FlippingBackend(), samples=10, progress=False)
+    assert not res["identical"]
+    assert res["spike_agreement"] == pytest.approx(0.9)  # 1 of 10 output neurons always wrong
+
+
+class _WrongShape(Backend):
+    name = "wrong"
+
+    def load(self, net):
+        self.net = net
+
+    def run(self, raster):
+        return np.zeros((1, 1, 1), dtype=bool)
+
+
+def test_demo_checks_backend_output_shape():
+    with pytest.raises(ConfigError, match="backend 'wrong' returned spikes of shape"):
+        run_demo(_WrongShape(), samples=2, progress=False)
+
+
+def test_demo_argument_errors():
+    with pytest.raises(ConfigError, match="samples=0 is out of range: allowed 1..360"):
+        run_demo(samples=0, progress=False)
+    with pytest.raises(ConfigError, match="model='mnist'"):
+        run_demo(samples=1, progress=False, model="mnist")
+
+
+def test_golden_backend_membrane_and_errors():
+    b = GoldenBackend()
+    with pytest.raises(ConfigError, match="no network loaded"):
+        b.run(np.zeros((2, 1, 64)))
+    from spikeforge.host.compiler import compile
+
+    b.load(compile(load_bundled()[0]).net)
+    spikes, v = b.run_membrane(np.ones((3, 2, 64), dtype=np.uint8))
+    assert spikes.shape == v.shape == (3, 2, 138)
+    with pytest.raises(ConfigError, match=r"expected \(T, batch, n_inputs=64\)"):
+        b.run(np.zeros((3, 2, 5)))
+
+
+def test_open_backend_names_and_url(monkeypatch):
+    assert isinstance(open_backend(None), GoldenBackend)
+    assert open_backend("golden-float").arithmetic == "float"
+    with pytest.raises(ConfigError, match="no chip link backend is registered yet"):
+        open_backend("socket://localhost:1")
+    monkeypatch.setattr(backends, "_FACTORIES", dict(backends._FACTORIES))
+    seen = []
+    register_backend("url", lambda port: seen.append(port) or GoldenBackend())
+    assert isinstance(open_backend("socket://localhost:1"), GoldenBackend)
+    assert seen == ["socket://localhost:1"]
+
+
+def _cli(argv):
+    ap = argparse.ArgumentParser()
+    register(ap.add_subparsers(dest="cmd", required=True))
+    args = ap.parse_args(argv)
+    return args.func(args)
+
+
+def test_cli_demo_json(capsys):
+    assert _cli(["demo", "--samples", "5", "--json", "--port", "golden"]) == 0
+    res = json.loads(capsys.readouterr().out)
+    assert res["samples"] == 5 and res["backend"] == "golden" and res["identical"]
+
+
+def test_cli_demo_text_and_error(capsys):
+    assert _cli(["demo", "--samples", "3"]) == 0
+    out = capsys.readouterr().out
+    assert "accuracy" in out and "agreement" in out and "throughput" in out
+    assert _cli(["demo", "--samples", "3", "--port", "/dev/ttyNOPE"]) == 2
+    assert "no chip link backend" in capsys.readouterr().err
+
+
+def test_cli_run_with_labels_and_plot(tmp_path, capsys):
+    from spikeforge.host.coding import rate_encode
+    from spikeforge.host.demo import load_digits_split
+
+    _, (x, y) = load_digits_split()
+    raster = rate_encode(x[:6], 25, seed=1234, x_max=16.0)
+    np.savez(tmp_path / "in.npz", raster=raster, labels=y[:6])
+    np.save(tmp_path / "in.npy", raster)
+    path = load_bundled()[0]
+    png = tmp_path / "r.png"
+    assert _cli(["run", path, str(tmp_path / "in.npz"), "--json", "--plot", str(png)]) == 0
+    res = json.loads(capsys.readouterr().out)
+    assert len(res["predictions"]) == 6 and 0 <= res["accuracy"] <= 1
+    assert png.stat().st_size > 1000
+    assert _cli(["run", path, str(tmp_path / "in.npy")]) == 0
+    assert capsys.readouterr().out.startswith("predictions ")
+    assert _cli(["run", path, str(tmp_path / "missing.npy")]) == 2
+    assert "does not exist" in capsys.readouterr().err
+
+
+class _OutputsOnly(GoldenBackend):
+    """A chip that only reports the output population (as the UART link does)."""
+
+    name = "outputs-only"
+    reports_all_neurons = False
+
+    def run(self, raster):
+        s = super().run(raster)
+        s[..., :128] = False
+        return s
+
+
+def test_demo_with_an_outputs_only_backend():
+    res = run_demo(_OutputsOnly(), samples=8, progress=False)
+    assert res["identical"] and res["spike_agreement"] == 1.0
