@@ -62,6 +62,169 @@ def decay(x, code, leak: LeakMode, arithmetic: str = "int", fmt: Format = DEFAUL
     return x - (x >> code)
 
 
+class _Work:
+    """Scratch arrays of one shape, made on first use and reused (no allocation per step).
+
+    Allocating and freeing the temporaries of a (batch, n) update costs page faults on every
+    step (glibc returns large blocks to the system); the chip keeps one ``_Work`` per population.
+    """
+
+    def __init__(self, shape):
+        self.shape = shape
+        self._bufs = {}
+
+    def __call__(self, name, dtype):
+        key = (name, np.dtype(dtype))
+        buf = self._bufs.get(key)
+        if buf is None:
+            buf = self._bufs[key] = np.empty(self.shape, dtype=dtype)
+        return buf
+
+
+def _narrow_dtype(fmt: Format):
+    """The dtype the integer update computes in: int32 when every intermediate value fits.
+
+    The decay product needs ``|x·q| <= 2**(state_bits - 1 + F) < 2**31``; the state function
+    ``decay(v) + acc + b - θ`` needs ``max(state_bits, acc_bits) <= 29``.  Both hold for the
+    default format (16-bit state, 12 fraction bits, 20-bit accumulator).  int32 halves the
+    memory traffic and vectorises the products, so the update runs about twice as fast.
+    """
+    if fmt.state_bits + fmt.decay_frac_bits <= 31 and max(fmt.state_bits, fmt.acc_bits) <= 29:
+        return np.int32
+    return np.int64
+
+
+def _decay_int_into(x, code, leak, fmt, work, name, dt):
+    """Integer ``decay(x)`` (``x`` in the state range) computed in ``dt`` into a scratch array.
+
+    Same values as :func:`decay`.  Rounding toward zero is ``(p + (2**F - 1)) >> F`` for a
+    negative product ``p`` (the floor of ``(p + 2**F - 1) / 2**F`` is the ceiling of
+    ``p / 2**F``).  ``leak = none`` returns ``x`` itself.
+    """
+    if leak == LeakMode.NONE:
+        return x
+    p = work(name, dt)
+    if leak == LeakMode.MULT:
+        np.multiply(x, code, out=p, dtype=dt, casting="same_kind")
+        t = np.right_shift(p, np.dtype(dt).itemsize * 8 - 1, out=work("sign", dt))
+        t &= (1 << fmt.decay_frac_bits) - 1
+        p += t
+        p >>= fmt.decay_frac_bits
+        return p
+    t = np.right_shift(x, code, out=work("sign", dt), dtype=dt, casting="same_kind")
+    np.subtract(x, t, out=p, dtype=dt, casting="same_kind")
+    return p
+
+
+def _int_consts(params, dt):
+    """The per-neuron integer parameters in the compute dtype ``dt``."""
+    return {k: np.asarray(params[k]).astype(dt) for k in ("threshold", "bias", "beta", "alpha")}
+
+
+def _decay_float_into(x, code, leak, work, name):
+    """Float ``decay(x)`` (``beta * x``; ``x - x * 2**-k``; ``x``) into a scratch array."""
+    if leak == LeakMode.NONE:
+        return x
+    out = work(name, x.dtype)
+    if leak == LeakMode.MULT:
+        return np.multiply(code, x, out=out)
+    factor = np.exp2(-np.asarray(code, dtype=x.dtype), dtype=x.dtype)
+    np.multiply(x, factor, out=out)
+    return np.subtract(x, out, out=out)
+
+
+def _update_int(v, i, acc, params, fmt, v_out, i_out, s_out, work, dt=np.int64, consts=None):
+    """Integer steps 1-7 of docs/neuron.md, computed in ``dt`` (see :func:`_narrow_dtype`).
+
+    ``v_out``/``i_out`` may be ``v``/``i`` themselves (the chip updates its state in place).
+    """
+    c = consts if consts is not None else _int_consts(params, dt)
+    lo, hi = fmt.state_range
+    thr, leak, reset = c["threshold"], params["leak"], params["reset"]
+    cuba = params["model"] == NeuronModel.CUBA
+    sk = "same_kind"
+    owed = np.greater(v, thr, out=work("owed", np.bool_))  # 1. R, owed by the previous step
+    x = np.add(acc, c["bias"], out=work("x", dt), dtype=dt, casting=sk)  # 2. x = acc + b
+    if cuba:  # 3. i = sat(decay_α(i) + x)
+        ii = work("i", dt)
+        np.add(_decay_int_into(i, c["alpha"], leak, fmt, work, "p", dt), x, out=ii, dtype=dt,
+               casting=sk)
+        np.clip(ii, lo, hi, out=ii)
+        np.copyto(i_out, ii)
+        cur = ii
+    else:
+        cur = x
+    # 4. state function (R is 0/1: multiplying by R or by 1 - R selects exactly)
+    u = work("u", dt)
+    d = _decay_int_into(v, c["beta"], leak, fmt, work, "p", dt)
+    if reset == ResetMode.ZERO and not cuba:  # LIF: (R ? 0 : decay(v)) + I
+        np.multiply(d, np.logical_not(owed, out=work("keep", np.bool_)), out=u, dtype=dt,
+                    casting=sk)
+        u += cur
+    else:
+        np.add(d, cur, out=u, dtype=dt, casting=sk)
+        if reset == ResetMode.SUBTRACT:
+            u -= np.multiply(owed, thr, out=work("t", dt))
+        elif reset == ResetMode.ZERO:  # CuBa: R ? 0 : decay(v) + I
+            u *= np.logical_not(owed, out=work("keep", np.bool_))
+    np.clip(u, lo, hi, out=u)
+    np.greater(u, thr, out=s_out)  # 5. strict threshold
+    if not params["reset_delay"]:  # 6. u - (S - R)·θ  or  u - (S - R)·u
+        dr = np.subtract(s_out, owed, out=work("t", dt), dtype=dt)
+        if reset == ResetMode.SUBTRACT:
+            dr *= thr
+            u -= dr
+            np.clip(u, lo, hi, out=u)
+        elif reset == ResetMode.ZERO:
+            np.subtract(1, dr, out=dr)
+            u *= dr
+            np.clip(u, lo, hi, out=u)
+    np.copyto(v_out, u)  # 7.
+    return v_out, (i_out if cuba else i), s_out
+
+
+def _update_float(v, i, acc, params, v_out, i_out, s_out, work):
+    """Float steps 1-7, the same float operations in the same order as snnTorch 1.0.0."""
+    dt = v.dtype
+    thr, leak, reset = params["threshold"], params["leak"], params["reset"]
+    cuba = params["model"] == NeuronModel.CUBA
+    owed = np.greater(v, thr, out=work("owed", np.bool_))
+    r = work("r", dt)
+    np.copyto(r, owed)  # 1. R as 0.0 / 1.0
+    x = np.add(acc, params["bias"], out=work("x", dt))  # 2. x = acc + b
+    if cuba:  # 3. I = alpha·I + x
+        d = _decay_float_into(i, params["alpha"], leak, work, "p")
+        np.add(d, x, out=i_out)
+        cur = i_out
+    else:
+        cur = x
+    tmp = work("tmp", dt)
+    # 4. state function
+    if reset == ResetMode.ZERO and not cuba:  # Leaky: beta·((1 - R)·U) + X
+        np.subtract(np.ones((), dtype=dt), r, out=tmp)
+        tmp *= v
+        d = _decay_float_into(tmp, params["beta"], leak, work, "p")
+        np.add(d, cur, out=v_out)
+    else:
+        d = _decay_float_into(v, params["beta"], leak, work, "p")
+        np.add(d, cur, out=v_out)
+        if reset == ResetMode.SUBTRACT:  # (beta·U + X) - R·θ
+            v_out -= np.multiply(r, thr, out=tmp)
+        elif reset == ResetMode.ZERO:  # Synaptic: U - U·R
+            v_out -= np.multiply(v_out, r, out=tmp)
+    u = v_out
+    np.greater(u, thr, out=s_out)  # 5.
+    if not params["reset_delay"]:  # 6. do_reset = S - R;  U - do_reset·θ  or  U - do_reset·U
+        np.subtract(s_out, r, out=tmp, dtype=dt)
+        if reset == ResetMode.SUBTRACT:
+            tmp *= thr
+            u -= tmp
+        elif reset == ResetMode.ZERO:
+            tmp *= u
+            u -= tmp
+    return v_out, (i_out if cuba else i), s_out
+
+
 def neuron_update(v, i, acc, params, arithmetic="int", fmt: Format = DEFAULT_FORMAT):
     """Advance one population by one timestep (steps 1-7 of ``docs/neuron.md``).
 
@@ -84,39 +247,25 @@ def neuron_update(v, i, acc, params, arithmetic="int", fmt: Format = DEFAULT_FOR
     s : ndarray of bool
         The spikes of this timestep.
     """
+    if arithmetic not in _ARITHMETICS:
+        _check_arithmetic(arithmetic)
     is_int = arithmetic == "int"
-    sat = (lambda x: saturate(x, fmt)) if is_int else (lambda x: x)
-    thr, bias = params["threshold"], params["bias"]
-    leak, reset = params["leak"], params["reset"]
-    one = 1 if is_int else np.ones((), dtype=v.dtype)
-
-    r = (v > thr).astype(v.dtype)  # 1. reset owed by the previous step
-    x = acc + bias  # 2. input of this step
-    if params["model"] == NeuronModel.CUBA:  # 3. synaptic current
-        i = sat(decay(i, params["alpha"], leak, arithmetic, fmt) + x)
-        cur = i
+    v, acc = np.asarray(v), np.asarray(acc)
+    i = np.asarray(i)
+    if is_int:
+        v_out = np.empty(np.broadcast_shapes(v.shape, acc.shape), dtype=np.int64)
     else:
-        cur = x
-    # 4. state function
-    if reset == ResetMode.SUBTRACT:
-        u = decay(v, params["beta"], leak, arithmetic, fmt) + cur - r * thr
-    elif reset == ResetMode.ZERO:
-        if params["model"] == NeuronModel.CUBA:
-            u = decay(v, params["beta"], leak, arithmetic, fmt) + cur
-            u = u - u * r
-        else:
-            u = decay((one - r) * v, params["beta"], leak, arithmetic, fmt) + cur
-    else:
-        u = decay(v, params["beta"], leak, arithmetic, fmt) + cur
-    u = sat(u)
-    s = u > thr  # 5. strict threshold
-    if not params["reset_delay"]:  # 6. immediate reset (snnTorch reset_delay=False)
-        do_reset = s.astype(v.dtype) - r
-        if reset == ResetMode.SUBTRACT:
-            u = sat(u - do_reset * thr)
-        elif reset == ResetMode.ZERO:
-            u = sat(u - do_reset * u)
-    return u, i, s
+        v_out = np.empty(np.broadcast_shapes(v.shape, acc.shape), dtype=v.dtype)
+    i_out = np.empty_like(v_out)
+    s_out = np.empty(v_out.shape, dtype=bool)
+    work = _Work(v_out.shape)
+    if is_int:
+        dt = _narrow_dtype(fmt)
+        # the int32 path relies on the fit check's bound on acc; take no chances here
+        if acc.size and (acc.min() < -(1 << 29) or acc.max() >= 1 << 29):
+            dt = np.int64
+        return _update_int(v, i, acc, params, fmt, v_out, i_out, s_out, work, dt)
+    return _update_float(v, i, acc, params, v_out, i_out, s_out, work)
 
 
 # --- parameters and validation ------------------------------------------------------------------
@@ -134,7 +283,16 @@ def _per_neuron(value, size, name, pop, dtype):
             if not np.issubdtype(arr.dtype, np.number) or not np.all(np.isfinite(arr)) or np.any(
                 arr != np.round(arr)
             ):
-                bad = arr.ravel()[0] if arr.size else value
+                flat = arr.ravel()
+                bad = value
+                for item in flat:  # name the first offending value, not just the first one
+                    try:
+                        if not np.isfinite(item) or item != np.round(item):
+                            bad = item.item() if hasattr(item, "item") else item
+                            break
+                    except TypeError:
+                        bad = item
+                        break
                 raise ConfigError(
                     f"population {pop!r}: {name}={bad!r} is not an integer (integer arithmetic "
                     f"takes integer codes; see docs/neuron.md)"
@@ -149,7 +307,7 @@ def _check_range(arr, lo, hi, name, pop):
     if np.any(bad):
         k = int(np.flatnonzero(bad)[0])
         raise ConfigError(
-            f"population {pop!r}: {name}={arr[k]!r} (neuron {k}) is out of range: allowed "
+            f"population {pop!r}: {name}={arr[k].item()!r} (neuron {k}) is out of range: allowed "
             f"{lo}..{hi}"
         )
 
@@ -194,8 +352,8 @@ def population_arrays(
         if np.any(bad):
             k = int(np.flatnonzero(bad)[0])
             raise ConfigError(
-                f"population {pop!r}: threshold={out['threshold'][k]!r} (neuron {k}) is out of "
-                f"range: allowed > 0"
+                f"population {pop!r}: threshold={out['threshold'][k].item()!r} (neuron {k}) is "
+                f"out of range: allowed > 0"
             )
     if params.leak == LeakMode.SHIFT:
         for name in decays:
@@ -224,22 +382,24 @@ def validate_network(net: Network, arithmetic="int", fmt: Format = DEFAULT_FORMA
         if not np.all(np.isfinite(w.astype(np.float64))):
             raise ConfigError(f"{label}: weights contain a non-finite value")
         if arithmetic == "int":
-            if not np.issubdtype(w.dtype, np.integer) and np.any(w != np.round(w)):
-                raise ConfigError(
-                    f"{label}: weights must be integers in integer arithmetic (quantize first)"
-                )
             lo, hi = fmt.weight_range
+            if not np.issubdtype(w.dtype, np.integer) and np.any(w != np.round(w)):
+                r, c = np.argwhere(w != np.round(w))[0]
+                raise ConfigError(
+                    f"{label}: weight[{r}, {c}]={w[r, c].item()!r} is not an integer: integer "
+                    f"arithmetic takes integer weights in {lo}..{hi} (quantize first)"
+                )
             bad = (w < lo) | (w > hi)
             if np.any(bad):
                 r, c = np.argwhere(bad)[0]
                 raise ConfigError(
-                    f"{label}: weight[{r}, {c}]={w[r, c]!r} is out of range: allowed {lo}..{hi} "
-                    f"({fmt.weight_bits}-bit signed)"
+                    f"{label}: weight[{r}, {c}]={w[r, c].item()!r} is out of range: allowed "
+                    f"{lo}..{hi} ({fmt.weight_bits}-bit signed)"
                 )
         fan_in[net.index(proj.dst)] += np.abs(w.astype(np.float64)).sum(axis=0)
     if arithmetic == "int":
         acc_max = fmt.acc_range[1]
-        for pop, arr, f in zip(net.populations, arrays, fan_in):
+        for pop, arr, f in zip(net.populations, arrays, fan_in, strict=True):
             worst = f + np.abs(arr["bias"])
             if np.any(worst > acc_max):
                 k = int(np.argmax(worst))
@@ -253,6 +413,23 @@ def validate_network(net: Network, arithmetic="int", fmt: Format = DEFAULT_FORMA
 
 
 # --- the whole chip ------------------------------------------------------------------------------
+# OpenBLAS runs a matrix product on several threads above m*n*k = 4 * 65536; on a busy machine
+# (more runnable threads than cores) those threads make a 60 us product take milliseconds.  The
+# chip's products are small, so they are cut into row blocks that each run on one thread.
+_GEMM_SINGLE_THREAD = 4 * 65536
+
+
+def _matmul(a, w, out):
+    m, k = a.shape
+    n = w.shape[1]
+    rows = max(1, _GEMM_SINGLE_THREAD // max(1, k * n))
+    if m <= rows:
+        return np.matmul(a, w, out=out)
+    for r in range(0, m, rows):
+        np.matmul(a[r:r + rows], w, out=out[r:r + rows])
+    return out
+
+
 class GoldenChip:
     """The golden model of a chip running ``net``.
 
@@ -284,32 +461,55 @@ class GoldenChip:
         self.net, self.arithmetic, self.batch, self.fmt = net, arithmetic, int(batch), fmt
         self._is_int = arithmetic == "int"
         self._dtype = np.int64 if self._is_int else (dtype or np.float32)
-        # Integer sums are done as float64 matrix products: exact, because every partial sum is
-        # an integer far below 2**53 (validate_network bounds it by the accumulator width).
-        self._mm_dtype = np.float64 if self._is_int else self._dtype
+        # Integer sums are done as floating-point matrix products, exactly: with 0/1 spikes every
+        # partial sum is an integer of magnitude <= sum(|w|) < 2**(acc_bits-1) (validate_network
+        # bounds it), so float32 (24-bit significand) is exact when acc_bits <= 25 and float64
+        # (53 bits) always.  Host event counts > 1 (run_events) always use float64.
+        if self._is_int:
+            self._mm_dtype = np.float32 if fmt.acc_bits <= 25 else np.float64
+        else:
+            self._mm_dtype = self._dtype
         self._params = validate_network(net, arithmetic, fmt)
         if not self._is_int:
+            # Convert the user's values straight to the chip's dtype (not via float32, which
+            # would round e.g. beta = 0.9 before a float64 run).
             self._params = [
-                {k: (v.astype(self._dtype) if isinstance(v, np.ndarray) else v) for k, v in p.items()}
-                for p in self._params
+                population_arrays(p.params, p.size, p.name, arithmetic, fmt, dtype=self._dtype)
+                for p in net.populations
             ]
         self._slices = [slice(net.base(p.name), net.base(p.name) + p.size) for p in net.populations]
         # projections grouped by when they deliver
         self._from_input, self._forward, self._recurrent = [], [], []
+        self._forward_to = [[] for _ in net.populations]  # same-step projections per target
         for proj in net.projections:
-            w = net.dense_weights(proj).astype(self._mm_dtype)
+            dense = net.dense_weights(proj)
+            w = dense.astype(self._mm_dtype)
             dst = net.index(proj.dst)
             if proj.src == INPUT:
-                self._from_input.append((dst, w))
+                w_counts = dense.astype(np.float64) if self._is_int else w
+                self._from_input.append((dst, w, w_counts))
             elif net.is_recurrent(proj):
                 self._recurrent.append((net.index(proj.src), dst, w))
             else:
                 self._forward.append((net.index(proj.src), dst, w))
+                self._forward_to[dst].append((net.index(proj.src), w))
+        self._work = [_Work((self.batch, p.size)) for p in net.populations]
+        if self._is_int:
+            self._int_dtype = _narrow_dtype(fmt)
+            self._consts = [_int_consts(p, self._int_dtype) for p in self._params]
+            self._consts64 = [_int_consts(p, np.int64) for p in self._params]
+        self._scratch_bufs = {}
         self.output_indices = np.concatenate(
             [np.arange(self._slices[net.index(o)].start, self._slices[net.index(o)].stop)
              for o in net.outputs]
         )
         self.reset()
+
+    def _scratch(self, key, shape, dtype):
+        buf = self._scratch_bufs.get(key)
+        if buf is None:
+            buf = self._scratch_bufs[key] = np.empty(shape, dtype=dtype)
+        return buf
 
     def reset(self):
         """Set every state (membrane, current, accumulator, pending spikes) to zero."""
@@ -320,12 +520,19 @@ class GoldenChip:
         self.t = 0
 
     def _add(self, dst, spikes, w):
-        contrib = spikes.astype(self._mm_dtype) @ w
-        sl = self._slices[dst]
+        a = self._scratch(("in", w.dtype, spikes.shape[1]), (self.batch, spikes.shape[1]), w.dtype)
+        np.copyto(a, spikes, casting="unsafe")
+        out = self._scratch(("out", w.dtype, w.shape[1]), (self.batch, w.shape[1]), w.dtype)
+        contrib = _matmul(a, w, out)
+        acc = self.acc[:, self._slices[dst]]
         if self._is_int:
-            self.acc[:, sl] += np.rint(contrib).astype(np.int64)
+            # contrib holds exact integers (|x| < 2**24 in float32): the conversion is exact
+            it = np.int32 if w.dtype == np.float32 else np.int64
+            ib = self._scratch(("int", it, w.shape[1]), (self.batch, w.shape[1]), it)
+            np.copyto(ib, contrib, casting="unsafe")
+            acc += ib
         else:
-            self.acc[:, sl] += contrib
+            acc += contrib
 
     def step(self, inputs=None):
         """Run one timestep.
@@ -341,6 +548,7 @@ class GoldenChip:
             The spikes of every neuron in this timestep.
         """
         n_in = self.net.n_inputs
+        counts = False  # host event counts > 1: the exact but slower int64 path this step
         if inputs is not None:
             inputs = np.asarray(inputs)
             if inputs.ndim == 1 and self.batch == 1:
@@ -350,18 +558,31 @@ class GoldenChip:
                     f"inputs have shape {inputs.shape}, expected (batch, n_inputs) = "
                     f"({self.batch}, {n_in})"
                 )
-            for dst, w in self._from_input:
-                self._add(dst, inputs, w)
+            if self._is_int and inputs.dtype != np.bool_:
+                # integer mode: every entry is a number of events (0/1, or a count)
+                bad = (inputs < 0) | (inputs != np.round(inputs))
+                if np.any(bad):
+                    b, c = np.argwhere(bad)[0]
+                    raise ConfigError(
+                        f"inputs[{b}, {c}]={inputs[b, c]!r} is not valid: allowed 0/1 (or a "
+                        f"non-negative event count) in integer arithmetic"
+                    )
+            counts = inputs.dtype != np.bool_ and self._is_int and inputs.max(initial=0) > 1
+            for dst, w, w_counts in self._from_input:
+                self._add(dst, inputs, w_counts if counts else w)
         spikes = np.zeros((self.batch, self.net.n_neurons), dtype=bool)
         for k, sl in enumerate(self._slices):
-            for src, dst, w in self._forward:
-                if dst == k:
-                    self._add(dst, spikes[:, self._slices[src]], w)
-            v, i, s = neuron_update(
-                self.v[:, sl], self.i[:, sl], self.acc[:, sl], self._params[k],
-                self.arithmetic, self.fmt,
-            )
-            self.v[:, sl], self.i[:, sl], spikes[:, sl] = v, i, s
+            for src, w in self._forward_to[k]:
+                self._add(k, spikes[:, self._slices[src]], w)
+            v, i = self.v[:, sl], self.i[:, sl]  # views: updated in place
+            if self._is_int:
+                dt, consts = (np.int64, self._consts64[k]) if counts else (
+                    self._int_dtype, self._consts[k])
+                _update_int(v, i, self.acc[:, sl], self._params[k], self.fmt, v, i,
+                            spikes[:, sl], self._work[k], dt, consts)
+            else:
+                _update_float(v, i, self.acc[:, sl], self._params[k], v, i, spikes[:, sl],
+                              self._work[k])
             self.acc[:, sl] = 0
         # Recurrent spikes arrive in the next step.  Their targets (same or earlier populations)
         # have already updated in this step, so their accumulators hold the next step's input.

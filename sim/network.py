@@ -169,7 +169,12 @@ class Projection:
                 raise ConfigError(
                     f"Projection {self.src}->{self.dst}: a sparse col index is outside 0..{n_dst-1}"
                 )
-            out = np.zeros((n_src, n_dst), dtype=w.weights.dtype)
+            # Duplicate (row, col) entries add up; sum integers in int64 so that e.g. two int8
+            # weights of 100 give 200 (refused by the range check), not a wrapped-around -56.
+            dtype = w.weights.dtype
+            if np.issubdtype(dtype, np.integer) or dtype == np.bool_:
+                dtype = np.int64
+            out = np.zeros((n_src, n_dst), dtype=dtype)
             np.add.at(out, (w.rows, w.cols), w.weights)
             return out
         w = np.asarray(w)

@@ -15,12 +15,10 @@ from .errors import SpikeforgeError
 
 __all__ = ["main", "build_parser"]
 
-# (module, attribute): each attribute is ``register(subparsers)``.
+# (module, attribute, commands it adds): each attribute is ``register(subparsers)``.
 _COMMANDS = [
-    ("spikeforge.host.demo", "register"),
-    ("spikeforge.sim.virtual_board", "register"),
-    ("spikeforge.boards.build", "register"),
-    ("spikeforge.cli", "_register_info"),
+    ("spikeforge.host.demo", "register", ("demo", "run")),
+    ("spikeforge.cli", "_register_info", ("info",)),
 ]
 
 
@@ -53,20 +51,19 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"spikeforge {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for module, attr in _COMMANDS:
+    for module, attr, names in _COMMANDS:
         try:
             mod = importlib.import_module(module)
         except ImportError as exc:
             # A command whose optional dependencies are missing is still listed, and says why.
-            _register_missing(sub, module, exc)
+            for name in names:
+                _register_missing(sub, name, exc)
             continue
         getattr(mod, attr)(sub)
     return parser
 
 
-def _register_missing(sub, module, exc):
-    name = module.rsplit(".", 1)[-1]
-
+def _register_missing(sub, name, exc):
     def fail(args, exc=exc):
         print(
             f"spikeforge: this command needs a module that could not be imported: {exc}.\n"

@@ -87,6 +87,11 @@ class Format:
     decay_frac_bits: int = 12
 
     def __post_init__(self):
+        for name in ("weight_bits", "state_bits", "acc_bits", "threshold_bits", "bias_bits",
+                     "decay_frac_bits"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool):
+                raise ConfigError(f"Format.{name}={value!r} is not valid: allowed an integer")
         checks = [
             ("weight_bits", self.weight_bits, 2, 16),
             ("state_bits", self.state_bits, 4, 32),
