@@ -464,7 +464,7 @@ class GoldenChip:
         # Integer sums are done as floating-point matrix products, exactly: with 0/1 spikes every
         # partial sum is an integer of magnitude <= sum(|w|) < 2**(acc_bits-1) (validate_network
         # bounds it), so float32 (24-bit significand) is exact when acc_bits <= 25 and float64
-        # (53 bits) always.  Host event counts > 1 (run_events) always use float64.
+        # (53 bits) always.
         if self._is_int:
             self._mm_dtype = np.float32 if fmt.acc_bits <= 25 else np.float64
         else:
@@ -486,8 +486,7 @@ class GoldenChip:
             w = dense.astype(self._mm_dtype)
             dst = net.index(proj.dst)
             if proj.src == INPUT:
-                w_counts = dense.astype(np.float64) if self._is_int else w
-                self._from_input.append((dst, w, w_counts))
+                self._from_input.append((dst, w))
             elif net.is_recurrent(proj):
                 self._recurrent.append((net.index(proj.src), dst, w))
             else:
@@ -497,7 +496,6 @@ class GoldenChip:
         if self._is_int:
             self._int_dtype = _narrow_dtype(fmt)
             self._consts = [_int_consts(p, self._int_dtype) for p in self._params]
-            self._consts64 = [_int_consts(p, np.int64) for p in self._params]
         self._scratch_bufs = {}
         self.output_indices = np.concatenate(
             [np.arange(self._slices[net.index(o)].start, self._slices[net.index(o)].stop)
@@ -548,7 +546,6 @@ class GoldenChip:
             The spikes of every neuron in this timestep.
         """
         n_in = self.net.n_inputs
-        counts = False  # host event counts > 1: the exact but slower int64 path this step
         if inputs is not None:
             inputs = np.asarray(inputs)
             if inputs.ndim == 1 and self.batch == 1:
@@ -559,27 +556,25 @@ class GoldenChip:
                     f"({self.batch}, {n_in})"
                 )
             if self._is_int and inputs.dtype != np.bool_:
-                # integer mode: every entry is a number of events (0/1, or a count)
-                bad = (inputs < 0) | (inputs != np.round(inputs))
+                # An input channel fires at most once per timestep (docs/network.md): the
+                # accumulator bound of the fit check counts each synapse once.
+                bad = (inputs != 0) & (inputs != 1)
                 if np.any(bad):
                     b, c = np.argwhere(bad)[0]
                     raise ConfigError(
-                        f"inputs[{b}, {c}]={inputs[b, c]!r} is not valid: allowed 0/1 (or a "
-                        f"non-negative event count) in integer arithmetic"
+                        f"inputs[{b}, {c}]={inputs[b, c].item()!r} is not valid: allowed 0 or 1 "
+                        f"(an input channel fires at most once per timestep)"
                     )
-            counts = inputs.dtype != np.bool_ and self._is_int and inputs.max(initial=0) > 1
-            for dst, w, w_counts in self._from_input:
-                self._add(dst, inputs, w_counts if counts else w)
+            for dst, w in self._from_input:
+                self._add(dst, inputs, w)
         spikes = np.zeros((self.batch, self.net.n_neurons), dtype=bool)
         for k, sl in enumerate(self._slices):
             for src, w in self._forward_to[k]:
                 self._add(k, spikes[:, self._slices[src]], w)
             v, i = self.v[:, sl], self.i[:, sl]  # views: updated in place
             if self._is_int:
-                dt, consts = (np.int64, self._consts64[k]) if counts else (
-                    self._int_dtype, self._consts[k])
                 _update_int(v, i, self.acc[:, sl], self._params[k], self.fmt, v, i,
-                            spikes[:, sl], self._work[k], dt, consts)
+                            spikes[:, sl], self._work[k], self._int_dtype, self._consts[k])
             else:
                 _update_float(v, i, self.acc[:, sl], self._params[k], v, i, spikes[:, sl],
                               self._work[k])
@@ -653,7 +648,13 @@ class GoldenChip:
                     f"timestep {t}: input event address {bad} is out of range: allowed "
                     f"0..{n_in - 1}"
                 )
-            np.add.at(counts[0], evs, 1)
+            if len(np.unique(evs)) != evs.size:
+                uniq, n = np.unique(evs, return_counts=True)
+                raise ConfigError(
+                    f"timestep {t}: input channel {uniq[n > 1][0]} appears {n[n > 1][0]} times: "
+                    f"a channel fires at most once per timestep"
+                )
+            counts[0, evs] = 1
             spikes = self.step(counts)
             idx = self.output_indices
             out.append([int(n) for n in idx[spikes[0, idx]]])
