@@ -1,0 +1,267 @@
+"""Gateware framing of the host link: COBS + CRC-16/CCITT-FALSE (``docs/protocol.md``).
+
+:class:`FrameReceiver` turns received bytes into CRC-checked frames held in a block RAM and hands
+them on as a byte stream; :class:`FrameSender` turns a reply byte stream into CRC-protected,
+COBS-encoded bytes.  The Python reference of both is in ``spikeforge.protocol``
+(``cobs_encode``, ``cobs_decode``, ``crc16``); the tests compare them byte for byte.
+"""
+
+from amaranth.hdl import Cat, Const, Module, Signal
+from amaranth.lib import data, stream, wiring
+from amaranth.lib.memory import Memory
+from amaranth.lib.wiring import In, Out
+
+from ..errors import ConfigError
+from ..protocol import CRC_INIT, CRC_POLY, MAX_FRAME
+
+__all__ = ["crc16_next", "FrameReceiver", "FrameSender", "RxByte", "TxByte"]
+
+#: A byte of a received frame body; ``last`` marks its last byte.
+RxByte = data.StructLayout({"data": 8, "last": 1})
+#: A byte of a reply body, or (``end=1``, data ignored) the end of the reply.
+TxByte = data.StructLayout({"data": 8, "end": 1})
+
+
+def _crc_step_int(crc, byte):
+    c = crc ^ (byte << 8)
+    for _ in range(8):
+        c = ((c << 1) ^ CRC_POLY) if c & 0x8000 else (c << 1)
+    return c & 0xFFFF
+
+
+# The CRC step is linear over GF(2): output bit j is the XOR of the state and data bits listed
+# here, so the gateware is one flat XOR per bit.
+_CRC_TAPS = [
+    (
+        [k for k in range(16) if _crc_step_int(1 << k, 0) >> j & 1],
+        [k for k in range(8) if _crc_step_int(0, 1 << k) >> j & 1],
+    )
+    for j in range(16)
+]
+
+
+def crc16_next(crc, byte):
+    """The CRC-16/CCITT-FALSE register after shifting in ``byte`` (an Amaranth expression)."""
+    bits = []
+    for crc_taps, byte_taps in _CRC_TAPS:
+        terms = [crc[k] for k in crc_taps] + [byte[k] for k in byte_taps]
+        bit = terms[0]
+        for t in terms[1:]:
+            bit = bit ^ t
+        bits.append(bit)
+    return Cat(*bits)
+
+
+class FrameReceiver(wiring.Component):
+    """COBS decoder, CRC checker and frame buffer.
+
+    Received bytes are decoded into a ``max_frame``-byte block RAM while the CRC runs over them.
+    At each ``0x00`` delimiter the frame is checked: a good one (at least 4 bytes, well-formed
+    COBS, CRC residue 0) is streamed out on ``o`` without its CRC, and ``i`` takes no byte until
+    the last byte of ``o`` was taken; a bad one is dropped with a ``crc_error`` or ``oversize``
+    strobe.  Whatever the input, the receiver starts over at the next ``0x00``.  An empty frame
+    (two delimiters in a row) is ignored.
+
+    Parameters
+    ----------
+    max_frame : int
+        Largest decoded frame (CRC included), in bytes.
+
+    Attributes
+    ----------
+    i : In(stream.Signature(8))
+        Received bytes.
+    o : Out(stream.Signature(RxByte))
+        Body (``op, seq, payload``) of each good frame.
+    length : Out(range(max_frame + 1))
+        Body length of the frame on ``o``; stable while ``o.valid``.
+    crc_error, oversize : Out(1)
+        One-cycle strobes: a frame was dropped.
+    """
+
+    def __init__(self, max_frame=MAX_FRAME):
+        if not isinstance(max_frame, int) or not 4 <= max_frame <= 65535:
+            raise ConfigError(f"max_frame={max_frame!r} is out of range: allowed 4..65535")
+        self.max_frame = max_frame
+        super().__init__(
+            {
+                "i": In(stream.Signature(8)),
+                "o": Out(stream.Signature(RxByte)),
+                "length": Out(range(max_frame + 1)),
+                "crc_error": Out(1),
+                "oversize": Out(1),
+            }
+        )
+
+    def elaborate(self, platform):
+        m = Module()
+        n = self.max_frame
+        m.submodules.mem = mem = Memory(shape=8, depth=n, init=[])
+        wr = mem.write_port()
+        rd = mem.read_port()
+
+        count = Signal(range(n + 1))
+        remaining = Signal(8)
+        pending_zero = Signal()
+        overflow = Signal()
+        seen = Signal()
+        crc = Signal(16, init=CRC_INIT)
+
+        put = Signal()
+        put_data = Signal(8)
+        m.d.comb += [wr.addr.eq(count), wr.data.eq(put_data)]
+        with m.If(put):
+            with m.If(count == n):
+                m.d.sync += overflow.eq(1)
+            with m.Else():
+                m.d.comb += wr.en.eq(1)
+                m.d.sync += [count.eq(count + 1), crc.eq(crc16_next(crc, put_data))]
+
+        rptr = Signal(range(n + 1))
+        valid = Signal()
+        last = Signal()
+        m.d.comb += [
+            rd.addr.eq(rptr),
+            self.o.valid.eq(valid),
+            self.o.payload.data.eq(rd.data),
+            self.o.payload.last.eq(last),
+        ]
+
+        with m.FSM():
+            with m.State("RECV"):
+                m.d.comb += [self.i.ready.eq(1), rd.en.eq(1)]
+                with m.If(self.i.valid):
+                    b = self.i.payload
+                    with m.If(b != 0):
+                        m.d.sync += seen.eq(1)
+                        with m.If(remaining == 0):
+                            m.d.comb += [put.eq(pending_zero), put_data.eq(0)]
+                            m.d.sync += [remaining.eq(b - 1), pending_zero.eq(b != 0xFF)]
+                        with m.Else():
+                            m.d.comb += [put.eq(1), put_data.eq(b)]
+                            m.d.sync += remaining.eq(remaining - 1)
+                    with m.Else():
+                        m.d.sync += [
+                            count.eq(0),
+                            remaining.eq(0),
+                            pending_zero.eq(0),
+                            overflow.eq(0),
+                            seen.eq(0),
+                            crc.eq(CRC_INIT),
+                            rptr.eq(0),
+                            self.length.eq(count - 2),
+                        ]
+                        with m.If(seen):
+                            with m.If(overflow):
+                                m.d.comb += self.oversize.eq(1)
+                            with m.Elif((remaining != 0) | (count < 4) | (crc != 0)):
+                                m.d.comb += self.crc_error.eq(1)
+                            with m.Else():
+                                m.next = "SEND"
+            with m.State("SEND"):
+                m.d.comb += rd.en.eq(~valid | self.o.ready)
+                with m.If(rd.en):
+                    with m.If(rptr < self.length):
+                        m.d.sync += [
+                            rptr.eq(rptr + 1),
+                            valid.eq(1),
+                            last.eq(rptr == self.length - 1),
+                        ]
+                    with m.Else():
+                        m.d.sync += valid.eq(0)
+                        m.next = "RECV"
+        return m
+
+
+class FrameSender(wiring.Component):
+    """CRC-16 and COBS encoder of replies, streaming, with a 254-byte block buffer.
+
+    Takes the reply body byte by byte on ``i``; a beat with ``end=1`` ends the reply.  Emits the
+    COBS encoding of ``body + crc16(body)`` (CRC most significant byte first) and a ``0x00``
+    delimiter, exactly as ``spikeforge.protocol.encode_frame``.  ``i`` stalls while a block
+    is being sent.
+
+    Attributes
+    ----------
+    i : In(stream.Signature(TxByte))
+    o : Out(stream.Signature(8))
+    """
+
+    def __init__(self):
+        super().__init__({"i": In(stream.Signature(TxByte)), "o": Out(stream.Signature(8))})
+
+    def elaborate(self, platform):
+        m = Module()
+        m.submodules.mem = mem = Memory(shape=8, depth=254, init=[])
+        wr = mem.write_port()
+        rd = mem.read_port()
+
+        crc = Signal(16, init=CRC_INIT)
+        fill = Signal(range(255))  # bytes in the block buffer
+        phase = Signal(2)  # 0: body, 1: CRC high byte next, 2: CRC low byte next, 3: final block
+        code = Signal(8)
+        emit_len = Signal(range(255))
+        final = Signal()  # the block being emitted is the last one of the frame
+        rptr = Signal(range(255))
+        dvalid = Signal()
+
+        byte = Signal(8)
+        take = Signal()  # ``byte`` enters the encoder this cycle
+        m.d.comb += [wr.addr.eq(fill), wr.data.eq(byte), rd.addr.eq(rptr)]
+
+        with m.FSM():
+            with m.State("FILL"):
+                with m.Switch(phase):
+                    with m.Case(0):
+                        m.d.comb += self.i.ready.eq(1)
+                        with m.If(self.i.valid):
+                            with m.If(self.i.payload.end):
+                                m.d.sync += phase.eq(1)
+                            with m.Else():
+                                m.d.comb += [take.eq(1), byte.eq(self.i.payload.data)]
+                                m.d.sync += crc.eq(crc16_next(crc, self.i.payload.data))
+                    with m.Case(1):
+                        m.d.comb += [take.eq(1), byte.eq(crc[8:])]
+                        m.d.sync += phase.eq(2)
+                    with m.Case(2):
+                        m.d.comb += [take.eq(1), byte.eq(crc[:8])]
+                        m.d.sync += phase.eq(3)
+                    with m.Case(3):
+                        m.d.sync += [code.eq(fill + 1), emit_len.eq(fill), final.eq(1), fill.eq(0)]
+                        m.next = "CODE"
+                with m.If(take):
+                    with m.If(byte == 0):
+                        m.d.sync += [code.eq(fill + 1), emit_len.eq(fill), fill.eq(0)]
+                        m.next = "CODE"
+                    with m.Else():
+                        m.d.comb += wr.en.eq(1)
+                        m.d.sync += fill.eq(fill + 1)
+                        with m.If(fill == 253):
+                            m.d.sync += [code.eq(0xFF), emit_len.eq(254), fill.eq(0)]
+                            m.next = "CODE"
+            with m.State("CODE"):
+                m.d.comb += [self.o.valid.eq(1), self.o.payload.eq(code)]
+                m.d.sync += [rptr.eq(0), dvalid.eq(0)]
+                with m.If(self.o.ready):
+                    m.next = "DATA"
+            with m.State("DATA"):
+                m.d.comb += [
+                    self.o.valid.eq(dvalid),
+                    self.o.payload.eq(rd.data),
+                    rd.en.eq(~dvalid | self.o.ready),
+                ]
+                with m.If(rd.en):
+                    with m.If(rptr < emit_len):
+                        m.d.sync += [rptr.eq(rptr + 1), dvalid.eq(1)]
+                    with m.Else():
+                        m.d.sync += dvalid.eq(0)
+                        with m.If(final):
+                            m.next = "DELIM"
+                        with m.Else():
+                            m.next = "FILL"
+            with m.State("DELIM"):
+                m.d.comb += [self.o.valid.eq(1), self.o.payload.eq(Const(0, 8))]
+                with m.If(self.o.ready):
+                    m.d.sync += [phase.eq(0), final.eq(0), crc.eq(CRC_INIT)]
+                    m.next = "FILL"
+        return m

@@ -1,0 +1,389 @@
+"""The host link wire protocol: the one definition, imported by the gateware and the host.
+
+Spec: ``docs/protocol.md`` (its tables are generated from this module by :func:`describe`).
+
+A *frame* is a sequence of bytes protected by a CRC-16 and sent COBS-encoded between ``0x00``
+delimiters.  Decoded, a request is ``op, seq, payload..., crc_hi, crc_lo`` and a reply is
+``op, seq, payload..., status, crc_hi, crc_lo``.  Multi-byte payload fields are little-endian; the
+CRC is appended most significant byte first, so that the CRC of a whole good frame is ``0``.
+"""
+
+from __future__ import annotations
+
+import struct
+
+from amaranth.lib import enum
+
+from .errors import SpikeforgeError
+
+__all__ = [
+    "PROTOCOL_VERSION",
+    "MAGIC",
+    "MAX_FRAME",
+    "HEADER_BYTES",
+    "CRC_BYTES",
+    "REQUEST_OVERHEAD",
+    "REPLY_OVERHEAD",
+    "MAX_REQUEST_PAYLOAD",
+    "MAX_REPLY_PAYLOAD",
+    "MAX_WRITE_WORDS",
+    "MAX_READ_WORDS",
+    "MAX_EVENTS",
+    "MAX_SPIKES",
+    "MAX_STEPS",
+    "ADDR_BITS",
+    "Op",
+    "Status",
+    "LINK_COUNTERS",
+    "IDENT_HEADER_WORDS",
+    "CRC_INIT",
+    "CRC_POLY",
+    "crc16",
+    "cobs_encode",
+    "cobs_decode",
+    "encode_frame",
+    "decode_frame",
+    "FrameError",
+    "FrameDecoder",
+    "request",
+    "reply",
+    "encoded_size",
+    "events_efficiency",
+    "describe",
+]
+
+#: Version of this protocol; IDENTIFY returns it and the host refuses any other.
+PROTOCOL_VERSION = 1
+#: First word of the IDENTIFY reply ("SPKF" as a little-endian u32: bytes ``S P K F``).
+MAGIC = 0x464B5053
+#: Largest decoded frame (header, payload, status and CRC) either side may send, in bytes.
+#: 512 bytes is one iCE40 block RAM (4 kbit) for the gateware receive buffer.
+MAX_FRAME = 512
+#: ``op`` and ``seq``.
+HEADER_BYTES = 2
+CRC_BYTES = 2
+REQUEST_OVERHEAD = HEADER_BYTES + CRC_BYTES
+#: A reply also carries its status byte.
+REPLY_OVERHEAD = HEADER_BYTES + 1 + CRC_BYTES
+MAX_REQUEST_PAYLOAD = MAX_FRAME - REQUEST_OVERHEAD
+MAX_REPLY_PAYLOAD = MAX_FRAME - REPLY_OVERHEAD
+#: Address width of the memory bus (``spikeforge.hw.bus.BUS_ADDR_BITS``).
+ADDR_BITS = 24
+#: WRITE payload: u32 address then the words.
+MAX_WRITE_WORDS = (MAX_REQUEST_PAYLOAD - 4) // 4
+#: READ reply payload: the words.
+MAX_READ_WORDS = MAX_REPLY_PAYLOAD // 4
+#: EVENTS payload: u16 input channel addresses.
+MAX_EVENTS = MAX_REQUEST_PAYLOAD // 2
+#: STEP spike reply payload: u16 step index then u16 neuron addresses.
+MAX_SPIKES = (MAX_REPLY_PAYLOAD - 2) // 2
+#: STEP request: u16 number of timesteps.
+MAX_STEPS = 0xFFFF
+
+CRC_POLY = 0x1021
+CRC_INIT = 0xFFFF
+
+
+class Op(enum.Enum, shape=8):
+    """Request opcodes (the first byte of a request and of its replies)."""
+
+    #: -> u32 words: MAGIC, version | max_frame << 16, clock Hz, n, then n capability words.
+    #: Also forgets the last sequence number (a new host session starts after IDENTIFY).
+    IDENTIFY = 0x01
+    #: u32 addr, u32 words... -> (nothing).  Writes the words at addr, addr+1, ...
+    WRITE = 0x02
+    #: u32 addr, u16 count -> count u32 words.
+    READ = 0x03
+    #: (nothing) -> (nothing).  Pulses ``reset_state``; waits until the core is not busy.
+    RESET_STATE = 0x04
+    #: u16 addresses... -> u16 count.  Input events of the current timestep.
+    EVENTS = 0x05
+    #: u16 n -> spike frames (status MORE: u16 step index, u16 neuron addresses...) and a final
+    #: frame (u16 steps done, u32 spikes sent).
+    STEP = 0x06
+    #: (nothing) -> u32 counters (``LINK_COUNTERS``) then the core's status words.
+    STATUS = 0x07
+
+
+class Status(enum.Enum, shape=8):
+    """The status byte, the last byte of every reply before its CRC."""
+
+    #: Done.
+    OK = 0x00
+    #: One of several reply frames of this request; more follow (STEP spike frames).
+    MORE = 0x01
+    #: The request repeats the sequence number of the last executed EVENTS, STEP or RESET_STATE
+    #: request: it was executed before and was not executed again.
+    DUPLICATE = 0x02
+    #: The opcode is not one of ``Op``.
+    UNKNOWN_OP = 0x10
+    #: The payload length does not fit the opcode.
+    BAD_LENGTH = 0x11
+    #: A field is out of range (an address range past the end of the bus, too many words).
+    BAD_ARG = 0x12
+    #: The memory bus refused at least one access (the data of a refused read is 0).
+    BUS_ERROR = 0x13
+    #: The core did not finish a timestep within the link's step timeout.
+    STEP_TIMEOUT = 0x14
+
+
+#: The link's own counters, in the order STATUS returns them (each a u32 on the wire, saturating).
+LINK_COUNTERS = (
+    ("crc_errors", "received frames dropped: CRC mismatch, malformed COBS or shorter than 4 bytes"),
+    ("framing_errors", "UART bytes with a bad stop bit"),
+    ("overruns", "UART bytes lost because the link was busy (the host broke stop-and-wait)"),
+    ("oversize", f"received frames dropped: longer than MAX_FRAME={MAX_FRAME} bytes decoded"),
+    ("unknown_op", "requests with an unknown opcode"),
+    ("bad_length", "requests refused with BAD_LENGTH or BAD_ARG"),
+    ("bus_errors", "memory bus accesses refused by the core"),
+    ("duplicates", "requests answered with DUPLICATE"),
+    ("step_timeouts", "STEP requests aborted with STEP_TIMEOUT"),
+    ("flags", "bit 0: the core is busy"),
+)
+
+#: IDENTIFY words before the capability words: magic, version|max_frame<<16, clock Hz, count.
+IDENT_HEADER_WORDS = 4
+
+
+# --- CRC-16/CCITT-FALSE -------------------------------------------------------------------
+
+
+def _crc_table():
+    table = []
+    for b in range(256):
+        c = b << 8
+        for _ in range(8):
+            c = ((c << 1) ^ CRC_POLY) if c & 0x8000 else (c << 1)
+        table.append(c & 0xFFFF)
+    return table
+
+
+_CRC_TABLE = _crc_table()
+
+
+def crc16(data: bytes, crc: int = CRC_INIT) -> int:
+    """CRC-16/CCITT-FALSE (poly 0x1021, init 0xFFFF, not reflected, no final xor).
+
+    ``crc16(b"123456789") == 0x29B1``.  Over a frame with its CRC appended MSB first, it is 0.
+    """
+    for b in data:
+        crc = ((crc << 8) & 0xFFFF) ^ _CRC_TABLE[(crc >> 8) ^ b]
+    return crc
+
+
+# --- COBS ---------------------------------------------------------------------------------
+
+
+def cobs_encode(data: bytes) -> bytes:
+    """COBS-encode ``data`` (without the trailing ``0x00`` delimiter).
+
+    Blocks of up to 254 non-zero bytes; a block that ends the data is always written, even if
+    empty (after a full 254-byte block this gives a final ``0x01``).  The gateware encoder
+    (``spikeforge.hw.framing.COBSEncoder``) produces exactly these bytes.
+    """
+    out = bytearray()
+    block = bytearray()
+    for b in data:
+        if b == 0:
+            out.append(len(block) + 1)
+            out += block
+            block.clear()
+        else:
+            block.append(b)
+            if len(block) == 254:
+                out.append(0xFF)
+                out += block
+                block.clear()
+    out.append(len(block) + 1)
+    out += block
+    return bytes(out)
+
+
+class FrameError(SpikeforgeError):
+    """A received frame is malformed (bad COBS, bad CRC, too short or too long)."""
+
+
+def cobs_decode(data: bytes) -> bytes:
+    """Decode one COBS block sequence (no ``0x00`` inside); raise :class:`FrameError` if bad."""
+    out = bytearray()
+    i = 0
+    n = len(data)
+    if n == 0:
+        raise FrameError("empty COBS frame")
+    while i < n:
+        code = data[i]
+        if code == 0:
+            raise FrameError(f"COBS: 0x00 code byte at offset {i}")
+        end = i + code
+        if end > n:
+            raise FrameError(
+                f"COBS: block at offset {i} claims {code - 1} bytes but only {n - i - 1} remain"
+            )
+        block = data[i + 1 : end]
+        if 0 in block:
+            raise FrameError(f"COBS: 0x00 inside the block at offset {i}")
+        out += block
+        i = end
+        if code != 0xFF and i < n:
+            out.append(0)
+    return bytes(out)
+
+
+def encode_frame(body: bytes) -> bytes:
+    """Append the CRC to ``body`` (op, seq, payload[, status]), COBS-encode, add the delimiter."""
+    crc = crc16(body)
+    return cobs_encode(body + bytes((crc >> 8, crc & 0xFF))) + b"\x00"
+
+
+def decode_frame(encoded: bytes, max_frame: int = MAX_FRAME) -> bytes:
+    """Decode one frame (without its delimiter) and check its CRC; return the body without CRC."""
+    raw = cobs_decode(encoded)
+    if len(raw) > max_frame:
+        raise FrameError(f"frame of {len(raw)} bytes is longer than MAX_FRAME={max_frame}")
+    if len(raw) < HEADER_BYTES + CRC_BYTES:
+        raise FrameError(f"frame of {len(raw)} bytes is shorter than the 4-byte minimum")
+    if crc16(raw) != 0:
+        got = int.from_bytes(raw[-2:], "big")
+        want = crc16(raw[:-2])
+        raise FrameError(f"CRC mismatch: frame says 0x{got:04x}, contents give 0x{want:04x}")
+    return raw[:-2]
+
+
+class FrameDecoder:
+    """Incremental receiver: feed it bytes as they come, get decoded frames or errors.
+
+    Resynchronises at every ``0x00``; empty frames (``00 00``) are ignored.  Bytes of a frame that
+    grows past ``max_frame`` encoded bytes are dropped, so memory stays bounded on garbage input.
+
+    Parameters
+    ----------
+    max_frame : int
+        Largest decoded frame accepted.
+    """
+
+    def __init__(self, max_frame: int = MAX_FRAME):
+        self.max_frame = max_frame
+        # COBS adds one byte per 254 plus one.
+        self._max_encoded = max_frame + max_frame // 254 + 2
+        self._buf = bytearray()
+        self._overflow = False
+
+    def feed(self, data: bytes):
+        """Yield ``bytes`` (a good frame body, CRC removed) or :class:`FrameError` per frame."""
+        for b in data:
+            if b != 0:
+                if len(self._buf) < self._max_encoded:
+                    self._buf.append(b)
+                else:
+                    self._overflow = True
+                continue
+            buf, overflow = bytes(self._buf), self._overflow
+            self._buf.clear()
+            self._overflow = False
+            if overflow:
+                yield FrameError(f"frame longer than MAX_FRAME={self.max_frame} bytes")
+            elif buf:
+                try:
+                    yield decode_frame(buf, self.max_frame)
+                except FrameError as e:
+                    yield e
+
+    @property
+    def pending(self) -> int:
+        """Bytes of an unfinished frame held."""
+        return len(self._buf)
+
+
+# --- frame bodies -------------------------------------------------------------------------
+
+
+def request(op: Op, seq: int, payload: bytes = b"") -> bytes:
+    """The encoded wire bytes of a request (including the final delimiter)."""
+    if len(payload) > MAX_REQUEST_PAYLOAD:
+        raise ValueError(
+            f"request payload of {len(payload)} bytes exceeds MAX_REQUEST_PAYLOAD="
+            f"{MAX_REQUEST_PAYLOAD}"
+        )
+    return encode_frame(bytes((Op(op).value, seq & 0xFF)) + payload)
+
+
+def reply(op: int, seq: int, payload: bytes, status: Status) -> bytes:
+    """The encoded wire bytes of a reply."""
+    body = bytes((op & 0xFF, seq & 0xFF)) + payload + bytes((Status(status).value,))
+    if len(body) + CRC_BYTES > MAX_FRAME:
+        raise ValueError(f"reply of {len(body) + CRC_BYTES} bytes exceeds MAX_FRAME={MAX_FRAME}")
+    return encode_frame(body)
+
+
+def encoded_size(decoded_len: int) -> int:
+    """Worst-case wire bytes of a frame with ``decoded_len`` bytes (CRC included), delimiter too.
+
+    COBS adds one code byte per started block of 254 bytes (``decoded_len // 254 + 1``).
+    """
+    return decoded_len + decoded_len // 254 + 1 + 1
+
+
+def events_efficiency(n_events: int) -> tuple[int, float]:
+    """Wire bytes of one EVENTS request with ``n_events`` events, and its payload efficiency."""
+    if not 0 < n_events <= MAX_EVENTS:
+        raise ValueError(f"n_events={n_events} is out of range: allowed 1..{MAX_EVENTS}")
+    wire = encoded_size(REQUEST_OVERHEAD + 2 * n_events)
+    return wire, 2 * n_events / wire
+
+
+def u16s(values) -> bytes:
+    """Pack u16 little-endian."""
+    return struct.pack(f"<{len(values)}H", *values)
+
+
+def u32s(values) -> bytes:
+    """Pack u32 little-endian."""
+    return struct.pack(f"<{len(values)}I", *values)
+
+
+# --- documentation ------------------------------------------------------------------------
+
+
+def describe() -> str:
+    """The Markdown tables of ``docs/protocol.md``: constants, opcodes, statuses, counters."""
+    lines = ["| constant | value |", "|---|---|"]
+    for name in (
+        "PROTOCOL_VERSION",
+        "MAX_FRAME",
+        "MAX_WRITE_WORDS",
+        "MAX_READ_WORDS",
+        "MAX_EVENTS",
+        "MAX_SPIKES",
+        "MAX_STEPS",
+        "ADDR_BITS",
+    ):
+        lines.append(f"| `{name}` | {globals()[name]} |")
+    lines.append(f"| `MAGIC` | 0x{MAGIC:08X} |")
+    lines += ["", "| opcode | value | request payload -> reply payload |", "|---|---|---|"]
+    for op in Op:
+        doc = _member_doc(Op, op.name)
+        lines.append(f"| `{op.name}` | 0x{op.value:02X} | {doc} |")
+    lines += ["", "| status | value | meaning |", "|---|---|---|"]
+    for st in Status:
+        lines.append(f"| `{st.name}` | 0x{st.value:02X} | {_member_doc(Status, st.name)} |")
+    lines += ["", "| STATUS word | counter | meaning |", "|---|---|---|"]
+    for i, (name, doc) in enumerate(LINK_COUNTERS):
+        lines.append(f"| {i} | `{name}` | {doc} |")
+    lines.append(f"| {len(LINK_COUNTERS)}.. | core | the core's status words, in order |")
+    return "\n".join(lines) + "\n"
+
+
+def _member_doc(cls, name: str) -> str:
+    import inspect
+
+    src = inspect.getsource(cls).splitlines()
+    doc = []
+    for line in src:
+        s = line.strip()
+        if s.startswith("#:"):
+            doc.append(s[2:].strip())
+        elif s.startswith(f"{name} ="):
+            return " ".join(doc).replace("``", "`").replace("|", "\\|")
+        else:
+            doc = []
+    return ""

@@ -1,0 +1,227 @@
+# Tests of the wire protocol (spikeforge/protocol.py, spec docs/protocol.md): CRC and COBS
+# reference functions, the host frame decoder under fuzz, the gateware framing (hw/framing.py)
+# against the reference byte for byte, and the docs tables against the module.
+import pathlib
+import random
+
+import pytest
+from amaranth.sim import Simulator
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from spikeforge import protocol
+from spikeforge.hw.framing import FrameReceiver, FrameSender
+from spikeforge.protocol import (
+    MAX_EVENTS,
+    MAX_FRAME,
+    FrameDecoder,
+    FrameError,
+    Op,
+    cobs_decode,
+    cobs_encode,
+    crc16,
+    decode_frame,
+    encode_frame,
+    events_efficiency,
+)
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+
+
+def test_crc_check_value_and_residue():
+    assert crc16(b"123456789") == 0x29B1  # CRC-16/CCITT-FALSE catalogue check value
+    body = b"\x05\x01hello"
+    c = crc16(body)
+    assert crc16(body + bytes((c >> 8, c & 0xFF))) == 0
+
+
+def test_opcodes_are_8_bit_enums():
+    assert Op.WRITE.value == 0x02
+    assert Op.as_shape().width == 8
+    assert len({op.value for op in Op}) == len(Op)
+
+
+@given(st.binary(max_size=1200))
+@settings(max_examples=300, deadline=None)
+def test_cobs_round_trip(data):
+    enc = cobs_encode(data)
+    assert 0 not in enc
+    assert len(enc) <= len(data) + len(data) // 254 + 1
+    assert cobs_decode(enc) == data
+
+
+def test_cobs_edge_cases():
+    assert cobs_encode(b"") == b"\x01"
+    assert cobs_encode(b"\x00") == b"\x01\x01"
+    assert cobs_encode(bytes([1] * 254)) == b"\xff" + bytes([1] * 254) + b"\x01"
+    assert cobs_decode(b"\xff" + bytes([1] * 254)) == bytes([1] * 254)  # short form accepted
+    with pytest.raises(FrameError, match="claims"):
+        cobs_decode(b"\x05\x01")
+
+
+@given(st.binary(max_size=3000))
+@settings(max_examples=300, deadline=None)
+def test_host_decoder_fuzz(data):
+    """Any bytes: no exception escapes, memory stays bounded, a good frame after 0x00 is read."""
+    dec = FrameDecoder()
+    out = list(dec.feed(data))
+    assert all(isinstance(x, (bytes, FrameError)) for x in out)
+    assert dec.pending <= MAX_FRAME + MAX_FRAME // 254 + 2
+    good = b"\x07\x2a\x00"
+    out = list(dec.feed(b"\x00" + encode_frame(good)))
+    assert out[-1] == good
+
+
+def test_decode_errors_say_what_is_wrong():
+    frame = bytearray(encode_frame(b"\x01\x02\x03"))
+    frame[2] ^= 0x04
+    with pytest.raises(FrameError, match="CRC mismatch"):
+        decode_frame(bytes(frame[:-1]))
+    with pytest.raises(FrameError, match="shorter"):
+        decode_frame(cobs_encode(b"\x01"))
+    with pytest.raises(FrameError, match="longer"):
+        decode_frame(cobs_encode(bytes(600)))
+
+
+def test_events_efficiency():
+    wire, eff = events_efficiency(250)
+    assert wire == 507  # 500 payload + op, seq, CRC (4) + COBS code bytes (2) + delimiter (1)
+    assert eff > 0.98
+    assert events_efficiency(MAX_EVENTS)[1] > 0.98
+    assert events_efficiency(64)[1] > 0.90
+    with pytest.raises(ValueError, match="n_events"):
+        events_efficiency(MAX_EVENTS + 1)
+
+
+def test_docs_tables_match_protocol_module():
+    text = (ROOT / "docs" / "protocol.md").read_text()
+    assert protocol.describe() in text, "regenerate docs/protocol.md tables: protocol.describe()"
+
+
+# --- gateware framing vs reference ------------------------------------------------------------
+
+
+def rtl_send(bodies, seed=0):
+    dut = FrameSender()
+    rng = random.Random(seed)
+    want = sum(len(encode_frame(b)) for b in bodies)
+    out = bytearray()
+    sim = Simulator(dut)
+    sim.add_clock(1e-6)
+
+    async def src(ctx):
+        for body in bodies:
+            for b, end in [(b, 0) for b in body] + [(0, 1)]:
+                while rng.random() < 0.3:
+                    ctx.set(dut.i.valid, 0)
+                    await ctx.tick()
+                ctx.set(dut.i.valid, 1)
+                ctx.set(dut.i.payload, {"data": b, "end": end})
+                await ctx.tick().until(dut.i.ready)
+            ctx.set(dut.i.valid, 0)
+
+    async def sink(ctx):
+        for _ in range(4 * want + 100):
+            ctx.set(dut.o.ready, rng.random() < 0.6)
+            _, _, v, r, p = await ctx.tick().sample(dut.o.valid, dut.o.ready, dut.o.payload)
+            if v and r:
+                out.append(p)
+
+    sim.add_testbench(src)
+    sim.add_testbench(sink)
+    sim.run()
+    return bytes(out)
+
+
+def rtl_receive(wire, seed=0):
+    """Return the frames the gateware receiver passes on, and its error strobe counts."""
+    dut = FrameReceiver()
+    rng = random.Random(seed)
+    frames, cur = [], bytearray()
+    counts = {"crc": 0, "oversize": 0}
+    sim = Simulator(dut)
+    sim.add_clock(1e-6)
+
+    async def src(ctx):
+        for b in wire:
+            ctx.set(dut.i.valid, 1)
+            ctx.set(dut.i.payload, b)
+            await ctx.tick().until(dut.i.ready)
+        ctx.set(dut.i.valid, 0)
+
+    async def sink(ctx):
+        for _ in range(3 * len(wire) + 3 * MAX_FRAME + 100):
+            ctx.set(dut.o.ready, rng.random() < 0.6)
+            _, _, v, r, p, n, ce, ov = await ctx.tick().sample(
+                dut.o.valid, dut.o.ready, dut.o.payload, dut.length, dut.crc_error, dut.oversize
+            )
+            counts["crc"] += ce
+            counts["oversize"] += ov
+            if v and r:
+                cur.append(p.data)
+                if p.last:
+                    assert len(cur) == n
+                    frames.append(bytes(cur))
+                    cur.clear()
+
+    sim.add_testbench(src)
+    sim.add_testbench(sink)
+    sim.run()
+    return frames, counts
+
+
+def random_body(rng, n):
+    return bytes(
+        rng.choice([0, 0, 1, 0xFF]) if rng.random() < 0.3 else rng.randrange(256) for _ in range(n)
+    )
+
+
+def test_rtl_sender_matches_reference():
+    rng = random.Random(3)
+    bodies = [random_body(rng, rng.randrange(1, MAX_FRAME - 2)) for _ in range(6)]
+    bodies += [bytes([1] * 252), bytes([1] * 253), bytes(40), b"\x01"]  # block boundaries
+    assert rtl_send(bodies) == b"".join(encode_frame(b) for b in bodies)
+
+
+def test_rtl_receiver_matches_reference():
+    rng = random.Random(4)
+    bodies = [random_body(rng, rng.randrange(2, MAX_FRAME - 2)) for _ in range(5)]
+    bodies += [bytes([1] * 252), bytes(MAX_FRAME - 2)]  # the largest frame fits exactly
+    wire = b"".join(encode_frame(b) for b in bodies)
+    frames, counts = rtl_receive(wire)
+    assert frames == bodies
+    assert counts == {"crc": 0, "oversize": 0}
+
+
+def overlong_block(body):
+    """A frame whose bytes and CRC are right but whose last COBS block claims one byte more."""
+    enc = bytearray(encode_frame(body)[:-1])
+    assert enc[0] == len(enc)  # one block: no zero in body + CRC
+    enc[0] += 1
+    return bytes(enc) + b"\x00"
+
+
+def test_rtl_receiver_drops_bad_frames_and_resynchronises():
+    rng = random.Random(5)
+    good = [random_body(rng, rng.randrange(2, 100)) for _ in range(4)]
+    flipped = bytearray(encode_frame(good[0]))
+    flipped[3] ^= 0x21 if flipped[3] != 0x21 else 0x22
+    wire = (
+        bytes(rng.randrange(1, 256) for _ in range(300))
+        + b"\x00"  # garbage
+        + encode_frame(good[1])
+        + bytes(flipped)  # CRC error
+        + encode_frame(bytes(MAX_FRAME - 1))  # oversize (with its CRC)
+        + encode_frame(good[2])[:-5]
+        + b"\x00"  # truncated
+        + b"\x00\x00"  # empty frames: ignored
+        + overlong_block(b"\x05\x01\x02\x03")  # good CRC, but the COBS block is cut short
+        + encode_frame(good[3])
+    )
+    frames, counts = rtl_receive(wire)
+    assert frames == [good[1], good[3]]
+    assert counts["oversize"] == 1
+    assert counts["crc"] == 4
+    # the host decoder agrees on which frames are good
+    host = [x for x in FrameDecoder().feed(wire) if isinstance(x, bytes)]
+    assert host == frames
