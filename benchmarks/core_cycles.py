@@ -1,0 +1,187 @@
+"""Clock cycles of the neuron core, from the Amaranth simulator (never wall-clock time).
+
+Spec: ``docs/core.md`` (performance model).  Measures
+
+* synaptic operations per clock per lane under dense input (every input channel fires, each fans
+  out to a whole layer);
+* clocks per timestep at input activity 0 / 1 / 10 / 100 % on a two-layer network;
+* a least-squares fit ``cycles ~ a + b * synaptic_events + c * neurons (+ d * spikes)`` over
+  networks of several sizes and activities.
+
+Run ``python benchmarks/core_cycles.py`` for a table, ``--json`` for machine-readable output.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+import numpy as np
+
+from spikeforge.hw.core_sim import run_network
+from spikeforge.hw.image import CoreConfig, compile_fanout
+from spikeforge.sim.golden import GoldenChip
+from spikeforge.sim.network import INPUT, Network, NeuronParams, Population, Projection
+
+
+def _sops(net, cfg, events, golden_spikes):
+    """Synaptic operations the core performs: every slot of every fanned-out segment."""
+    sources, segments, _ = compile_fanout(net, cfg)
+
+    def cost(src):
+        return sum(segments[k][1] for k in sources.get(src, []))
+
+    total = sum(cost(c) for c in events)
+    for n in np.flatnonzero(golden_spikes):
+        total += cost(cfg.forward_source(int(n))) + cost(cfg.recurrent_source(int(n)))
+    return total
+
+
+def _run(net, cfg, steps):
+    """Run ``steps`` (lists of input channels); per step: cycles, input events, SOPs, spikes."""
+    res = run_network(net, cfg, steps, read_v=False)
+    golden = GoldenChip(net, fmt=cfg.fmt)
+    rows = []
+    for t, evs in enumerate(steps):
+        counts = np.bincount(np.asarray(evs, dtype=np.int64), minlength=net.n_inputs)
+        spikes = golden.step(counts)[0]
+        rows.append(
+            {
+                "cycles": res["event_cycles"][t] + res["step_cycles"][t],
+                "events": len(evs),
+                "sops": _sops(net, cfg, evs, spikes),
+                "spikes": int(spikes.sum()),
+                "neurons": net.n_neurons,
+            }
+        )
+    assert res["status"]["PARAM_ERRORS"] == 0
+    return rows
+
+
+def dense_throughput(n_inputs, n_neurons):
+    """SOP per clock when every input fires into a dense layer (no neuron spikes)."""
+    cfg = CoreConfig(n_neurons=n_neurons, n_inputs=n_inputs, n_populations=2,
+                     synapse_words=n_inputs * n_neurons // 2 + 16)
+    net = Network(
+        n_inputs,
+        [Population("a", n_neurons, NeuronParams(leak="none", threshold=30000))],
+        [Projection(INPUT, "a", np.ones((n_inputs, n_neurons), dtype=np.int64))],
+    )
+    idle, busy = _run(net, cfg, [[], list(range(n_inputs))])
+    extra = busy["cycles"] - idle["cycles"]
+    return busy["sops"] / extra, idle["cycles"], extra
+
+
+def two_layer(n_inputs, hidden, out, seed=0):
+    rng = np.random.default_rng(seed)
+    cfg = CoreConfig(n_neurons=hidden + out, n_inputs=n_inputs, n_populations=2,
+                     synapse_words=(n_inputs * hidden + hidden * out) // 2 + 16)
+    net = Network(
+        n_inputs,
+        [Population("h", hidden, NeuronParams(leak="shift", beta=3, threshold=60)),
+         Population("o", out, NeuronParams(leak="shift", beta=3, threshold=60))],
+        [Projection(INPUT, "h", rng.integers(-8, 25, (n_inputs, hidden))),
+         Projection("h", "o", rng.integers(-8, 25, (hidden, out)))],
+        outputs=["o"],
+    )
+    return net, cfg
+
+
+def activity_table(n_inputs=64, hidden=96, out=32, steps=4, seed=1):
+    net, cfg = two_layer(n_inputs, hidden, out)
+    rng = np.random.default_rng(seed)
+    table = []
+    for activity in (0.0, 0.01, 0.1, 1.0):
+        raster = [
+            [c for c in range(n_inputs) if rng.random() < activity] for _ in range(steps)
+        ]
+        rows = _run(net, cfg, raster)
+        table.append(
+            {
+                "activity": activity,
+                "cycles_per_step": float(np.mean([r["cycles"] for r in rows])),
+                "events_per_step": float(np.mean([r["events"] for r in rows])),
+                "sops_per_step": float(np.mean([r["sops"] for r in rows])),
+                "spikes_per_step": float(np.mean([r["spikes"] for r in rows])),
+                "neurons": net.n_neurons,
+            }
+        )
+    return table
+
+
+def fit(seed=2):
+    """Least squares over several sizes and activities."""
+    rng = np.random.default_rng(seed)
+    rows = []
+    for hidden, out in ((24, 8), (48, 16), (96, 32)):
+        net, cfg = two_layer(32, hidden, out, seed=hidden)
+        raster = [
+            [c for c in range(32) if rng.random() < a] for a in (0.0, 0.05, 0.2, 0.5, 1.0)
+        ]
+        rows += _run(net, cfg, raster)
+    y = np.array([r["cycles"] for r in rows], dtype=float)
+    a3 = np.array([[1, r["sops"], r["neurons"]] for r in rows], dtype=float)
+    a4 = np.array([[1, r["sops"], r["neurons"], r["spikes"] + r["events"]] for r in rows],
+                  dtype=float)
+    c3, *_ = np.linalg.lstsq(a3, y, rcond=None)
+    c4, *_ = np.linalg.lstsq(a4, y, rcond=None)
+    return {
+        "a": c3[0], "b_per_sop": c3[1], "c_per_neuron": c3[2],
+        "max_rel_error": float(np.max(np.abs(a3 @ c3 - y) / y)),
+        "fit4": {"a": c4[0], "b_per_sop": c4[1], "c_per_neuron": c4[2],
+                 "d_per_event_or_spike": c4[3],
+                 "max_rel_error": float(np.max(np.abs(a4 @ c4 - y) / y))},
+        "points": len(rows),
+    }
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    parser.add_argument("--neurons", type=int, default=128, help="dense layer size")
+    parser.add_argument("--inputs", type=int, default=64, help="input channels")
+    args = parser.parse_args(argv)
+
+    sop, idle, _ = dense_throughput(args.inputs, args.neurons)
+    table = activity_table()
+    f = fit()
+    result = {
+        "lanes": 1,
+        "sop_per_cycle_per_lane": sop,
+        "neurons": args.neurons,
+        "cycles_per_step_idle": idle,
+        "activity": table,
+        "fit": f,
+    }
+    if args.json:
+        json.dump(result, sys.stdout, indent=2, default=float)
+        print()
+        return
+    print(f"dense input, {args.inputs} channels x {args.neurons} neurons, 1 lane:")
+    print(f"  synaptic ops per clock per lane : {sop:.4f}")
+    print(f"  idle timestep ({args.neurons} neurons) : {idle} clocks")
+    n = table[0]["neurons"]
+    print(f"\ntwo-layer network 64 -> 96 -> 32 ({n} neurons), clocks per timestep:")
+    print(f"  {'activity':>8} {'events':>8} {'SOPs':>8} {'spikes':>7} {'clocks':>8}")
+    for row in table:
+        print(
+            f"  {row['activity']:>8.0%} {row['events_per_step']:>8.1f} "
+            f"{row['sops_per_step']:>8.0f} {row['spikes_per_step']:>7.1f} "
+            f"{row['cycles_per_step']:>8.0f}"
+        )
+    print(f"\nleast squares over {f['points']} steps (3 sizes x 5 activities):")
+    print(
+        f"  cycles ~ {f['a']:.1f} + {f['b_per_sop']:.3f} * SOPs + {f['c_per_neuron']:.3f} * "
+        f"neurons   (max relative error {f['max_rel_error']:.1%})"
+    )
+    g = f["fit4"]
+    print(
+        f"  cycles ~ {g['a']:.1f} + {g['b_per_sop']:.3f} * SOPs + {g['c_per_neuron']:.3f} * "
+        f"neurons + {g['d_per_event_or_spike']:.2f} * (events + spikes)   "
+        f"(max relative error {g['max_rel_error']:.1%})"
+    )
+
+
+if __name__ == "__main__":
+    main()

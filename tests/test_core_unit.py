@@ -1,0 +1,463 @@
+# Amaranth-simulator unit tests of the neuron core (spec: docs/neuron.md, docs/core.md).
+import itertools
+
+import numpy as np
+import pytest
+from amaranth.sim import Simulator
+
+from spikeforge.errors import ConfigError, FitError
+from spikeforge.hw.core import NeuronCore
+from spikeforge.hw.core_neuron import NeuronDatapath
+from spikeforge.hw.core_sim import (
+    bus_read,
+    bus_read_block,
+    bus_write,
+    bus_write_block,
+    run_network,
+    send_event,
+)
+from spikeforge.hw.image import (
+    ConfigWord,
+    CoreConfig,
+    PopFlag,
+    Region,
+    StatusWord,
+    address,
+    build_image,
+    check_fit,
+    compile_fanout,
+    decode_signed,
+    decode_state,
+    fit_problems,
+    pop_options,
+    region_size,
+)
+from spikeforge.sim.golden import GoldenChip, neuron_update
+from spikeforge.sim.network import INPUT, Network, NeuronParams, Population, Projection, Sparse
+from spikeforge.spec import DEFAULT_FORMAT, LeakMode, NeuronModel, ResetMode
+
+FMT = DEFAULT_FORMAT
+S_LO, S_HI = FMT.state_range
+
+
+# --- neuron datapath ---------------------------------------------------------------------------
+def _datapath_vectors(rng, n):
+    """Random states plus the saturation and threshold edges."""
+    v = rng.integers(S_LO, S_HI + 1, n)
+    i = rng.integers(S_LO, S_HI + 1, n)
+    acc = rng.integers(-(1 << 18), 1 << 18, n)
+    acc[: n // 2] = rng.integers(-300, 300, n // 2)
+    thr = rng.integers(1, FMT.threshold_range[1] + 1, n)
+    thr[: n // 4] = rng.integers(1, 200, n // 4)
+    bias = rng.integers(*FMT.bias_range, n)
+    bias[: n // 2] = rng.integers(-50, 50, n // 2)
+    edges = [
+        (S_HI, S_HI, (1 << 19) - 1, 1, S_HI),
+        (S_LO, S_LO, -(1 << 19), 1, S_LO),
+        (S_HI, 0, 0, S_HI, 0),
+        (S_HI, 0, 1, S_HI - 1, 0),
+        (S_LO, S_HI, 1000, FMT.threshold_range[1], -1000),
+        (101, 50, 0, 100, 0),
+        (100, -50, 1, 100, 0),
+        (-1, -1, 0, 1, 0),
+        (S_HI, S_HI, S_HI, 1, 0),
+        (S_LO, S_LO, 0, 1, S_LO),
+    ]
+    for k, (a, b, c, d, e) in enumerate(edges):
+        v[k], i[k], acc[k], thr[k], bias[k] = a, b, c, d, e
+    return v, i, acc, thr, bias
+
+
+def _run_datapath(params, v, i, acc, thr, bias):
+    dp = NeuronDatapath(FMT, tag_bits=8)
+    n = len(v)
+    out = {}
+
+    async def bench(ctx):
+        ctx.set(dp.model, params["model"])
+        ctx.set(dp.leak, params["leak"])
+        ctx.set(dp.reset, params["reset"])
+        ctx.set(dp.reset_delay, params["reset_delay"])
+        ctx.set(dp.beta, int(params["beta"][0]))
+        ctx.set(dp.alpha, int(params["alpha"][0]))
+        for cycle in range(n + NeuronDatapath.LATENCY + 2):
+            k = cycle
+            if k < n:
+                ctx.set(dp.i_valid, 1)
+                ctx.set(dp.i_tag, k)
+                for port, arr in (
+                    (dp.i_v, v), (dp.i_i, i), (dp.i_acc, acc), (dp.i_thr, thr), (dp.i_bias, bias)
+                ):
+                    ctx.set(port, int(arr[k]))
+            else:
+                ctx.set(dp.i_valid, 0)
+            await ctx.tick()
+            if ctx.get(dp.o_valid):
+                tag = ctx.get(dp.o_tag)
+                out[tag] = (ctx.get(dp.o_v), ctx.get(dp.o_i), ctx.get(dp.o_spike))
+                # fixed latency: output LATENCY clock edges after the input
+                assert tag == cycle + 1 - NeuronDatapath.LATENCY
+
+    sim = Simulator(dp)
+    sim.add_clock(1e-6)
+    sim.add_testbench(bench)
+    sim.run()
+    assert sorted(out) == list(range(n))
+    return (
+        np.array([out[k][0] for k in range(n)]),
+        np.array([out[k][1] for k in range(n)]),
+        np.array([out[k][2] for k in range(n)], dtype=bool),
+    )
+
+
+_COMBOS = [
+    (model, leak, reset, delay)
+    for model, leak, reset, delay in itertools.product(
+        NeuronModel, LeakMode, ResetMode, (True, False)
+    )
+]
+
+
+@pytest.mark.parametrize("model,leak,reset,delay", _COMBOS, ids=lambda x: str(x).split(".")[-1])
+def test_datapath_matches_neuron_update(model, leak, reset, delay):
+    rng = np.random.default_rng(hash((model.value, leak.value, reset.value, delay)) % 2**32)
+    n = 48
+    v, i, acc, thr, bias = _datapath_vectors(rng, n)
+    if leak == LeakMode.MULT:
+        beta, alpha = int(rng.integers(0, FMT.decay_one + 1)), int(rng.integers(0, 4097))
+    elif leak == LeakMode.SHIFT:
+        beta, alpha = int(rng.integers(1, 16)), int(rng.integers(1, 16))
+    else:
+        beta = alpha = 0
+    params = {
+        "model": model, "leak": leak, "reset": reset, "reset_delay": delay,
+        "beta": np.full(n, beta), "alpha": np.full(n, alpha), "threshold": thr, "bias": bias,
+    }
+    got_v, got_i, got_s = _run_datapath(params, v, i, acc, thr, bias)
+    ref_v, ref_i, ref_s = neuron_update(v[None], i[None], acc[None], params, "int", FMT)
+    np.testing.assert_array_equal(got_v, ref_v[0])
+    np.testing.assert_array_equal(got_s, ref_s[0])
+    if model == NeuronModel.CUBA:
+        np.testing.assert_array_equal(got_i, ref_i[0])
+    else:
+        np.testing.assert_array_equal(got_i, i)  # LIF leaves i alone
+
+
+@pytest.mark.parametrize("beta", [0, 1, 2048, 4095, 4096])
+def test_datapath_mult_decay_edges(beta):
+    """Rounding toward zero at every decay code edge, both signs, at the state extremes."""
+    n = 16
+    v = np.array([S_HI, S_LO, 1, -1, 4095, -4095, 4097, -4097, 2, -2, 3, -3, 0, 12345, -12345, 7])
+    zeros = np.zeros(n, dtype=np.int64)
+    params = {
+        "model": NeuronModel.CUBA, "leak": LeakMode.MULT, "reset": ResetMode.NONE,
+        "reset_delay": True, "beta": np.full(n, beta), "alpha": np.full(n, 4096 - beta),
+        "threshold": np.full(n, FMT.threshold_range[1]), "bias": zeros,
+    }
+    got_v, got_i, _ = _run_datapath(params, v, v[::-1].copy(), zeros, params["threshold"], zeros)
+    ref_v, ref_i, _ = neuron_update(v[None], v[::-1][None], zeros[None], params, "int", FMT)
+    np.testing.assert_array_equal(got_v, ref_v[0])
+    np.testing.assert_array_equal(got_i, ref_i[0])
+
+
+# --- the whole core: helpers -------------------------------------------------------------------
+def _simulate(core, bench):
+    sim = Simulator(core)
+    sim.add_clock(1e-6)
+    sim.add_testbench(bench)
+    sim.run()
+
+
+def _pop_entry(base, size, params, output=False, forward=False, beta=0, alpha=0):
+    return [base | size << 16, pop_options(params, output, forward), beta, alpha]
+
+
+# --- accumulation pipeline ---------------------------------------------------------------------
+def test_accumulation_back_to_back_same_neuron():
+    """Hand-made segments hit one neuron on consecutive clocks (read-after-write at distance
+    1, 2 and 3) and alternate between neighbours; the sums must be exact."""
+    cfg = CoreConfig(n_neurons=16, n_inputs=4, n_populations=2, synapse_words=64, segments=32)
+    core = NeuronCore(cfg)
+    rng = np.random.default_rng(7)
+    slots = [int(x) for x in rng.integers(-128, 128, 2 * cfg.synapse_words)]
+    words = [(slots[2 * k] & 0xFF) | (slots[2 * k + 1] & 0xFF) << 8 for k in range(64)]
+    # source 0: six length-1 segments on neuron 5 (back to back), source 1: segments over
+    # neurons 3..4, 3..4, 4..6 (distance 2 and 1), source 2: one segment of 16 plus one of 1.
+    segs = [(5, 1, 0), (5, 1, 1), (5, 1, 2), (5, 1, 3), (5, 1, 4), (5, 1, 5),
+            (3, 2, 10), (3, 2, 12), (4, 3, 14),
+            (0, 16, 20), (15, 1, 40)]
+    src = {0: (0, 6), 1: (6, 3), 2: (9, 2)}
+    events = [0, 0, 1, 2, 1, 0, 2, 2, 1, 1, 0]
+    expect = np.zeros(16, dtype=np.int64)
+    for e in events:
+        first, count = src[e]
+        for t, length, slot in segs[first : first + count]:
+            for j in range(length):
+                expect[t + j] += slots[slot + j]
+
+    async def bench(ctx):
+        await bus_write_block(ctx, core, address(Region.WEIGHT), words)
+        seg_words = []
+        for t, length, slot in segs:
+            seg_words += [t | length << 16, slot]
+        await bus_write_block(ctx, core, address(Region.SEG), seg_words)
+        for s, (first, count) in src.items():
+            await bus_write(ctx, core, address(Region.SRC, s), first | count << 16)
+        await bus_write_block(ctx, core, address(Region.ACC), [0] * 16)
+        for e in events:
+            await send_event(ctx, core, e)
+        got = await bus_read_block(ctx, core, address(Region.ACC), 16)
+        got = [decode_signed(w, FMT.acc_bits) for w in got]
+        np.testing.assert_array_equal(got, expect)
+        seg_back = await bus_read_block(ctx, core, address(Region.SEG), len(seg_words))
+        assert seg_back == seg_words
+        assert await bus_read(ctx, core, address(Region.SRC, 1)) == 6 | 3 << 16
+
+    _simulate(core, bench)
+
+
+def test_dense_event_stream_initiation_interval():
+    """A dense fan-out of 64 runs at one synaptic operation per clock: events back to back cost
+    64 + a small constant clocks each."""
+    cfg = CoreConfig(n_neurons=64, n_inputs=4, n_populations=1, synapse_words=256)
+    w = np.ones((4, 64), dtype=np.int64)
+    net = Network(4, [Population("p", 64, NeuronParams(leak="none", threshold=30000))],
+                  [Projection(INPUT, "p", w)])
+    res = run_network(net, cfg, [[0, 1, 2, 3] * 4, []], read_v=True)
+    busy = res["event_cycles"][0] + res["step_cycles"][0] - res["step_cycles"][1]
+    # 16 events x 64 ops, one clock per event to load its first segment (the first event
+    # two more: it cannot overlap a previous one)
+    assert 16 * 64 <= busy <= 16 * (64 + 1) + 6, busy
+    np.testing.assert_array_equal(res["v"][0], np.full(64, 16))
+
+
+# --- bus, status and robustness ----------------------------------------------------------------
+def test_bus_refusals_and_status():
+    cfg = CoreConfig(n_neurons=8, n_inputs=4, n_populations=2, synapse_words=8, segments=4)
+    core = NeuronCore(cfg)
+
+    async def bench(ctx):
+        assert await bus_write(ctx, core, address(Region.V, 8), 1)  # beyond the region
+        assert await bus_write(ctx, core, address(Region.STATUS, 0), 1)  # read-only
+        assert await bus_write(ctx, core, 15 << 20, 1)  # unknown region
+        assert await bus_read(ctx, core, address(Region.SEG, 8)) == 0  # refused read
+        assert not await bus_write(ctx, core, address(Region.BIAS, 3), -5 & 0xFFFFFFFF)
+        assert await bus_read(ctx, core, address(Region.BIAS, 3)) == -5 & 0xFFFFFFFF
+        assert not await bus_write(ctx, core, address(Region.THR, 7), 40000)
+        assert await bus_read(ctx, core, address(Region.THR, 7)) == 40000
+        assert not await bus_write(ctx, core, address(Region.CONFIG, ConfigWord.N_INPUTS.value), 3)
+        await send_event(ctx, core, 3)  # beyond N_INPUTS
+        await send_event(ctx, core, 60000)
+        await send_event(ctx, core, 2)  # accepted, empty fan-out
+        status = await bus_read_block(ctx, core, address(Region.STATUS), len(StatusWord))
+        assert status[StatusWord.BUS_REFUSED.value] == 4
+        assert status[StatusWord.EVENTS_REFUSED.value] == 2
+        assert status[StatusWord.CAP_NEURONS.value] == 8
+        assert status[StatusWord.CAP_SEGMENTS.value] == 4
+        assert status[StatusWord.LANES.value] == 1
+
+    _simulate(core, bench)
+
+
+def test_bad_parameters_are_skipped_and_counted():
+    """A population with out-of-range options, a segment past the neurons, an empty segment and
+    a source pointing past the segment table are counted and skipped; the good population still
+    runs exactly."""
+    cfg = CoreConfig(n_neurons=16, n_inputs=2, n_populations=4, synapse_words=16, segments=8)
+    core = NeuronCore(cfg)
+    good = NeuronParams(leak="none", threshold=10)
+    pops = (
+        _pop_entry(0, 4, good, output=True)  # fine
+        + _pop_entry(4, 4, NeuronParams(leak="mult"), beta=5000)  # decay > 1.0
+        + _pop_entry(12, 8, good)  # past the neurons
+        + _pop_entry(8, 4, NeuronParams(leak="shift"), beta=0)  # shift k = 0
+    )
+
+    async def bench(ctx):
+        await bus_write_block(ctx, core, address(Region.POP), pops)
+        await bus_write_block(ctx, core, address(Region.THR), [10] * 16)
+        await bus_write_block(ctx, core, address(Region.WEIGHT), [0x0B0B] * 16)
+        # segments: 0 fine (neurons 0..3), 1 runs past the neurons, 2 has length 0
+        await bus_write_block(
+            ctx, core, address(Region.SEG), [0 | 4 << 16, 0, 14 | 4 << 16, 0, 2, 3]
+        )
+        await bus_write(ctx, core, address(Region.SRC, 0), 0 | 3 << 16)
+        await bus_write(ctx, core, address(Region.SRC, 1), 6 | 5 << 16)  # past the table
+        await bus_write(ctx, core, address(Region.CONFIG, ConfigWord.N_POPULATIONS.value), 4)
+        await send_event(ctx, core, 0)
+        await send_event(ctx, core, 1)
+        ctx.set(core.spikes.ready, 1)
+        ctx.set(core.step, 1)
+        await ctx.tick()
+        ctx.set(core.step, 0)
+        spikes = []
+        while not ctx.get(core.done):
+            if ctx.get(core.spikes.valid):
+                spikes.append(ctx.get(core.spikes.payload))
+            await ctx.tick()
+        assert spikes == [0, 1, 2, 3]  # 11 > 10
+        v = await bus_read_block(ctx, core, address(Region.V), 16)
+        assert v == [11] * 4 + [0] * 12
+        errors = await bus_read(ctx, core, address(Region.STATUS, StatusWord.PARAM_ERRORS.value))
+        assert errors == 2 + 1 + 3  # two segments, one source, three populations
+
+    _simulate(core, bench)
+
+
+# --- whole networks against the golden model ---------------------------------------------------
+def _random_net(rng, n_inputs=10):
+    p1 = NeuronParams(model="lif", leak="mult", beta=int(rng.integers(2000, 4097)),
+                      threshold=rng.integers(40, 200, 12), bias=rng.integers(-5, 6, 12),
+                      reset="subtract", reset_delay=False)
+    p2 = NeuronParams(model="cuba", leak="shift", beta=3, alpha=2, threshold=90,
+                      reset="zero", reset_delay=True)
+    p3 = NeuronParams(model="cuba", leak="mult", beta=3900, alpha=3000, threshold=150,
+                      reset="none")
+    sparse = Sparse(rows=rng.integers(0, 12, 20), cols=rng.integers(0, 7, 20),
+                    weights=rng.integers(-128, 128, 20))
+    return Network(
+        n_inputs,
+        [Population("a", 12, p1), Population("b", 7, p2), Population("c", 5, p3)],
+        [
+            Projection(INPUT, "a", rng.integers(-40, 100, (n_inputs, 12))),
+            Projection("a", "b", sparse),
+            Projection("b", "c", rng.integers(-128, 128, (7, 5))),
+            Projection("c", "a", rng.integers(-60, 60, (5, 12))),  # recurrent, to an earlier pop
+            Projection("b", "b", rng.integers(-30, 30, (7, 7))),  # self-recurrent
+            Projection(INPUT, "c", rng.integers(-20, 20, (n_inputs, 5))),
+        ],
+        outputs=["a", "c"],
+    )
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_core_matches_golden(seed):
+    rng = np.random.default_rng(seed)
+    net = _random_net(rng)
+    cfg = CoreConfig(n_neurons=32, n_inputs=12, n_populations=4, synapse_words=256)
+    # each channel at most once per timestep (docs/network.md), in random order
+    events = [list(rng.permutation(net.n_inputs)[: rng.integers(0, 11)]) for _ in range(10)]
+    events[3] = list(range(net.n_inputs))  # every channel, back to back
+    res = run_network(net, cfg, events)
+    golden = GoldenChip(net)
+    out = golden.output_indices
+    for t, evs in enumerate(events):
+        counts = np.zeros(net.n_inputs, dtype=np.int64)
+        np.add.at(counts, evs, 1)
+        s = golden.step(counts)[0]
+        assert res["spikes"][t] == sorted(int(n) for n in out[s[out]]), f"step {t}"
+        np.testing.assert_array_equal(res["v"][t][: net.n_neurons], golden.v[0], f"step {t}")
+    assert res["status"]["PARAM_ERRORS"] == 0
+    assert res["status"]["STEPS"] == len(events)
+
+
+def test_idle_step_costs_one_clock_per_neuron():
+    cfg = CoreConfig(n_neurons=64, n_inputs=4, n_populations=2, synapse_words=1024)
+    net = Network(4, [Population("a", 40, NeuronParams(threshold=100)),
+                      Population("b", 24, NeuronParams(threshold=100))],
+                  [Projection(INPUT, "a", np.ones((4, 40), dtype=int)),
+                   Projection("a", "b", np.ones((40, 24), dtype=int))])
+    res = run_network(net, cfg, [[]] * 2, read_v=False)
+    # one clock per neuron plus a small constant per population (docs/core.md)
+    assert 64 <= res["step_cycles"][1] <= 64 + 16 * 2 + 8
+    assert res["spikes"] == [[], []]
+
+
+# --- image and configuration -------------------------------------------------------------------
+def test_config_errors():
+    with pytest.raises(ConfigError, match="n_neurons=0"):
+        CoreConfig(n_neurons=0)
+    with pytest.raises(ConfigError, match="lanes=2"):
+        CoreConfig(lanes=2)
+    with pytest.raises(ConfigError, match="segments"):
+        CoreConfig(segments=1 << 16)
+
+
+def test_fit_problems_lists_every_reason():
+    net = Network(
+        20,
+        [Population("a", 30, NeuronParams(beta=np.arange(30) + 3000, threshold=10)),
+         Population("b", 10, NeuronParams(threshold=10)),
+         Population("c", 10, NeuronParams(threshold=10))],
+        [Projection(INPUT, "a", np.ones((20, 30), dtype=int))],
+    )
+    cfg = CoreConfig(n_neurons=32, n_inputs=16, n_populations=2, synapse_words=100)
+    problems = fit_problems(net, cfg)
+    text = "\n".join(problems)
+    assert "50 neurons" in text and "20 input channels" in text and "3 populations" in text
+    assert "per-neuron beta" in text
+    with pytest.raises(FitError):
+        check_fit(net, cfg)
+    small = CoreConfig(n_neurons=64, n_inputs=32, n_populations=4, synapse_words=100,
+                       segments=10)
+    text = "\n".join(fit_problems(net, small))
+    assert "segments" in text and "synapse words" in text
+
+
+def test_compile_fanout_dense_and_sparse():
+    cfg = CoreConfig(n_neurons=32, n_inputs=4, n_populations=2, synapse_words=128)
+    w = np.arange(1, 33).reshape(4, 8) % 7 + 1
+    sparse = Sparse(rows=[0, 0, 0, 1], cols=[0, 1, 15, 3], weights=[5, 6, 7, -8])
+    net = Network(4, [Population("a", 8), Population("b", 16)],
+                  [Projection(INPUT, "a", w), Projection("a", "b", sparse)])
+    sources, segments, slots = compile_fanout(net, cfg)
+    for c in range(4):
+        (k,) = sources[c]
+        assert segments[k][:2] == (0, 8)
+        assert slots[segments[k][2] : segments[k][2] + 8] == list(w[c])
+    fwd0 = sources[cfg.forward_source(0)]
+    assert [segments[k][:2] for k in fwd0] == [(8, 2), (23, 1)]
+    assert [segments[k][:2] for k in sources[cfg.forward_source(1)]] == [(11, 1)]
+    image = build_image(net, cfg)
+    assert all(0 <= a < 1 << 24 for a, _ in image)
+    pops = dict(image)[address(Region.POP)]
+    assert pops[1] & PopFlag.FORWARD and not pops[1] & PopFlag.OUTPUT
+    assert pops[5] & PopFlag.OUTPUT
+
+
+def test_step_pulse_while_busy_is_remembered():
+    """A second step pulse during a timestep runs one more timestep; busy covers both."""
+    cfg = CoreConfig(n_neurons=8, n_inputs=2, n_populations=1, synapse_words=8)
+    net = Network(2, [Population("a", 8, NeuronParams(leak="none", threshold=5, bias=2))])
+    image = build_image(net, cfg)
+    core = NeuronCore(cfg)
+
+    async def bench(ctx):
+        for addr, words in image:
+            await bus_write_block(ctx, core, addr, words)
+        ctx.set(core.spikes.ready, 1)
+        assert not ctx.get(core.busy)
+        ctx.set(core.step, 1)
+        await ctx.tick()
+        ctx.set(core.step, 0)
+        await ctx.tick().repeat(3)
+        assert ctx.get(core.busy)
+        ctx.set(core.step, 1)  # while the first timestep runs
+        await ctx.tick()
+        ctx.set(core.step, 0)
+        dones, busy_cycles, spikes = 0, 0, []
+        for _ in range(200):
+            dones += ctx.get(core.done)
+            busy_cycles += ctx.get(core.busy)
+            if ctx.get(core.spikes.valid):
+                spikes.append(ctx.get(core.spikes.payload))
+            await ctx.tick()
+        assert dones == 2 and not ctx.get(core.busy)
+        assert spikes == []  # v = 2, then 4: below the threshold 5
+        assert await bus_read(ctx, core, address(Region.STATUS, StatusWord.STEPS.value)) == 2
+        v = await bus_read_block(ctx, core, address(Region.V), 8)
+        assert v == [4] * 8
+
+    _simulate(core, bench)
+
+
+def test_address_map_and_decoders():
+    cfg = CoreConfig(n_neurons=100, n_inputs=10, n_populations=3, synapse_words=50, segments=20)
+    assert address(Region.V, 5) == 3 << 20 | 5
+    assert Region.WEIGHT.base == 10 << 20
+    sizes = {r: region_size(r, cfg) for r in Region}
+    assert sizes[Region.SRC] == 10 + 2 * 100 and sizes[Region.SEG] == 40
+    assert sizes[Region.POP] == 12 and sizes[Region.WEIGHT] == 50
+    assert cfg.forward_source(7) == 17 and cfg.recurrent_source(7) == 117
+    assert decode_signed(0xFFFF8000, 16) == -32768 and decode_signed(0x7FFF, 16) == 32767
+    np.testing.assert_array_equal(decode_state([0xFFFFFFFF, 5, 0x8000]), [-1, 5, -32768])
