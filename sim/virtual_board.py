@@ -38,6 +38,8 @@ __all__ = [
     "virtual_board_verilog",
     "VirtualBoard",
     "serve",
+    "chip_for_board",
+    "register",
     "ToolchainError",
     "BuildError",
 ]
@@ -780,3 +782,48 @@ def serve(
     finally:
         if previous is not None:
             signal.signal(signal.SIGTERM, previous)
+
+
+# --- the spikeforge chip as a virtual board ---------------------------------------------------
+def chip_for_board(board: str = "ulx3s-85f"):
+    """The whole chip (link + core) with the configuration and clock of ``board``'s bitstream."""
+    from ..boards.configs import get_board
+    from ..hw.chip import Chip
+
+    params = get_board(board).chip
+    return Chip(params.to_core_config(), int(round(params.clock_mhz * 1e6)))
+
+
+def register(subparsers):
+    """Add ``spikeforge sim`` to an argparse ``subparsers``."""
+    from ..boards.configs import BOARDS
+
+    p = subparsers.add_parser(
+        "sim",
+        help="serve the chip RTL (Verilator) as a virtual board on a TCP port",
+        description="Build the whole chip with Verilator (cached after the first build) and "
+        "serve its UART byte stream on a TCP port: open it with "
+        "--port socket://127.0.0.1:PORT from any spikeforge command or pyserial client.",
+    )
+    p.add_argument("--port", type=int, default=0, help="TCP port (default: any free port)")
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on")
+    p.add_argument(
+        "--board", default="ulx3s-85f", choices=sorted(BOARDS),
+        help="simulate the chip configuration of this board's bitstream",
+    )
+    p.add_argument("--trace", metavar="FILE.vcd", help="dump a waveform (slow)")
+    p.set_defaults(func=_sim_command)
+
+
+def _sim_command(args):
+    top = chip_for_board(args.board)
+    print(f"building the {args.board} chip for Verilator (cached after the first build)...",
+          flush=True)
+    serve(
+        top,
+        args.port,
+        name=f"spikeforge_{args.board.replace('-', '_')}",
+        host=args.host,
+        trace_file=args.trace,
+    )
+    return 0

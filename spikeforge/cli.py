@@ -18,6 +18,8 @@ __all__ = ["main", "build_parser"]
 # (module, attribute, commands it adds): each attribute is ``register(subparsers)``.
 _COMMANDS = [
     ("spikeforge.host.demo", "register", ("demo", "run")),
+    ("spikeforge.sim.virtual_board", "register", ("sim",)),
+    ("spikeforge.boards.build", "register", ("build", "flash")),
     ("spikeforge.cli", "_register_info", ("info",)),
 ]
 

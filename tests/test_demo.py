@@ -5,11 +5,11 @@ import json
 
 import numpy as np
 import pytest
+
+from spikeforge.errors import ConfigError, SpikeforgeError
 from spikeforge.host import backends
 from spikeforge.host.backends import Backend, GoldenBackend, open_backend, register_backend
 from spikeforge.host.demo import load_bundled, register, run_demo
-
-from spikeforge.errors import ConfigError
 
 
 def test_demo_golden_backend_agrees_with_golden():
@@ -80,10 +80,11 @@ def test_golden_backend_membrane_and_errors():
 
 
 def test_open_backend_names_and_url(monkeypatch):
-    assert isinstance(open_backend(None), GoldenBackend)
+    assert backends.DEFAULT_BACKEND == "virtual"
+    assert isinstance(open_backend("golden"), GoldenBackend)
     assert open_backend("golden-float").arithmetic == "float"
-    with pytest.raises(ConfigError, match="no chip link backend is registered yet"):
-        open_backend("socket://localhost:1")
+    with pytest.raises(SpikeforgeError, match="localhost:1"):
+        open_backend("socket://localhost:1")  # a URL opens a chip link: nothing listens there
     monkeypatch.setattr(backends, "_FACTORIES", dict(backends._FACTORIES))
     seen = []
     register_backend("url", lambda port: seen.append(port) or GoldenBackend())
@@ -105,11 +106,11 @@ def test_cli_demo_json(capsys):
 
 
 def test_cli_demo_text_and_error(capsys):
-    assert _cli(["demo", "--samples", "3"]) == 0
+    assert _cli(["demo", "--samples", "3", "--port", "golden"]) == 0
     out = capsys.readouterr().out
     assert "accuracy" in out and "agreement" in out and "throughput" in out
     assert _cli(["demo", "--samples", "3", "--port", "/dev/ttyNOPE"]) == 2
-    assert "no chip link backend" in capsys.readouterr().err
+    assert "/dev/ttyNOPE" in capsys.readouterr().err
 
 
 def test_cli_run_with_labels_and_plot(tmp_path, capsys):

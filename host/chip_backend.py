@@ -1,0 +1,179 @@
+"""The chip as a backend: a board or the virtual board, reached over the framed UART protocol.
+
+Spec: ``docs/protocol.md`` (the link), ``docs/core.md`` (the memory image).
+
+:class:`ChipBackend` identifies the chip, checks that a network fits the configuration the chip
+reports, writes the memory image, and runs rasters one sample at a time: RESET_STATE, then for
+each timestep EVENTS (the sample's input spikes) and STEP, collecting the output spikes.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..errors import ConfigError, FitError
+from ..hw.chip import config_from_ident
+from ..hw.image import Region, StatusWord, address, build_image, decode_state, fit_problems
+from ..sim.golden import validate_network
+from ..sim.network import Network
+from .backends import Backend, check_raster
+from .device import Device
+
+__all__ = ["ChipBackend", "VirtualChipBackend", "DEFAULT_BAUD"]
+
+DEFAULT_BAUD = 3_000_000
+
+
+class ChipBackend(Backend):
+    """Runs integer networks on a spikeforge chip.
+
+    Parameters
+    ----------
+    url : str
+        ``/dev/ttyUSB1``, ``socket://localhost:PORT`` (the virtual board), ``loop://``...
+    baudrate : int
+        UART baud rate (ignored by ``socket://``).
+    timeout : float
+        Seconds to wait for a reply before retrying.
+    device : Device, optional
+        An already open device (``url`` is then only used in messages).
+    progress : callable, optional
+        ``progress(done, total)`` called after each sample.
+
+    Attributes
+    ----------
+    config : CoreConfig
+        What the chip reported in IDENTIFY.
+    device : Device
+    """
+
+    name = "chip"
+    reports_all_neurons = False
+
+    def __init__(self, url=None, baudrate=DEFAULT_BAUD, timeout=2.0, device=None, progress=None):
+        super().__init__()
+        self.url = url
+        self.device = device if device is not None else Device.open(
+            url, baudrate=baudrate, timeout=timeout
+        )
+        self.identity = self.device.identify()
+        self.config = config_from_ident(self.identity.words)
+        self.progress = progress
+        self.events_sent = 0
+        self.steps_run = 0
+
+    def load(self, net: Network) -> None:
+        """Check that ``net`` fits and write its memory image (weights, parameters, routing)."""
+        validate_network(net, "int", self.config.fmt)
+        problems = fit_problems(net, self.config)
+        if problems:
+            raise FitError(problems)
+        for addr, words in build_image(net, self.config):
+            self.device.write_mem(addr, words)
+        self.net = net
+        self._outputs = np.concatenate(
+            [np.arange(net.base(o), net.base(o) + net.population(o).size) for o in net.outputs]
+        )
+
+    def _sample(self, raster_b, on_step=None):
+        """Run one sample ``(T, n_inputs)`` from the reset state; return the output spikes."""
+        dev = self.device
+        dev.reset_state()
+        n_steps = raster_b.shape[0]
+        spikes = np.zeros((n_steps, self.net.n_neurons), dtype=bool)
+        for t in range(n_steps):
+            events = np.flatnonzero(raster_b[t])
+            if events.size:
+                dev.send_events(events.tolist())
+                self.events_sent += int(events.size)
+            (out,) = dev.step(1)
+            if out:
+                spikes[t, out] = True
+            self.steps_run += 1
+            if on_step is not None:
+                on_step(t)
+        return spikes
+
+    def run(self, raster) -> np.ndarray:
+        if self.net is None:
+            raise ConfigError("no network loaded: call load(net) first")
+        raster = check_raster(raster, self.net.n_inputs)
+        if raster.size and raster.max() > 1:
+            raise ConfigError(
+                "raster entries must be 0 or 1: an input channel fires at most once per timestep"
+            )
+        n_steps, batch, _ = raster.shape
+        out = np.zeros((n_steps, batch, self.net.n_neurons), dtype=bool)
+        for b in range(batch):
+            out[:, b] = self._sample(raster[:, b])
+            if self.progress is not None:
+                self.progress(b + 1, batch)
+        return out
+
+    def run_membrane(self, raster):
+        """Like :meth:`run`, and read every membrane back after every timestep (slow: debug)."""
+        if self.net is None:
+            raise ConfigError("no network loaded: call load(net) first")
+        raster = check_raster(raster, self.net.n_inputs)
+        n_steps, batch, _ = raster.shape
+        n = self.net.n_neurons
+        spikes = np.zeros((n_steps, batch, n), dtype=bool)
+        vs = np.zeros((n_steps, batch, n), dtype=np.int64)
+        for b in range(batch):
+            def read_v(t, b=b):
+                vs[t, b] = self.read_membrane()
+            spikes[:, b] = self._sample(raster[:, b], on_step=read_v)
+        return spikes, vs
+
+    def read_membrane(self) -> np.ndarray:
+        """The membrane of every neuron of the loaded network, as the chip holds it now."""
+        words = self.device.read_mem(address(Region.V), self.net.n_neurons)
+        return decode_state(words, self.config.fmt)
+
+    def chip_status(self) -> dict:
+        """The link's error counters and the core's status words, in one dict."""
+        status = self.device.status()
+        words = self.device.read_mem(address(Region.STATUS), len(StatusWord))
+        for w in StatusWord:
+            status[f"core_{w.name.lower()}"] = words[w.value]
+        return status
+
+    def close(self) -> None:
+        self.device.close()
+
+
+class VirtualChipBackend(ChipBackend):
+    """A :class:`ChipBackend` on a virtual board that it starts (and stops on :meth:`close`).
+
+    The virtual board is the whole chip RTL (link + core) compiled by Verilator, with the same
+    configuration as ``board``'s bitstream, served on a local TCP port.
+
+    Parameters
+    ----------
+    board : str
+        Name of a board in :mod:`spikeforge.boards.configs` whose chip configuration to simulate.
+    progress : callable, optional
+        As :class:`ChipBackend`.
+    """
+
+    name = "virtual board"
+
+    def __init__(self, board="ulx3s-85f", progress=None):
+        from ..sim.virtual_board import VirtualBoard, chip_for_board
+
+        self.board = board
+        top = chip_for_board(board)
+        self.vb = VirtualBoard(top, name=f"spikeforge_{board.replace('-', '_')}")
+        self.vb.__enter__()
+        try:
+            super().__init__(self.vb.url, progress=progress)
+        except BaseException:
+            self.vb.__exit__(None, None, None)
+            raise
+        self.name = f"virtual board ({board})"
+
+    def close(self) -> None:
+        try:
+            super().close()
+        finally:
+            self.vb.__exit__(None, None, None)
