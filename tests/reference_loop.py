@@ -12,7 +12,6 @@ Only integer arithmetic is modelled here (the float mode is checked against snnT
 from __future__ import annotations
 
 from spikeforge.sim.network import INPUT, Network, NeuronParams, Sparse
-
 from spikeforge.spec import DEFAULT_FORMAT, Format, LeakMode, NeuronModel, ResetMode
 
 __all__ = [

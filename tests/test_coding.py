@@ -2,6 +2,8 @@
 # the spike-count / first-spike / membrane decoders.
 import numpy as np
 import pytest
+
+from spikeforge.errors import ConfigError
 from spikeforge.host.coding import (
     delta_encode,
     events_to_raster,
@@ -13,8 +15,6 @@ from spikeforge.host.coding import (
     rate_encode,
     spike_count,
 )
-
-from spikeforge.errors import ConfigError
 
 
 def test_rate_encode_shape_rate_and_seed():

@@ -4,6 +4,8 @@ import json
 
 import numpy as np
 import pytest
+
+from spikeforge.errors import ConfigError, FitError, UnsupportedError
 from spikeforge.host.compiler import (
     Settings,
     check_fit,
@@ -20,8 +22,6 @@ from spikeforge.host.compiler import (
 from spikeforge.host.nir_import import READOUT_THRESHOLD, is_readout
 from spikeforge.sim.golden import GoldenChip
 from spikeforge.sim.network import Network, NeuronParams, Population, Projection
-
-from spikeforge.errors import ConfigError, FitError, UnsupportedError
 from spikeforge.spec import DEFAULT_FORMAT, LeakMode, NeuronModel, ResetMode
 
 nir = pytest.importorskip("nir")
@@ -312,6 +312,7 @@ def test_snntorch_export_import_equals_snntorch(kind, reset, delay):
     pytest.importorskip("snntorch")
     pytest.importorskip("nirtorch")
     import torch
+
     from spikeforge.host.compiler import from_snntorch
 
     torch.manual_seed(0)
@@ -351,6 +352,7 @@ def test_sklearn_conversion_accuracy(digits):
 
     from sklearn.exceptions import ConvergenceWarning
     from sklearn.neural_network import MLPClassifier
+
     from spikeforge.host.coding import rate_encode
 
     (xtr, ytr), (xte, yte) = digits

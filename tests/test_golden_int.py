@@ -12,9 +12,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from reference_loop import ref_decay, ref_neuron_step
+
 from spikeforge.sim.golden import decay, neuron_update, population_arrays, saturate
 from spikeforge.sim.network import NeuronParams
-
 from spikeforge.spec import DEFAULT_FORMAT, Format, LeakMode, NeuronModel, ResetMode
 
 SETTINGS = settings(

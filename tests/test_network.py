@@ -6,10 +6,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from reference_loop import ReferenceChip
-from spikeforge.sim.golden import GoldenChip, validate_network
-from spikeforge.sim.network import INPUT, Network, NeuronParams, Population, Projection, Sparse
 
 from spikeforge.errors import ConfigError
+from spikeforge.sim.golden import GoldenChip, validate_network
+from spikeforge.sim.network import INPUT, Network, NeuronParams, Population, Projection, Sparse
 from spikeforge.spec import DEFAULT_FORMAT, Format, LeakMode, NeuronModel, ResetMode
 
 

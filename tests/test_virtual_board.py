@@ -17,6 +17,8 @@ import serial
 from amaranth.hdl import Cat, Module, Signal
 from amaranth.lib import fifo, stream, wiring
 from amaranth.lib.wiring import In, Out
+
+from spikeforge.errors import ConfigError
 from spikeforge.sim import verilator as sv
 from spikeforge.sim.virtual_board import (
     PortMap,
@@ -28,8 +30,6 @@ from spikeforge.sim.virtual_board import (
     build_virtual_board,
     virtual_board_verilog,
 )
-
-from spikeforge.errors import ConfigError
 
 REPO = Path(__file__).resolve().parents[1]
 BUILD_DIR = REPO / "build" / "virtual_board"
