@@ -53,14 +53,29 @@ class ChipBackend(Backend):
     def __init__(self, url=None, baudrate=DEFAULT_BAUD, timeout=2.0, device=None, progress=None):
         super().__init__()
         self.url = url
-        self.device = device if device is not None else Device.open(
-            url, baudrate=baudrate, timeout=timeout
-        )
+        self._open_args = dict(baudrate=baudrate, timeout=timeout)
+        self.device = device if device is not None else Device.open(url, **self._open_args)
         self.identity = self.device.identify()
         self.config = config_from_ident(self.identity.words)
         self.progress = progress
         self.events_sent = 0
         self.steps_run = 0
+
+    def reconnect(self) -> None:
+        """Close and reopen the link (after a cable drop or a crashed client), and identify.
+
+        The chip keeps its memory image across a disconnect; the next sample starts from
+        RESET_STATE as always.  Raises if the chip now reports another configuration.
+        """
+        self.device.close()
+        self.device = Device.open(self.url, **self._open_args)
+        self.identity = self.device.identify()
+        config = config_from_ident(self.identity.words)
+        if config != self.config:
+            raise ConfigError(
+                f"after reconnecting, {self.url} reports another chip: {config} (was "
+                f"{self.config}); load the network again"
+            )
 
     def load(self, net: Network) -> None:
         """Check that ``net`` fits and write its memory image (weights, parameters, routing)."""

@@ -662,3 +662,18 @@ def test_build_that_does_not_fit_says_what_is_missing(tmp_path):
         r"needs more block RAM \(EBR\) than the device has \(\d+ needed, 30 avail", message
     )
     assert not (tmp_path / "big" / "top.bin").exists()
+
+
+@pytest.mark.slow
+def test_build_the_whole_chip_for_the_ulx3s_and_meet_timing(tmp_path):
+    """The real thing: link + core + UART + PLL, placed and routed for the ECP5-85F."""
+    report = build("ulx3s-85f", tmp_path / "ulx3s")
+    chip = get_board("ulx3s-85f").chip
+    assert report["timing_met"] and report["fmax_mhz"] >= chip.clock_mhz
+    assert report["neurons"] == chip.neurons and report["synapses"] == chip.synapses
+    assert 0 < report["luts_used"] < report["luts_total"]
+    assert 0 < report["rams_used"] <= report["rams_total"]
+    assert (tmp_path / "ulx3s" / "top.bit").stat().st_size == report["bitstream_bytes"]
+    assert json.loads((tmp_path / "ulx3s" / "build.json").read_text())["fmax_mhz"] == (
+        report["fmax_mhz"]
+    )

@@ -108,6 +108,31 @@ def test_a_network_that_does_not_fit_is_refused_before_anything_is_written(board
     assert board.device.read_mem(address(Region.THR), 4) == before
 
 
+def test_a_disconnect_in_the_middle_of_a_run_is_survived(board):
+    """The host vanishes mid-STEP: the chip finishes the step, and the next client is served."""
+    import serial
+
+    from spikeforge.protocol import Op, request, u16s
+
+    net = _random_network(21)
+    board.load(net)
+    board.device.close()
+    raw = serial.serial_for_url(board.url, timeout=2.0)
+    raw.write(request(Op.RESET_STATE, 1) + request(Op.EVENTS, 2, u16s(range(net.n_inputs)))
+              + request(Op.STEP, 3, u16s([40])))
+    raw.read(3)  # part of a reply at most, then the cable is pulled
+    raw.close()
+    board.reconnect()
+    status = board.device.status()
+    assert status["crc_errors"] == 0 and not status["busy"]
+    rng = np.random.default_rng(5)
+    raster = (rng.random((8, 1, net.n_inputs)) < 0.4).astype(np.uint8)
+    spikes = board.run(raster)
+    gold = GoldenChip(net, "int").run(raster)["spikes"]
+    out = GoldenChip(net, "int").output_indices
+    assert np.array_equal(spikes[:, :, out], gold[:, :, out])
+
+
 def test_the_demo_runs_on_the_virtual_board_and_agrees_with_golden(board):
     from spikeforge.host.demo import run_demo
 
