@@ -67,6 +67,16 @@ class ICE40PLLParams:
     f_out_mhz: float
 
 
+
+def _check_mhz(family, kind, arg, value, bounds):
+    """Refuse a PLL ``kind`` ("input" / "output") frequency outside ``bounds`` (MHz)."""
+    lo, hi = bounds
+    if not lo <= value <= hi:
+        raise ConfigError(
+            f"{family} PLL {kind} frequency {arg}={value:g} is outside the range "
+            f"{lo:g}..{hi:g} MHz"
+        )
+
 def ice40_pll_params(f_in_mhz, f_out_mhz, *, simple_feedback=True):
     """Find the ``SB_PLL40`` dividers that bring ``f_in_mhz`` nearest to ``f_out_mhz``.
 
@@ -92,16 +102,8 @@ def ice40_pll_params(f_in_mhz, f_out_mhz, *, simple_feedback=True):
     """
     f_in = float(f_in_mhz)
     f_req = float(f_out_mhz)
-    if not ICE40_F_IN_RANGE[0] <= f_in <= ICE40_F_IN_RANGE[1]:
-        raise ConfigError(
-            f"iCE40 PLL input frequency f_in_mhz={f_in:g} is outside the range "
-            f"{ICE40_F_IN_RANGE[0]:g}..{ICE40_F_IN_RANGE[1]:g} MHz"
-        )
-    if not ICE40_F_OUT_RANGE[0] <= f_req <= ICE40_F_OUT_RANGE[1]:
-        raise ConfigError(
-            f"iCE40 PLL output frequency f_out_mhz={f_req:g} is outside the range "
-            f"{ICE40_F_OUT_RANGE[0]:g}..{ICE40_F_OUT_RANGE[1]:g} MHz"
-        )
+    _check_mhz("iCE40", "input", "f_in_mhz", f_in, ICE40_F_IN_RANGE)
+    _check_mhz("iCE40", "output", "f_out_mhz", f_req, ICE40_F_OUT_RANGE)
     best = None  # (f_out, divr, divf, divq)
     for divr in range(16):
         f_pfd = f_in / (divr + 1)
@@ -265,16 +267,8 @@ def ecp5_pll_params(f_in_mhz, f_out_mhz):
     """
     f_in_d = float(f_in_mhz)
     f_req_d = float(f_out_mhz)
-    if not ECP5_F_IN_RANGE[0] <= f_in_d <= ECP5_F_IN_RANGE[1]:
-        raise ConfigError(
-            f"ECP5 PLL input frequency f_in_mhz={f_in_d:g} is outside the range "
-            f"{ECP5_F_IN_RANGE[0]:g}..{ECP5_F_IN_RANGE[1]:g} MHz"
-        )
-    if not ECP5_F_OUT_RANGE[0] <= f_req_d <= ECP5_F_OUT_RANGE[1]:
-        raise ConfigError(
-            f"ECP5 PLL output frequency f_out_mhz={f_req_d:g} is outside the range "
-            f"{ECP5_F_OUT_RANGE[0]:g}..{ECP5_F_OUT_RANGE[1]:g} MHz"
-        )
+    _check_mhz("ECP5", "input", "f_in_mhz", f_in_d, ECP5_F_IN_RANGE)
+    _check_mhz("ECP5", "output", "f_out_mhz", f_req_d, ECP5_F_OUT_RANGE)
     f32 = np.float32
     f_in = f32(f_in_d)
     f_req = f32(f_req_d)
