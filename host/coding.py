@@ -52,6 +52,17 @@ def _timesteps(timesteps):
     return int(timesteps)
 
 
+def _intensities(x, x_max, who):
+    """Samples scaled by ``x_max`` and checked to lie in 0..1 (``who`` names the encoder)."""
+    x = _normalise(_samples(x), x_max)
+    if np.any(x < 0) or np.any(x > 1):
+        bad = float(x[(x < 0) | (x > 1)][0])
+        raise ConfigError(
+            f"{who}: intensity {bad!r} is out of range: allowed 0..1 (pass x_max to scale)"
+        )
+    return x
+
+
 def _normalise(x, x_max):
     if x_max is None:
         return x
@@ -80,13 +91,8 @@ def rate_encode(x, timesteps, *, seed=0, x_max=None, gain=1.0):
     -------
     ndarray of uint8, shape (T, batch, n_inputs)
     """
-    x = _normalise(_samples(x), x_max)
+    x = _intensities(x, x_max, "rate_encode")
     t = _timesteps(timesteps)
-    if np.any(x < 0) or np.any(x > 1):
-        bad = float(x[(x < 0) | (x > 1)][0])
-        raise ConfigError(
-            f"rate_encode: intensity {bad!r} is out of range: allowed 0..1 (pass x_max to scale)"
-        )
     p = np.clip(gain * x, 0.0, 1.0)
     rng = seed if isinstance(seed, np.random.Generator) else np.random.default_rng(seed)
     return (rng.random((t,) + p.shape) < p).astype(np.uint8)
@@ -103,10 +109,8 @@ def latency_encode(x, timesteps, *, x_max=None, threshold=0.01, linear=True, tau
     -------
     ndarray of uint8, shape (T, batch, n_inputs)
     """
-    x = _normalise(_samples(x), x_max)
+    x = _intensities(x, x_max, "latency_encode")
     t = _timesteps(timesteps)
-    if np.any(x < 0) or np.any(x > 1):
-        raise ConfigError("latency_encode: intensities must be in 0..1 (pass x_max to scale)")
     if not 0 <= threshold < 1:
         raise ConfigError(f"latency_encode: threshold={threshold!r} is out of range: allowed 0..1")
     fire = x > threshold
