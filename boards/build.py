@@ -34,6 +34,7 @@ __all__ = [
     "build",
     "register",
     "default_out_dir",
+    "drop_zero_meminit",
 ]
 
 #: The tool each family needs: Amaranth's environment variable -> the YoWASP command.
@@ -102,6 +103,45 @@ class TimingError(SpikeforgeError):
     def __init__(self, message, report):
         self.report = report
         super().__init__(message)
+
+
+_MEMINIT_CELL = re.compile(
+    r"(?:^[ \t]*attribute [^\n]*\n)*^[ \t]*cell \$meminit_v2 [^\n]*\n(?:(?!^[ \t]*end$).*\n)*?"
+    r"^[ \t]*end\n",
+    re.MULTILINE,
+)
+_ZERO_DATA = re.compile(r"^[ \t]*connect \\DATA \d+'0+$", re.MULTILINE)
+
+
+def drop_zero_meminit(text):
+    """Remove the all-zero memory initialisations from an RTLIL design.
+
+    Amaranth gives every memory an initial value, zeros by default, as a ``$meminit_v2`` cell.
+    Yosys cannot map an initialised memory to iCE40 SPRAM (which has no initial contents), so
+    the weight memory would take every block RAM of the device instead.  Block RAMs power up as
+    zero, so dropping the all-zero initialisations changes nothing else; a memory with any
+    non-zero initial word keeps its cell.
+
+    Parameters
+    ----------
+    text : str
+        RTLIL text (what ``amaranth.back.rtlil.convert`` writes).
+
+    Returns
+    -------
+    tuple of (str, int)
+        The design without those cells, and how many were removed.
+    """
+    removed = 0
+
+    def keep_or_drop(match):
+        nonlocal removed
+        if _ZERO_DATA.search(match.group(0)):
+            removed += 1
+            return ""
+        return match.group(0)
+
+    return _MEMINIT_CELL.sub(keep_or_drop, text), removed
 
 
 def default_out_dir(board):
@@ -519,6 +559,10 @@ def build(
     for product in [*stale, "report.json", "build.json"]:
         (out_dir / product).unlink(missing_ok=True)
     plan.extract(out_dir)
+    if board.family == "ice40":
+        # SPRAM inference needs memories without initial contents (drop_zero_meminit).
+        il_path = out_dir / f"{name}.il"
+        il_path.write_text(drop_zero_meminit(il_path.read_text())[0])
     t_tools = time.monotonic()
     _run_script(out_dir, name, env, board.family, progress, start=t0)
     elapsed_tools = time.monotonic() - t_tools

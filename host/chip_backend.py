@@ -9,6 +9,8 @@ each timestep EVENTS (the sample's input spikes) and STEP, collecting the output
 
 from __future__ import annotations
 
+import sys
+
 import numpy as np
 
 from ..errors import ConfigError, FitError
@@ -177,6 +179,11 @@ class VirtualChipBackend(ChipBackend):
         from ..sim.virtual_board import VirtualBoard, chip_for_board
 
         self.board = board
+        print(
+            f"starting the virtual board ({board} chip in Verilator; the first run builds it, "
+            f"about a minute, later runs reuse the build)...",
+            file=sys.stderr, flush=True,
+        )
         top = chip_for_board(board)
         self.vb = VirtualBoard(top, name=f"spikeforge_{board.replace('-', '_')}")
         self.vb.__enter__()
