@@ -331,8 +331,9 @@ def register(subparsers):
         description="Run the bundled digit classifier on the test split: float model, golden "
         "integer model and the chip; print accuracies, spike agreement and throughput.")
     p.add_argument("--port", default=None,
-                   help="chip URL (serial device, socket://host:port) or backend name "
-                   "(golden, golden-float); default: the default backend")
+                   help="chip URL (serial device such as /dev/ttyUSB1, socket://host:port) or "
+                   "backend name (virtual, golden, golden-float); default: virtual, the chip "
+                   "RTL on a virtual board")
     p.add_argument("--samples", type=int, default=None, help="number of test samples (max 360)")
     p.add_argument("--timesteps", type=int, default=None, help="timesteps per sample")
     p.add_argument("--model", choices=sorted(MODELS), default="snntorch",
@@ -346,7 +347,9 @@ def register(subparsers):
         "(T, batch, n_inputs) or an .npz with 'raster' and optional 'labels').")
     r.add_argument("model", help="model file (.nir or .npz)")
     r.add_argument("inputs", help="input raster (.npy) or .npz with raster[, labels]")
-    r.add_argument("--port", default=None, help="chip URL or backend name")
+    r.add_argument("--port", default=None,
+                   help="chip URL (/dev/ttyUSB1, socket://host:port) or backend name (virtual, "
+                   "golden, golden-float); default: virtual")
     r.add_argument("--plot", default=None, metavar="OUT.png", help="save a spike raster plot")
     r.add_argument("--json", action="store_true", help="print the results as JSON")
     r.set_defaults(func=_cmd_run)
