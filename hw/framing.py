@@ -100,75 +100,76 @@ class FrameReceiver(wiring.Component):
         wr = mem.write_port()
         rd = mem.read_port()
 
+        # ``count`` is the write address while a frame comes in, then the read address
         count = Signal(range(n + 1))
-        remaining = Signal(8)
+        count_next = Signal.like(count)
+        left = Signal(8, init=1)  # 1 + bytes left in the COBS block: 1 = a code byte is next
         pending_zero = Signal()
         overflow = Signal()
         seen = Signal()
         crc = Signal(16, init=CRC_INIT)
+        valid = Signal()
+        last = Signal()
 
         put = Signal()
         put_data = Signal(8)
-        m.d.comb += [wr.addr.eq(count), wr.data.eq(put_data)]
+        m.d.comb += [
+            count_next.eq(count + 1),
+            wr.addr.eq(count),
+            wr.data.eq(put_data),
+            rd.addr.eq(count),
+            self.o.valid.eq(valid),
+            self.o.payload.data.eq(rd.data),
+            self.o.payload.last.eq(last),
+        ]
         with m.If(put):
             with m.If(count == n):
                 m.d.sync += overflow.eq(1)
             with m.Else():
                 m.d.comb += wr.en.eq(1)
-                m.d.sync += [count.eq(count + 1), crc.eq(crc16_next(crc, put_data))]
-
-        rptr = Signal(range(n + 1))
-        valid = Signal()
-        last = Signal()
-        m.d.comb += [
-            rd.addr.eq(rptr),
-            self.o.valid.eq(valid),
-            self.o.payload.data.eq(rd.data),
-            self.o.payload.last.eq(last),
-        ]
+                m.d.sync += [count.eq(count_next), crc.eq(crc16_next(crc, put_data))]
 
         with m.FSM():
             with m.State("RECV"):
-                m.d.comb += [self.i.ready.eq(1), rd.en.eq(1)]
+                m.d.comb += self.i.ready.eq(1)
                 with m.If(self.i.valid):
                     b = self.i.payload
                     with m.If(b != 0):
                         m.d.sync += seen.eq(1)
-                        with m.If(remaining == 0):
+                        with m.If(left == 1):
                             m.d.comb += [put.eq(pending_zero), put_data.eq(0)]
-                            m.d.sync += [remaining.eq(b - 1), pending_zero.eq(b != 0xFF)]
+                            m.d.sync += [left.eq(b), pending_zero.eq(b != 0xFF)]
                         with m.Else():
                             m.d.comb += [put.eq(1), put_data.eq(b)]
-                            m.d.sync += remaining.eq(remaining - 1)
+                            m.d.sync += left.eq(left - 1)
                     with m.Else():
                         m.d.sync += [
                             count.eq(0),
-                            remaining.eq(0),
+                            left.eq(1),
                             pending_zero.eq(0),
                             overflow.eq(0),
                             seen.eq(0),
                             crc.eq(CRC_INIT),
-                            rptr.eq(0),
                             self.length.eq(count - 2),
                         ]
                         with m.If(seen):
                             with m.If(overflow):
                                 m.d.comb += self.oversize.eq(1)
-                            with m.Elif((remaining != 0) | (count < 4) | (crc != 0)):
+                            with m.Elif((left != 1) | (count < 4) | (crc != 0)):
                                 m.d.comb += self.crc_error.eq(1)
                             with m.Else():
                                 m.next = "SEND"
             with m.State("SEND"):
                 m.d.comb += rd.en.eq(~valid | self.o.ready)
                 with m.If(rd.en):
-                    with m.If(rptr < self.length):
+                    with m.If(count != self.length):
                         m.d.sync += [
-                            rptr.eq(rptr + 1),
+                            count.eq(count_next),
                             valid.eq(1),
-                            last.eq(rptr == self.length - 1),
+                            last.eq(count_next == self.length),
                         ]
                     with m.Else():
-                        m.d.sync += valid.eq(0)
+                        m.d.sync += [valid.eq(0), count.eq(0)]
                         m.next = "RECV"
         return m
 
@@ -192,17 +193,18 @@ class FrameSender(wiring.Component):
 
     def elaborate(self, platform):
         m = Module()
-        m.submodules.mem = mem = Memory(shape=8, depth=254, init=[])
+        # The block buffer is written at addresses 1..254, so that the write address ``fill`` is
+        # the COBS code of the block (block length + 1, 0xFF after a full block) when the block
+        # ends; the block is emitted from address 1 until ``fill``.
+        m.submodules.mem = mem = Memory(shape=8, depth=256, init=[])
         wr = mem.write_port()
         rd = mem.read_port()
 
         crc = Signal(16, init=CRC_INIT)
-        fill = Signal(range(255))  # bytes in the block buffer
+        fill = Signal(8, init=1)  # next write address: 1 + bytes in the block buffer
         phase = Signal(2)  # 0: body, 1: CRC high byte next, 2: CRC low byte next, 3: final block
-        code = Signal(8)
-        emit_len = Signal(range(255))
         final = Signal()  # the block being emitted is the last one of the frame
-        rptr = Signal(range(255))
+        rptr = Signal(8)
         dvalid = Signal()
 
         byte = Signal(8)
@@ -227,21 +229,19 @@ class FrameSender(wiring.Component):
                         m.d.comb += [take.eq(1), byte.eq(crc[:8])]
                         m.d.sync += phase.eq(3)
                     with m.Case(3):
-                        m.d.sync += [code.eq(fill + 1), emit_len.eq(fill), final.eq(1), fill.eq(0)]
+                        m.d.sync += final.eq(1)
                         m.next = "CODE"
                 with m.If(take):
                     with m.If(byte == 0):
-                        m.d.sync += [code.eq(fill + 1), emit_len.eq(fill), fill.eq(0)]
                         m.next = "CODE"
                     with m.Else():
                         m.d.comb += wr.en.eq(1)
                         m.d.sync += fill.eq(fill + 1)
-                        with m.If(fill == 253):
-                            m.d.sync += [code.eq(0xFF), emit_len.eq(254), fill.eq(0)]
+                        with m.If(fill == 254):
                             m.next = "CODE"
             with m.State("CODE"):
-                m.d.comb += [self.o.valid.eq(1), self.o.payload.eq(code)]
-                m.d.sync += [rptr.eq(0), dvalid.eq(0)]
+                m.d.comb += [self.o.valid.eq(1), self.o.payload.eq(fill)]
+                m.d.sync += [rptr.eq(1), dvalid.eq(0)]
                 with m.If(self.o.ready):
                     m.next = "DATA"
             with m.State("DATA"):
@@ -251,10 +251,10 @@ class FrameSender(wiring.Component):
                     rd.en.eq(~dvalid | self.o.ready),
                 ]
                 with m.If(rd.en):
-                    with m.If(rptr < emit_len):
+                    with m.If(rptr != fill):
                         m.d.sync += [rptr.eq(rptr + 1), dvalid.eq(1)]
                     with m.Else():
-                        m.d.sync += dvalid.eq(0)
+                        m.d.sync += [dvalid.eq(0), fill.eq(1)]
                         with m.If(final):
                             m.next = "DELIM"
                         with m.Else():

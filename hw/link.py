@@ -9,6 +9,7 @@ IDENTIFY, the number of core status words for STATUS).
 
 from amaranth.hdl import Array, C, Cat, Const, Module, Mux, Signal
 from amaranth.lib import data, stream, wiring
+from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
 from ..errors import ConfigError
@@ -165,65 +166,101 @@ class Link(wiring.Component):
         rxo, txi = rxf.o, txf.i
 
         # --- counters -----------------------------------------------------------------------
-        strobes = {name: Signal(name=f"inc_{name}") for name, _ in LINK_COUNTERS}
-        counters = {}
+        # The saturating error counters live in a small block RAM.  A strobe sets the counter's
+        # pending bit; a read-modify-write (read, then write back the incremented value) serves
+        # the lowest pending counter every other cycle.  STATUS waits until nothing is pending.
+        names = [name for name, _ in LINK_COUNTERS if name != "flags"]
+        n_ctr = len(names)
+        strobes = {name: Signal(name=f"inc_{name}") for name in names}
+        m.submodules.counters = ctr_mem = Memory(shape=self.counter_bits, depth=n_ctr, init=[])
+        ctr_rd = ctr_mem.read_port()
+        ctr_wr = ctr_mem.write_port()
         cmax = (1 << self.counter_bits) - 1
-        for name, _ in LINK_COUNTERS:
-            if name == "flags":
-                continue
-            ctr = counters[name] = Signal(self.counter_bits, name=f"ctr_{name}")
-            with m.If(strobes[name] & (ctr != cmax)):
-                m.d.sync += ctr.eq(ctr + 1)
+        pend = Signal(n_ctr)
+        lowest_idx = Signal(range(n_ctr))  # the lowest pending counter
+        svc_idx = Signal(range(n_ctr))
+        svc_write = Signal()  # second cycle of a read-modify-write
+        svc_start = Signal()
+        m.d.comb += [
+            svc_start.eq((pend != 0) & ~svc_write),
+            ctr_wr.addr.eq(svc_idx),
+            ctr_wr.data.eq(ctr_rd.data + 1),
+            ctr_wr.en.eq(svc_write & (ctr_rd.data != cmax)),
+        ]
+        m.d.sync += [
+            pend.eq(
+                Cat(
+                    pend[i] & ~(svc_start & (lowest_idx == i)) | strobes[name]
+                    for i, name in enumerate(names)
+                )
+            ),
+            svc_write.eq(svc_start),
+        ]
+        for i in reversed(range(n_ctr)):
+            with m.If(pend[i]):
+                m.d.comb += lowest_idx.eq(i)
+        with m.If(svc_start):
+            m.d.sync += svc_idx.eq(lowest_idx)
         m.d.comb += [
             strobes["crc_errors"].eq(rxf.crc_error),
             strobes["oversize"].eq(rxf.oversize),
             strobes["framing_errors"].eq(self.rx_framing_error),
             strobes["overruns"].eq(self.rx_overrun),
         ]
-        flags = Cat(self.busy, Const(0, 31))
-        status_words = [counters[n] if n != "flags" else flags for n, _ in LINK_COUNTERS]
-        status_words += [self.core_status[i] for i in range(self.n_core_status)]
-        ident_words = [C(w, 32) for w in self.ident_block]
-        ident_arr = Array(ident_words)
-        status_arr = Array(status_words)
 
         # --- registers ----------------------------------------------------------------------
         op = Signal(8)
         seq = Signal(8)
-        plen = Signal(range(MAX_FRAME + 1))  # payload bytes of the request
+        blen = Signal(range(MAX_FRAME + 1))  # body bytes of the request (op, seq, payload)
         rx_done = Signal()  # the last byte of the request was taken
         status = Signal(8)
         body = Signal(2)
         last_seq = Signal(8)
         last_valid = Signal()
 
-        param = Signal(48)  # request fields, little-endian, shifted in from the top
         pidx = Signal(range(7))
         plen_param = Signal(range(7))
         word = Signal(32)
-        bidx = Signal(2)
-        widx = Signal(range(max(len(ident_words), len(status_words)) + 1))
+        bidx = Signal(2)  # byte of ``word``; 0 at DISPATCH and when a word starts
+        n_status = n_ctr + 1 + self.n_core_status
+        n_ident = len(self.ident_block)
+        widx = Signal(range(max(n_ident, n_status) + 1))
         nwords = Signal.like(widx)
         use_status = Signal()
         addr = Signal(ADDR_BITS)
-        count = Signal(16)
-        outv = Signal(48)  # _BODY_BYTES: bytes to send, little-endian
+        addr_hi = Signal(32 - ADDR_BITS)  # must be 0
+        count = Signal(16)  # READ: words left; STEP: timesteps asked
         outn = Signal(range(7))
         oidx = Signal(range(7))
 
-        nsteps = Signal(16)
         sidx = Signal(16)
         total = Signal(32)
         chunk = Signal(range(MAX_SPIKES + 1))
         done_seen = Signal()
         aborted = Signal()
+        in_spikes = Signal()  # the reply being sent is a spike frame of a STEP
         if self.step_timeout is not None:
-            timer = Signal(range(self.step_timeout + 1))
+            # counts down from step_timeout - 1: the timeout is when it wraps below 0
+            timer_load = self.step_timeout - 1
+            timer = Signal(timer_load.bit_length() + 1)
+
+        # the word of an IDENTIFY or STATUS reply at ``widx``
+        ident_arr = Array(C(w, 32) for w in self.ident_block)
+        other_arr = Array(
+            [Cat(self.busy, Const(0, 31))]
+            + [self.core_status[i] for i in range(self.n_core_status)]
+        )
+        status_word = Mux(widx < n_ctr, ctr_rd.data, other_arr[widx - n_ctr])
+        m.d.comb += ctr_rd.addr.eq(Mux(svc_start, lowest_idx, widx))
 
         with m.If(self.done):
             m.d.sync += done_seen.eq(1)
 
-        m.d.comb += [self.bus.addr.eq(addr), self.bus.w_data.eq(word)]
+        m.d.comb += [
+            self.bus.addr.eq(addr),
+            self.bus.w_data.eq(word),
+            self.events.payload.eq(word[16:]),
+        ]
         rx_byte = rxo.payload.data
         rx_last = rxo.payload.last
 
@@ -240,95 +277,80 @@ class Link(wiring.Component):
             m.d.sync += [status.eq(st), body.eq(body_kind)]
             m.next = "R_OP"
 
-        def take_params(n):
-            m.d.sync += [pidx.eq(0), plen_param.eq(n)]
+        def take_params(first, n):
+            m.d.sync += [pidx.eq(first), plen_param.eq(n)]
             m.next = "PARAM"
 
         def duplicate():
             return last_valid & (last_seq == seq)
 
         with m.FSM():
-            with m.State("H_OP"):
+            with m.State("HEADER"):
+                # op, seq shift in (bidx is 0 here)
                 m.d.comb += rxo.ready.eq(1)
                 with m.If(rxo.valid):
-                    m.d.sync += [op.eq(rx_byte), plen.eq(rxf.length - 2), rx_done.eq(0)]
-                    m.next = "H_SEQ"
-            with m.State("H_SEQ"):
-                m.d.comb += rxo.ready.eq(1)
-                with m.If(rxo.valid):
-                    m.d.sync += [seq.eq(rx_byte), rx_done.eq(rx_last)]
-                    m.next = "DISPATCH"
+                    m.d.sync += [
+                        Cat(op, seq).eq(Cat(seq, rx_byte)),
+                        blen.eq(rxf.length),
+                        rx_done.eq(rx_last),
+                        bidx.eq(bidx + 1),
+                    ]
+                    with m.If(bidx[0]):
+                        m.d.sync += bidx.eq(0)
+                        m.next = "DISPATCH"
 
             with m.State("DISPATCH"):
-                with m.Switch(op):
-                    with m.Case(Op.IDENTIFY):
-                        with m.If(plen != 0):
-                            fail(Status.BAD_LENGTH)
-                        with m.Else():
+                # checks in the reference's order: opcode, payload length (on the body length,
+                # payload + 2), sequence number
+                known = (op[3:] == 0) & (op[:3] != 0)
+                len_ok = Signal()
+                with m.Switch(op[:3]):
+                    with m.Case(Op.WRITE.value):
+                        m.d.comb += len_ok.eq((blen >= 10) & (blen[:2] == 2))
+                    with m.Case(Op.READ.value):
+                        m.d.comb += len_ok.eq(blen == 8)
+                    with m.Case(Op.EVENTS.value):
+                        m.d.comb += len_ok.eq(~blen[0])
+                    with m.Case(Op.STEP.value):
+                        m.d.comb += len_ok.eq(blen == 4)
+                    with m.Default():  # IDENTIFY, RESET_STATE, STATUS
+                        m.d.comb += len_ok.eq(blen == 2)
+                seq_op = (op == Op.RESET_STATE) | (op == Op.EVENTS) | (op == Op.STEP)
+                with m.If(~known):
+                    fail(Status.UNKNOWN_OP, "unknown_op")
+                with m.Elif(~len_ok):
+                    fail(Status.BAD_LENGTH)
+                with m.Elif(seq_op & duplicate()):
+                    fail(Status.DUPLICATE, "duplicates")
+                with m.Else():
+                    with m.If(seq_op):
+                        m.d.sync += [last_seq.eq(seq), last_valid.eq(1)]
+                    with m.Switch(op[:3]):
+                        with m.Case(Op.IDENTIFY.value):
                             m.d.sync += [
                                 last_valid.eq(0),
                                 use_status.eq(0),
                                 widx.eq(0),
-                                bidx.eq(0),
-                                nwords.eq(len(ident_words)),
+                                nwords.eq(n_ident),
                             ]
                             reply(_BODY_WORDS)
-                    with m.Case(Op.STATUS):
-                        with m.If(plen != 0):
-                            fail(Status.BAD_LENGTH)
-                        with m.Else():
-                            m.d.sync += [
-                                use_status.eq(1),
-                                widx.eq(0),
-                                bidx.eq(0),
-                                nwords.eq(len(status_words)),
-                            ]
+                        with m.Case(Op.STATUS.value):
+                            m.d.sync += [use_status.eq(1), widx.eq(0), nwords.eq(n_status)]
                             reply(_BODY_WORDS)
-                    with m.Case(Op.WRITE):
-                        with m.If((plen < 8) | (plen[:2] != 0)):
-                            fail(Status.BAD_LENGTH)
-                        with m.Else():
-                            take_params(4)
-                    with m.Case(Op.READ):
-                        with m.If(plen != 6):
-                            fail(Status.BAD_LENGTH)
-                        with m.Else():
-                            take_params(6)
-                    with m.Case(Op.RESET_STATE):
-                        with m.If(plen != 0):
-                            fail(Status.BAD_LENGTH)
-                        with m.Elif(duplicate()):
-                            fail(Status.DUPLICATE, "duplicates")
-                        with m.Else():
-                            m.d.sync += [last_seq.eq(seq), last_valid.eq(1)]
+                        with m.Case(Op.WRITE.value):
+                            take_params(0, 4)
+                        with m.Case(Op.READ.value):
+                            take_params(0, 6)
+                        with m.Case(Op.RESET_STATE.value):
                             m.next = "RS_WAIT"
-                    with m.Case(Op.EVENTS):
-                        with m.If(plen[0]):
-                            fail(Status.BAD_LENGTH)
-                        with m.Elif(duplicate()):
-                            fail(Status.DUPLICATE, "duplicates")
-                        with m.Else():
-                            m.d.sync += [
-                                last_seq.eq(seq),
-                                last_valid.eq(1),
-                                outv.eq(plen >> 1),
-                                outn.eq(2),
-                                oidx.eq(0),
-                            ]
+                        with m.Case(Op.EVENTS.value):
+                            m.d.sync += [sidx.eq(0), outn.eq(2), oidx.eq(0)]
                             with m.If(rx_done):
                                 reply(_BODY_BYTES)
                             with m.Else():
-                                m.next = "EV_LO"
-                    with m.Case(Op.STEP):
-                        with m.If(plen != 2):
-                            fail(Status.BAD_LENGTH)
-                        with m.Elif(duplicate()):
-                            fail(Status.DUPLICATE, "duplicates")
-                        with m.Else():
-                            m.d.sync += [last_seq.eq(seq), last_valid.eq(1)]
-                            take_params(2)
-                    with m.Default():
-                        fail(Status.UNKNOWN_OP, "unknown_op")
+                                m.next = "WR_BYTE"
+                        with m.Default():  # STEP
+                            take_params(4, 6)
 
             with m.State("DRAIN"):
                 with m.If(rx_done):
@@ -339,66 +361,57 @@ class Link(wiring.Component):
                         m.d.sync += rx_done.eq(1)
 
             # --- request fields ---------------------------------------------------------------
+            # bytes 0..3 (u32 address) shift into ``addr_hi, addr``, bytes 4, 5 (u16) into
+            # ``count``; STEP's u16 starts at byte 4.
             with m.State("PARAM"):
                 with m.If(pidx == plen_param):
                     m.next = "EXEC"
                 with m.Else():
                     m.d.comb += rxo.ready.eq(1)
                     with m.If(rxo.valid):
-                        m.d.sync += [
-                            param.eq(Cat(param[8:], rx_byte)),
-                            pidx.eq(pidx + 1),
-                            rx_done.eq(rx_last),
-                        ]
+                        m.d.sync += [pidx.eq(pidx + 1), rx_done.eq(rx_last)]
+                        with m.If(pidx[2]):
+                            m.d.sync += count.eq(Cat(count[8:], rx_byte))
+                        with m.Else():
+                            m.d.sync += Cat(addr, addr_hi).eq(Cat(addr[8:], addr_hi, rx_byte))
             with m.State("EXEC"):
+                # WRITE (op[0] == 0): words blen // 4 - 1; READ: ``count`` words
+                is_read = op[0]
+                n_w = Mux(is_read, count[:7], blen[2:] - 1)
+                end = Signal(ADDR_BITS + 1)
+                m.d.comb += end.eq(addr + n_w)
+                range_bad = (addr_hi != 0) | end[ADDR_BITS] & (end[:ADDR_BITS] != 0)
                 with m.Switch(op):
                     with m.Case(Op.WRITE):
-                        # after 4 bytes: u32 addr in param[16:48]
-                        w_addr = param[16:48]
-                        n_w = plen[2:] - 1
-                        end = Signal(ADDR_BITS + 1)
-                        m.d.comb += end.eq(w_addr[:ADDR_BITS] + n_w)
-                        with m.If(
-                            (w_addr[ADDR_BITS:] != 0) | end[ADDR_BITS] & (end != 1 << ADDR_BITS)
-                        ):
+                        with m.If(range_bad):
                             fail(Status.BAD_ARG)
                         with m.Else():
-                            m.d.sync += [addr.eq(w_addr), bidx.eq(0), status.eq(Status.OK)]
+                            m.d.sync += status.eq(Status.OK)
                             m.next = "WR_BYTE"
                     with m.Case(Op.READ):
-                        # after 6 bytes: u32 addr in param[0:32], u16 count in param[32:48]
-                        r_addr, r_count = param[:32], param[32:48]
-                        r_end = Signal(ADDR_BITS + 1)
-                        m.d.comb += r_end.eq(r_addr[:ADDR_BITS] + r_count[:7])
-                        with m.If(
-                            (r_count > MAX_READ_WORDS)
-                            | (r_addr[ADDR_BITS:] != 0)
-                            | r_end[ADDR_BITS] & (r_end != 1 << ADDR_BITS)
-                        ):
+                        with m.If(range_bad | (count > MAX_READ_WORDS)):
                             m.d.comb += strobes["bad_length"].eq(1)
                             reply(_BODY_NONE, Status.BAD_ARG)
                         with m.Else():
-                            m.d.sync += [addr.eq(r_addr), count.eq(r_count), bidx.eq(0)]
                             reply(_BODY_READ)
-                    with m.Default():  # STEP: after 2 bytes, u16 n in param[32:48]
-                        m.d.sync += [
-                            nsteps.eq(param[32:48]),
-                            sidx.eq(0),
-                            total.eq(0),
-                            aborted.eq(0),
-                        ]
+                    with m.Default():  # STEP: u16 n in ``count``
+                        m.d.sync += [sidx.eq(0), total.eq(0), aborted.eq(0)]
                         m.next = "ST_CHECK"
 
-            # --- WRITE ------------------------------------------------------------------------
+            # --- WRITE and EVENTS ---------------------------------------------------------------
             with m.State("WR_BYTE"):
                 m.d.comb += rxo.ready.eq(1)
                 with m.If(rxo.valid):
                     m.d.sync += [
-                        word.word_select(bidx, 8).eq(rx_byte),
+                        word.eq(Cat(word[8:], rx_byte)),
                         bidx.eq(bidx + 1),
                         rx_done.eq(rx_last),
                     ]
-                    with m.If(bidx == 3):
+                    with m.If(op[2]):  # EVENTS: an event is two bytes
+                        with m.If(bidx[0]):
+                            m.d.sync += self.events.valid.eq(1)
+                            m.next = "EV_PUSH"
+                    with m.Elif(bidx == 3):
                         m.next = "WR_BUS"
             with m.State("WR_BUS"):
                 m.d.comb += self.bus.w_en.eq(1)
@@ -424,74 +437,50 @@ class Link(wiring.Component):
                 with m.If(~self.busy):
                     reply(_BODY_NONE)
 
-            # --- EVENTS -----------------------------------------------------------------------
-            with m.State("EV_LO"):
-                m.d.comb += rxo.ready.eq(1)
-                with m.If(rxo.valid):
-                    m.d.sync += self.events.payload[:8].eq(rx_byte)
-                    m.next = "EV_HI"
-            with m.State("EV_HI"):
-                m.d.comb += rxo.ready.eq(1)
-                with m.If(rxo.valid):
-                    m.d.sync += [
-                        self.events.payload[8:].eq(rx_byte),
-                        self.events.valid.eq(1),
-                        rx_done.eq(rx_last),
-                    ]
-                    m.next = "EV_PUSH"
+            # --- EVENTS (the two bytes of each event shift into ``word`` in WR_BYTE) ------------
             with m.State("EV_PUSH"):
                 with m.If(self.events.ready):
-                    m.d.sync += self.events.valid.eq(0)
+                    m.d.sync += [self.events.valid.eq(0), sidx.eq(sidx + 1)]
                     with m.If(rx_done):
                         reply(_BODY_BYTES)
                     with m.Else():
-                        m.next = "EV_LO"
+                        m.next = "WR_BYTE"
 
             # --- STEP -------------------------------------------------------------------------
             with m.State("ST_CHECK"):
-                with m.If(aborted | (sidx == nsteps)):
-                    m.d.sync += [outv.eq(Cat(sidx, total)), outn.eq(6), oidx.eq(0)]
+                with m.If(aborted | (sidx == count)):
+                    m.d.sync += [outn.eq(6), oidx.eq(0), in_spikes.eq(0)]
                     reply(_BODY_BYTES, Mux(aborted, Status.STEP_TIMEOUT, Status.OK))
                 with m.Elif(~self.busy):
                     m.d.comb += self.step.eq(1)
                     m.d.sync += [done_seen.eq(0), chunk.eq(0)]
                     if self.step_timeout is not None:
-                        m.d.sync += timer.eq(0)
+                        m.d.sync += timer.eq(timer_load)
                     m.next = "ST_RUN"
             with m.State("ST_RUN"):
                 if self.step_timeout is not None:
-                    m.d.sync += timer.eq(timer + 1)
+                    m.d.sync += timer.eq(timer - 1)
                 with m.If(self.spikes.valid):
                     if self.step_timeout is not None:
-                        m.d.sync += timer.eq(0)
+                        m.d.sync += timer.eq(timer_load)
                     with m.If(chunk == 0):
-                        m.next = "SP_OP"
+                        # a spike frame: op, seq, u16 step index, spikes..., MORE
+                        m.d.sync += [in_spikes.eq(1), outn.eq(2), oidx.eq(0)]
+                        reply(_BODY_BYTES, Status.MORE)
                     with m.Else():
                         m.next = "SP_LO"
                 with m.Elif(done_seen | aborted):
                     with m.If(chunk != 0):
-                        m.next = "SP_STATUS"
+                        m.next = "R_STATUS"
                     with m.Elif(aborted):
                         m.next = "ST_CHECK"
                     with m.Else():
                         m.d.sync += sidx.eq(sidx + 1)
                         m.next = "ST_CHECK"
                 if self.step_timeout is not None:
-                    with m.Elif(timer == self.step_timeout):
+                    with m.Elif(timer[-1]):
                         m.d.comb += strobes["step_timeouts"].eq(1)
                         m.d.sync += aborted.eq(1)
-            with m.State("SP_OP"):
-                with m.If(emit(op)):
-                    m.next = "SP_SEQ"
-            with m.State("SP_SEQ"):
-                with m.If(emit(seq)):
-                    m.next = "SP_IDX_LO"
-            with m.State("SP_IDX_LO"):
-                with m.If(emit(sidx[:8])):
-                    m.next = "SP_IDX_HI"
-            with m.State("SP_IDX_HI"):
-                with m.If(emit(sidx[8:])):
-                    m.next = "SP_LO"
             with m.State("SP_LO"):
                 with m.If(emit(self.spikes.payload[:8])):
                     m.next = "SP_HI"
@@ -500,16 +489,9 @@ class Link(wiring.Component):
                     m.d.comb += self.spikes.ready.eq(1)
                     m.d.sync += [chunk.eq(chunk + 1), total.eq(total + 1)]
                     with m.If(chunk == MAX_SPIKES - 1):
-                        m.next = "SP_STATUS"
+                        m.next = "R_STATUS"
                     with m.Else():
                         m.next = "ST_RUN"
-            with m.State("SP_STATUS"):
-                with m.If(emit(Status.MORE.value)):
-                    m.next = "SP_END"
-            with m.State("SP_END"):
-                with m.If(emit(0, end=True)):
-                    m.d.sync += chunk.eq(0)
-                    m.next = "ST_RUN"
 
             # --- reply --------------------------------------------------------------------
             with m.State("R_OP"):
@@ -523,55 +505,68 @@ class Link(wiring.Component):
                         with m.Case(_BODY_WORDS):
                             m.next = "R_WORDS"
                         with m.Case(_BODY_READ):
-                            m.next = "RD_CHECK"
+                            m.next = "RD_REQ"
                         with m.Case(_BODY_BYTES):
                             m.next = "R_BYTES"
             with m.State("R_WORDS"):
+                # ``ctr_rd.addr`` is ``widx`` unless a counter update starts: STATUS waits
+                # until every counted event is in the RAM.
                 with m.If(widx == nwords):
                     m.next = "R_STATUS"
-                with m.Else():
-                    w = Signal(32)
-                    m.d.comb += w.eq(Mux(use_status, status_arr[widx], ident_arr[widx]))
-                    with m.If(emit(w.word_select(bidx, 8))):
-                        m.d.sync += bidx.eq(bidx + 1)
-                        with m.If(bidx == 3):
-                            m.d.sync += widx.eq(widx + 1)
+                with m.Elif(~use_status | ((pend == 0) & ~svc_write)):
+                    m.next = "R_WLOAD"
+            with m.State("R_WLOAD"):
+                m.d.sync += [
+                    word.eq(Mux(use_status, status_word, ident_arr[widx])),
+                    widx.eq(widx + 1),
+                ]
+                m.next = "RD_BYTES"
             with m.State("R_BYTES"):
                 with m.If(oidx == outn):
-                    m.next = "R_STATUS"
+                    with m.If(in_spikes):
+                        m.next = "SP_LO"
+                    with m.Else():
+                        m.next = "R_STATUS"
                 with m.Else():
-                    with m.If(emit(outv.word_select(oidx, 8))):
+                    with m.If(emit(Cat(sidx, total).word_select(oidx, 8))):
                         m.d.sync += oidx.eq(oidx + 1)
-            with m.State("RD_CHECK"):
+            with m.State("RD_REQ"):
                 with m.If(count == 0):
                     m.next = "R_STATUS"
                 with m.Else():
-                    m.next = "RD_REQ"
-            with m.State("RD_REQ"):
-                m.d.comb += self.bus.r_en.eq(1)
-                with m.If(self.bus.ready):
+                    m.d.comb += self.bus.r_en.eq(1)
+                with m.If((count != 0) & self.bus.ready):
                     with m.If(self.bus.error):
                         m.d.comb += strobes["bus_errors"].eq(1)
                         m.d.sync += status.eq(Status.BUS_ERROR)
-                    m.d.sync += [addr.eq(addr + 1), count.eq(count - 1)]
+                    m.d.sync += [addr.eq(addr + 1), count[:7].eq(count[:7] - 1)]
                     with m.If(self.bus.r_valid):
-                        m.d.sync += [word.eq(self.bus.r_data), bidx.eq(0)]
+                        m.d.sync += word.eq(self.bus.r_data)
                         m.next = "RD_BYTES"
                     with m.Else():
                         m.next = "RD_WAIT"
             with m.State("RD_WAIT"):
                 with m.If(self.bus.r_valid):
-                    m.d.sync += [word.eq(self.bus.r_data), bidx.eq(0)]
+                    m.d.sync += word.eq(self.bus.r_data)
                     m.next = "RD_BYTES"
             with m.State("RD_BYTES"):
-                with m.If(emit(word.word_select(bidx, 8))):
-                    m.d.sync += bidx.eq(bidx + 1)
+                # the bytes of ``word``: a READ word or an IDENTIFY / STATUS word
+                with m.If(emit(word[:8])):
+                    m.d.sync += [word.eq(Cat(word[8:], rx_byte)), bidx.eq(bidx + 1)]
                     with m.If(bidx == 3):
-                        m.next = "RD_CHECK"
+                        with m.If(body == _BODY_WORDS):
+                            m.next = "R_WORDS"
+                        with m.Else():
+                            m.next = "RD_REQ"
             with m.State("R_STATUS"):
                 with m.If(emit(status)):
                     m.next = "R_END"
             with m.State("R_END"):
                 with m.If(emit(0, end=True)):
-                    m.next = "H_OP"
+                    with m.If(in_spikes):
+                        m.d.sync += chunk.eq(0)
+                        m.next = "ST_RUN"
+                    with m.Else():
+                        m.d.sync += bidx.eq(0)
+                        m.next = "HEADER"
         return m
