@@ -33,14 +33,15 @@ ROOT = pathlib.Path(__file__).resolve().parent.parent
 class PinWrapper(Elaboratable):
     """The core with every input fed from a shift register and every output XOR-reduced."""
 
-    def __init__(self, config):
+    def __init__(self, config, block_ram_tables=None):
         self.config = config
+        self.block_ram_tables = block_ram_tables
         self.sin = Signal()
         self.sout = Signal()
 
     def elaborate(self, platform):
         m = Module()
-        m.submodules.core = core = NeuronCore(self.config)
+        m.submodules.core = core = NeuronCore(self.config, block_ram_tables=self.block_ram_tables)
         ins, outs = [], []
         for _path, member, value in core.signature.flatten(core):
             (ins if member.flow == wiring.In else outs).append(value)
@@ -79,7 +80,8 @@ def main(argv=None):
     name = f"{args.target}_n{args.neurons}_w{args.synapse_words}_s{cfg.segments}"
     out = ROOT / "build" / "synth" / name
     out.mkdir(parents=True, exist_ok=True)
-    top = PinWrapper(cfg)
+    # what the board flow does: on the iCE40 (no LUT RAM) the population table goes to EBR
+    top = PinWrapper(cfg, block_ram_tables=args.target == "ice40")
     (out / "top.il").write_text(
         rtlil.convert(top, name="top", ports=[top.sin, top.sout], emit_src=False)
     )

@@ -34,6 +34,12 @@ class NeuronCore(wiring.Component):
     ----------
     config : CoreConfig
         Capacities and widths.
+    block_ram_tables : bool or None
+        Put the small population table in block RAM (``ram_style = "block"``) instead of
+        leaving the choice to synthesis.  On the iCE40, which has no LUT RAM, Yosys builds
+        memories that small from flip-flops and multiplexers (~400 logic cells for four
+        populations); one block RAM per word is cheaper.  ``None`` (default): only when the
+        platform is an iCE40.
 
     Attributes
     ----------
@@ -53,10 +59,15 @@ class NeuronCore(wiring.Component):
         core is idle.
     """
 
-    def __init__(self, config: CoreConfig):
+    def __init__(self, config: CoreConfig, *, block_ram_tables: bool | None = None):
         if not isinstance(config, CoreConfig):
             raise TypeError(f"config must be a CoreConfig, not {config!r}")
+        if block_ram_tables not in (None, True, False):
+            raise TypeError(
+                f"block_ram_tables must be None, True or False, not {block_ram_tables!r}"
+            )
         self.config = config
+        self.block_ram_tables = block_ram_tables
         super().__init__(
             {
                 "events": In(stream.Signature(unsigned(EVENT_BITS))),
@@ -77,8 +88,12 @@ class NeuronCore(wiring.Component):
         sb = fmt.state_bits
 
         # --- memories -------------------------------------------------------------------------
-        def memory(name, width, depth):
-            mem = Memory(shape=unsigned(width), depth=depth, init=[])
+        block_tables = self.block_ram_tables
+        if block_tables is None:
+            block_tables = str(getattr(platform, "family", "")).lower() == "ice40"
+
+        def memory(name, width, depth, attrs=None):
+            mem = Memory(shape=unsigned(width), depth=depth, init=[], attrs=attrs)
             m.submodules[name] = mem
             return mem, mem.read_port(), mem.write_port()
 
@@ -90,8 +105,20 @@ class NeuronCore(wiring.Component):
         # the population table: one memory per PopWord, read in parallel
         pop_widths = {PopWord.RANGE: 32, PopWord.OPTIONS: 9, PopWord.BETA: 16, PopWord.ALPHA: 16}
         pop_ports = [
-            memory(f"pop_{w.name.lower()}", pop_widths[w], cfg.n_populations) for w in PopWord
+            memory(
+                f"pop_{w.name.lower()}",
+                pop_widths[w],
+                cfg.n_populations,
+                {"ram_style": "block"} if block_tables else None,
+            )
+            for w in PopWord
         ]
+        (_, rd_range, _), (_, rd_opts, _), (_, rd_beta, _), (_, rd_alpha, _) = pop_ports
+        pop_base = rd_range.data[:16]
+        pop_size = rd_range.data[16:]
+        pop_opts = rd_opts.data
+        pop_beta = rd_beta.data
+        pop_alpha = rd_alpha.data
         src_mem, src_rd, src_wr = memory(
             "src_mem", cfg.segment_bits + cfg.count_bits, cfg.n_sources
         )
@@ -111,8 +138,9 @@ class NeuronCore(wiring.Component):
         cnt_bus_refused = Signal(32)
         cnt_param = Signal(32)
         cnt_steps = Signal(32)
+        # cycles of the running step; it stops at the step's end, so between steps (when the bus
+        # is served) it is the last step's count (LAST_STEP_CYCLES)
         step_cycles = Signal(32)
-        last_cycles = Signal(32)
         param_err = Signal()  # pulse: one more parameter error
         event_refused = Signal()
 
@@ -128,18 +156,16 @@ class NeuronCore(wiring.Component):
         cnt_cur = Signal(range(N + 1))
         cnt_rec = Signal(range(N + 1))
 
-        # population registers
-        pop_base = Signal(16)
-        pop_size = Signal(16)
-        pop_opts = Signal(32)
-        pop_beta = Signal(32)
-        pop_alpha = Signal(32)
+        # the population being run: pop_idx addresses the population table, whose read ports
+        # then hold its words (the table is not written during a step); no copy in registers
         pop_idx = Signal(range(cfg.n_populations + 1))
         pop_start = Signal(range(N + 1))
         pop_ok_r = Signal()
 
         # --- neuron datapath ------------------------------------------------------------------
-        m.submodules.dp = dp = NeuronDatapath(fmt, tag_bits=nb)
+        # The datapath's results come out in the order the sweep issued the neurons, so the
+        # write-back address is a counter (wb_n) instead of a tag carried through the pipeline.
+        m.submodules.dp = dp = NeuronDatapath(fmt, tag_bits=1)
         m.d.comb += [
             dp.model.eq(pop_opts[0:1]),
             dp.leak.eq(pop_opts[1:3]),
@@ -156,7 +182,14 @@ class NeuronCore(wiring.Component):
         sweep_issue = Signal()  # present neuron `sweep_n` to the state memories
         sweep_n = Signal(nb)
         sweep_end = Signal(nb + 1)
-        m.d.sync += [dp.i_valid.eq(sweep_issue), dp.i_tag.eq(sweep_n)]
+        wb_n = Signal(nb)  # the neuron dp.o_* belongs to
+        # the sweep's request is registered before it addresses the state memories (instead of
+        # registering their 84-bit output); the datapath sees the data the cycle after
+        iss_q = Signal()
+        iss_n = Signal(nb)
+        m.d.sync += [iss_q.eq(sweep_issue), iss_n.eq(sweep_n), dp.i_valid.eq(iss_q)]
+        with m.If(dp.o_valid):
+            m.d.sync += wb_n.eq(wb_n + 1)
         thr_max = fmt.threshold_range[1]
         with m.If(dp.i_valid & ((dp.i_thr == 0) | (dp.i_thr > thr_max))):
             m.d.comb += param_err.eq(1)
@@ -373,17 +406,17 @@ class NeuronCore(wiring.Component):
 
         # --- datapath write-back ------------------------------------------------------------
         m.d.comb += [
-            v_wr.addr.eq(dp.o_tag),
+            v_wr.addr.eq(wb_n),
             v_wr.data.eq(dp.o_v),
             v_wr.en.eq(dp.o_valid),
-            i_wr.addr.eq(dp.o_tag),
+            i_wr.addr.eq(wb_n),
             i_wr.data.eq(dp.o_i),
             i_wr.en.eq(dp.o_valid),
             spk_wr.addr.eq(cnt_cur),
-            spk_wr.data.eq(dp.o_tag),
+            spk_wr.data.eq(wb_n),
             spk_wr.en.eq(dp.o_spike),
             rec_wr.addr.eq(Mux(prev, 0, N) + cnt_rec),
-            rec_wr.data.eq(dp.o_tag),
+            rec_wr.data.eq(wb_n),
             rec_wr.en.eq(dp.o_spike & pop_opts[PopFlag.RECURRENT.bit_length() - 1]),
         ]
         with m.If(dp.o_spike):
@@ -391,7 +424,7 @@ class NeuronCore(wiring.Component):
         with m.If(rec_wr.en):
             m.d.sync += cnt_rec.eq(cnt_rec + 1)
         dp_busy = Signal()
-        dp_flight = Signal(NeuronDatapath.LATENCY + 1)
+        dp_flight = Signal(NeuronDatapath.LATENCY + 2)  # issue -> address -> data -> ...
         m.d.sync += [
             dp_flight.eq(Cat(sweep_issue, dp_flight[:-1])),
             dp_busy.eq(sweep_issue | dp_flight[:-1].any()),  # == dp_flight.any(), registered
@@ -399,7 +432,7 @@ class NeuronCore(wiring.Component):
 
         # accumulator ports: accumulation pipeline, sweep (read, clear) or bus
         with m.If(dp.o_valid):
-            m.d.comb += [acc_wr.addr.eq(dp.o_tag), acc_wr.data.eq(0), acc_wr.en.eq(1)]
+            m.d.comb += [acc_wr.addr.eq(wb_n), acc_wr.data.eq(0), acc_wr.en.eq(1)]
         with m.Else():
             m.d.comb += [acc_wr.addr.eq(s2_tgt), acc_wr.data.eq(s2_sum), acc_wr.en.eq(s2_valid)]
         for port in (v_rd, i_rd, thr_rd, bias_rd):
@@ -485,6 +518,7 @@ class NeuronCore(wiring.Component):
         with m.If(b_we & (region == Region.ACC.value)):
             m.d.comb += [acc_wr.addr.eq(offset), acc_wr.data.eq(wdata), acc_wr.en.eq(1)]
         for w, (_, rd, wr) in zip(PopWord, pop_ports, strict=True):
+            m.d.comb += rd.addr.eq(pop_idx)
             with m.If(b_pend):
                 m.d.comb += rd.addr.eq(offset[2:])
             with m.If(b_we & (region == Region.POP.value) & (offset[:2] == w.value)):
@@ -543,7 +577,7 @@ class NeuronCore(wiring.Component):
             StatusWord.BUS_REFUSED: cnt_bus_refused,
             StatusWord.PARAM_ERRORS: cnt_param,
             StatusWord.STEPS: cnt_steps,
-            StatusWord.LAST_STEP_CYCLES: last_cycles,
+            StatusWord.LAST_STEP_CYCLES: step_cycles,
             StatusWord.CAP_NEURONS: cfg.n_neurons,
             StatusWord.CAP_INPUTS: cfg.n_inputs,
             StatusWord.CAP_POPULATIONS: cfg.n_populations,
@@ -623,7 +657,7 @@ class NeuronCore(wiring.Component):
             m.d.sync += cnt_events_refused.eq(cnt_events_refused + 1)
         with m.If(clear_spikes):
             m.d.sync += cnt_prev.eq(0)
-        with m.If(in_step):
+        with m.If(in_step & ~self.done):
             m.d.sync += step_cycles.eq(step_cycles + 1)
 
         opts = pop_opts
@@ -682,21 +716,12 @@ class NeuronCore(wiring.Component):
                 with m.If(walk_idle & fo_idle):
                     m.next = "POP"
             with m.State("POP"):
-                for _, rd, _ in pop_ports:
-                    m.d.comb += rd.addr.eq(pop_idx)
                 with m.If(pop_idx == n_pops):
                     m.next = "FINISH"
                 with m.Else():
                     m.next = "POP_LOAD"
             with m.State("POP_LOAD"):
-                (_, rd_range, _), (_, rd_opts, _), (_, rd_beta, _), (_, rd_alpha, _) = pop_ports
-                m.d.sync += [
-                    pop_base.eq(rd_range.data[:16]),
-                    pop_size.eq(rd_range.data[16:]),
-                    pop_opts.eq(rd_opts.data),
-                    pop_beta.eq(rd_beta.data),
-                    pop_alpha.eq(rd_alpha.data),
-                ]
+                # the table's words for pop_idx arrive on the read ports
                 m.next = "POP_VALIDATE"
             with m.State("POP_VALIDATE"):
                 m.d.sync += pop_ok_r.eq(pop_ok)  # registered: the checks are long comparators
@@ -704,6 +729,7 @@ class NeuronCore(wiring.Component):
             with m.State("POP_CHECK"):
                 m.d.sync += [
                     sweep_n.eq(pop_base),
+                    wb_n.eq(pop_base),
                     sweep_end.eq(pop_base + pop_size),
                     pop_start.eq(cnt_cur),
                 ]
@@ -746,19 +772,18 @@ class NeuronCore(wiring.Component):
                         cnt_prev.eq(cnt_rec),
                         in_step.eq(0),
                         cnt_steps.eq(cnt_steps + 1),
-                        last_cycles.eq(step_cycles),
                     ]
                     m.d.comb += self.done.eq(1)
                     m.next = "IDLE"
 
         # sweep addresses the state memories (the bus has them only when idle)
-        with m.If(sweep_issue):
+        with m.If(iss_q):
             m.d.comb += [
-                v_rd.addr.eq(sweep_n),
-                i_rd.addr.eq(sweep_n),
-                acc_rd.addr.eq(sweep_n),
-                thr_rd.addr.eq(sweep_n),
-                bias_rd.addr.eq(sweep_n),
+                v_rd.addr.eq(iss_n),
+                i_rd.addr.eq(iss_n),
+                acc_rd.addr.eq(iss_n),
+                thr_rd.addr.eq(iss_n),
+                bias_rd.addr.eq(iss_n),
             ]
         with m.Elif(w1_valid):
             m.d.comb += acc_rd.addr.eq(w1_tgt)

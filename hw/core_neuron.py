@@ -33,7 +33,7 @@ class NeuronDatapath(wiring.Component):
         The neuron's new membrane and current and its spike, :attr:`LATENCY` clocks later.
     """
 
-    LATENCY = 7
+    LATENCY = 6
 
     def __init__(self, fmt: Format = DEFAULT_FORMAT, tag_bits: int = 16):
         self.fmt = fmt
@@ -78,20 +78,23 @@ class NeuronDatapath(wiring.Component):
             return Mux(fits, x[:sb].as_signed(), Mux(x[-1], low, high))
 
         def stage(name, shape, value):
-            reg = Signal(shape, name=name)
+            # Only the valid bits need a reset: a data register without one costs nothing on
+            # its own, and lets Yosys put the multipliers' product registers into the DSPs.
+            reg = Signal(shape, name=name, reset_less=not name.endswith("_valid"))
             m.d.sync += reg.eq(value)
             return reg
 
         cuba = self.model == NeuronModel.CUBA
 
-        # --- input registers (block RAM outputs are slow; the multipliers need the margin) ----
-        r_valid = stage("r_valid", 1, self.i_valid)
-        r_tag = stage("r_tag", len(self.i_tag), self.i_tag)
-        r_v = stage("r_v", signed(sb), self.i_v)
-        r_i = stage("r_i", signed(sb), self.i_i)
-        r_acc = stage("r_acc", signed(fmt.acc_bits), self.i_acc)
-        r_thr = stage("r_thr", unsigned(fmt.threshold_bits), self.i_thr)
-        r_bias = stage("r_bias", signed(fmt.bias_bits), self.i_bias)
+        # --- the inputs (registered by the caller: the core registers the state memories'
+        # address, so the block RAM outputs feed stage A directly) --------------------------
+        r_valid = self.i_valid
+        r_tag = self.i_tag
+        r_v = self.i_v
+        r_i = self.i_i
+        r_acc = self.i_acc
+        r_thr = self.i_thr
+        r_bias = self.i_bias
 
         # --- A: reset owed, input, decay products ---------------------------------------------
         a_valid = stage("a_valid", 1, r_valid)
