@@ -428,6 +428,10 @@ _CELL_NAMES = {
 def _hint(errors, log_lines=()):
     for line in errors:
         match = re.search(r"no BELs remaining to implement cell type '([^']+)'", line)
+        if not match:
+            # the analytic placer's way of saying it: "Failed to expand region ... of 5537
+            # ICESTORM_LCs" (more cells of that type than the device has)
+            match = re.search(r"Failed to expand region .* of \d+ (\w+?)s?$", line)
         if match:
             cell = match.group(1)
             what = _CELL_NAMES.get(cell, cell)
