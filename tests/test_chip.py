@@ -93,6 +93,22 @@ def test_reset_state_clears_membranes_and_pending_recurrent_spikes(board):
     assert board.read_membrane().tolist() == [0, 0]
 
 
+def test_core_status_counts_steps_and_the_cycles_of_the_last_step(board):
+    net = _random_network(31)
+    board.load(net)
+    before = board.chip_status()
+    idle = np.zeros((3, 1, net.n_inputs), dtype=np.uint8)
+    board.run(idle)
+    first = board.chip_status()
+    board.run(idle)
+    second = board.chip_status()
+    assert first["core_steps"] - before["core_steps"] == 3
+    assert second["core_steps"] - first["core_steps"] == 3
+    # an idle step sweeps every neuron once: deterministic, and at least one clock per neuron
+    assert first["core_last_step_cycles"] == second["core_last_step_cycles"] >= net.n_neurons
+    assert second["core_events_refused"] == before["core_events_refused"]
+
+
 def test_a_network_that_does_not_fit_is_refused_before_anything_is_written(board):
     too_big = Network(
         CONFIG.n_inputs + 1,
