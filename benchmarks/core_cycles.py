@@ -214,6 +214,12 @@ def main(argv=None):
         f"  cycles ~ {f['a']:.1f} + {f['b_per_sop']:.3f} * SOPs + {f['c_per_neuron']:.3f} * "
         f"neurons   (max relative error {f['max_rel_error']:.1%})"
     )
+    g = f["fit4"]
+    print(
+        f"  cycles ~ {g['a']:.1f} + {g['b_per_sop']:.3f} * SOPs + {g['c_per_neuron']:.3f} * "
+        f"neurons + {g['d_per_event_or_spike']:.2f} * (events + spikes)   "
+        f"(max relative error {g['max_rel_error']:.1%})"
+    )
     d = digits
     print(f"\n{d['network']}, {d['input_events_per_step']:.1f} input events per step:")
     print(f"  clocks per timestep    : {d['cycles_per_step']:.0f}")
@@ -221,12 +227,6 @@ def main(argv=None):
     print(f"  SOPs per timestep      : {d['sops_per_step']:.0f}  "
           f"({d['sops_per_cycle']:.3f} per clock)")
     print(f"  events routed per clock: {d['events_routed_per_cycle']:.4f}")
-    g = f["fit4"]
-    print(
-        f"  cycles ~ {g['a']:.1f} + {g['b_per_sop']:.3f} * SOPs + {g['c_per_neuron']:.3f} * "
-        f"neurons + {g['d_per_event_or_spike']:.2f} * (events + spikes)   "
-        f"(max relative error {g['max_rel_error']:.1%})"
-    )
 
 
 if __name__ == "__main__":
