@@ -154,7 +154,10 @@ def read_nir(path):
 
     if not os.path.isfile(path):
         raise ConfigError(f"NIR file {path!r} does not exist")
-    graph = nir.read(path)
+    try:
+        graph = nir.read(path)
+    except (ValueError, KeyError, TypeError, OSError) as e:  # nir's own checks, a bad HDF5 file
+        raise ConfigError(f"NIR file {path!r} cannot be read by nir.read: {e}") from e
     settings = _settings_from_metadata(graph)
     side = os.path.splitext(path)[0] + ".json"
     if settings is None and os.path.isfile(side):
