@@ -8,7 +8,7 @@ FPGA (the gateware maps it to ``spikeforge.hw.image.CoreConfig``).  Nothing here
 """
 
 import importlib
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, fields, replace
 
 from ..errors import ConfigError
 
@@ -164,6 +164,20 @@ class Board:
         return self.platform_class()()
 
 
+# The chip of an iCE40 UP5K board.  4 x SB_SPRAM256KA = 64k x 16 bit = 128k 8-bit weights.  The
+# issue's target is 1024 neurons, 128k synapses at 48 MHz; what the UP5K's 5,280 logic cells and
+# 30 EBR hold today is 256 neurons and 256 inputs (docs/boards.md, "Status").  24 MHz =
+# 12 MHz * 2 is a clock the PLL makes exactly and divides 3 Mbaud exactly (divisor 8).
+_UP5K_CHIP = ChipParams(
+    neurons=256,
+    inputs=256,
+    populations=4,
+    synapses=128 * 1024,
+    lanes=1,
+    clock_mhz=24.0,
+    baud=3_000_000,
+)
+
 _BOARDS = [
     Board(
         name="icebreaker",
@@ -175,19 +189,7 @@ _BOARDS = [
         clock_resource="clk12",
         uart_resource="uart",
         usb_uart="FTDI FT2232H channel B (up to 12 Mbaud)",
-        # 4 x SB_SPRAM256KA = 64k x 16 bit = 128k 8-bit weights.  The issue's target is 1024
-        # neurons, 128k synapses at 48 MHz; what the UP5K's 5,280 logic cells and 30 EBR hold
-        # today is 256 neurons and 256 inputs (docs/boards.md, "Status").  24 MHz = 12 MHz * 2
-        # is a clock the PLL makes exactly and divides 3 Mbaud exactly (divisor 8).
-        chip=ChipParams(
-            neurons=256,
-            inputs=256,
-            populations=4,
-            synapses=128 * 1024,
-            lanes=1,
-            clock_mhz=24.0,
-            baud=3_000_000,
-        ),
+        chip=_UP5K_CHIP,
         openfpgaloader_board="ice40_generic",
         alt_programmer=("iceprog",),
         bitstream_ext="bin",
@@ -233,16 +235,7 @@ _BOARDS = [
         clock_resource="clk12",
         uart_resource="uart",
         usb_uart="iCELink (STM32 CMSIS-DAP virtual COM port; 115200 baud is the safe rate)",
-        # the iCEBreaker's chip (same FPGA; target 1024 neurons, 128k synapses, 48 MHz)
-        chip=ChipParams(
-            neurons=256,
-            inputs=256,
-            populations=4,
-            synapses=128 * 1024,
-            lanes=1,
-            clock_mhz=24.0,
-            baud=115_200,
-        ),
+        chip=replace(_UP5K_CHIP, baud=115_200),  # the iCEBreaker's chip, at the iCELink's rate
         openfpgaloader_board=None,
         alt_programmer=("icesprog",),
         bitstream_ext="bin",
