@@ -168,6 +168,7 @@ def test_bit_level_uart_identify_in_the_amaranth_simulator():
     """IDENTIFY through the real UART PHY: host bytes -> UART bits -> chip -> UART bits."""
     from amaranth.hdl import Module
     from amaranth.sim import Simulator
+    from stream_tb import send
 
     from spikeforge.hw.uart import UARTRx, UARTTx
     from spikeforge.protocol import FrameDecoder, Op, Status, request
@@ -185,11 +186,7 @@ def test_bit_level_uart_identify_in_the_amaranth_simulator():
     received = bytearray()
 
     async def testbench(ctx):
-        for b in frame:
-            ctx.set(host_tx.data.payload, b)
-            ctx.set(host_tx.data.valid, 1)
-            await ctx.tick().until(host_tx.data.ready)
-        ctx.set(host_tx.data.valid, 0)
+        await send(ctx, host_tx.data, frame)
         ctx.set(host_rx.data.ready, 1)
         for _ in range(40_000):
             await ctx.tick()

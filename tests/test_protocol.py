@@ -8,6 +8,7 @@ import pytest
 from amaranth.sim import Simulator
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from stream_tb import send
 
 from spikeforge import protocol
 from spikeforge.hw.framing import FrameReceiver, FrameSender
@@ -143,11 +144,7 @@ def rtl_receive(wire, seed=0):
     sim.add_clock(1e-6)
 
     async def src(ctx):
-        for b in wire:
-            ctx.set(dut.i.valid, 1)
-            ctx.set(dut.i.payload, b)
-            await ctx.tick().until(dut.i.ready)
-        ctx.set(dut.i.valid, 0)
+        await send(ctx, dut.i, wire)
 
     async def sink(ctx):
         for _ in range(3 * len(wire) + 3 * MAX_FRAME + 100):

@@ -4,6 +4,7 @@ import random
 import pytest
 from amaranth.hdl import Module
 from amaranth.sim import Simulator
+from stream_tb import send
 
 from spikeforge.errors import ConfigError
 from spikeforge.hw.link import Link
@@ -23,11 +24,7 @@ def loopback(clk, baud, data, ready_p=1.0, seed=0):
     rng = random.Random(seed)
 
     async def src(ctx):
-        for b in data:
-            ctx.set(tx.data.valid, 1)
-            ctx.set(tx.data.payload, b)
-            await ctx.tick().until(tx.data.ready)
-        ctx.set(tx.data.valid, 0)
+        await send(ctx, tx.data, data)
 
     async def sink(ctx):
         for _ in range((len(data) + 2) * 11 * tx.divisor):
@@ -249,11 +246,7 @@ def test_link_behind_uart_pins():
     sim.add_clock(1 / clk)
 
     async def host_tx(ctx):
-        for b in wire:
-            ctx.set(h_tx.data.valid, 1)
-            ctx.set(h_tx.data.payload, b)
-            await ctx.tick().until(h_tx.data.ready)
-        ctx.set(h_tx.data.valid, 0)
+        await send(ctx, h_tx.data, wire)
 
     async def host_rx(ctx):
         ctx.set(h_rx.data.ready, 1)
