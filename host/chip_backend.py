@@ -57,7 +57,8 @@ class ChipBackend(Backend):
         self.url = url
         self._open_args = dict(baudrate=baudrate, timeout=timeout)
         self.device = device if device is not None else Device.open(url, **self._open_args)
-        self.identity = self.device.identify()
+        # Device.open identified the chip already; a device handed in may not have been.
+        self.identity = self.device.identity or self.device.identify()
         self.config = config_from_ident(self.identity.words)
         self.progress = progress
         self.events_sent = 0
@@ -70,8 +71,8 @@ class ChipBackend(Backend):
         RESET_STATE as always.  Raises if the chip now reports another configuration.
         """
         self.device.close()
-        self.device = Device.open(self.url, **self._open_args)
-        self.identity = self.device.identify()
+        self.device = Device.open(self.url, **self._open_args)  # identifies the chip
+        self.identity = self.device.identity
         config = config_from_ident(self.identity.words)
         if config != self.config:
             raise ConfigError(
