@@ -90,7 +90,8 @@ def default_chip_factory(chip_params, clk_freq_hz):
             f"the chip gateware (spikeforge.hw.chip.Chip) is not available ({exc}); pass "
             "chip_factory= to build another design"
         ) from exc
-    return Chip(chip_params.to_core_config(), clk_freq_hz)
+    # A board has a UART PHY in front: its framing-error and overrun strobes are counted by STATUS.
+    return Chip(chip_params.to_core_config(), clk_freq_hz, uart_errors=True)
 
 
 def default_uart_factory(clk_freq_hz, baud):

@@ -749,3 +749,13 @@ def test_build_the_whole_chip_for_the_ulx3s_and_meet_timing(tmp_path):
     assert json.loads((tmp_path / "ulx3s" / "build.json").read_text())["fmax_mhz"] == (
         report["fmax_mhz"]
     )
+
+
+def test_the_board_chip_counts_uart_errors():
+    """On a board the UART PHY's framing-error and overrun strobes reach the link's counters."""
+    from spikeforge.boards.top import default_chip_factory
+
+    chip = default_chip_factory(get_board("icebreaker").chip, 24e6)
+    members = chip.signature.members
+    assert members["rx_framing_error"] == In(1)
+    assert members["rx_overrun"] == In(1)
