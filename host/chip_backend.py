@@ -1,10 +1,14 @@
 """The chip as a backend: a board or the virtual board, reached over the framed UART protocol.
 
-Spec: ``docs/protocol.md`` (the link), ``docs/core.md`` (the memory image).
+Spec: ``docs/protocol.md`` (the link), ``docs/core.md`` (the memory image), ``docs/routing.md``
+(several cores).
 
 :class:`ChipBackend` identifies the chip, checks that a network fits the configuration the chip
 reports, writes the memory image, and runs rasters one sample at a time: RESET_STATE, then for
-each timestep EVENTS (the sample's input spikes) and STEP, collecting the output spikes.
+each timestep EVENTS (the sample's input spikes) and STEP, collecting the output spikes.  On a
+multi-core chip it splits the network over the cores (``spikeforge.host.partition``), loads
+every core's image and the router's table, and gathers the membranes back into global order;
+the rest is the same.
 """
 
 from __future__ import annotations
@@ -14,8 +18,9 @@ import sys
 import numpy as np
 
 from ..errors import ConfigError, FitError
-from ..hw.chip import config_from_ident
+from ..hw.chip import chip_config_from_ident, config_from_ident
 from ..hw.image import Region, StatusWord, address, build_image, decode_state, fit_problems
+from ..hw.router import RouterConfig, RouterRegion, RouterStatusWord, core_address, router_address
 from ..sim.golden import validate_network
 from ..sim.network import Network
 from .backends import Backend, check_raster
@@ -41,18 +46,26 @@ class ChipBackend(Backend):
         An already open device (``url`` is then only used in messages).
     progress : callable, optional
         ``progress(done, total)`` called after each sample.
+    partition_options : dict, optional
+        Keyword arguments of :func:`~spikeforge.host.partition.partition` on a multi-core chip
+        (``strategy="balance"``, ``assign=[...]``); default: fill the cores in order.
 
     Attributes
     ----------
     config : CoreConfig
-        What the chip reported in IDENTIFY.
+        What the chip reported in IDENTIFY (the configuration of each core).
+    router_config : RouterConfig or None
+        The multi-core description (``None`` on a one-core chip).
+    mapping : ChipMapping or None
+        Where the loaded network runs (multi-core chip).
     device : Device
     """
 
     name = "chip"
     reports_all_neurons = False
 
-    def __init__(self, url=None, baudrate=DEFAULT_BAUD, timeout=2.0, device=None, progress=None):
+    def __init__(self, url=None, baudrate=DEFAULT_BAUD, timeout=2.0, device=None, progress=None,
+                 partition_options=None):
         super().__init__()
         self.url = url
         self._open_args = dict(baudrate=baudrate, timeout=timeout)
@@ -60,6 +73,10 @@ class ChipBackend(Backend):
         # Device.open identified the chip already; a device handed in may not have been.
         self.identity = self.device.identity or self.device.identify()
         self.config = config_from_ident(self.identity.words)
+        chip = chip_config_from_ident(self.identity.words)
+        self.router_config = chip if isinstance(chip, RouterConfig) else None
+        self.partition_options = dict(partition_options or {})
+        self.mapping = None
         self.progress = progress
         self.events_sent = 0
         self.steps_run = 0
@@ -73,20 +90,29 @@ class ChipBackend(Backend):
         self.device.close()
         self.device = Device.open(self.url, **self._open_args)  # identifies the chip
         self.identity = self.device.identity
-        config = config_from_ident(self.identity.words)
-        if config != self.config:
+        config = chip_config_from_ident(self.identity.words)
+        if config != (self.router_config or self.config):
             raise ConfigError(
                 f"after reconnecting, {self.url} reports another chip: {config} (was "
-                f"{self.config}); load the network again"
+                f"{self.router_config or self.config}); load the network again"
             )
 
     def load(self, net: Network) -> None:
         """Check that ``net`` fits and write its memory image (weights, parameters, routing)."""
         validate_network(net, "int", self.config.fmt)
-        problems = fit_problems(net, self.config)
-        if problems:
-            raise FitError(problems)
-        for addr, words in build_image(net, self.config):
+        if self.router_config is not None:
+            from .partition import partition
+
+            rc = self.router_config
+            mapping = partition(net, rc.cores, rc.core, router=rc, **self.partition_options)
+            blocks = mapping.core_images(rc.core, rc.cores) + mapping.router_image(rc)
+            self.mapping = mapping
+        else:
+            problems = fit_problems(net, self.config)
+            if problems:
+                raise FitError(problems)
+            blocks = build_image(net, self.config)
+        for addr, words in blocks:
             self.device.write_mem(addr, words)
         self.net = net
         self._outputs = np.concatenate(
@@ -145,15 +171,42 @@ class ChipBackend(Backend):
 
     def read_membrane(self) -> np.ndarray:
         """The membrane of every neuron of the loaded network, as the chip holds it now."""
-        words = self.device.read_mem(address(Region.V), self.net.n_neurons)
-        return decode_state(words, self.config.fmt)
+        if self.mapping is None:
+            words = self.device.read_mem(address(Region.V), self.net.n_neurons)
+            return decode_state(words, self.config.fmt)
+        per_core = []
+        for k in range(self.mapping.used_cores):
+            addr = core_address(k, address(Region.V))
+            words = self.device.read_mem(addr, self.mapping.core_neurons(k))
+            per_core.append(decode_state(words, self.config.fmt))
+        return self.mapping.gather(per_core)
 
     def chip_status(self) -> dict:
-        """The link's error counters and the core's status words, in one dict."""
+        """The link's error counters and the core's status words, in one dict.
+
+        On a multi-core chip: ``core<k>_<word>`` per core; ``core_<word>`` is the sum over the
+        cores for the error counters (``events_refused``, ``bus_refused``, ``param_errors``)
+        and core 0's word otherwise; the router's words are ``router_<word>``.
+        """
         status = self.device.status()
-        words = self.device.read_mem(address(Region.STATUS), len(StatusWord))
-        for w in StatusWord:
-            status[f"core_{w.name.lower()}"] = words[w.value]
+        if self.router_config is None:
+            words = self.device.read_mem(address(Region.STATUS), len(StatusWord))
+            for w in StatusWord:
+                status[f"core_{w.name.lower()}"] = words[w.value]
+            return status
+        for k in range(self.router_config.cores):
+            words = self.device.read_mem(core_address(k, address(Region.STATUS)), len(StatusWord))
+            for w in StatusWord:
+                name = w.name.lower()
+                status[f"core{k}_{name}"] = words[w.value]
+                if w in (StatusWord.EVENTS_REFUSED, StatusWord.BUS_REFUSED,
+                         StatusWord.PARAM_ERRORS):
+                    status[f"core_{name}"] = status.get(f"core_{name}", 0) + words[w.value]
+                elif k == 0:
+                    status[f"core_{name}"] = words[w.value]
+        words = self.device.read_mem(router_address(RouterRegion.STATUS), len(RouterStatusWord))
+        for w in RouterStatusWord:
+            status[f"router_{w.name.lower()}"] = words[w.value]
         return status
 
     def close(self) -> None:

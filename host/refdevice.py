@@ -12,6 +12,7 @@ from __future__ import annotations
 import struct
 
 from ..protocol import (
+    ADDR_BITS,
     CRC_INIT,
     IDENT_HEADER_WORDS,
     LINK_COUNTERS,
@@ -216,7 +217,7 @@ class RefLink:
     def _op_write(self, op, seq, p):
         (addr,) = struct.unpack_from("<I", p)
         words = struct.unpack_from(f"<{(len(p) - 4) // 4}I", p, 4)
-        if addr + len(words) > 1 << 24:
+        if addr + len(words) > 1 << ADDR_BITS:
             self._count("bad_length")
             self._reply(op, seq, b"", Status.BAD_ARG)
             return
@@ -227,7 +228,7 @@ class RefLink:
 
     def _op_read(self, op, seq, p):
         addr, count = struct.unpack("<IH", p)
-        if count > MAX_READ_WORDS or addr + count > 1 << 24:
+        if count > MAX_READ_WORDS or addr + count > 1 << ADDR_BITS:
             self._count("bad_length")
             self._reply(op, seq, b"", Status.BAD_ARG)
             return

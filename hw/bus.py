@@ -13,7 +13,9 @@ from amaranth.lib.wiring import In, Out
 
 __all__ = ["MemBusSignature", "BUS_ADDR_BITS", "BUS_DATA_BITS"]
 
-BUS_ADDR_BITS = 24
+BUS_ADDR_BITS = 28
+"""A core's 24-bit map (``spikeforge.hw.image``) and, above it, the core select of a multi-core
+chip (``select << 24``; ``spikeforge.hw.router``)."""
 BUS_DATA_BITS = 32
 
 

@@ -1,7 +1,7 @@
-"""The whole spikeforge chip: host link + neuron core (+ UART on a board).
+"""The whole spikeforge chip: host link + neuron core(s) (+ UART on a board).
 
 Spec: ``docs/architecture.md`` (how the pieces connect), ``docs/protocol.md`` (the link),
-``docs/core.md`` (the core).
+``docs/core.md`` (the core), ``docs/routing.md`` (several cores and the router).
 
 :class:`Chip` speaks the framed protocol on two byte streams: the virtual board connects them to
 a TCP socket, a board to :class:`UARTChip`'s UART PHY.  The capability words that IDENTIFY
@@ -21,6 +21,8 @@ from .bus import MemBusSignature
 from .core import NeuronCore
 from .image import ConfigWord, CoreConfig, Region, address
 from .link import Link
+from .router import RouterConfig
+from .skid import StreamRegister
 from .uart import UARTRx, UARTTx
 
 __all__ = [
@@ -30,6 +32,7 @@ __all__ = [
     "IDENT_FIELDS",
     "ident_words",
     "config_from_ident",
+    "chip_config_from_ident",
     "STEP_TIMEOUT_CYCLES",
 ]
 
@@ -47,33 +50,65 @@ IDENT_FIELDS = (
     "threshold_bits",
     "bias_bits",
     "decay_frac_bits",
+    "cores",
+    "chip_inputs",
+    "route_entries",
+    "delay_depth",
 )
-_FORMAT_FIELDS = IDENT_FIELDS[6:]
+_FORMAT_FIELDS = IDENT_FIELDS[6:12]
+_CORE_FIELDS = IDENT_FIELDS[:12]
 
 #: A STEP is aborted (and reported) if the core shows no progress for this many cycles.
 STEP_TIMEOUT_CYCLES = 1 << 24
 
 
-def ident_words(config: CoreConfig) -> list[int]:
-    """The IDENTIFY capability words of ``config`` (see :data:`IDENT_FIELDS`)."""
+def ident_words(config: CoreConfig | RouterConfig) -> list[int]:
+    """The IDENTIFY capability words of a chip (see :data:`IDENT_FIELDS`).
+
+    ``config`` is the :class:`CoreConfig` of a one-core chip (``cores`` = 1, ``chip_inputs`` =
+    the core's inputs, no routing table, no delayed queue) or the
+    :class:`~spikeforge.hw.router.RouterConfig` of a multi-core chip (the core fields describe
+    each of its identical cores).
+    """
+    if isinstance(config, RouterConfig):
+        core = config.core
+        chip = [config.cores, config.n_inputs, config.entries, config.delay_depth]
+    else:
+        core = config
+        chip = [1, config.n_inputs, 0, 0]
     out = []
-    for name in IDENT_FIELDS:
-        src = config.fmt if name in _FORMAT_FIELDS else config
+    for name in _CORE_FIELDS:
+        src = core.fmt if name in _FORMAT_FIELDS else core
         out.append(int(getattr(src, name)))
-    return out
+    return out + chip
 
 
 def config_from_ident(words) -> CoreConfig:
-    """Rebuild the :class:`CoreConfig` a chip reported in its IDENTIFY capability words."""
+    """Rebuild the :class:`CoreConfig` (of each core) a chip reported in IDENTIFY."""
     words = list(words)
-    if len(words) < len(IDENT_FIELDS):
+    if len(words) < len(_CORE_FIELDS):
         raise ConfigError(
             f"IDENTIFY returned {len(words)} capability words, expected {len(IDENT_FIELDS)} "
             f"({', '.join(IDENT_FIELDS)}): is the bitstream older than this host library?"
         )
-    values = dict(zip(IDENT_FIELDS, words[: len(IDENT_FIELDS)], strict=True))
+    values = dict(zip(_CORE_FIELDS, words[: len(_CORE_FIELDS)], strict=True))
     fmt = Format(**{k: values.pop(k) for k in _FORMAT_FIELDS})
     return CoreConfig(**values, fmt=fmt)
+
+
+def chip_config_from_ident(words) -> CoreConfig | RouterConfig:
+    """The whole chip a chip reported in IDENTIFY.
+
+    Returns the :class:`CoreConfig` of a one-core chip (also for a bitstream that predates the
+    multi-core fields) or the :class:`~spikeforge.hw.router.RouterConfig` of a multi-core chip.
+    """
+    words = list(words)
+    core = config_from_ident(words)
+    if len(words) < len(IDENT_FIELDS) or words[12] <= 1:
+        return core
+    cores, n_inputs, entries, delay = words[12:16]
+    return RouterConfig(core, cores=cores, n_inputs=n_inputs, entries=entries,
+                        delay_depth=delay)
 
 
 class StateClear(wiring.Component):
@@ -130,17 +165,24 @@ class StateClear(wiring.Component):
 
 
 class Chip(wiring.Component):
-    """Host link and neuron core, on byte streams.
+    """Host link and neuron core(s), on byte streams.
 
     Parameters
     ----------
     config : CoreConfig
-        Sizes of the core.
+        Sizes of the core (of each core).
     clk_freq : int
         Clock frequency in Hz (reported by IDENTIFY).
     uart_errors : bool
         Add the ``rx_framing_error`` / ``rx_overrun`` inputs (a UART receiver is in front).
         Without them the chip has exactly the virtual board's ports (``rx``, ``tx``).
+    cores : int
+        Number of neuron cores.  1: the link drives the core directly (``docs/core.md``
+        address map).  2 .. 15: a :class:`~spikeforge.hw.multicore.MultiCore` with the AER
+        router (``docs/routing.md``; core ``k`` at bus address ``k << 24``).
+    inputs, route_entries, delay_depth : int, optional
+        With ``cores > 1``: host input channels, routing-table entries and delayed-queue depth
+        (:class:`~spikeforge.hw.router.RouterConfig`; defaults from there).
 
     Attributes
     ----------
@@ -150,12 +192,33 @@ class Chip(wiring.Component):
         Bytes to the host.
     rx_framing_error, rx_overrun : In(1)
         Strobes of the UART receiver in front of ``rx``, counted by STATUS (``uart_errors``).
+    router_config : RouterConfig or None
+        The multi-core description (``None`` with one core).
     """
 
-    def __init__(self, config: CoreConfig, clk_freq: int, *, uart_errors: bool = False):
+    def __init__(self, config: CoreConfig, clk_freq: int, *, uart_errors: bool = False,
+                 cores: int = 1, inputs: int | None = None, route_entries: int | None = None,
+                 delay_depth: int | None = None):
+        self._MustUse__silence = True  # a refused configuration is not an unused elaboratable
         if not isinstance(config, CoreConfig):
             raise ConfigError(f"config={config!r} is not a CoreConfig")
+        if not isinstance(cores, int) or isinstance(cores, bool) or cores < 1:
+            raise ConfigError(f"Chip cores={cores!r} is out of range: allowed 1..15")
         self.config, self.clk_freq, self.uart_errors = config, int(clk_freq), uart_errors
+        self.cores = cores
+        if cores > 1:
+            self.router_config = RouterConfig(
+                config, cores=cores, n_inputs=inputs, entries=route_entries,
+                delay_depth=delay_depth,
+            )
+        else:
+            if (inputs, route_entries, delay_depth) != (None, None, None):
+                raise ConfigError(
+                    "Chip: inputs, route_entries and delay_depth need cores > 1 (a one-core "
+                    "chip has no router)"
+                )
+            self.router_config = None
+        self._MustUse__silence = False
         members = {"rx": In(stream.Signature(8)), "tx": Out(stream.Signature(8))}
         if uart_errors:
             members.update({"rx_framing_error": In(1), "rx_overrun": In(1)})
@@ -163,14 +226,12 @@ class Chip(wiring.Component):
 
     def elaborate(self, platform):
         m = Module()
-        m.submodules.core = core = NeuronCore(self.config)
+        multi = self.router_config is not None
         m.submodules.link = link = Link(
             clk_freq=self.clk_freq,
-            ident_words=ident_words(self.config),
+            ident_words=ident_words(self.router_config if multi else self.config),
             step_timeout=STEP_TIMEOUT_CYCLES,
         )
-        m.submodules.clear = clear = StateClear(self.config)
-
         wiring.connect(m, wiring.flipped(self.rx), link.rx)
         wiring.connect(m, link.tx, wiring.flipped(self.tx))
         if self.uart_errors:
@@ -178,17 +239,41 @@ class Chip(wiring.Component):
                 link.rx_framing_error.eq(self.rx_framing_error),
                 link.rx_overrun.eq(self.rx_overrun),
             ]
-        wiring.connect(m, link.events, core.events)
-        # spikes: the core's neuron addresses, zero-extended to the link's 16-bit events
+        if multi:
+            from .multicore import MultiCore
+
+            m.submodules.cores = target = MultiCore(self.router_config)
+            spike_bits = 16
+        else:
+            m.submodules.core = target = NeuronCore(self.config)
+            spike_bits = self.config.neuron_bits
+        # registered stages: no combinational path from the link's state machine into the
+        # core's walker / fan-out engine (spikes.ready) or back (events.ready)
+        m.submodules.events_reg = ev = StreamRegister(16)
+        m.submodules.spikes_reg = sp = StreamRegister(spike_bits)
+        wiring.connect(m, link.events, ev.i)
+        wiring.connect(m, ev.o, target.events)
+        wiring.connect(m, target.spikes, sp.i)
+        # spikes: neuron addresses, zero-extended to the link's 16-bit events
         m.d.comb += [
-            link.spikes.payload.eq(core.spikes.payload),
-            link.spikes.valid.eq(core.spikes.valid),
-            core.spikes.ready.eq(link.spikes.ready),
+            link.spikes.payload.eq(sp.o.payload),
+            link.spikes.valid.eq(sp.o.valid),
+            sp.o.ready.eq(link.spikes.ready),
+            target.step.eq(link.step),
+            link.done.eq(target.done),
         ]
+        if multi:
+            m.d.comb += [
+                link.busy.eq(target.busy | ev.o.valid),
+                target.reset_state.eq(link.reset_state),
+            ]
+            wiring.connect(m, link.bus, target.mem)
+            return m
+
+        core = target
+        m.submodules.clear = clear = StateClear(self.config)
         m.d.comb += [
-            core.step.eq(link.step),
-            link.done.eq(core.done),
-            link.busy.eq(core.busy | clear.busy),
+            link.busy.eq(core.busy | clear.busy | ev.o.valid),
             clear.start.eq(link.reset_state),
         ]
         # The core's memory bus has two masters: the state clearer while it runs, else the link.
@@ -225,6 +310,8 @@ class UARTChip(Elaboratable):
         Clock frequency in Hz.
     baud : int
         UART baud rate.
+    cores : int
+        Neuron cores (see :class:`Chip`).
 
     Attributes
     ----------
@@ -234,8 +321,9 @@ class UARTChip(Elaboratable):
         UART transmit pin.
     """
 
-    def __init__(self, config: CoreConfig, clk_freq: int, baud: int):
+    def __init__(self, config: CoreConfig, clk_freq: int, baud: int, *, cores: int = 1):
         self.config, self.clk_freq, self.baud = config, int(clk_freq), int(baud)
+        self.cores = cores
         self.rx = Signal(init=1)
         self.tx = Signal(init=1)
 
@@ -243,7 +331,8 @@ class UARTChip(Elaboratable):
         m = Module()
         m.submodules.uart_rx = urx = UARTRx(self.clk_freq, self.baud)
         m.submodules.uart_tx = utx = UARTTx(self.clk_freq, self.baud)
-        m.submodules.chip = chip = Chip(self.config, self.clk_freq, uart_errors=True)
+        m.submodules.chip = chip = Chip(self.config, self.clk_freq, uart_errors=True,
+                                        cores=self.cores)
         m.d.comb += [urx.rx.eq(self.rx), self.tx.eq(utx.tx)]
         wiring.connect(m, urx.data, chip.rx)
         wiring.connect(m, chip.tx, utx.data)

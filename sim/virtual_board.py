@@ -786,12 +786,16 @@ def serve(
 
 # --- the spikeforge chip as a virtual board ---------------------------------------------------
 def chip_for_board(board: str = "ulx3s-85f"):
-    """The whole chip (link + core) with the configuration and clock of ``board``'s bitstream."""
+    """The whole chip (link + cores) with the configuration and clock of ``board``'s bitstream.
+
+    A board's ``ChipParams`` may name several cores (``cores``, default 1).
+    """
     from ..boards.configs import get_board
     from ..hw.chip import Chip
 
     params = get_board(board).chip
-    return Chip(params.to_core_config(), int(round(params.clock_mhz * 1e6)))
+    return Chip(params.to_core_config(), int(round(params.clock_mhz * 1e6)),
+                cores=int(getattr(params, "cores", 1)))
 
 
 def register(subparsers):

@@ -67,8 +67,9 @@ REQUEST_OVERHEAD = HEADER_BYTES + CRC_BYTES
 REPLY_OVERHEAD = HEADER_BYTES + 1 + CRC_BYTES
 MAX_REQUEST_PAYLOAD = MAX_FRAME - REQUEST_OVERHEAD
 MAX_REPLY_PAYLOAD = MAX_FRAME - REPLY_OVERHEAD
-#: Address width of the memory bus (``spikeforge.hw.bus.BUS_ADDR_BITS``).
-ADDR_BITS = 24
+#: Address width of the memory bus (``spikeforge.hw.bus.BUS_ADDR_BITS``): a core's 24-bit map,
+#: and above it a core select on a multi-core chip (``docs/routing.md``).
+ADDR_BITS = 28
 #: WRITE payload: u32 address then the words.
 MAX_WRITE_WORDS = (MAX_REQUEST_PAYLOAD - 4) // 4
 #: READ reply payload: the words.

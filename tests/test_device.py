@@ -19,6 +19,7 @@ from spikeforge.host.device import (
 )
 from spikeforge.host.refdevice import RefCore, RefLink
 from spikeforge.protocol import (
+    ADDR_BITS,
     MAX_EVENTS,
     MAX_READ_WORDS,
     MAX_WRITE_WORDS,
@@ -80,7 +81,7 @@ def test_bus_error_is_reported():
 def test_bad_arguments_raise_before_sending():
     dev, _, link = make()
     with pytest.raises(ValueError, match="addr"):
-        dev.write_mem((1 << 24) - 1, [1, 2])
+        dev.write_mem((1 << ADDR_BITS) - 1, [1, 2])
     with pytest.raises(ValueError, match="event address 70000"):
         dev.send_events([1, 70000])
     with pytest.raises(ValueError, match="does not fit 32 bits"):

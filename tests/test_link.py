@@ -17,6 +17,7 @@ from spikeforge.host.refdevice import RefCore, RefLink
 from spikeforge.host.transport import AmaranthSimDevice
 from spikeforge.hw.link import Link
 from spikeforge.protocol import (
+    ADDR_BITS,
     LINK_COUNTERS,
     MAX_EVENTS,
     MAX_FRAME,
@@ -250,7 +251,8 @@ def test_bad_requests_change_nothing_and_are_counted():
         good_ev[:-6] + b"\x00",  # truncated frame
         bytes([good_ev[0], good_ev[1] ^ 0x10]) + good_ev[2:],  # flipped bit: CRC error
         request(Op.WRITE, 4, struct.pack("<I", 5) + b"\x01\x02"),  # length not a word multiple
-        request(Op.WRITE, 5, struct.pack("<I2I", (1 << 24) - 1, 1, 2)),  # past the bus: BAD_ARG
+        # past the bus: BAD_ARG
+        request(Op.WRITE, 5, struct.pack("<I2I", (1 << ADDR_BITS) - 1, 1, 2)),
         request(Op.READ, 6, struct.pack("<IH", 0, 1000)),  # more than a reply holds: BAD_ARG
         request(Op.STEP, 7, b"\x01"),  # bad length
         bytes([0x7F]),  # (placeholder, replaced below)
@@ -318,7 +320,8 @@ def test_random_frames_against_reference():
         if opv == Op.STEP.value and n == 2:
             payload = struct.pack("<H", rng.randrange(3))
         if opv in (Op.READ.value, Op.WRITE.value) and n >= 6:
-            payload = struct.pack("<I", rng.choice([0, 100, 1020, (1 << 24) - 3])) + payload[4:]
+            addr = rng.choice([0, 100, 1020, (1 << ADDR_BITS) - 3])
+            payload = struct.pack("<I", addr) + payload[4:]
         body = bytes((opv, seq)) + payload
         crc = crc16(body)
         frame = bytearray(cobs_encode(body + bytes((crc >> 8, crc & 0xFF))) + b"\x00")
