@@ -20,21 +20,26 @@ import sys
 import numpy as np
 
 from spikeforge.hw.core_sim import run_network
-from spikeforge.hw.image import CoreConfig, compile_fanout
+from spikeforge.hw.image import CoreConfig, compile_blocks
 from spikeforge.sim.golden import GoldenChip
 from spikeforge.sim.network import INPUT, Network, NeuronParams, Population, Projection
 
 
 def _sops(net, cfg, events, golden_spikes):
-    """Synaptic operations the core performs: every slot of every fanned-out segment."""
-    sources, segments, _ = compile_fanout(net, cfg)
+    """Synaptic operations the core performs: every slot of every block a source is in."""
+    lists, blocks, _ = compile_blocks(net, cfg)
 
-    def cost(src):
-        return sum(segments[k][1] for k in sources.get(src, []))
+    def cost(key, o):
+        first, count = lists[key]
+        return sum(b.length for b in blocks[first : first + count]
+                   if b.first <= o < b.first + b.count)
 
-    total = sum(cost(c) for c in events)
+    total = sum(cost(("input", None), c) for c in events)
     for n in np.flatnonzero(golden_spikes):
-        total += cost(cfg.forward_source(int(n))) + cost(cfg.recurrent_source(int(n)))
+        for pop in net.populations:
+            o = int(n) - net.base(pop.name)
+            if 0 <= o < pop.size:
+                total += cost(("forward", pop.name), o) + cost(("recurrent", pop.name), o)
     return total
 
 
@@ -156,7 +161,7 @@ def recurrent_digits(steps=25, activity=0.33, seed=3):
         outputs=["o"],
     )
     cfg = CoreConfig(n_neurons=hidden + out, n_inputs=n_in, n_populations=2,
-                     synapse_words=8192, segments=2048)  # sparse recurrence: many segments
+                     synapse_words=8192)
     raster = [[c for c in range(n_in) if rng.random() < activity] for _ in range(steps)]
     rows = _run(net, cfg, raster)
     cycles = sum(r["cycles"] for r in rows)

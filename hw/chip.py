@@ -39,7 +39,7 @@ IDENT_FIELDS = (
     "n_inputs",
     "n_populations",
     "synapse_words",
-    "segments",
+    "descriptors",
     "lanes",
     "weight_bits",
     "state_bits",
@@ -47,8 +47,9 @@ IDENT_FIELDS = (
     "threshold_bits",
     "bias_bits",
     "decay_frac_bits",
+    "per_neuron_threshold",
 )
-_FORMAT_FIELDS = IDENT_FIELDS[6:]
+_FORMAT_FIELDS = IDENT_FIELDS[6:12]
 
 #: A STEP is aborted (and reported) if the core shows no progress for this many cycles.
 STEP_TIMEOUT_CYCLES = 1 << 24
@@ -73,6 +74,7 @@ def config_from_ident(words) -> CoreConfig:
         )
     values = dict(zip(IDENT_FIELDS, words[: len(IDENT_FIELDS)], strict=True))
     fmt = Format(**{k: values.pop(k) for k in _FORMAT_FIELDS})
+    values["per_neuron_threshold"] = bool(values["per_neuron_threshold"])
     return CoreConfig(**values, fmt=fmt)
 
 

@@ -280,10 +280,20 @@ class NeuronCore(wiring.Component):
             ]
 
         # --- descriptor engine: a source (group list, offset) -> its blocks' segments ---------
-        g_take = Signal()  # a source is handed over this cycle (only while g_ready)
+        # Sources wait in a one-entry register (src_q) that the engine takes when idle: the
+        # producers (the event stream, the walker) see only the register's flag, not the
+        # engine's state.
+        g_take = Signal()  # a producer hands over a source this cycle (only while g_ready)
         g_ready = Signal()
         g_in_o = Signal(ob)
         g_in_list = Signal(16)
+        src_q = Signal()
+        src_q_o = Signal(ob)
+        src_q_list = Signal(16)
+        m.d.comb += g_ready.eq(~src_q)
+        with m.If(g_take):
+            m.d.sync += [src_q.eq(1), src_q_o.eq(g_in_o), src_q_list.eq(g_in_list)]
+        g_idle = Signal()
         g_o = Signal(ob)
         g_d = Signal(db + 1)
         g_left = Signal(LIST_BITS + 1)
@@ -305,12 +315,13 @@ class NeuronCore(wiring.Component):
 
         with m.FSM(name="desc"):
             with m.State("IDLE"):
-                m.d.comb += g_ready.eq(1)
-                with m.If(g_take):
-                    count = g_in_list[LIST_BITS : 2 * LIST_BITS]
+                m.d.comb += g_idle.eq(1)
+                with m.If(src_q):
+                    count = src_q_list[LIST_BITS : 2 * LIST_BITS]
                     m.d.sync += [
-                        g_o.eq(g_in_o),
-                        g_d.eq(g_in_list[:LIST_BITS]),
+                        src_q.eq(0),
+                        g_o.eq(src_q_o),
+                        g_d.eq(src_q_list[:LIST_BITS]),
                         g_left.eq(count),
                     ]
                     with m.If(count != 0):
@@ -355,7 +366,7 @@ class NeuronCore(wiring.Component):
                         nxt_len.eq(g_len),
                     ]
                     next_descriptor()
-        fo_idle = g_ready & ~nxt_valid & ~op_active
+        fo_idle = ~src_q & g_idle & ~nxt_valid & ~op_active
 
         # --- bitmap writer: the sweep's spikes into bank ~prev ----------------------------------
         # Every neuron writes its word with the bits so far (write-through), so a word shared by

@@ -18,10 +18,13 @@ BUILD = ROOT / "build" / "rtl"
 TOP = "spikeforge_core"
 
 CONFIGS = {
-    "n64": CoreConfig(n_neurons=64, n_inputs=16, n_populations=4, synapse_words=2048, segments=256),
-    # narrower, non-default widths: every width of the datapath comes from the Format
+    "n64": CoreConfig(n_neurons=64, n_inputs=16, n_populations=4, synapse_words=2048,
+                      descriptors=32),
+    # narrower, non-default widths (every width of the datapath comes from the Format), and
+    # one threshold per population
     "n48_narrow": CoreConfig(
-        n_neurons=48, n_inputs=8, n_populations=3, synapse_words=1024, segments=200,
+        n_neurons=48, n_inputs=8, n_populations=3, synapse_words=1024, descriptors=24,
+        per_neuron_threshold=False,
         fmt=Format(weight_bits=6, state_bits=12, acc_bits=18, threshold_bits=10, bias_bits=10,
                    decay_frac_bits=8),
     ),
