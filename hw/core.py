@@ -367,6 +367,11 @@ class NeuronCore(wiring.Component):
                     ]
                     next_descriptor()
         fo_idle = ~src_q & g_idle & ~nxt_valid & ~op_active
+        # fan-out and accumulation idle, registered (off the sequencer's paths): last cycle's
+        # state, and no source handed over since (work only enters through src_q)
+        quiet_r = Signal()
+        m.d.sync += quiet_r.eq(fo_idle & ~pipe_busy)
+        drained = quiet_r & ~src_q
 
         # --- bitmap writer: the sweep's spikes into bank ~prev ----------------------------------
         # Every neuron writes its word with the bits so far (write-through), so a word shared by
@@ -723,7 +728,7 @@ class NeuronCore(wiring.Component):
                         ]
                     with m.Else():
                         m.d.comb += event_refused.eq(1)
-                with m.Elif(step_pending & fo_idle & ~pipe_busy & ~b_pend):
+                with m.Elif(step_pending & drained & ~b_pend):
                     m.d.sync += [
                         step_pending.eq(self.step),
                         in_step.eq(1),
@@ -733,7 +738,7 @@ class NeuronCore(wiring.Component):
                         wr_valid.eq(0),
                     ]
                     m.next = "NEXT_POP"
-                with m.Elif(fo_idle & ~pipe_busy):
+                with m.Elif(drained):
                     m.d.comb += bus_ok.eq(1)
             with m.State("NEXT_POP"):
                 with m.If(pop_idx == n_pops):
@@ -787,7 +792,7 @@ class NeuronCore(wiring.Component):
                     m.next = "NEXT_POP"
             with m.State("SWEEP_WAIT"):
                 # forward deliveries into this population must have landed
-                with m.If(fo_idle & ~pipe_busy):
+                with m.If(drained):
                     m.next = "SWEEP"
             with m.State("SWEEP"):
                 m.d.comb += sweep_issue.eq(1)
@@ -809,7 +814,7 @@ class NeuronCore(wiring.Component):
                     m.d.sync += pop_idx.eq(pop_idx + 1)
                     m.next = "NEXT_POP"
             with m.State("FINISH"):
-                with m.If(fo_idle & ~pipe_busy):
+                with m.If(drained):
                     m.d.sync += [
                         prev.eq(~prev),
                         prev_valid.eq(1),
