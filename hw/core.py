@@ -194,7 +194,8 @@ class NeuronCore(wiring.Component):
         ]
         sweep_issue = Signal()  # present neuron `sweep_n` to the state memories
         sweep_n = Signal(nb)
-        sweep_end = Signal(nb + 1)
+        sweep_left = Signal(16)  # neurons left to issue, and a registered "this is the last"
+        sweep_last = Signal()
         wb_n = Signal(nb)  # the neuron dp.o_* belongs to
         # the sweep's request is registered before it addresses the state memories (instead of
         # registering their 84-bit output); the datapath sees the data the cycle after
@@ -297,6 +298,7 @@ class NeuronCore(wiring.Component):
         g_o = Signal(ob)
         g_d = Signal(db + 1)
         g_left = Signal(LIST_BITS + 1)
+        g_last = Signal()  # registered g_left == 1
         g_tgt, g_len, g_slot = Signal(nb), Signal(lb), Signal(slb)
         g_diff = Signal(ob)
         g_in = Signal()  # the source is one of the block's rows
@@ -307,8 +309,8 @@ class NeuronCore(wiring.Component):
         m.d.comb += desc_rd.en.eq(1)
 
         def next_descriptor():
-            m.d.sync += [g_d.eq(g_d + 1), g_left.eq(g_left - 1)]
-            with m.If(g_left == 1):
+            m.d.sync += [g_d.eq(g_d + 1), g_left.eq(g_left - 1), g_last.eq(g_left == 2)]
+            with m.If(g_last):
                 m.next = "IDLE"
             with m.Else():
                 m.next = "A0"
@@ -323,6 +325,7 @@ class NeuronCore(wiring.Component):
                         g_o.eq(src_q_o),
                         g_d.eq(src_q_list[:LIST_BITS]),
                         g_left.eq(count),
+                        g_last.eq(count == 1),
                     ]
                     with m.If(count != 0):
                         m.next = "A0"
@@ -409,6 +412,7 @@ class NeuronCore(wiring.Component):
         wk_lo_bit = Signal(4)
         wk_hi_bit = Signal(4)
         wk_bits = Signal(BITMAP_BITS)
+        wk_at_last = Signal()  # registered wk_word == wk_last
         wk_sent = Signal()
         m.d.comb += [bm_rd.addr.eq(Cat(wk_word[:wbits], wk_bank)), bm_rd.en.eq(0)]
 
@@ -438,17 +442,21 @@ class NeuronCore(wiring.Component):
                 m.d.comb += bm_rd.en.eq(1)
                 m.next = "FIRST"
             with m.State("FIRST"):
-                m.d.sync += wk_bits.eq(bm_rd.data & word_mask(wk_word))
+                m.d.sync += [
+                    wk_bits.eq(bm_rd.data & word_mask(wk_word)),
+                    wk_at_last.eq(wk_first == wk_last),
+                ]
                 m.d.comb += [bm_rd.en.eq(1), bm_rd.addr.eq(Cat((wk_word + 1)[:wbits], wk_bank))]
                 m.next = "SCAN"
             with m.State("SCAN"):
                 with m.If(wk_bits == 0):
-                    with m.If(wk_word == wk_last):
+                    with m.If(wk_at_last):
                         m.next = "IDLE"
                     with m.Else():
                         # the next word is on the read port: take it, fetch the one after
                         m.d.sync += [
                             wk_word.eq(wk_word + 1),
+                            wk_at_last.eq(wk_word + 1 == wk_last),
                             wk_bits.eq(bm_rd.data & word_mask(wk_word + 1)),
                         ]
                         m.d.comb += [
@@ -783,7 +791,8 @@ class NeuronCore(wiring.Component):
                     m.d.sync += [
                         sweep_n.eq(p_base),
                         wb_n.eq(p_base),
-                        sweep_end.eq(p_base + p_size),
+                        sweep_left.eq(p_size),
+                        sweep_last.eq(p_size == 1),
                     ]
                     m.next = "SWEEP_WAIT"
                 with m.Else():
@@ -796,8 +805,12 @@ class NeuronCore(wiring.Component):
                     m.next = "SWEEP"
             with m.State("SWEEP"):
                 m.d.comb += sweep_issue.eq(1)
-                m.d.sync += sweep_n.eq(sweep_n + 1)
-                with m.If(sweep_n + 1 == sweep_end):
+                m.d.sync += [
+                    sweep_n.eq(sweep_n + 1),
+                    sweep_left.eq(sweep_left - 1),
+                    sweep_last.eq(sweep_left == 2),
+                ]
+                with m.If(sweep_last):
                     m.next = "SWEEP_DRAIN"
             with m.State("SWEEP_DRAIN"):
                 with m.If(~dp_busy):
