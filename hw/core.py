@@ -698,16 +698,19 @@ class NeuronCore(wiring.Component):
                 | ((leak == LeakMode.SHIFT.value) & (code >= k_lo) & (code <= k_hi))
             )
 
-        pop_ok = (
-            (p_size != 0)
-            & (p_base + p_size <= N)
-            & (leak != 3)
-            & (reset != 3)
-            & decay_ok(p_beta)
-            & (~cuba | decay_ok(p_alpha))
-            & list_ok(p_fwd)
-            & list_ok(p_rec)
+        # the checks, each registered when the population is loaded; CHECK ANDs them
+        pop_checks = Cat(
+            p_size != 0,
+            p_base + p_size <= N,
+            leak != 3,
+            reset != 3,
+            decay_ok(p_beta),
+            ~cuba | decay_ok(p_alpha),
+            list_ok(p_fwd),
+            list_ok(p_rec),
         )
+        pop_checks_r = Signal(len(pop_checks))
+        m.d.comb += pop_ok_r.eq(pop_checks_r.all())
         m.d.comb += pop_rd.en.eq(1)
         ld_k = Signal(range(POP_WORDS + 1))
 
@@ -771,7 +774,7 @@ class NeuronCore(wiring.Component):
                 with m.If(ld_k == POP_WORDS):
                     # the last word (THRESHOLD) is not checked: validate now, registered (the
                     # checks are long comparators)
-                    m.d.sync += pop_ok_r.eq(pop_ok)
+                    m.d.sync += pop_checks_r.eq(pop_checks)
                     m.next = "CHECK"
             with m.State("CHECK"):
                 with m.If(phase_rec):
