@@ -421,12 +421,20 @@ class NeuronCore(wiring.Component):
             hi = Mux(word == wk_last, Const(0xFFFF, 16) >> (~wk_hi_bit), 0xFFFF)
             return lo[:16] & hi[:16]
 
+        # wk_bits is written through bits_next / bits_load, which also register whether a bit
+        # is left (wk_has) and the lowest one (wk_ctz): the walker's decisions start at flops
+        bits_next = Signal(BITMAP_BITS)
+        bits_load = Signal()
+        wk_has = Signal()
+        wk_ctz = Signal(4)
         ctz = Signal(4)
         for k in reversed(range(BITMAP_BITS)):
-            with m.If(wk_bits[k]):
+            with m.If(bits_next[k]):
                 m.d.comb += ctz.eq(k)
+        with m.If(bits_load):
+            m.d.sync += [wk_bits.eq(bits_next), wk_has.eq(bits_next.any()), wk_ctz.eq(ctz)]
         wk_n = Signal(nb)
-        m.d.comb += wk_n.eq(Cat(ctz, wk_word))
+        m.d.comb += wk_n.eq(Cat(wk_ctz, wk_word))
         with m.FSM(name="walker"):
             with m.State("IDLE"):
                 m.d.comb += walk_idle.eq(1)
@@ -442,14 +450,12 @@ class NeuronCore(wiring.Component):
                 m.d.comb += bm_rd.en.eq(1)
                 m.next = "FIRST"
             with m.State("FIRST"):
-                m.d.sync += [
-                    wk_bits.eq(bm_rd.data & word_mask(wk_word)),
-                    wk_at_last.eq(wk_first == wk_last),
-                ]
+                m.d.comb += [bits_load.eq(1), bits_next.eq(bm_rd.data & word_mask(wk_word))]
+                m.d.sync += wk_at_last.eq(wk_first == wk_last)
                 m.d.comb += [bm_rd.en.eq(1), bm_rd.addr.eq(Cat((wk_word + 1)[:wbits], wk_bank))]
                 m.next = "SCAN"
             with m.State("SCAN"):
-                with m.If(wk_bits == 0):
+                with m.If(~wk_has):
                     with m.If(wk_at_last):
                         m.next = "IDLE"
                     with m.Else():
@@ -457,7 +463,10 @@ class NeuronCore(wiring.Component):
                         m.d.sync += [
                             wk_word.eq(wk_word + 1),
                             wk_at_last.eq(wk_word + 1 == wk_last),
-                            wk_bits.eq(bm_rd.data & word_mask(wk_word + 1)),
+                        ]
+                        m.d.comb += [
+                            bits_load.eq(1),
+                            bits_next.eq(bm_rd.data & word_mask(wk_word + 1)),
                         ]
                         m.d.comb += [
                             bm_rd.en.eq(1),
@@ -476,7 +485,8 @@ class NeuronCore(wiring.Component):
                             g_in_o.eq(wk_n - wk_lo),
                             g_in_list.eq(wk_list),
                         ]
-                        m.d.sync += [wk_bits.eq(wk_bits & (wk_bits - 1)), wk_sent.eq(0)]
+                        m.d.comb += [bits_load.eq(1), bits_next.eq(wk_bits & (wk_bits - 1))]
+                        m.d.sync += wk_sent.eq(0)
                     with m.Elif(emitted):
                         m.d.sync += wk_sent.eq(1)
 
