@@ -214,16 +214,15 @@ _BOARDS = [
         clock_resource="clk25",
         uart_resource="uart",
         usb_uart="FTDI FT231X (up to 3 Mbaud)",
-        # 208 x 18 kbit EBR: 256k 8-bit weights (128k 16-bit words) take 128 blocks, the neuron
-        # state, parameters, routing tables and spike lists most of the rest.  The issue's
-        # target (4096 neurons, 400k synapses, 100 MHz) needs the tables out of EBR and a
-        # faster core (docs/boards.md).  45 MHz = 25 MHz * 9 / 5 is a clock the PLL makes
-        # exactly and that divides 3 Mbaud exactly (48 MHz would be 46.875 MHz).
+        # 208 x 18 kbit EBR: 352k 8-bit weights (176k 16-bit words) take 176 blocks, the state of
+        # 4096 neurons (84 bits each) 21, the spike bitmaps, tables and the link's buffers the
+        # rest (docs/boards.md).  45 MHz = 25 MHz * 9 / 5 is a clock the PLL makes exactly and
+        # that divides 3 Mbaud exactly (48 MHz would be 46.875 MHz).
         chip=ChipParams(
-            neurons=2048,
+            neurons=4096,
             inputs=1024,
             populations=8,
-            synapses=256 * 1024,
+            synapses=352 * 1024,
             lanes=1,
             clock_mhz=45.0,
             baud=3_000_000,

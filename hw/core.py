@@ -409,17 +409,18 @@ class NeuronCore(wiring.Component):
         wk_word = Signal(range(W + 1))
         wk_first = Signal(range(W))  # word of wk_lo
         wk_last = Signal(range(W))  # word of wk_hi - 1
-        wk_lo_bit = Signal(4)
-        wk_hi_bit = Signal(4)
         wk_bits = Signal(BITMAP_BITS)
         wk_at_last = Signal()  # registered wk_word == wk_last
         wk_sent = Signal()
         m.d.comb += [bm_rd.addr.eq(Cat(wk_word[:wbits], wk_bank)), bm_rd.en.eq(0)]
 
-        def word_mask(word):
-            lo = Mux(word == wk_first, Const(0xFFFF, 16) << wk_lo_bit, 0xFFFF)
-            hi = Mux(word == wk_last, Const(0xFFFF, 16) >> (~wk_hi_bit), 0xFFFF)
-            return lo[:16] & hi[:16]
+        # masks of the range's first and last word and "the next word is the last", registered
+        # (the walk's per-word decisions start at flops)
+        lo_mask = Signal(BITMAP_BITS)
+        hi_mask = Signal(BITMAP_BITS)
+        first_is_last = Signal()
+        wk_nx_last = Signal()
+        ones = Const(0xFFFF, 16)
 
         # wk_bits is written through bits_next / bits_load, which also register whether a bit
         # is left (wk_has) and the lowest one (wk_ctz): the walker's decisions start at flops
@@ -441,17 +442,24 @@ class NeuronCore(wiring.Component):
                 with m.If(walk_start):
                     m.next = "ISSUE"
             with m.State("ISSUE"):
+                hi_n = Signal.like(wk_hi)
+                hi_bit = Signal(4)  # zero-extended when neuron_bits < 4
+                m.d.comb += [hi_n.eq(wk_hi - 1), hi_bit.eq(hi_n)]
                 m.d.sync += [
                     wk_first.eq(wk_lo >> 4),
-                    wk_last.eq((wk_hi - 1) >> 4),
-                    wk_lo_bit.eq(wk_lo[:4] if nb >= 4 else wk_lo),
-                    wk_hi_bit.eq((wk_hi - 1)[:4]),
+                    wk_last.eq(hi_n >> 4),
+                    lo_mask.eq((ones << wk_lo[: min(4, nb)])[:16]),
+                    hi_mask.eq(ones >> ~hi_bit),
+                    first_is_last.eq((wk_lo >> 4) == (hi_n >> 4)),
                 ]
                 m.d.comb += bm_rd.en.eq(1)
                 m.next = "FIRST"
             with m.State("FIRST"):
-                m.d.comb += [bits_load.eq(1), bits_next.eq(bm_rd.data & word_mask(wk_word))]
-                m.d.sync += wk_at_last.eq(wk_first == wk_last)
+                m.d.comb += [
+                    bits_load.eq(1),
+                    bits_next.eq(bm_rd.data & lo_mask & Mux(first_is_last, hi_mask, ones)),
+                ]
+                m.d.sync += [wk_at_last.eq(first_is_last), wk_nx_last.eq(wk_first + 1 == wk_last)]
                 m.d.comb += [bm_rd.en.eq(1), bm_rd.addr.eq(Cat((wk_word + 1)[:wbits], wk_bank))]
                 m.next = "SCAN"
             with m.State("SCAN"):
@@ -462,11 +470,12 @@ class NeuronCore(wiring.Component):
                         # the next word is on the read port: take it, fetch the one after
                         m.d.sync += [
                             wk_word.eq(wk_word + 1),
-                            wk_at_last.eq(wk_word + 1 == wk_last),
+                            wk_at_last.eq(wk_nx_last),
+                            wk_nx_last.eq(wk_word + 2 == wk_last),
                         ]
                         m.d.comb += [
                             bits_load.eq(1),
-                            bits_next.eq(bm_rd.data & word_mask(wk_word + 1)),
+                            bits_next.eq(bm_rd.data & Mux(wk_nx_last, hi_mask, ones)),
                         ]
                         m.d.comb += [
                             bm_rd.en.eq(1),

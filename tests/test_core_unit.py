@@ -529,3 +529,28 @@ def test_address_map_and_decoders():
     assert cfg.bitmap_words == 8 and CoreConfig(n_neurons=1).bitmap_words == 2
     assert decode_signed(0xFFFF8000, 16) == -32768 and decode_signed(0x7FFF, 16) == 32767
     np.testing.assert_array_equal(decode_state([0xFFFFFFFF, 5, 0x8000]), [-1, 5, -32768])
+
+
+def test_populations_sharing_one_bitmap_word():
+    """Four neurons in three populations share one spike-bitmap word (and neuron_bits < 4):
+    each walk sees only its own population's spikes, forward and recurrent."""
+    cfg = CoreConfig(n_neurons=4, n_inputs=2, n_populations=3, synapse_words=16)
+    p = NeuronParams(leak="none", threshold=3)
+    net = Network(
+        2,
+        [Population("a", 2, p), Population("b", 1, p), Population("c", 1, p)],
+        [Projection(INPUT, "a", np.array([[5, 0], [0, 5]])),
+         Projection(INPUT, "b", np.array([[5], [0]])),
+         Projection("a", "c", np.array([[4], [0]])),
+         Projection("b", "a", np.array([[0, 4]]))],
+        outputs=["a", "b", "c"],
+    )
+    events = [[0], [1], [0, 1], [], [0], []]
+    res = run_network(net, cfg, events, read_v=True)
+    gold = GoldenChip(net, "int")
+    for t, ev in enumerate(events):
+        inp = np.zeros(2, dtype=np.uint8)
+        inp[ev] = 1
+        spk = gold.step(inp)[0]
+        assert res["spikes"][t] == list(np.flatnonzero(spk)), t
+        np.testing.assert_array_equal(res["v"][t], gold.v[0])
