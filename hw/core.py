@@ -411,7 +411,6 @@ class NeuronCore(wiring.Component):
         wk_last = Signal(range(W))  # word of wk_hi - 1
         wk_bits = Signal(BITMAP_BITS)
         wk_at_last = Signal()  # registered wk_word == wk_last
-        wk_sent = Signal()
         m.d.comb += [bm_rd.addr.eq(Cat(wk_word[:wbits], wk_bank)), bm_rd.en.eq(0)]
 
         # masks of the range's first and last word and "the next word is the last", registered
@@ -422,23 +421,21 @@ class NeuronCore(wiring.Component):
         wk_nx_last = Signal()
         ones = Const(0xFFFF, 16)
 
-        # wk_bits is written through bits_next / bits_load, which also register whether a bit
-        # is left (wk_has) and the lowest one (wk_ctz): the walker's decisions start at flops
-        bits_next = Signal(BITMAP_BITS)
-        bits_load = Signal()
-        wk_has = Signal()
-        wk_ctz = Signal(4)
+        # The scan puts each spike (the lowest set bit) into an output register (out_*), which
+        # the spike stream and the fan-out hand-over take from: their handshakes start at flops
+        # and do not reach into the scan.  One spike per two clocks at most, well above what
+        # the fan-out of a spike takes.
+        out_valid = Signal()
+        out_n = Signal(nb)
+        out_sent = Signal()
         ctz = Signal(4)
         for k in reversed(range(BITMAP_BITS)):
-            with m.If(bits_next[k]):
+            with m.If(wk_bits[k]):
                 m.d.comb += ctz.eq(k)
-        with m.If(bits_load):
-            m.d.sync += [wk_bits.eq(bits_next), wk_has.eq(bits_next.any()), wk_ctz.eq(ctz)]
-        wk_n = Signal(nb)
-        m.d.comb += wk_n.eq(Cat(wk_ctz, wk_word))
+        wk_has = wk_bits.any()
         with m.FSM(name="walker"):
             with m.State("IDLE"):
-                m.d.comb += walk_idle.eq(1)
+                m.d.comb += walk_idle.eq(~out_valid)
                 with m.If(walk_start):
                     m.next = "ISSUE"
             with m.State("ISSUE"):
@@ -455,11 +452,11 @@ class NeuronCore(wiring.Component):
                 m.d.comb += bm_rd.en.eq(1)
                 m.next = "FIRST"
             with m.State("FIRST"):
-                m.d.comb += [
-                    bits_load.eq(1),
-                    bits_next.eq(bm_rd.data & lo_mask & Mux(first_is_last, hi_mask, ones)),
+                m.d.sync += [
+                    wk_bits.eq(bm_rd.data & lo_mask & Mux(first_is_last, hi_mask, ones)),
+                    wk_at_last.eq(first_is_last),
+                    wk_nx_last.eq(wk_first + 1 == wk_last),
                 ]
-                m.d.sync += [wk_at_last.eq(first_is_last), wk_nx_last.eq(wk_first + 1 == wk_last)]
                 m.d.comb += [bm_rd.en.eq(1), bm_rd.addr.eq(Cat((wk_word + 1)[:wbits], wk_bank))]
                 m.next = "SCAN"
             with m.State("SCAN"):
@@ -472,32 +469,36 @@ class NeuronCore(wiring.Component):
                             wk_word.eq(wk_word + 1),
                             wk_at_last.eq(wk_nx_last),
                             wk_nx_last.eq(wk_word + 2 == wk_last),
-                        ]
-                        m.d.comb += [
-                            bits_load.eq(1),
-                            bits_next.eq(bm_rd.data & Mux(wk_nx_last, hi_mask, ones)),
+                            wk_bits.eq(bm_rd.data & Mux(wk_nx_last, hi_mask, ones)),
                         ]
                         m.d.comb += [
                             bm_rd.en.eq(1),
                             bm_rd.addr.eq(Cat((wk_word + 2)[:wbits], wk_bank)),
                         ]
-                with m.Else():
-                    # emit the spike (output populations) and hand it to the fan-out
-                    m.d.comb += [
-                        self.spikes.valid.eq(wk_emit & ~wk_sent),
-                        self.spikes.payload.eq(wk_n),
+                with m.Elif(~out_valid):
+                    m.d.sync += [
+                        out_valid.eq(1),
+                        out_sent.eq(0),
+                        out_n.eq(Cat(ctz, wk_word)),
+                        wk_bits.eq(wk_bits & (wk_bits - 1)),
                     ]
-                    emitted = ~wk_emit | wk_sent | self.spikes.ready
-                    with m.If(emitted & (~wk_fanout | g_ready)):
-                        m.d.comb += [
-                            g_take.eq(wk_fanout),
-                            g_in_o.eq(wk_n - wk_lo),
-                            g_in_list.eq(wk_list),
-                        ]
-                        m.d.comb += [bits_load.eq(1), bits_next.eq(wk_bits & (wk_bits - 1))]
-                        m.d.sync += wk_sent.eq(0)
-                    with m.Elif(emitted):
-                        m.d.sync += wk_sent.eq(1)
+
+        # the output register: emit the spike (output populations), hand it to the fan-out
+        m.d.comb += [
+            self.spikes.valid.eq(out_valid & wk_emit & ~out_sent),
+            self.spikes.payload.eq(out_n),
+        ]
+        emitted = ~wk_emit | out_sent | self.spikes.ready
+        with m.If(out_valid):
+            with m.If(emitted & (~wk_fanout | g_ready)):
+                m.d.comb += [
+                    g_take.eq(wk_fanout),
+                    g_in_o.eq(out_n - wk_lo),
+                    g_in_list.eq(wk_list),
+                ]
+                m.d.sync += out_valid.eq(0)
+            with m.Elif(emitted):
+                m.d.sync += out_sent.eq(1)
 
         # --- datapath write-back ------------------------------------------------------------
         m.d.comb += [
@@ -743,7 +744,6 @@ class NeuronCore(wiring.Component):
                 wk_emit.eq(emit),
                 wk_fanout.eq(fanout),
                 wk_list.eq(lst),
-                wk_sent.eq(0),
             ]
 
         with m.FSM(name="seq"):
