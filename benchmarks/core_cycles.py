@@ -161,7 +161,7 @@ def recurrent_digits(steps=25, activity=0.33, seed=3):
         outputs=["o"],
     )
     cfg = CoreConfig(n_neurons=hidden + out, n_inputs=n_in, n_populations=2,
-                     synapse_words=8192)
+                     synapse_words=16384)
     raster = [[c for c in range(n_in) if rng.random() < activity] for _ in range(steps)]
     rows = _run(net, cfg, raster)
     cycles = sum(r["cycles"] for r in rows)

@@ -33,15 +33,20 @@ ROOT = pathlib.Path(__file__).resolve().parent.parent
 class PinWrapper(Elaboratable):
     """The core with every input fed from a shift register and every output XOR-reduced."""
 
-    def __init__(self, config, block_ram_tables=None):
+    def __init__(self, config, block_ram_tables=None, distributed_state=False):
         self.config = config
         self.block_ram_tables = block_ram_tables
+        self.distributed_state = distributed_state
         self.sin = Signal()
         self.sout = Signal()
 
     def elaborate(self, platform):
         m = Module()
-        m.submodules.core = core = NeuronCore(self.config, block_ram_tables=self.block_ram_tables)
+        m.submodules.core = core = NeuronCore(
+            self.config,
+            block_ram_tables=self.block_ram_tables,
+            distributed_state=self.distributed_state,
+        )
         ins, outs = [], []
         for _path, member, value in core.signature.flatten(core):
             (ins if member.flow == wiring.In else outs).append(value)
@@ -73,6 +78,8 @@ def main(argv=None):
     p.add_argument("--descriptors", type=int, default=None)
     p.add_argument("--population-thresholds", action="store_true",
                    help="one threshold per population (no per-neuron threshold memory)")
+    p.add_argument("--distributed-state", action="store_true",
+                   help="membrane, current, threshold and bias in LUT RAM (ECP5)")
     p.add_argument("--freq", type=float, default=None, help="target MHz for nextpnr")
     p.add_argument("--json", action="store_true")
     args = p.parse_args(argv)
@@ -81,11 +88,13 @@ def main(argv=None):
                      descriptors=args.descriptors,
                      per_neuron_threshold=not args.population_thresholds)
     name = (f"{args.target}_n{args.neurons}_w{args.synapse_words}_d{cfg.descriptors}"
-            f"{'_pt' if args.population_thresholds else ''}")
+            f"{'_pt' if args.population_thresholds else ''}"
+            f"{'_ds' if args.distributed_state else ''}")
     out = ROOT / "build" / "synth" / name
     out.mkdir(parents=True, exist_ok=True)
     # what the board flow does: on the iCE40 (no LUT RAM) the population table goes to EBR
-    top = PinWrapper(cfg, block_ram_tables=args.target == "ice40")
+    top = PinWrapper(cfg, block_ram_tables=args.target == "ice40",
+                     distributed_state=args.distributed_state)
     (out / "top.il").write_text(
         rtlil.convert(top, name="top", ports=[top.sin, top.sout], emit_src=False)
     )

@@ -45,6 +45,9 @@ class NeuronCore(wiring.Component):
         builds memories that small from flip-flops and multiplexers (hundreds of logic cells);
         a block RAM is cheaper.  ``None`` (default): only when the
         platform is an iCE40.
+    distributed_state : bool
+        Put the membrane, current, threshold and bias memories in LUT RAM
+        (``ram_style = "distributed"``), leaving the block RAM to the weights (ECP5).
 
     Attributes
     ----------
@@ -64,15 +67,24 @@ class NeuronCore(wiring.Component):
         core is idle.
     """
 
-    def __init__(self, config: CoreConfig, *, block_ram_tables: bool | None = None):
+    def __init__(
+        self,
+        config: CoreConfig,
+        *,
+        block_ram_tables: bool | None = None,
+        distributed_state: bool = False,
+    ):
         if not isinstance(config, CoreConfig):
             raise TypeError(f"config must be a CoreConfig, not {config!r}")
         if block_ram_tables not in (None, True, False):
             raise TypeError(
                 f"block_ram_tables must be None, True or False, not {block_ram_tables!r}"
             )
+        if distributed_state not in (True, False):
+            raise TypeError(f"distributed_state must be True or False, not {distributed_state!r}")
         self.config = config
         self.block_ram_tables = block_ram_tables
+        self.distributed_state = distributed_state
         super().__init__(
             {
                 "events": In(stream.Signature(unsigned(EVENT_BITS))),
@@ -109,12 +121,15 @@ class NeuronCore(wiring.Component):
             m.submodules[name] = mem
             return mem, mem.read_port(), mem.write_port()
 
-        _, v_rd, v_wr = memory("v_mem", sb, N)
-        _, i_rd, i_wr = memory("i_mem", sb, N)
+        # on an FPGA with LUT RAM (ECP5), the 16-bit state memories can go there and leave the
+        # block RAM to the weights
+        state_attrs = {"ram_style": "distributed"} if self.distributed_state else None
+        _, v_rd, v_wr = memory("v_mem", sb, N, state_attrs)
+        _, i_rd, i_wr = memory("i_mem", sb, N, state_attrs)
         _, acc_rd, acc_wr = memory("acc_mem", fmt.acc_bits, N)
         if cfg.per_neuron_threshold:
-            _, thr_rd, thr_wr = memory("thr_mem", fmt.threshold_bits, N)
-        _, bias_rd, bias_wr = memory("bias_mem", fmt.bias_bits, N)
+            _, thr_rd, thr_wr = memory("thr_mem", fmt.threshold_bits, N, state_attrs)
+        _, bias_rd, bias_wr = memory("bias_mem", fmt.bias_bits, N, state_attrs)
         # the population table: POP_WORDS 16-bit words per population, loaded into registers
         # (p_*) before a population is run
         _, pop_rd, pop_wr = memory("pop_mem", 16, POP_WORDS * cfg.n_populations, table_attrs)
