@@ -4,7 +4,7 @@ Spec: ``docs/core.md`` (architecture, fan-out engine, accumulation pipeline, tim
 ``docs/neuron.md`` (the neuron), ``spikeforge.hw.image`` (address map and memory image).
 """
 
-from amaranth import Cat, Const, Module, Mux, Signal, signed, unsigned
+from amaranth import Array, Cat, Const, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
@@ -109,6 +109,11 @@ class NeuronCore(wiring.Component):
         db = cfg.desc_bits
         W = cfg.bitmap_words
         wbits = (W - 1).bit_length()  # W is a power of two
+        L = cfg.lanes
+        lg = cfg.lane_bits
+        NB = N // L  # neurons per bank
+        gbits = max(1, (NB - 1).bit_length())  # a neuron group (bank address)
+        lanes = range(L)
 
         # --- memories -------------------------------------------------------------------------
         block_tables = self.block_ram_tables
@@ -124,12 +129,18 @@ class NeuronCore(wiring.Component):
         # on an FPGA with LUT RAM (ECP5), the 16-bit state memories can go there and leave the
         # block RAM to the weights
         state_attrs = {"ram_style": "distributed"} if self.distributed_state else None
-        _, v_rd, v_wr = memory("v_mem", sb, N, state_attrs)
-        _, i_rd, i_wr = memory("i_mem", sb, N, state_attrs)
-        _, acc_rd, acc_wr = memory("acc_mem", fmt.acc_bits, N)
+
+        def banked(name, width, attrs=None):
+            """One memory per lane (bank ``l`` holds the neurons ``n % lanes == l``)."""
+            ports = [memory(name + (f"{l}" if L > 1 else ""), width, NB, attrs) for l in lanes]
+            return [rd for _, rd, _ in ports], [wr for _, _, wr in ports]
+
+        v_rd, v_wr = banked("v_mem", sb, state_attrs)
+        i_rd, i_wr = banked("i_mem", sb, state_attrs)
+        acc_rd, acc_wr = banked("acc_mem", fmt.acc_bits)
         if cfg.per_neuron_threshold:
-            _, thr_rd, thr_wr = memory("thr_mem", fmt.threshold_bits, N, state_attrs)
-        _, bias_rd, bias_wr = memory("bias_mem", fmt.bias_bits, N, state_attrs)
+            thr_rd, thr_wr = banked("thr_mem", fmt.threshold_bits, state_attrs)
+        bias_rd, bias_wr = banked("bias_mem", fmt.bias_bits, state_attrs)
         # the population table: POP_WORDS 16-bit words per population, loaded into registers
         # (p_*) before a population is run
         _, pop_rd, pop_wr = memory("pop_mem", 16, POP_WORDS * cfg.n_populations, table_attrs)
@@ -190,107 +201,149 @@ class NeuronCore(wiring.Component):
         pop_ok_r = Signal()
         phase_rec = Signal()  # the step's first phase: recurrent walks of last step's spikes
 
-        # --- neuron datapath ------------------------------------------------------------------
-        # The datapath's results come out in the order the sweep issued the neurons, so the
-        # write-back address is a counter (wb_n) instead of a tag carried through the pipeline.
-        m.submodules.dp = dp = NeuronDatapath(fmt, tag_bits=1)
-        m.d.comb += [
-            dp.model.eq(p_opts[0:1]),
-            dp.leak.eq(p_opts[1:3]),
-            dp.reset.eq(p_opts[3:5]),
-            dp.reset_delay.eq(p_opts[5]),
-            dp.beta.eq(p_beta),
-            dp.alpha.eq(p_alpha),
-            dp.i_v.eq(v_rd.data),
-            dp.i_i.eq(i_rd.data),
-            dp.i_acc.eq(acc_rd.data),
-            dp.i_thr.eq(thr_rd.data if cfg.per_neuron_threshold else p_thr),
-            dp.i_bias.eq(bias_rd.data),
-        ]
-        sweep_issue = Signal()  # present neuron `sweep_n` to the state memories
-        sweep_n = Signal(nb)
-        sweep_left = Signal(16)  # neurons left to issue, and a registered "this is the last"
+        # --- neuron datapaths, one per lane ----------------------------------------------------
+        # The datapaths' results come out in the order the sweep issued the neuron groups, so
+        # the write-back address is a counter (wb_g) instead of a tag carried through them.
+        dps = []
+        for l in lanes:
+            dp = NeuronDatapath(fmt, tag_bits=1)
+            m.submodules[f"dp{l}" if L > 1 else "dp"] = dp
+            dps.append(dp)
+            m.d.comb += [
+                dp.model.eq(p_opts[0:1]),
+                dp.leak.eq(p_opts[1:3]),
+                dp.reset.eq(p_opts[3:5]),
+                dp.reset_delay.eq(p_opts[5]),
+                dp.beta.eq(p_beta),
+                dp.alpha.eq(p_alpha),
+                dp.i_v.eq(v_rd[l].data),
+                dp.i_i.eq(i_rd[l].data),
+                dp.i_acc.eq(acc_rd[l].data),
+                dp.i_thr.eq(thr_rd[l].data if cfg.per_neuron_threshold else p_thr),
+                dp.i_bias.eq(bias_rd[l].data),
+            ]
+        sweep_issue = Signal()  # present neuron group `sweep_g` to the state memories
+        sweep_g = Signal(gbits)
+        sweep_left = Signal(16)  # groups left to issue, and a registered "this is the last"
         sweep_last = Signal()
-        wb_n = Signal(nb)  # the neuron dp.o_* belongs to
+        sweep_first = Signal()
+        sweep_fmask = Signal(L)  # lanes of the population's first and last group
+        sweep_lmask = Signal(L)
+        sweep_mask = Signal(L)
+        m.d.comb += sweep_mask.eq(
+            Mux(sweep_first, sweep_fmask, -1) & Mux(sweep_last, sweep_lmask, -1)
+        )
+        wb_g = Signal(gbits)  # the group dps[*].o_* belong to
         # the sweep's request is registered before it addresses the state memories (instead of
-        # registering their 84-bit output); the datapath sees the data the cycle after
+        # registering their output); the datapaths see the data the cycle after
         iss_q = Signal()
-        iss_n = Signal(nb)
-        m.d.sync += [iss_q.eq(sweep_issue), iss_n.eq(sweep_n), dp.i_valid.eq(iss_q)]
-        with m.If(dp.o_valid):
-            m.d.sync += wb_n.eq(wb_n + 1)
+        iss_g = Signal(gbits)
+        iss_mask = Signal(L)
+        m.d.sync += [iss_q.eq(sweep_issue), iss_g.eq(sweep_g), iss_mask.eq(sweep_mask)]
+        o_valid = Signal(L)
+        o_spike = Signal(L)
+        for l, dp in enumerate(dps):
+            m.d.sync += dp.i_valid.eq(iss_q & iss_mask[l])
+            m.d.comb += [o_valid[l].eq(dp.o_valid), o_spike[l].eq(dp.o_valid & dp.o_spike)]
+        # every issued group has a lane in the population, and the lanes run in lockstep
+        o_group = o_valid.any()
+        with m.If(o_group):
+            m.d.sync += wb_g.eq(wb_g + 1)
         thr_max = fmt.threshold_range[1]
-        with m.If(dp.i_valid & ((dp.i_thr == 0) | (dp.i_thr > thr_max))):
-            m.d.comb += param_err.eq(1)
+        for dp in dps:
+            with m.If(dp.i_valid & ((dp.i_thr == 0) | (dp.i_thr > thr_max))):
+                m.d.comb += param_err.eq(1)  # counted once a clock, however many lanes
 
-        # --- accumulation pipeline: read acc, add weight, write acc, forwarding ---------------
+        # --- accumulation pipelines, one per lane: read acc, add weight, write acc ------------
+        # All lanes of an operation group share the accumulator address (the group) and the
+        # weight word; lane l takes weight l of the word (one lane: the slot's half).
         op_valid = Signal()
-        op_tgt = Signal(nb)
+        op_mask = Signal(L)
+        op_tg = Signal(gbits)
         op_slot = Signal(slb)
-        w1_valid, w1_tgt, w1_half = Signal(), Signal(nb), Signal()
-        s1_valid, s1_tgt = Signal(), Signal(nb)
-        s1_w = Signal(signed(fmt.weight_bits))
-        s2_valid, s2_tgt, s2_sum = Signal(), Signal(nb), Signal(fmt.acc_bits)
-        s3_valid, s3_tgt, s3_sum = Signal(), Signal(nb), Signal(fmt.acc_bits)
         wb = fmt.weight_bits
+        w1_valid, w1_tg, w1_half = Signal(L), Signal(gbits), Signal()
+        s1_valid, s1_tg = Signal(L), Signal(gbits)
+        s2_valid, s2_tg = Signal(L), Signal(gbits)
+        s3_valid, s3_tg = Signal(L), Signal(gbits)
+        s1_w = [Signal(signed(wb), name=f"s1_w{l}") for l in lanes]
+        s2_sum = [Signal(fmt.acc_bits, name=f"s2_sum{l}") for l in lanes]
+        s3_sum = [Signal(fmt.acc_bits, name=f"s3_sum{l}") for l in lanes]
         # W: the weight word arrives and is registered (the weight memory is large: on ECP5 a
-        # cascade of block RAMs, on iCE40 SPRAM); the accumulator is read for this target
+        # cascade of block RAMs, on iCE40 SPRAM); the accumulators are read for this group
         m.d.sync += [
-            w1_valid.eq(op_valid),
-            w1_tgt.eq(op_tgt),
+            w1_valid.eq(Mux(op_valid, op_mask, 0)),
+            w1_tg.eq(op_tg),
             w1_half.eq(op_slot[0]),
             s1_valid.eq(w1_valid),
-            s1_tgt.eq(w1_tgt),
-            s1_w.eq(Mux(w1_half, w_rd.data[wb : 2 * wb], w_rd.data[:wb])),
-            s3_valid.eq(s2_valid),
-            s3_tgt.eq(s2_tgt),
-            s3_sum.eq(s2_sum),
-        ]
-        acc_now = Mux(
-            s2_valid & (s2_tgt == s1_tgt),
-            s2_sum,
-            Mux(s3_valid & (s3_tgt == s1_tgt), s3_sum, acc_rd.data),
-        )
-        m.d.sync += [
+            s1_tg.eq(w1_tg),
             s2_valid.eq(s1_valid),
-            s2_tgt.eq(s1_tgt),
-            s2_sum.eq(acc_now.as_signed() + s1_w),
+            s2_tg.eq(s1_tg),
+            s3_valid.eq(s2_valid),
+            s3_tg.eq(s2_tg),
         ]
-        pipe_busy = op_valid | w1_valid | s1_valid | s2_valid
+        for l in lanes:
+            if L == 1:
+                weight = Mux(w1_half, w_rd.data[wb : 2 * wb], w_rd.data[:wb])
+            else:
+                weight = w_rd.data[l * wb : (l + 1) * wb]
+            acc_now = Mux(
+                s2_valid[l] & (s2_tg == s1_tg),
+                s2_sum[l],
+                Mux(s3_valid[l] & (s3_tg == s1_tg), s3_sum[l], acc_rd[l].data),
+            )
+            m.d.sync += [
+                s1_w[l].eq(weight),
+                s2_sum[l].eq(acc_now.as_signed() + s1_w[l]),
+                s3_sum[l].eq(s2_sum[l]),
+            ]
+        pipe_busy = op_valid | w1_valid.any() | s1_valid.any() | s2_valid.any()
         # one address for both weight ports, so the memory maps to single-port RAM (iCE40 SPRAM)
         w_addr = Signal(range(cfg.synapse_words))
         m.d.comb += [
-            w_addr.eq(op_slot[1:]),
+            w_addr.eq(op_slot >> (cfg.weights_per_word.bit_length() - 1)),
             w_rd.addr.eq(w_addr),
             w_wr.addr.eq(w_addr),
             w_rd.en.eq(~w_wr.en),  # read data holds during a write (SPRAM's "no change")
         ]
 
-        # --- op issuer: one synaptic op per clock from the current segment --------------------
-        # A segment (target, length, slot) waits in `nxt` while the current one runs, so the
-        # segments of consecutive descriptors follow each other without a bubble.
+        # --- op issuer: one operation group (``lanes`` synapses) per clock ---------------------
+        # A segment (first group, groups, slot of the first group's lane 0, lane masks of the
+        # first and last group) waits in `nxt` while the current one runs, so the segments of
+        # consecutive descriptors follow each other without a bubble.
         nxt_valid = Signal()
-        nxt_t, nxt_w, nxt_len = Signal(nb), Signal(slb), Signal(lb)
+        nxt_tg, nxt_w, nxt_n = Signal(gbits), Signal(slb), Signal(lb)
+        nxt_fmask, nxt_lmask = Signal(L), Signal(L)
         op_active = Signal()
-        cur_t, cur_w, remaining = Signal(nb), Signal(slb), Signal(lb)
+        cur_tg, cur_w, remaining = Signal(gbits), Signal(slb), Signal(lb)
+        cur_first, cur_fmask, cur_lmask = Signal(), Signal(L), Signal(L)
         rem_last = Signal()  # registered remaining == 1
         take = nxt_valid & (~op_active | rem_last)
-        m.d.comb += [op_valid.eq(op_active), op_tgt.eq(cur_t), op_slot.eq(cur_w)]
+        m.d.comb += [
+            op_valid.eq(op_active),
+            op_tg.eq(cur_tg),
+            op_slot.eq(cur_w),
+            op_mask.eq(Mux(cur_first, cur_fmask, -1) & Mux(rem_last, cur_lmask, -1)),
+        ]
         with m.If(op_active):
             m.d.sync += [
-                cur_t.eq(cur_t + 1),
-                cur_w.eq(cur_w + 1),
+                cur_tg.eq(cur_tg + 1),
+                cur_w.eq(cur_w + L),
                 remaining.eq(remaining - 1),
                 rem_last.eq(remaining == 2),
+                cur_first.eq(0),
             ]
             with m.If(rem_last):
                 m.d.sync += op_active.eq(0)
         with m.If(take):
             m.d.sync += [
-                cur_t.eq(nxt_t),
+                cur_tg.eq(nxt_tg),
                 cur_w.eq(nxt_w),
-                remaining.eq(nxt_len),
-                rem_last.eq(nxt_len == 1),
+                remaining.eq(nxt_n),
+                rem_last.eq(nxt_n == 1),
+                cur_first.eq(1),
+                cur_fmask.eq(nxt_fmask),
+                cur_lmask.eq(nxt_lmask),
                 op_active.eq(1),
                 nxt_valid.eq(0),
             ]
@@ -314,14 +367,19 @@ class NeuronCore(wiring.Component):
         g_d = Signal(db + 1)
         g_left = Signal(LIST_BITS + 1)
         g_last = Signal()  # registered g_left == 1
-        g_tgt, g_len, g_slot = Signal(nb), Signal(lb), Signal(slb)
         g_diff = Signal(ob)
         g_in = Signal()  # the source is one of the block's rows
+        g_stride = Signal(16)
         g_ok = Signal()  # the block is valid: 1 <= length, target + length <= n_neurons
+        g_tg, g_n = Signal(gbits), Signal(lb)  # first group, groups
+        g_tmod = Signal(max(lg, 1))  # target % lanes
+        g_fmask, g_lmask = Signal(L), Signal(L)
+        g_slot = Signal(slb)  # slot of lane 0 of the first group
         g_prod = Signal(slb)
-        desc_first = desc_rd.data[:16]
-        desc_count = desc_rd.data[16:]
         m.d.comb += desc_rd.en.eq(1)
+
+        def desc_addr(word):
+            m.d.comb += desc_rd.addr.eq(Cat(Const(word.value, 2), g_d))
 
         def next_descriptor():
             m.d.sync += [g_d.eq(g_d + 1), g_left.eq(g_left - 1), g_last.eq(g_left == 2)]
@@ -345,43 +403,56 @@ class NeuronCore(wiring.Component):
                     with m.If(count != 0):
                         m.next = "A0"
             with m.State("A0"):
-                m.d.comb += desc_rd.addr.eq(Cat(Const(DescWord.TARGET.value, 2), g_d))
+                desc_addr(DescWord.SOURCES)
                 m.next = "A1"
             with m.State("A1"):
-                m.d.comb += desc_rd.addr.eq(Cat(Const(DescWord.SLOT.value, 2), g_d))
-                tgt, length = desc_rd.data[:16], desc_rd.data[16:]
-                m.d.sync += [
-                    g_tgt.eq(tgt),
-                    g_len.eq(length),
-                    g_ok.eq((length != 0) & (tgt + length <= N)),
-                ]
+                desc_addr(DescWord.STRIDE)
+                first, count = desc_rd.data[:16], desc_rd.data[16:]
+                diff = g_o - first
+                m.d.sync += [g_diff.eq(diff), g_in.eq((g_o >= first) & (diff < count))]
                 m.next = "A2"
             with m.State("A2"):
-                m.d.comb += desc_rd.addr.eq(Cat(Const(DescWord.SOURCES.value, 2), g_d))
-                m.d.sync += g_slot.eq(desc_rd.data)
-                m.next = "A3"
+                desc_addr(DescWord.TARGET)
+                m.d.sync += g_stride.eq(desc_rd.data)
+                with m.If(g_in):
+                    m.next = "A3"
+                with m.Else():
+                    next_descriptor()  # the source is not one of this block's rows
             with m.State("A3"):
-                diff = g_o - desc_first
+                desc_addr(DescWord.SLOT)
+                tgt, length = desc_rd.data[:16], desc_rd.data[16:]
                 m.d.sync += [
-                    g_diff.eq(diff),
-                    g_in.eq((g_o >= desc_first) & (diff < desc_count)),
+                    g_ok.eq((length != 0) & (tgt + length <= N)),
+                    g_prod.eq(g_diff * g_stride),
                 ]
-                m.next = "MUL"
-            with m.State("MUL"):
-                m.d.sync += g_prod.eq(g_diff * g_len)
+                if L == 1:
+                    m.d.sync += [g_tg.eq(tgt), g_n.eq(length), g_fmask.eq(1), g_lmask.eq(1)]
+                else:
+                    tmod = tgt[:lg]
+                    last_lane = (tmod + length - 1)[:lg]
+                    m.d.sync += [
+                        g_tmod.eq(tmod),
+                        g_tg.eq(tgt >> lg),
+                        g_n.eq((length + tmod + L - 1) >> lg),
+                        g_fmask.eq((Const((1 << L) - 1, L) << tmod)[:L]),
+                        g_lmask.eq(Const((1 << L) - 1, L) >> (~last_lane)[:lg]),
+                    ]
+                m.next = "A4"
+            with m.State("A4"):
+                m.d.sync += g_slot.eq(desc_rd.data - (g_tmod if L > 1 else 0))
                 m.next = "PUSH"
             with m.State("PUSH"):
-                with m.If(~g_in):
-                    next_descriptor()
-                with m.Elif(~g_ok):
+                with m.If(~g_ok):
                     m.d.comb += param_err.eq(1)
                     next_descriptor()
                 with m.Elif(~nxt_valid):
                     m.d.sync += [
                         nxt_valid.eq(1),
-                        nxt_t.eq(g_tgt),
+                        nxt_tg.eq(g_tg),
                         nxt_w.eq(g_slot + g_prod),
-                        nxt_len.eq(g_len),
+                        nxt_n.eq(g_n),
+                        nxt_fmask.eq(g_fmask),
+                        nxt_lmask.eq(g_lmask),
                     ]
                     next_descriptor()
         fo_idle = ~src_q & g_idle & ~nxt_valid & ~op_active
@@ -397,19 +468,20 @@ class NeuronCore(wiring.Component):
         wr_valid = Signal()
         wr_word = Signal(range(W))
         wr_bits = Signal(BITMAP_BITS)
+        wb_n0 = Signal(nb + 1)  # the group's first neuron
         wb_word = Signal(range(W))
-        m.d.comb += wb_word.eq(wb_n >> 4)
+        m.d.comb += [wb_n0.eq(wb_g << lg), wb_word.eq(wb_n0 >> 4)]
         new_bits = Mux(wr_valid & (wr_word == wb_word), wr_bits, 0) | (
-            dp.o_spike.as_unsigned() << wb_n[: min(4, nb)]
-        )
+            o_spike << wb_n0[: min(4, nb)]
+        )[:BITMAP_BITS]
         m.d.comb += [
             bm_wr.addr.eq(Cat(wb_word, ~prev)),
             bm_wr.data.eq(new_bits),
-            bm_wr.en.eq(dp.o_valid),
+            bm_wr.en.eq(o_group),
         ]
-        with m.If(dp.o_valid):
+        with m.If(o_group):
             m.d.sync += [wr_bits.eq(new_bits), wr_word.eq(wb_word), wr_valid.eq(1)]
-            with m.If(dp.o_spike):
+            with m.If(o_spike.any()):
                 m.d.sync += cur_any.bit_select(pop_idx, 1).eq(1)
 
         # --- spike walker: output stream and fan-out of a population's bitmap range ----------
@@ -516,30 +588,33 @@ class NeuronCore(wiring.Component):
                 m.d.sync += out_sent.eq(1)
 
         # --- datapath write-back ------------------------------------------------------------
-        m.d.comb += [
-            v_wr.addr.eq(wb_n),
-            v_wr.data.eq(dp.o_v),
-            v_wr.en.eq(dp.o_valid),
-            i_wr.addr.eq(wb_n),
-            i_wr.data.eq(dp.o_i),
-            i_wr.en.eq(dp.o_valid),
-        ]
+        for l, dp in enumerate(dps):
+            m.d.comb += [
+                v_wr[l].addr.eq(wb_g),
+                v_wr[l].data.eq(dp.o_v),
+                v_wr[l].en.eq(dp.o_valid),
+                i_wr[l].addr.eq(wb_g),
+                i_wr[l].data.eq(dp.o_i),
+                i_wr[l].en.eq(dp.o_valid),
+            ]
+            # accumulator ports: the sweep clears, else the accumulation pipeline (or the bus)
+            with m.If(dp.o_valid):
+                m.d.comb += [acc_wr[l].addr.eq(wb_g), acc_wr[l].data.eq(0), acc_wr[l].en.eq(1)]
+            with m.Else():
+                m.d.comb += [
+                    acc_wr[l].addr.eq(s2_tg),
+                    acc_wr[l].data.eq(s2_sum[l]),
+                    acc_wr[l].en.eq(s2_valid[l]),
+                ]
         dp_busy = Signal()
         dp_flight = Signal(NeuronDatapath.LATENCY + 2)  # issue -> address -> data -> ...
         m.d.sync += [
             dp_flight.eq(Cat(sweep_issue, dp_flight[:-1])),
             dp_busy.eq(sweep_issue | dp_flight[:-1].any()),  # == dp_flight.any(), registered
         ]
-
-        # accumulator ports: accumulation pipeline, sweep (read, clear) or bus
-        with m.If(dp.o_valid):
-            m.d.comb += [acc_wr.addr.eq(wb_n), acc_wr.data.eq(0), acc_wr.en.eq(1)]
-        with m.Else():
-            m.d.comb += [acc_wr.addr.eq(s2_tgt), acc_wr.data.eq(s2_sum), acc_wr.en.eq(s2_valid)]
-        state_rd = [v_rd, i_rd, bias_rd] + ([thr_rd] if cfg.per_neuron_threshold else [])
-        for port in state_rd:
+        state_rd = v_rd + i_rd + bias_rd + (thr_rd if cfg.per_neuron_threshold else [])
+        for port in state_rd + acc_rd:
             m.d.comb += port.en.eq(1)
-        m.d.comb += acc_rd.en.eq(1)
 
         # --- bus -------------------------------------------------------------------------------
         bus = self.mem
@@ -583,6 +658,7 @@ class NeuronCore(wiring.Component):
         m.d.comb += b_pend.eq(b_we | b_re)
         r_stage = Signal()
         rd_region = Signal(4)
+        rd_lane = Signal(max(lg, 1))
         rd_reg = Signal(32)
         rd_ok = Signal()
         r_stage2 = Signal()
@@ -591,6 +667,7 @@ class NeuronCore(wiring.Component):
             r_stage2.eq(r_stage),
             bus.r_valid.eq(r_stage2),
             rd_region.eq(b_region),
+            rd_lane.eq(b_offset[:lg] if L > 1 else 0),
             rd_ok.eq(b_re),
         ]
         region = b_region
@@ -605,20 +682,23 @@ class NeuronCore(wiring.Component):
                     m.d.comb += [wr.addr.eq(addr), wr.data.eq(data), wr.en.eq(1)]
 
         # the bus has the read ports only in cycles the core does not use them (b_pend)
-        ports = [
-            (Region.V, v_rd, v_wr),
-            (Region.I, i_rd, i_wr),
-            (Region.BIAS, bias_rd, bias_wr),
-            (Region.POP, pop_rd, pop_wr),
-            (Region.DESC, desc_rd, desc_wr),
-        ]
-        if cfg.per_neuron_threshold:
-            ports.append((Region.THR, thr_rd, thr_wr))
-        for reg, rd, wr in ports:
+        for reg, rd, wr in [(Region.POP, pop_rd, pop_wr), (Region.DESC, desc_rd, desc_wr)]:
             bus_port(reg, rd, wr, offset, wdata)
-        bus_port(Region.ACC, acc_rd, None, offset, wdata)
-        with m.If(b_we & (region == Region.ACC.value)):
-            m.d.comb += [acc_wr.addr.eq(offset), acc_wr.data.eq(wdata), acc_wr.en.eq(1)]
+        # neuron regions: neuron n is word n >> lg of bank n % lanes
+        b_lane = offset[:lg] if L > 1 else Const(0, 1)
+        banks = [(Region.V, v_rd, v_wr), (Region.I, i_rd, i_wr), (Region.BIAS, bias_rd, bias_wr),
+                 (Region.ACC, acc_rd, acc_wr)]
+        if cfg.per_neuron_threshold:
+            banks.append((Region.THR, thr_rd, thr_wr))
+        for reg, rds, wrs in banks:
+            for l in lanes:
+                bus_port(reg, rds[l], None, offset >> lg, wdata)
+                with m.If(b_we & (region == reg.value) & (b_lane == l)):
+                    m.d.comb += [
+                        wrs[l].addr.eq(offset >> lg),
+                        wrs[l].data.eq(wdata),
+                        wrs[l].en.eq(1),
+                    ]
         with m.If(b_pend):
             m.d.comb += w_addr.eq(offset)
         with m.If(b_we & (region == Region.WEIGHT.value)):
@@ -682,6 +762,9 @@ class NeuronCore(wiring.Component):
         def sext(value, bits):
             return value[:bits].as_signed()
 
+        def lane_data(ports):
+            return Array(p.data for p in ports)[rd_lane] if L > 1 else ports[0].data
+
         rdata = Signal(BUS_DATA_BITS)
         with m.Switch(rd_region):
             with m.Case(Region.CONFIG.value, Region.STATUS.value):
@@ -689,16 +772,16 @@ class NeuronCore(wiring.Component):
             with m.Case(Region.POP.value):
                 m.d.comb += rdata.eq(pop_rd.data)
             with m.Case(Region.V.value):
-                m.d.comb += rdata.eq(sext(v_rd.data, sb))
+                m.d.comb += rdata.eq(sext(lane_data(v_rd), sb))
             with m.Case(Region.I.value):
-                m.d.comb += rdata.eq(sext(i_rd.data, sb))
+                m.d.comb += rdata.eq(sext(lane_data(i_rd), sb))
             with m.Case(Region.ACC.value):
-                m.d.comb += rdata.eq(sext(acc_rd.data, fmt.acc_bits))
+                m.d.comb += rdata.eq(sext(lane_data(acc_rd), fmt.acc_bits))
             if cfg.per_neuron_threshold:
                 with m.Case(Region.THR.value):
-                    m.d.comb += rdata.eq(thr_rd.data)
+                    m.d.comb += rdata.eq(lane_data(thr_rd))
             with m.Case(Region.BIAS.value):
-                m.d.comb += rdata.eq(sext(bias_rd.data, fmt.bias_bits))
+                m.d.comb += rdata.eq(sext(lane_data(bias_rd), fmt.bias_bits))
             with m.Case(Region.DESC.value):
                 m.d.comb += rdata.eq(desc_rd.data)
             with m.Case(Region.WEIGHT.value):
@@ -745,6 +828,16 @@ class NeuronCore(wiring.Component):
             list_ok(p_rec),
         )
         pop_checks_r = Signal(len(pop_checks))
+        # the population's neuron groups and the lanes of its first and last group
+        p_groups = Signal(16)
+        if L == 1:
+            p_groups_v, fmask_v, lmask_v = p_size, 1, 1
+        else:
+            b_mod = p_base[:lg]
+            last_mod = (p_base + p_size - 1)[:lg]
+            p_groups_v = (p_size + b_mod + L - 1) >> lg
+            fmask_v = (Const((1 << L) - 1, L) << b_mod)[:L]
+            lmask_v = Const((1 << L) - 1, L) >> (~last_mod)[:lg]  # ~x == L - 1 - x on lg bits
         m.d.comb += pop_ok_r.eq(pop_checks_r.all())
         m.d.comb += pop_rd.en.eq(1)
         ld_k = Signal(range(POP_WORDS + 1))
@@ -808,7 +901,12 @@ class NeuronCore(wiring.Component):
                 with m.If(ld_k == POP_WORDS):
                     # the last word (THRESHOLD) is not checked: validate now, registered (the
                     # checks are long comparators)
-                    m.d.sync += pop_checks_r.eq(pop_checks)
+                    m.d.sync += [
+                        pop_checks_r.eq(pop_checks),
+                        p_groups.eq(p_groups_v),
+                        sweep_fmask.eq(fmask_v),
+                        sweep_lmask.eq(lmask_v),
+                    ]
                     m.next = "CHECK"
             with m.State("CHECK"):
                 with m.If(phase_rec):
@@ -826,10 +924,11 @@ class NeuronCore(wiring.Component):
                         m.next = "NEXT_POP"
                 with m.Elif(pop_ok_r):
                     m.d.sync += [
-                        sweep_n.eq(p_base),
-                        wb_n.eq(p_base),
-                        sweep_left.eq(p_size),
-                        sweep_last.eq(p_size == 1),
+                        sweep_g.eq(p_base >> lg),
+                        wb_g.eq(p_base >> lg),
+                        sweep_left.eq(p_groups),
+                        sweep_last.eq(p_groups == 1),
+                        sweep_first.eq(1),
                     ]
                     m.next = "SWEEP_WAIT"
                 with m.Else():
@@ -843,9 +942,10 @@ class NeuronCore(wiring.Component):
             with m.State("SWEEP"):
                 m.d.comb += sweep_issue.eq(1)
                 m.d.sync += [
-                    sweep_n.eq(sweep_n + 1),
+                    sweep_g.eq(sweep_g + 1),
                     sweep_left.eq(sweep_left - 1),
                     sweep_last.eq(sweep_left == 2),
+                    sweep_first.eq(0),
                 ]
                 with m.If(sweep_last):
                     m.next = "SWEEP_DRAIN"
@@ -878,8 +978,9 @@ class NeuronCore(wiring.Component):
 
         # sweep addresses the state memories (the bus has them only when idle)
         with m.If(iss_q):
-            for port in [acc_rd] + state_rd:
-                m.d.comb += port.addr.eq(iss_n)
-        with m.Elif(w1_valid):
-            m.d.comb += acc_rd.addr.eq(w1_tgt)
+            for port in acc_rd + state_rd:
+                m.d.comb += port.addr.eq(iss_g)
+        with m.Elif(w1_valid.any()):
+            for port in acc_rd:
+                m.d.comb += port.addr.eq(w1_tg)
         return m

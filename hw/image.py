@@ -74,7 +74,7 @@ class Region(enum.Enum, shape=4):
     :class:`StatusWord` counters and capacities; ``POP`` eight :class:`PopWord` words per
     population; ``V``, ``I``, ``ACC`` one signed word per neuron; ``THR`` (unsigned, only when
     ``CoreConfig.per_neuron_threshold``) and ``BIAS`` (signed) one per neuron; ``DESC`` four
-    :class:`DescWord` words per fan-out block descriptor; ``WEIGHT`` one word per two weights
+    :class:`DescWord` words per fan-out block descriptor; ``WEIGHT`` one word per ``weights_per_word`` weights
     (slot ``2k`` in the low half of word ``k``).
     """
 
@@ -148,13 +148,15 @@ class DescWord(enum.Enum):
 
     A descriptor is a dense block of weights: source ``o`` of its group (an input channel, or a
     neuron's index within its population), if ``first <= o < first + count``, adds weight slots
-    ``slot + (o - first) * length + j`` to neurons ``target + j`` for ``j < length``.
+    ``slot + (o - first) * stride + j`` to neurons ``target + j`` for ``j < length``.  With
+    several lanes, a row's first slot must be congruent to ``target`` modulo ``lanes`` (lane
+    ``l`` reads slot ``l`` of every weight word and adds into neurons ``n % lanes == l``).
     """
 
     TARGET = 0  #: ``target | length << 16``
     SLOT = 1  #: first weight slot of the block
     SOURCES = 2  #: ``first | count << 16``: the block's rows
-    RESERVED = 3  #: stored, ignored by the core
+    STRIDE = 3  #: weight slots from one row to the next (``length`` rounded up to the lanes)
 
 
 def _bits(n: int) -> int:
@@ -175,12 +177,14 @@ class CoreConfig:
     n_populations : int
         Entries of the population table, 1 .. 256.
     synapse_words : int
-        Words of the weight memory; each holds two weights (``2 * weight_bits`` bits).
+        Words of the weight memory; each holds ``max(2, lanes)`` weights.
     descriptors : int, optional
         Entries of the fan-out block descriptor table, 1 .. 256; default
         ``min(256, 4 * n_populations + 4)``.  A dense projection takes one.
     lanes : int
-        Parallel accumulation lanes.  Only 1 is implemented.
+        Parallel lanes, 1, 2 or 4: synaptic operations per clock and neurons updated per clock.
+        The neuron memories are banked by ``neuron % lanes``; a weight word holds
+        ``max(2, lanes)`` weights.  ``n_neurons`` must be a multiple of it.
     fmt : Format
         Integer widths (``docs/neuron.md``).
     per_neuron_threshold : bool
@@ -214,10 +218,12 @@ class CoreConfig:
                 raise ConfigError(
                     f"CoreConfig.{name}={value!r} is out of range: allowed {lo}..{hi}"
                 )
-        if self.lanes != 1:
+        if self.lanes not in (1, 2, 4) or isinstance(self.lanes, bool):
+            raise ConfigError(f"CoreConfig.lanes={self.lanes!r} is not supported: allowed 1, 2, 4")
+        if self.n_neurons % self.lanes:
             raise ConfigError(
-                f"CoreConfig.lanes={self.lanes!r} is not supported: allowed 1 (multi-lane "
-                f"accumulation is not implemented yet)"
+                f"CoreConfig.n_neurons={self.n_neurons} must be a multiple of lanes={self.lanes} "
+                f"(the neuron memories are banked by neuron % lanes)"
             )
         if not isinstance(self.per_neuron_threshold, bool):
             raise ConfigError(
@@ -225,10 +231,11 @@ class CoreConfig:
             )
         if not isinstance(self.fmt, Format):
             raise ConfigError(f"CoreConfig.fmt={self.fmt!r} is not a spikeforge.spec.Format")
-        if self.fmt.weight_bits > 16:
+        if self.fmt.weight_bits * max(2, self.lanes) > 32:
             raise ConfigError(
-                f"CoreConfig.fmt.weight_bits={self.fmt.weight_bits} is out of range: allowed "
-                f"2..16 (two weights share a 32-bit bus word)"
+                f"CoreConfig.fmt.weight_bits={self.fmt.weight_bits} is out of range for "
+                f"lanes={self.lanes}: a weight word of max(2, lanes) weights must fit a 32-bit "
+                f"bus word (allowed up to {32 // max(2, self.lanes)} bits)"
             )
         if self.fmt.state_bits > 31 or self.fmt.acc_bits > 32:
             raise ConfigError(
@@ -259,8 +266,18 @@ class CoreConfig:
         return _bits(self.descriptors)
 
     @property
+    def weights_per_word(self) -> int:
+        """Weights in one word of the weight memory: ``max(2, lanes)``."""
+        return max(2, self.lanes)
+
+    @property
+    def lane_bits(self) -> int:
+        """``log2(lanes)``."""
+        return self.lanes.bit_length() - 1
+
+    @property
     def weight_slots(self) -> int:
-        return 2 * self.synapse_words
+        return self.weights_per_word * self.synapse_words
 
     @property
     def slot_bits(self) -> int:
@@ -268,8 +285,8 @@ class CoreConfig:
 
     @property
     def word_bits(self) -> int:
-        """Width of a weight-memory word (two weights)."""
-        return 2 * self.fmt.weight_bits
+        """Width of a weight-memory word (``weights_per_word`` weights)."""
+        return self.weights_per_word * self.fmt.weight_bits
 
     @property
     def bitmap_words(self) -> int:
@@ -341,13 +358,15 @@ class Block:
 
     target: int  #: first target neuron (global index)
     length: int  #: targets per source
-    slot: int  #: first weight slot (row ``o - first`` starts at ``slot + (o - first) * length``)
+    slot: int  #: first weight slot (row ``o - first`` starts at ``slot + (o - first) * stride``)
     first: int  #: first source of the group the block covers
     count: int  #: sources covered
+    stride: int | None = None  #: slots from row to row (default: ``length``)
 
     def words(self) -> list[int]:
         """The block's :class:`DescWord` words."""
-        return [self.target | self.length << 16, self.slot, self.first | self.count << 16, 0]
+        stride = self.length if self.stride is None else self.stride
+        return [self.target | self.length << 16, self.slot, self.first | self.count << 16, stride]
 
 
 def _groups(net):
@@ -373,7 +392,9 @@ def compile_blocks(net, config: CoreConfig):
 
     Each projection becomes one :class:`Block`: the bounding box of its non-zero weights (rows
     are sources, columns targets); a projection without a non-zero weight takes none.  Zero
-    weights inside the box cost one clock and one weight slot each.
+    weights inside the box cost one clock and one weight slot each.  With several lanes each row
+    starts at a slot congruent to its first target modulo ``lanes`` and the stride is a multiple
+    of ``lanes`` (the padding slots hold zeros).
 
     Returns
     -------
@@ -394,16 +415,18 @@ def compile_blocks(net, config: CoreConfig):
             if not len(rows):
                 continue
             r0, r1, c0, c1 = rows[0], rows[-1] + 1, cols[0], cols[-1] + 1
+            lanes = config.lanes
+            target = net.base(proj.dst) + int(c0)
+            length = int(c1 - c0)
+            stride = -(-length // lanes) * lanes
+            slots.extend([0] * ((target - len(slots)) % lanes))  # align the first row
+            box = np.zeros((r1 - r0, stride), dtype=np.int64)
+            box[:, :length] = w[r0:r1, c0:c1]
             blocks.append(
-                Block(
-                    target=net.base(proj.dst) + int(c0),
-                    length=int(c1 - c0),
-                    slot=len(slots),
-                    first=int(r0),
-                    count=int(r1 - r0),
-                )
+                Block(target, length, len(slots), int(r0), int(r1 - r0),
+                      stride if lanes > 1 else None)
             )
-            slots.extend(int(x) for x in w[r0:r1, c0:c1].ravel())
+            slots.extend(int(x) for x in box.ravel())
         lists[key] = (first, len(blocks) - first)
     return lists, blocks, slots
 
@@ -447,7 +470,7 @@ def fit_problems(net, config: CoreConfig) -> list[str]:
                     f"the fan-out needs {len(blocks)} block descriptors (one per projection), "
                     f"the core's descriptor table holds {config.descriptors}"
                 )
-            words = (len(slots) + 1) // 2
+            words = -(-len(slots) // config.weights_per_word)
             if words > config.synapse_words:
                 problems.append(
                     f"the weights need {words} synapse words ({len(slots)} weight slots, the "
@@ -522,11 +545,11 @@ def build_image(net, config: CoreConfig) -> list[tuple[int, list[int]]]:
         bias += [int(x) & 0xFFFFFFFF for x in arr["bias"]]
     desc_words = [w for b in blocks for w in b.words()]
     mask = (1 << fmt.weight_bits) - 1
-    if len(slots) % 2:
-        slots = slots + [0]
+    per_word = config.weights_per_word
+    slots = slots + [0] * (-len(slots) % per_word)
     weight_words = [
-        (slots[k] & mask) | (slots[k + 1] & mask) << fmt.weight_bits
-        for k in range(0, len(slots), 2)
+        sum((slots[k + j] & mask) << (j * fmt.weight_bits) for j in range(per_word))
+        for k in range(0, len(slots), per_word)
     ]
     blocks_out = [
         (address(Region.CONFIG, ConfigWord.N_POPULATIONS.value), [0]),

@@ -37,7 +37,7 @@ from spikeforge.hw.image import (
 )
 from spikeforge.sim.golden import GoldenChip, neuron_update
 from spikeforge.sim.network import INPUT, Network, NeuronParams, Population, Projection, Sparse
-from spikeforge.spec import DEFAULT_FORMAT, LeakMode, NeuronModel, ResetMode
+from spikeforge.spec import DEFAULT_FORMAT, Format, LeakMode, NeuronModel, ResetMode
 
 FMT = DEFAULT_FORMAT
 S_LO, S_HI = FMT.state_range
@@ -230,18 +230,20 @@ def test_accumulation_back_to_back_same_neuron():
     _simulate(core, bench)
 
 
-def test_dense_event_stream_initiation_interval():
-    """A dense fan-out of 64 runs at one synaptic operation per clock: events back to back cost
-    64 + a small constant clocks each."""
-    cfg = CoreConfig(n_neurons=64, n_inputs=4, n_populations=1, synapse_words=256)
+@pytest.mark.parametrize("lanes", [1, 2, 4])
+def test_dense_event_stream_initiation_interval(lanes):
+    """A dense fan-out of 64 runs at one operation group (``lanes`` synapses) per clock: events
+    back to back cost 64 / lanes + a small constant clocks each."""
+    cfg = CoreConfig(n_neurons=64, n_inputs=4, n_populations=1, synapse_words=256, lanes=lanes)
     w = np.ones((4, 64), dtype=np.int64)
     net = Network(4, [Population("p", 64, NeuronParams(leak="none", threshold=30000))],
                   [Projection(INPUT, "p", w)])
     res = run_network(net, cfg, [[0, 1, 2, 3] * 4, []], read_v=True)
     busy = res["event_cycles"][0] + res["step_cycles"][0] - res["step_cycles"][1]
-    # 16 events x 64 ops, one clock per event to load its first segment (the first event
-    # two more: it cannot overlap a previous one)
-    assert 16 * 64 <= busy <= 16 * (64 + 1) + 6, busy
+    # 16 events x 64 / lanes groups, about one clock per event to hand it over (the first
+    # event a few more: it cannot overlap a previous one)
+    groups = 64 // lanes
+    assert 16 * groups <= busy <= 16 * (groups + 1) + 8, busy
     np.testing.assert_array_equal(res["v"][0], np.full(64, 16))
 
 
@@ -384,11 +386,15 @@ def _random_net(rng, n_inputs=10):
     )
 
 
+@pytest.mark.parametrize("lanes", [1, 2, 4])
 @pytest.mark.parametrize("seed", [0, 1])
-def test_core_matches_golden(seed):
+def test_core_matches_golden(seed, lanes):
+    """Populations of 12, 7 and 5 neurons: with several lanes their bases are not aligned to a
+    neuron group, so the first and last groups run with some lanes masked."""
     rng = np.random.default_rng(seed)
     net = _random_net(rng)
-    cfg = CoreConfig(n_neurons=32, n_inputs=12, n_populations=4, synapse_words=256)
+    cfg = CoreConfig(n_neurons=32, n_inputs=12, n_populations=4, synapse_words=256,
+                     lanes=lanes)
     # each channel at most once per timestep (docs/network.md), in random order
     events = [list(rng.permutation(net.n_inputs)[: rng.integers(0, 11)]) for _ in range(10)]
     events[3] = list(range(net.n_inputs))  # every channel, back to back
@@ -405,15 +411,18 @@ def test_core_matches_golden(seed):
     assert res["status"]["STEPS"] == len(events)
 
 
-def test_idle_step_costs_one_clock_per_neuron():
-    cfg = CoreConfig(n_neurons=64, n_inputs=4, n_populations=2, synapse_words=1024)
+@pytest.mark.parametrize("lanes", [1, 2, 4])
+def test_idle_step_costs_one_clock_per_neuron(lanes):
+    cfg = CoreConfig(n_neurons=64, n_inputs=4, n_populations=2, synapse_words=1024,
+                     lanes=lanes)
     net = Network(4, [Population("a", 40, NeuronParams(threshold=100)),
                       Population("b", 24, NeuronParams(threshold=100))],
                   [Projection(INPUT, "a", np.ones((4, 40), dtype=int)),
                    Projection("a", "b", np.ones((40, 24), dtype=int))])
     res = run_network(net, cfg, [[]] * 2, read_v=False)
-    # one clock per neuron plus a small constant per population (docs/core.md)
-    assert 64 <= res["step_cycles"][1] <= 64 + 24 * 2 + 8
+    # one clock per neuron group (lanes neurons) plus a small constant per population
+    # (docs/core.md); population b starts inside a group with 4 lanes: one group more
+    assert 64 // lanes <= res["step_cycles"][1] <= 64 // lanes + 1 + 24 * 2 + 8
     assert res["spikes"] == [[], []]
 
 
@@ -421,8 +430,12 @@ def test_idle_step_costs_one_clock_per_neuron():
 def test_config_errors():
     with pytest.raises(ConfigError, match="n_neurons=0"):
         CoreConfig(n_neurons=0)
-    with pytest.raises(ConfigError, match="lanes=2"):
-        CoreConfig(lanes=2)
+    with pytest.raises(ConfigError, match="lanes=3"):
+        CoreConfig(lanes=3)
+    with pytest.raises(ConfigError, match="multiple of lanes=4"):
+        CoreConfig(n_neurons=10, lanes=4)
+    with pytest.raises(ConfigError, match="weight_bits=16"):
+        CoreConfig(lanes=4, fmt=Format(weight_bits=16))
     with pytest.raises(ConfigError, match="descriptors"):
         CoreConfig(descriptors=257)
     with pytest.raises(ConfigError, match="per_neuron_threshold"):
