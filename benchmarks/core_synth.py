@@ -33,20 +33,15 @@ ROOT = pathlib.Path(__file__).resolve().parent.parent
 class PinWrapper(Elaboratable):
     """The core with every input fed from a shift register and every output XOR-reduced."""
 
-    def __init__(self, config, block_ram_tables=None, distributed_state=False):
+    def __init__(self, config, block_ram_tables=None):
         self.config = config
         self.block_ram_tables = block_ram_tables
-        self.distributed_state = distributed_state
         self.sin = Signal()
         self.sout = Signal()
 
     def elaborate(self, platform):
         m = Module()
-        m.submodules.core = core = NeuronCore(
-            self.config,
-            block_ram_tables=self.block_ram_tables,
-            distributed_state=self.distributed_state,
-        )
+        m.submodules.core = core = NeuronCore(self.config, block_ram_tables=self.block_ram_tables)
         ins, outs = [], []
         for _path, member, value in core.signature.flatten(core):
             (ins if member.flow == wiring.In else outs).append(value)
@@ -76,25 +71,22 @@ def main(argv=None):
     p.add_argument("--populations", type=int, default=4)
     p.add_argument("--synapse-words", type=int, default=65536)
     p.add_argument("--descriptors", type=int, default=None)
+    p.add_argument("--lanes", type=int, default=1, choices=[1, 2, 4])
     p.add_argument("--population-thresholds", action="store_true",
                    help="one threshold per population (no per-neuron threshold memory)")
-    p.add_argument("--distributed-state", action="store_true",
-                   help="membrane, current, threshold and bias in LUT RAM (ECP5)")
     p.add_argument("--freq", type=float, default=None, help="target MHz for nextpnr")
     p.add_argument("--json", action="store_true")
     args = p.parse_args(argv)
     cfg = CoreConfig(n_neurons=args.neurons, n_inputs=args.inputs,
                      n_populations=args.populations, synapse_words=args.synapse_words,
                      descriptors=args.descriptors,
-                     per_neuron_threshold=not args.population_thresholds)
+                     per_neuron_threshold=not args.population_thresholds, lanes=args.lanes)
     name = (f"{args.target}_n{args.neurons}_w{args.synapse_words}_d{cfg.descriptors}"
-            f"{'_pt' if args.population_thresholds else ''}"
-            f"{'_ds' if args.distributed_state else ''}")
+            f"{'_pt' if args.population_thresholds else ''}_l{args.lanes}")
     out = ROOT / "build" / "synth" / name
     out.mkdir(parents=True, exist_ok=True)
     # what the board flow does: on the iCE40 (no LUT RAM) the population table goes to EBR
-    top = PinWrapper(cfg, block_ram_tables=args.target == "ice40",
-                     distributed_state=args.distributed_state)
+    top = PinWrapper(cfg, block_ram_tables=args.target == "ice40")
     (out / "top.il").write_text(
         rtlil.convert(top, name="top", ports=[top.sin, top.sout], emit_src=False)
     )

@@ -223,7 +223,7 @@ _BOARDS = [
             inputs=1024,
             populations=8,
             synapses=352 * 1024,
-            lanes=1,
+            lanes=2,
             clock_mhz=45.0,
             baud=3_000_000,
         ),

@@ -45,9 +45,6 @@ class NeuronCore(wiring.Component):
         builds memories that small from flip-flops and multiplexers (hundreds of logic cells);
         a block RAM is cheaper.  ``None`` (default): only when the
         platform is an iCE40.
-    distributed_state : bool
-        Put the membrane, current, threshold and bias memories in LUT RAM
-        (``ram_style = "distributed"``), leaving the block RAM to the weights (ECP5).
 
     Attributes
     ----------
@@ -67,24 +64,15 @@ class NeuronCore(wiring.Component):
         core is idle.
     """
 
-    def __init__(
-        self,
-        config: CoreConfig,
-        *,
-        block_ram_tables: bool | None = None,
-        distributed_state: bool = False,
-    ):
+    def __init__(self, config: CoreConfig, *, block_ram_tables: bool | None = None):
         if not isinstance(config, CoreConfig):
             raise TypeError(f"config must be a CoreConfig, not {config!r}")
         if block_ram_tables not in (None, True, False):
             raise TypeError(
                 f"block_ram_tables must be None, True or False, not {block_ram_tables!r}"
             )
-        if distributed_state not in (True, False):
-            raise TypeError(f"distributed_state must be True or False, not {distributed_state!r}")
         self.config = config
         self.block_ram_tables = block_ram_tables
-        self.distributed_state = distributed_state
         super().__init__(
             {
                 "events": In(stream.Signature(unsigned(EVENT_BITS))),
@@ -126,21 +114,18 @@ class NeuronCore(wiring.Component):
             m.submodules[name] = mem
             return mem, mem.read_port(), mem.write_port()
 
-        # on an FPGA with LUT RAM (ECP5), the 16-bit state memories can go there and leave the
-        # block RAM to the weights
-        state_attrs = {"ram_style": "distributed"} if self.distributed_state else None
 
         def banked(name, width, attrs=None):
             """One memory per lane (bank ``l`` holds the neurons ``n % lanes == l``)."""
             ports = [memory(name + (f"{l}" if L > 1 else ""), width, NB, attrs) for l in lanes]
             return [rd for _, rd, _ in ports], [wr for _, _, wr in ports]
 
-        v_rd, v_wr = banked("v_mem", sb, state_attrs)
-        i_rd, i_wr = banked("i_mem", sb, state_attrs)
+        v_rd, v_wr = banked("v_mem", sb)
+        i_rd, i_wr = banked("i_mem", sb)
         acc_rd, acc_wr = banked("acc_mem", fmt.acc_bits)
         if cfg.per_neuron_threshold:
-            thr_rd, thr_wr = banked("thr_mem", fmt.threshold_bits, state_attrs)
-        bias_rd, bias_wr = banked("bias_mem", fmt.bias_bits, state_attrs)
+            thr_rd, thr_wr = banked("thr_mem", fmt.threshold_bits)
+        bias_rd, bias_wr = banked("bias_mem", fmt.bias_bits)
         # the population table: POP_WORDS 16-bit words per population, loaded into registers
         # (p_*) before a population is run
         _, pop_rd, pop_wr = memory("pop_mem", 16, POP_WORDS * cfg.n_populations, table_attrs)

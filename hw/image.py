@@ -74,8 +74,9 @@ class Region(enum.Enum, shape=4):
     :class:`StatusWord` counters and capacities; ``POP`` eight :class:`PopWord` words per
     population; ``V``, ``I``, ``ACC`` one signed word per neuron; ``THR`` (unsigned, only when
     ``CoreConfig.per_neuron_threshold``) and ``BIAS`` (signed) one per neuron; ``DESC`` four
-    :class:`DescWord` words per fan-out block descriptor; ``WEIGHT`` one word per ``weights_per_word`` weights
-    (slot ``2k`` in the low half of word ``k``).
+    :class:`DescWord` words per fan-out block descriptor; ``WEIGHT`` one word per
+    ``CoreConfig.weights_per_word`` weights (slot ``k`` in word ``k // weights_per_word``, field
+    ``k % weights_per_word`` from the low bits).
     """
 
     CONFIG = 0
