@@ -658,7 +658,8 @@ def test_cli_build_json(monkeypatch, capsys):
     out = json.loads(capsys.readouterr().out)
     for key in ("board", "fmax_mhz", "clock_mhz", "neurons", "synapses", "luts_used", "luts_total"):
         assert key in out
-    assert out["fmax_mhz"] == 51.3 and out["luts_used"] == 900 and out["neurons"] == 256
+    assert out["fmax_mhz"] == 51.3 and out["luts_used"] == 900
+    assert out["neurons"] == BOARDS["icebreaker"].chip.neurons
 
 
 def test_cli_build_timing_failure_prints_report_and_fails(monkeypatch, capsys):
@@ -686,7 +687,8 @@ def test_board_table_cells_come_from_the_reports(tmp_path):
     assert list(reports) == ["icebreaker"]
     table = board_table.markdown_table(reports)
     row = table.splitlines()[2]
-    for cell in ("iCEBreaker", "256", "128k", "51.3", "900 / 5280 (17 %)", "4 / 4 (100 %)", "61"):
+    neurons = str(BOARDS["icebreaker"].chip.neurons)
+    for cell in ("iCEBreaker", neurons, "128k", "51.3", "900 / 5280 (17 %)", "4 / 4 (100 %)", "61"):
         assert cell in row
 
 
