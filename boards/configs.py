@@ -173,8 +173,9 @@ class Board:
 
 
 # The chip of an iCE40 UP5K board.  4 x SB_SPRAM256KA = 64k x 16 bit = 128k 8-bit weights; the
-# neuron state (v, i, acc, threshold, bias: 84 bits a neuron) of 1024 neurons, the spike bitmaps
-# and the population and descriptor tables fit the 30 EBR (docs/boards.md).  24 MHz =
+# neuron state (v, i, acc, bias: 68 bits a neuron) of 1024 neurons, the spike bitmaps and the
+# population and descriptor tables fit the 30 EBR (docs/boards.md).  One threshold per
+# population: per-neuron thresholds fit the EBR too (4 more) but not the logic cells.  24 MHz =
 # 12 MHz * 2 is a clock the PLL makes exactly and divides 3 Mbaud exactly (divisor 8).
 _UP5K_CHIP = ChipParams(
     neurons=1024,
@@ -184,6 +185,7 @@ _UP5K_CHIP = ChipParams(
     lanes=1,
     clock_mhz=24.0,
     baud=3_000_000,
+    per_neuron_threshold=False,
 )
 
 _BOARDS = [

@@ -215,9 +215,12 @@ class NeuronCore(wiring.Component):
         sweep_fmask = Signal(L)  # lanes of the population's first and last group
         sweep_lmask = Signal(L)
         sweep_mask = Signal(L)
-        m.d.comb += sweep_mask.eq(
-            Mux(sweep_first, sweep_fmask, -1) & Mux(sweep_last, sweep_lmask, -1)
-        )
+        if L == 1:  # one lane: every issued neuron is in the population
+            m.d.comb += sweep_mask.eq(1)
+        else:
+            m.d.comb += sweep_mask.eq(
+                Mux(sweep_first, sweep_fmask, -1) & Mux(sweep_last, sweep_lmask, -1)
+            )
         wb_g = Signal(gbits)  # the group dps[*].o_* belong to
         # the sweep's request is registered before it addresses the state memories (instead of
         # registering their output); the datapaths see the data the cycle after
@@ -308,7 +311,9 @@ class NeuronCore(wiring.Component):
             op_valid.eq(op_active),
             op_tg.eq(cur_tg),
             op_slot.eq(cur_w),
-            op_mask.eq(Mux(cur_first, cur_fmask, -1) & Mux(rem_last, cur_lmask, -1)),
+            op_mask.eq(
+                1 if L == 1 else Mux(cur_first, cur_fmask, -1) & Mux(rem_last, cur_lmask, -1)
+            ),
         ]
         with m.If(op_active):
             m.d.sync += [
@@ -411,7 +416,7 @@ class NeuronCore(wiring.Component):
                     g_prod.eq(g_diff * g_stride),
                 ]
                 if L == 1:
-                    m.d.sync += [g_tg.eq(tgt), g_n.eq(length), g_fmask.eq(1), g_lmask.eq(1)]
+                    m.d.sync += [g_tg.eq(tgt), g_n.eq(length)]
                 else:
                     tmod = tgt[:lg]
                     last_lane = (tmod + length - 1)[:lg]
@@ -814,10 +819,8 @@ class NeuronCore(wiring.Component):
         )
         pop_checks_r = Signal(len(pop_checks))
         # the population's neuron groups and the lanes of its first and last group
-        p_groups = Signal(16)
-        if L == 1:
-            p_groups_v, fmask_v, lmask_v = p_size, 1, 1
-        else:
+        p_groups = p_size if L == 1 else Signal(16)
+        if L > 1:
             b_mod = p_base[:lg]
             last_mod = (p_base + p_size - 1)[:lg]
             p_groups_v = (p_size + b_mod + L - 1) >> lg
@@ -886,12 +889,13 @@ class NeuronCore(wiring.Component):
                 with m.If(ld_k == POP_WORDS):
                     # the last word (THRESHOLD) is not checked: validate now, registered (the
                     # checks are long comparators)
-                    m.d.sync += [
-                        pop_checks_r.eq(pop_checks),
-                        p_groups.eq(p_groups_v),
-                        sweep_fmask.eq(fmask_v),
-                        sweep_lmask.eq(lmask_v),
-                    ]
+                    m.d.sync += pop_checks_r.eq(pop_checks)
+                    if L > 1:
+                        m.d.sync += [
+                            p_groups.eq(p_groups_v),
+                            sweep_fmask.eq(fmask_v),
+                            sweep_lmask.eq(lmask_v),
+                        ]
                     m.next = "CHECK"
             with m.State("CHECK"):
                 with m.If(phase_rec):
