@@ -20,21 +20,26 @@ import sys
 import numpy as np
 
 from spikeforge.hw.core_sim import run_network
-from spikeforge.hw.image import CoreConfig, compile_fanout
+from spikeforge.hw.image import CoreConfig, compile_blocks
 from spikeforge.sim.golden import GoldenChip
 from spikeforge.sim.network import INPUT, Network, NeuronParams, Population, Projection
 
 
 def _sops(net, cfg, events, golden_spikes):
-    """Synaptic operations the core performs: every slot of every fanned-out segment."""
-    sources, segments, _ = compile_fanout(net, cfg)
+    """Synaptic operations the core performs: every slot of every block a source is in."""
+    lists, blocks, _ = compile_blocks(net, cfg)
 
-    def cost(src):
-        return sum(segments[k][1] for k in sources.get(src, []))
+    def cost(key, o):
+        first, count = lists[key]
+        return sum(b.length for b in blocks[first : first + count]
+                   if b.first <= o < b.first + b.count)
 
-    total = sum(cost(c) for c in events)
+    total = sum(cost(("input", None), c) for c in events)
     for n in np.flatnonzero(golden_spikes):
-        total += cost(cfg.forward_source(int(n))) + cost(cfg.recurrent_source(int(n)))
+        for pop in net.populations:
+            o = int(n) - net.base(pop.name)
+            if 0 <= o < pop.size:
+                total += cost(("forward", pop.name), o) + cost(("recurrent", pop.name), o)
     return total
 
 
@@ -59,10 +64,10 @@ def _run(net, cfg, steps):
     return rows
 
 
-def dense_throughput(n_inputs, n_neurons):
+def dense_throughput(n_inputs, n_neurons, lanes=1):
     """SOP per clock when every input fires into a dense layer (no neuron spikes)."""
     cfg = CoreConfig(n_neurons=n_neurons, n_inputs=n_inputs, n_populations=2,
-                     synapse_words=n_inputs * n_neurons // 2 + 16)
+                     synapse_words=n_inputs * n_neurons // 2 + 16, lanes=lanes)
     net = Network(
         n_inputs,
         [Population("a", n_neurons, NeuronParams(leak="none", threshold=30000))],
@@ -70,13 +75,13 @@ def dense_throughput(n_inputs, n_neurons):
     )
     idle, busy = _run(net, cfg, [[], list(range(n_inputs))])
     extra = busy["cycles"] - idle["cycles"]
-    return busy["sops"] / extra, idle["cycles"], extra
+    return busy["sops"] / extra / lanes, idle["cycles"], extra
 
 
-def two_layer(n_inputs, hidden, out, seed=0):
+def two_layer(n_inputs, hidden, out, seed=0, lanes=1):
     rng = np.random.default_rng(seed)
     cfg = CoreConfig(n_neurons=hidden + out, n_inputs=n_inputs, n_populations=2,
-                     synapse_words=(n_inputs * hidden + hidden * out) // 2 + 16)
+                     synapse_words=(n_inputs * hidden + hidden * out) // 2 + 16, lanes=lanes)
     net = Network(
         n_inputs,
         [Population("h", hidden, NeuronParams(leak="shift", beta=3, threshold=60)),
@@ -88,8 +93,8 @@ def two_layer(n_inputs, hidden, out, seed=0):
     return net, cfg
 
 
-def activity_table(n_inputs=64, hidden=96, out=32, steps=4, seed=1):
-    net, cfg = two_layer(n_inputs, hidden, out)
+def activity_table(n_inputs=64, hidden=96, out=32, steps=4, seed=1, lanes=1):
+    net, cfg = two_layer(n_inputs, hidden, out, lanes=lanes)
     rng = np.random.default_rng(seed)
     table = []
     for activity in (0.0, 0.01, 0.1, 1.0):
@@ -110,12 +115,12 @@ def activity_table(n_inputs=64, hidden=96, out=32, steps=4, seed=1):
     return table
 
 
-def fit(seed=2):
+def fit(seed=2, lanes=1):
     """Least squares over several sizes and activities."""
     rng = np.random.default_rng(seed)
     rows = []
     for hidden, out in ((24, 8), (48, 16), (96, 32)):
-        net, cfg = two_layer(32, hidden, out, seed=hidden)
+        net, cfg = two_layer(32, hidden, out, seed=hidden, lanes=lanes)
         raster = [
             [c for c in range(32) if rng.random() < a] for a in (0.0, 0.05, 0.2, 0.5, 1.0)
         ]
@@ -136,7 +141,7 @@ def fit(seed=2):
     }
 
 
-def recurrent_digits(steps=25, activity=0.33, seed=3):
+def recurrent_digits(steps=25, activity=0.33, seed=3, lanes=1):
     """A digits-sized network with recurrence: 64 -> 128 (recurrent) -> 10.
 
     ``activity`` 0.33 gives ~21 input events per step, what the rate-coded digits give
@@ -155,8 +160,8 @@ def recurrent_digits(steps=25, activity=0.33, seed=3):
          Projection("h", "o", rng.integers(-10, 30, (hidden, out)))],
         outputs=["o"],
     )
-    cfg = CoreConfig(n_neurons=hidden + out, n_inputs=n_in, n_populations=2,
-                     synapse_words=8192, segments=2048)  # sparse recurrence: many segments
+    cfg = CoreConfig(n_neurons=-(-(hidden + out) // lanes) * lanes, n_inputs=n_in,
+                     n_populations=2, synapse_words=16384, lanes=lanes)
     raster = [[c for c in range(n_in) if rng.random() < activity] for _ in range(steps)]
     rows = _run(net, cfg, raster)
     cycles = sum(r["cycles"] for r in rows)
@@ -178,14 +183,17 @@ def main(argv=None):
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
     parser.add_argument("--neurons", type=int, default=128, help="dense layer size")
     parser.add_argument("--inputs", type=int, default=64, help="input channels")
+    parser.add_argument("--lanes", type=int, default=1, choices=[1, 2, 4],
+                        help="parallel lanes of the core")
     args = parser.parse_args(argv)
 
-    sop, idle, _ = dense_throughput(args.inputs, args.neurons)
-    table = activity_table()
-    f = fit()
-    digits = recurrent_digits()
+    lanes = args.lanes
+    sop, idle, _ = dense_throughput(args.inputs, args.neurons, lanes)
+    table = activity_table(lanes=lanes)
+    f = fit(lanes=lanes)
+    digits = recurrent_digits(lanes=lanes)
     result = {
-        "lanes": 1,
+        "lanes": lanes,
         "sop_per_cycle_per_lane": sop,
         "neurons": args.neurons,
         "cycles_per_step_idle": idle,
@@ -197,7 +205,7 @@ def main(argv=None):
         json.dump(result, sys.stdout, indent=2, default=float)
         print()
         return
-    print(f"dense input, {args.inputs} channels x {args.neurons} neurons, 1 lane:")
+    print(f"dense input, {args.inputs} channels x {args.neurons} neurons, {lanes} lane(s):")
     print(f"  synaptic ops per clock per lane : {sop:.4f}")
     print(f"  idle timestep ({args.neurons} neurons) : {idle} clocks")
     n = table[0]["neurons"]

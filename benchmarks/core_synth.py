@@ -70,14 +70,19 @@ def main(argv=None):
     p.add_argument("--inputs", type=int, default=128)
     p.add_argument("--populations", type=int, default=4)
     p.add_argument("--synapse-words", type=int, default=65536)
-    p.add_argument("--segments", type=int, default=None)
+    p.add_argument("--descriptors", type=int, default=None)
+    p.add_argument("--lanes", type=int, default=1, choices=[1, 2, 4])
+    p.add_argument("--population-thresholds", action="store_true",
+                   help="one threshold per population (no per-neuron threshold memory)")
     p.add_argument("--freq", type=float, default=None, help="target MHz for nextpnr")
     p.add_argument("--json", action="store_true")
     args = p.parse_args(argv)
     cfg = CoreConfig(n_neurons=args.neurons, n_inputs=args.inputs,
                      n_populations=args.populations, synapse_words=args.synapse_words,
-                     segments=args.segments)
-    name = f"{args.target}_n{args.neurons}_w{args.synapse_words}_s{cfg.segments}"
+                     descriptors=args.descriptors,
+                     per_neuron_threshold=not args.population_thresholds, lanes=args.lanes)
+    name = (f"{args.target}_n{args.neurons}_w{args.synapse_words}_d{cfg.descriptors}"
+            f"{'_pt' if args.population_thresholds else ''}_l{args.lanes}")
     out = ROOT / "build" / "synth" / name
     out.mkdir(parents=True, exist_ok=True)
     # what the board flow does: on the iCE40 (no LUT RAM) the population table goes to EBR

@@ -35,6 +35,8 @@ class ChipParams:
         Target core clock in MHz (the PLL's requested output).
     baud : int
         UART baud rate of the host link.
+    per_neuron_threshold : bool
+        One threshold per neuron (a memory word each) or one per population.
     """
 
     neurons: int
@@ -44,12 +46,17 @@ class ChipParams:
     lanes: int
     clock_mhz: float
     baud: int
+    per_neuron_threshold: bool = True
 
     def __post_init__(self):
         for name in ("neurons", "inputs", "populations", "synapses", "lanes", "baud"):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise ConfigError(f"ChipParams.{name}={value!r} must be a positive integer")
+        if not isinstance(self.per_neuron_threshold, bool):
+            raise ConfigError(
+                f"ChipParams.per_neuron_threshold={self.per_neuron_threshold!r} must be a bool"
+            )
         if not isinstance(self.clock_mhz, (int, float)) or not 1 <= self.clock_mhz <= 500:
             raise ConfigError(f"ChipParams.clock_mhz={self.clock_mhz!r} must be in 1..500 MHz")
 
@@ -63,7 +70,7 @@ class ChipParams:
         Parameters
         ----------
         **overrides
-            Other ``CoreConfig`` arguments (``segments``, ``fmt``).
+            Other ``CoreConfig`` arguments (``descriptors``, ``fmt``).
         """
         from ..hw.image import CoreConfig
 
@@ -73,6 +80,7 @@ class ChipParams:
             n_populations=self.populations,
             synapse_words=(self.synapses + 1) // 2,
             lanes=self.lanes,
+            per_neuron_threshold=self.per_neuron_threshold,
             **overrides,
         )
 
@@ -164,18 +172,20 @@ class Board:
         return self.platform_class()()
 
 
-# The chip of an iCE40 UP5K board.  4 x SB_SPRAM256KA = 64k x 16 bit = 128k 8-bit weights.  The
-# issue's target is 1024 neurons, 128k synapses at 48 MHz; what the UP5K's 5,280 logic cells and
-# 30 EBR hold today is 256 neurons and 256 inputs (docs/boards.md, "Status").  24 MHz =
+# The chip of an iCE40 UP5K board.  4 x SB_SPRAM256KA = 64k x 16 bit = 128k 8-bit weights; the
+# neuron state (v, i, acc, bias: 68 bits a neuron) of 1024 neurons, the spike bitmaps and the
+# population and descriptor tables fit the 30 EBR (docs/boards.md).  One threshold per
+# population: per-neuron thresholds fit the EBR too (4 more) but not the logic cells.  24 MHz =
 # 12 MHz * 2 is a clock the PLL makes exactly and divides 3 Mbaud exactly (divisor 8).
 _UP5K_CHIP = ChipParams(
-    neurons=256,
+    neurons=1024,
     inputs=256,
     populations=4,
     synapses=128 * 1024,
     lanes=1,
     clock_mhz=24.0,
     baud=3_000_000,
+    per_neuron_threshold=False,
 )
 
 _BOARDS = [
@@ -206,17 +216,16 @@ _BOARDS = [
         clock_resource="clk25",
         uart_resource="uart",
         usb_uart="FTDI FT231X (up to 3 Mbaud)",
-        # 208 x 18 kbit EBR: 256k 8-bit weights (128k 16-bit words) take 128 blocks, the neuron
-        # state, parameters, routing tables and spike lists most of the rest.  The issue's
-        # target (4096 neurons, 400k synapses, 100 MHz) needs the tables out of EBR and a
-        # faster core (docs/boards.md).  45 MHz = 25 MHz * 9 / 5 is a clock the PLL makes
-        # exactly and that divides 3 Mbaud exactly (48 MHz would be 46.875 MHz).
+        # 208 x 18 kbit EBR: 352k 8-bit weights (176k 16-bit words) take 176 blocks, the state of
+        # 4096 neurons (84 bits each) 21, the spike bitmaps, tables and the link's buffers the
+        # rest (docs/boards.md).  45 MHz = 25 MHz * 9 / 5 is a clock the PLL makes exactly and
+        # that divides 3 Mbaud exactly (48 MHz would be 46.875 MHz).
         chip=ChipParams(
-            neurons=2048,
+            neurons=4096,
             inputs=1024,
             populations=8,
-            synapses=256 * 1024,
-            lanes=1,
+            synapses=352 * 1024,
+            lanes=2,
             clock_mhz=45.0,
             baud=3_000_000,
         ),

@@ -91,7 +91,12 @@ def default_chip_factory(chip_params, clk_freq_hz):
             "chip_factory= to build another design"
         ) from exc
     # A board has a UART PHY in front: its framing-error and overrun strobes are counted by STATUS.
-    return Chip(chip_params.to_core_config(), clk_freq_hz, uart_errors=True)
+    return Chip(
+        chip_params.to_core_config(),
+        clk_freq_hz,
+        uart_errors=True,
+        cores=getattr(chip_params, "cores", 1),
+    )
 
 
 def default_uart_factory(clk_freq_hz, baud):

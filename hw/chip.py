@@ -42,7 +42,7 @@ IDENT_FIELDS = (
     "n_inputs",
     "n_populations",
     "synapse_words",
-    "segments",
+    "descriptors",
     "lanes",
     "weight_bits",
     "state_bits",
@@ -50,13 +50,15 @@ IDENT_FIELDS = (
     "threshold_bits",
     "bias_bits",
     "decay_frac_bits",
+    "per_neuron_threshold",
     "cores",
     "chip_inputs",
     "route_entries",
     "delay_depth",
 )
 _FORMAT_FIELDS = IDENT_FIELDS[6:12]
-_CORE_FIELDS = IDENT_FIELDS[:12]
+_CORE_FIELDS = IDENT_FIELDS[:13]
+_CHIP = len(_CORE_FIELDS)  # the chip fields follow the core's
 
 #: A STEP is aborted (and reported) if the core shows no progress for this many cycles.
 STEP_TIMEOUT_CYCLES = 1 << 24
@@ -93,6 +95,7 @@ def config_from_ident(words) -> CoreConfig:
         )
     values = dict(zip(_CORE_FIELDS, words[: len(_CORE_FIELDS)], strict=True))
     fmt = Format(**{k: values.pop(k) for k in _FORMAT_FIELDS})
+    values["per_neuron_threshold"] = bool(values["per_neuron_threshold"])
     return CoreConfig(**values, fmt=fmt)
 
 
@@ -104,9 +107,9 @@ def chip_config_from_ident(words) -> CoreConfig | RouterConfig:
     """
     words = list(words)
     core = config_from_ident(words)
-    if len(words) < len(IDENT_FIELDS) or words[12] <= 1:
+    if len(words) < len(IDENT_FIELDS) or words[_CHIP] <= 1:
         return core
-    cores, n_inputs, entries, delay = words[12:16]
+    cores, n_inputs, entries, delay = words[_CHIP : _CHIP + 4]
     return RouterConfig(core, cores=cores, n_inputs=n_inputs, entries=entries,
                         delay_depth=delay)
 

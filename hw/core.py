@@ -13,10 +13,15 @@ from ..spec import LeakMode, NeuronModel
 from .bus import BUS_DATA_BITS, MemBusSignature
 from .core_neuron import NeuronDatapath
 from .image import (
+    BITMAP_BITS,
+    DESC_WORDS,
     EVENT_BITS,
+    LIST_BITS,
+    POP_WORDS,
     REGION_SHIFT,
     ConfigWord,
     CoreConfig,
+    DescWord,
     PopFlag,
     PopWord,
     Region,
@@ -35,10 +40,10 @@ class NeuronCore(wiring.Component):
     config : CoreConfig
         Capacities and widths.
     block_ram_tables : bool or None
-        Put the small population table in block RAM (``ram_style = "block"``) instead of
-        leaving the choice to synthesis.  On the iCE40, which has no LUT RAM, Yosys builds
-        memories that small from flip-flops and multiplexers (~400 logic cells for four
-        populations); one block RAM per word is cheaper.  ``None`` (default): only when the
+        Put the small population and descriptor tables in block RAM (``ram_style = "block"``)
+        instead of leaving the choice to synthesis.  On the iCE40, which has no LUT RAM, Yosys
+        builds memories that small from flip-flops and multiplexers (hundreds of logic cells);
+        a block RAM is cheaper.  ``None`` (default): only when the
         platform is an iCE40.
 
     Attributes
@@ -86,54 +91,54 @@ class NeuronCore(wiring.Component):
         N = cfg.n_neurons
         nb = cfg.neuron_bits
         sb = fmt.state_bits
+        ob = cfg.offset_bits
+        lb = cfg.length_bits
+        slb = cfg.slot_bits
+        db = cfg.desc_bits
+        W = cfg.bitmap_words
+        wbits = (W - 1).bit_length()  # W is a power of two
+        L = cfg.lanes
+        lg = cfg.lane_bits
+        NB = N // L  # neurons per bank
+        gbits = max(1, (NB - 1).bit_length())  # a neuron group (bank address)
+        lanes = range(L)
 
         # --- memories -------------------------------------------------------------------------
         block_tables = self.block_ram_tables
         if block_tables is None:
             block_tables = str(getattr(platform, "family", "")).lower() == "ice40"
+        table_attrs = {"ram_style": "block"} if block_tables else None
 
         def memory(name, width, depth, attrs=None):
             mem = Memory(shape=unsigned(width), depth=depth, init=[], attrs=attrs)
             m.submodules[name] = mem
             return mem, mem.read_port(), mem.write_port()
 
-        v_mem, v_rd, v_wr = memory("v_mem", sb, N)
-        i_mem, i_rd, i_wr = memory("i_mem", sb, N)
-        acc_mem, acc_rd, acc_wr = memory("acc_mem", fmt.acc_bits, N)
-        thr_mem, thr_rd, thr_wr = memory("thr_mem", fmt.threshold_bits, N)
-        bias_mem, bias_rd, bias_wr = memory("bias_mem", fmt.bias_bits, N)
-        # the population table: one memory per PopWord, read in parallel
-        pop_widths = {PopWord.RANGE: 32, PopWord.OPTIONS: 9, PopWord.BETA: 16, PopWord.ALPHA: 16}
-        pop_ports = [
-            memory(
-                f"pop_{w.name.lower()}",
-                pop_widths[w],
-                cfg.n_populations,
-                {"ram_style": "block"} if block_tables else None,
-            )
-            for w in PopWord
-        ]
-        (_, rd_range, _), (_, rd_opts, _), (_, rd_beta, _), (_, rd_alpha, _) = pop_ports
-        pop_base = rd_range.data[:16]
-        pop_size = rd_range.data[16:]
-        pop_opts = rd_opts.data
-        pop_beta = rd_beta.data
-        pop_alpha = rd_alpha.data
-        src_mem, src_rd, src_wr = memory(
-            "src_mem", cfg.segment_bits + cfg.count_bits, cfg.n_sources
-        )
-        # segment: target, length and a valid bit computed when the bus writes it
-        segt_mem, segt_rd, segt_wr = memory("segt_mem", nb + cfg.length_bits + 1, cfg.segments)
-        segw_mem, segw_rd, segw_wr = memory("segw_mem", cfg.slot_bits, cfg.segments)
-        w_mem, w_rd, w_wr = memory("w_mem", cfg.word_bits, cfg.synapse_words)
-        # spikes of this step (walked for output and forward fan-out after each sweep) and,
-        # double-buffered, the spikes with a recurrent fan-out (walked at the next step's start)
-        spk_mem, spk_rd, spk_wr = memory("spk_mem", nb, N)
-        rec_mem, rec_rd, rec_wr = memory("rec_mem", nb, 2 * N)
+
+        def banked(name, width, attrs=None):
+            """One memory per lane (bank ``l`` holds the neurons ``n % lanes == l``)."""
+            ports = [memory(name + (f"{l}" if L > 1 else ""), width, NB, attrs) for l in lanes]
+            return [rd for _, rd, _ in ports], [wr for _, _, wr in ports]
+
+        v_rd, v_wr = banked("v_mem", sb)
+        i_rd, i_wr = banked("i_mem", sb)
+        acc_rd, acc_wr = banked("acc_mem", fmt.acc_bits)
+        if cfg.per_neuron_threshold:
+            thr_rd, thr_wr = banked("thr_mem", fmt.threshold_bits)
+        bias_rd, bias_wr = banked("bias_mem", fmt.bias_bits)
+        # the population table: POP_WORDS 16-bit words per population, loaded into registers
+        # (p_*) before a population is run
+        _, pop_rd, pop_wr = memory("pop_mem", 16, POP_WORDS * cfg.n_populations, table_attrs)
+        # fan-out block descriptors: DESC_WORDS 32-bit words each, read one by one
+        _, desc_rd, desc_wr = memory("desc_mem", 32, DESC_WORDS * cfg.descriptors, table_attrs)
+        _, w_rd, w_wr = memory("w_mem", cfg.word_bits, cfg.synapse_words)
+        # spike bitmaps, two banks (this step's spikes, last step's spikes), 16 neurons a word
+        _, bm_rd, bm_wr = memory("bm_mem", BITMAP_BITS, 2 * W)
 
         # --- registers ------------------------------------------------------------------------
         n_inputs = Signal(16, init=cfg.n_inputs)
         n_pops = Signal(range(cfg.n_populations + 1), init=0)
+        input_list = Signal(16)
         cnt_events_refused = Signal(32)
         cnt_bus_refused = Signal(32)
         cnt_param = Signal(32)
@@ -150,294 +155,456 @@ class NeuronCore(wiring.Component):
             m.d.sync += step_pending.eq(1)
         m.d.comb += self.busy.eq(step_pending | in_step)
 
-        # spike lists: bank `prev` holds last step's spikes, the step writes bank ~prev
+        # bitmap bank `prev` holds last step's spikes, the step writes bank ~prev; prev_valid is
+        # cleared by CONTROL (forget pending recurrent spikes).  cur_any / rec_any: population p
+        # spiked this step / last step (a walk of a population without spikes is skipped).
         prev = Signal()
-        cnt_prev = Signal(range(N + 1))
-        cnt_cur = Signal(range(N + 1))
-        cnt_rec = Signal(range(N + 1))
+        prev_valid = Signal()
+        cur_any = Signal(cfg.n_populations)
+        rec_any = Signal(cfg.n_populations)
 
-        # the population being run: pop_idx addresses the population table, whose read ports
-        # then hold its words (the table is not written during a step); no copy in registers
+        # the population being run, loaded from the population table
         pop_idx = Signal(range(cfg.n_populations + 1))
-        pop_start = Signal(range(N + 1))
+        p_base = Signal(16)
+        p_size = Signal(16)
+        p_opts = Signal(9)
+        p_beta = Signal(16)
+        p_alpha = Signal(16)
+        p_fwd = Signal(16)
+        p_rec = Signal(16)
+        p_thr = Signal(16)
+        p_words = {
+            PopWord.BASE: p_base,
+            PopWord.SIZE: p_size,
+            PopWord.OPTIONS: p_opts,
+            PopWord.BETA: p_beta,
+            PopWord.ALPHA: p_alpha,
+            PopWord.FORWARD: p_fwd,
+            PopWord.RECURRENT: p_rec,
+            PopWord.THRESHOLD: p_thr,
+        }
         pop_ok_r = Signal()
+        phase_rec = Signal()  # the step's first phase: recurrent walks of last step's spikes
 
-        # --- neuron datapath ------------------------------------------------------------------
-        # The datapath's results come out in the order the sweep issued the neurons, so the
-        # write-back address is a counter (wb_n) instead of a tag carried through the pipeline.
-        m.submodules.dp = dp = NeuronDatapath(fmt, tag_bits=1)
-        m.d.comb += [
-            dp.model.eq(pop_opts[0:1]),
-            dp.leak.eq(pop_opts[1:3]),
-            dp.reset.eq(pop_opts[3:5]),
-            dp.reset_delay.eq(pop_opts[5]),
-            dp.beta.eq(pop_beta),
-            dp.alpha.eq(pop_alpha),
-            dp.i_v.eq(v_rd.data),
-            dp.i_i.eq(i_rd.data),
-            dp.i_acc.eq(acc_rd.data),
-            dp.i_thr.eq(thr_rd.data),
-            dp.i_bias.eq(bias_rd.data),
-        ]
-        sweep_issue = Signal()  # present neuron `sweep_n` to the state memories
-        sweep_n = Signal(nb)
-        sweep_end = Signal(nb + 1)
-        wb_n = Signal(nb)  # the neuron dp.o_* belongs to
+        # --- neuron datapaths, one per lane ----------------------------------------------------
+        # The datapaths' results come out in the order the sweep issued the neuron groups, so
+        # the write-back address is a counter (wb_g) instead of a tag carried through them.
+        dps = []
+        for l in lanes:
+            dp = NeuronDatapath(fmt, tag_bits=1)
+            m.submodules[f"dp{l}" if L > 1 else "dp"] = dp
+            dps.append(dp)
+            m.d.comb += [
+                dp.model.eq(p_opts[0:1]),
+                dp.leak.eq(p_opts[1:3]),
+                dp.reset.eq(p_opts[3:5]),
+                dp.reset_delay.eq(p_opts[5]),
+                dp.beta.eq(p_beta),
+                dp.alpha.eq(p_alpha),
+                dp.i_v.eq(v_rd[l].data),
+                dp.i_i.eq(i_rd[l].data),
+                dp.i_acc.eq(acc_rd[l].data),
+                dp.i_thr.eq(thr_rd[l].data if cfg.per_neuron_threshold else p_thr),
+                dp.i_bias.eq(bias_rd[l].data),
+            ]
+        sweep_issue = Signal()  # present neuron group `sweep_g` to the state memories
+        sweep_g = Signal(gbits)
+        sweep_left = Signal(16)  # groups left to issue, and a registered "this is the last"
+        sweep_last = Signal()
+        sweep_first = Signal()
+        sweep_fmask = Signal(L)  # lanes of the population's first and last group
+        sweep_lmask = Signal(L)
+        sweep_mask = Signal(L)
+        if L == 1:  # one lane: every issued neuron is in the population
+            m.d.comb += sweep_mask.eq(1)
+        else:
+            m.d.comb += sweep_mask.eq(
+                Mux(sweep_first, sweep_fmask, -1) & Mux(sweep_last, sweep_lmask, -1)
+            )
+        wb_g = Signal(gbits)  # the group dps[*].o_* belong to
         # the sweep's request is registered before it addresses the state memories (instead of
-        # registering their 84-bit output); the datapath sees the data the cycle after
+        # registering their output); the datapaths see the data the cycle after
         iss_q = Signal()
-        iss_n = Signal(nb)
-        m.d.sync += [iss_q.eq(sweep_issue), iss_n.eq(sweep_n), dp.i_valid.eq(iss_q)]
-        with m.If(dp.o_valid):
-            m.d.sync += wb_n.eq(wb_n + 1)
+        iss_g = Signal(gbits)
+        iss_mask = Signal(L)
+        m.d.sync += [iss_q.eq(sweep_issue), iss_g.eq(sweep_g), iss_mask.eq(sweep_mask)]
+        o_valid = Signal(L)
+        o_spike = Signal(L)
+        for l, dp in enumerate(dps):
+            m.d.sync += dp.i_valid.eq(iss_q & iss_mask[l])
+            m.d.comb += [o_valid[l].eq(dp.o_valid), o_spike[l].eq(dp.o_valid & dp.o_spike)]
+        # every issued group has a lane in the population, and the lanes run in lockstep
+        o_group = o_valid.any()
+        with m.If(o_group):
+            m.d.sync += wb_g.eq(wb_g + 1)
         thr_max = fmt.threshold_range[1]
-        with m.If(dp.i_valid & ((dp.i_thr == 0) | (dp.i_thr > thr_max))):
-            m.d.comb += param_err.eq(1)
+        for dp in dps:
+            with m.If(dp.i_valid & ((dp.i_thr == 0) | (dp.i_thr > thr_max))):
+                m.d.comb += param_err.eq(1)  # counted once a clock, however many lanes
 
-        # --- accumulation pipeline: read acc, add weight, write acc, forwarding ---------------
+        # --- accumulation pipelines, one per lane: read acc, add weight, write acc ------------
+        # All lanes of an operation group share the accumulator address (the group) and the
+        # weight word; lane l takes weight l of the word (one lane: the slot's half).
         op_valid = Signal()
-        op_tgt = Signal(nb)
-        op_slot = Signal(cfg.slot_bits)
-        w1_valid, w1_tgt, w1_half = Signal(), Signal(nb), Signal()
-        s1_valid, s1_tgt = Signal(), Signal(nb)
-        s1_w = Signal(signed(fmt.weight_bits))
-        s2_valid, s2_tgt, s2_sum = Signal(), Signal(nb), Signal(fmt.acc_bits)
-        s3_valid, s3_tgt, s3_sum = Signal(), Signal(nb), Signal(fmt.acc_bits)
+        op_mask = Signal(L)
+        op_tg = Signal(gbits)
+        op_slot = Signal(slb)
         wb = fmt.weight_bits
+        w1_valid, w1_tg, w1_half = Signal(L), Signal(gbits), Signal()
+        s1_valid, s1_tg = Signal(L), Signal(gbits)
+        s2_valid, s2_tg = Signal(L), Signal(gbits)
+        s3_valid, s3_tg = Signal(L), Signal(gbits)
+        s1_w = [Signal(signed(wb), name=f"s1_w{l}") for l in lanes]
+        s2_sum = [Signal(fmt.acc_bits, name=f"s2_sum{l}") for l in lanes]
+        s3_sum = [Signal(fmt.acc_bits, name=f"s3_sum{l}") for l in lanes]
         # W: the weight word arrives and is registered (the weight memory is large: on ECP5 a
-        # cascade of block RAMs, on iCE40 SPRAM); the accumulator is read for this target
+        # cascade of block RAMs, on iCE40 SPRAM); the accumulators are read for this group
         m.d.sync += [
-            w1_valid.eq(op_valid),
-            w1_tgt.eq(op_tgt),
+            w1_valid.eq(Mux(op_valid, op_mask, 0)),
+            w1_tg.eq(op_tg),
             w1_half.eq(op_slot[0]),
             s1_valid.eq(w1_valid),
-            s1_tgt.eq(w1_tgt),
-            s1_w.eq(Mux(w1_half, w_rd.data[wb : 2 * wb], w_rd.data[:wb])),
-            s3_valid.eq(s2_valid),
-            s3_tgt.eq(s2_tgt),
-            s3_sum.eq(s2_sum),
-        ]
-        acc_now = Mux(
-            s2_valid & (s2_tgt == s1_tgt),
-            s2_sum,
-            Mux(s3_valid & (s3_tgt == s1_tgt), s3_sum, acc_rd.data),
-        )
-        m.d.sync += [
+            s1_tg.eq(w1_tg),
             s2_valid.eq(s1_valid),
-            s2_tgt.eq(s1_tgt),
-            s2_sum.eq(acc_now.as_signed() + s1_w),
+            s2_tg.eq(s1_tg),
+            s3_valid.eq(s2_valid),
+            s3_tg.eq(s2_tg),
         ]
-        pipe_busy = op_valid | w1_valid | s1_valid | s2_valid
+        for l in lanes:
+            if L == 1:
+                weight = Mux(w1_half, w_rd.data[wb : 2 * wb], w_rd.data[:wb])
+            else:
+                weight = w_rd.data[l * wb : (l + 1) * wb]
+            acc_now = Mux(
+                s2_valid[l] & (s2_tg == s1_tg),
+                s2_sum[l],
+                Mux(s3_valid[l] & (s3_tg == s1_tg), s3_sum[l], acc_rd[l].data),
+            )
+            m.d.sync += [
+                s1_w[l].eq(weight),
+                s2_sum[l].eq(acc_now.as_signed() + s1_w[l]),
+                s3_sum[l].eq(s2_sum[l]),
+            ]
+        pipe_busy = op_valid | w1_valid.any() | s1_valid.any() | s2_valid.any()
         # one address for both weight ports, so the memory maps to single-port RAM (iCE40 SPRAM)
         w_addr = Signal(range(cfg.synapse_words))
         m.d.comb += [
-            w_addr.eq(op_slot[1:]),
+            w_addr.eq(op_slot >> (cfg.weights_per_word.bit_length() - 1)),
             w_rd.addr.eq(w_addr),
             w_wr.addr.eq(w_addr),
             w_rd.en.eq(~w_wr.en),  # read data holds during a write (SPRAM's "no change")
         ]
 
-        # --- fan-out engine: source -> segments -> one synaptic op per clock ------------------
-        fo_start = Signal()
-        fo_src = Signal(cfg.source_bits)
-        fo_idle = Signal()
-        fo_done = Signal()
-        seg_left = Signal(cfg.count_bits)
-        seg_next = Signal(cfg.segment_bits + 1)
-        cur_t = Signal(nb)
-        cur_w = Signal(cfg.slot_bits)
-        remaining = Signal(cfg.length_bits)
-        # predecoded (registered) seg_left == 0 and remaining == 1, off the critical paths
-        seg_none = Signal()
-        rem_last = Signal()
-        seg_en = Signal()
-        seg_addr = Signal(cfg.segment_bits + 1)
+        # --- op issuer: one operation group (``lanes`` synapses) per clock ---------------------
+        # A segment (first group, groups, slot of the first group's lane 0, lane masks of the
+        # first and last group) waits in `nxt` while the current one runs, so the segments of
+        # consecutive descriptors follow each other without a bubble.
+        nxt_valid = Signal()
+        nxt_tg, nxt_w, nxt_n = Signal(gbits), Signal(slb), Signal(lb)
+        nxt_fmask, nxt_lmask = Signal(L), Signal(L)
+        op_active = Signal()
+        cur_tg, cur_w, remaining = Signal(gbits), Signal(slb), Signal(lb)
+        cur_first, cur_fmask, cur_lmask = Signal(), Signal(L), Signal(L)
+        rem_last = Signal()  # registered remaining == 1
+        take = nxt_valid & (~op_active | rem_last)
         m.d.comb += [
-            segt_rd.addr.eq(seg_addr),
-            segw_rd.addr.eq(seg_addr),
-            segt_rd.en.eq(seg_en),
-            segw_rd.en.eq(seg_en),
+            op_valid.eq(op_active),
+            op_tg.eq(cur_tg),
+            op_slot.eq(cur_w),
+            op_mask.eq(
+                1 if L == 1 else Mux(cur_first, cur_fmask, -1) & Mux(rem_last, cur_lmask, -1)
+            ),
         ]
-        seg_t = segt_rd.data[:nb]
-        seg_len = segt_rd.data[nb : nb + cfg.length_bits]
-        seg_w = segw_rd.data
-        seg_ok = segt_rd.data[-1]
-        src_first = src_rd.data[: cfg.segment_bits]
-        src_count = src_rd.data[cfg.segment_bits :]
-
-        def load_segment():
-            """Take the segment on the read port; returns the condition it was valid."""
-            m.d.comb += [seg_en.eq(1), seg_addr.eq(seg_next)]
+        with m.If(op_active):
             m.d.sync += [
-                seg_left.eq(seg_left - 1),
-                seg_none.eq(seg_left == 1),
-                seg_next.eq(seg_next + 1),
+                cur_tg.eq(cur_tg + 1),
+                cur_w.eq(cur_w + L),
+                remaining.eq(remaining - 1),
+                rem_last.eq(remaining == 2),
+                cur_first.eq(0),
             ]
-            with m.If(seg_ok):
-                m.d.sync += [
-                    cur_t.eq(seg_t),
-                    cur_w.eq(seg_w),
-                    remaining.eq(seg_len),
-                    rem_last.eq(seg_len == 1),
-                ]
-            with m.Else():
-                m.d.comb += param_err.eq(1)
-
-        # A second source may be taken while the first one's operations run (``pend``): its
-        # descriptor waits on the source table's read port, so the next source costs only
-        # the clock that loads its first segment.
-        pend = Signal()
-        fo_ready = Signal()  # fo_start is taken this cycle
-
-        # the source descriptor is registered the cycle it arrives (src_q), off the path from
-        # the source table to the segment table's address
-        src_fresh = Signal()
-        src_q_first = Signal(cfg.segment_bits)
-        src_q_count = Signal(cfg.count_bits)
-        m.d.sync += src_fresh.eq(fo_start)
-        with m.If(src_fresh):
-            m.d.sync += [src_q_first.eq(src_first), src_q_count.eq(src_count)]
-        pend_ready = pend & ~src_fresh
-
-        def begin_source():
-            m.d.comb += [seg_en.eq(1), seg_addr.eq(src_q_first)]
+            with m.If(rem_last):
+                m.d.sync += op_active.eq(0)
+        with m.If(take):
             m.d.sync += [
-                seg_next.eq(src_q_first + 1),
-                seg_left.eq(src_q_count),
-                seg_none.eq(src_q_count == 0),
-                pend.eq(0),
+                cur_tg.eq(nxt_tg),
+                cur_w.eq(nxt_w),
+                remaining.eq(nxt_n),
+                rem_last.eq(nxt_n == 1),
+                cur_first.eq(1),
+                cur_fmask.eq(nxt_fmask),
+                cur_lmask.eq(nxt_lmask),
+                op_active.eq(1),
+                nxt_valid.eq(0),
             ]
-            m.next = "SEG"
 
-        def end_source():
-            m.d.comb += fo_done.eq(1)
-            with m.If(pend_ready):
-                begin_source()
-            with m.Else():
+        # --- descriptor engine: a source (group list, offset) -> its blocks' segments ---------
+        # Sources wait in a one-entry register (src_q) that the engine takes when idle: the
+        # producers (the event stream, the walker) see only the register's flag, not the
+        # engine's state.
+        g_take = Signal()  # a producer hands over a source this cycle (only while g_ready)
+        g_ready = Signal()
+        g_in_o = Signal(ob)
+        g_in_list = Signal(16)
+        src_q = Signal()
+        src_q_o = Signal(ob)
+        src_q_list = Signal(16)
+        m.d.comb += g_ready.eq(~src_q)
+        with m.If(g_take):
+            m.d.sync += [src_q.eq(1), src_q_o.eq(g_in_o), src_q_list.eq(g_in_list)]
+        g_idle = Signal()
+        g_o = Signal(ob)
+        g_d = Signal(db + 1)
+        g_left = Signal(LIST_BITS + 1)
+        g_last = Signal()  # registered g_left == 1
+        g_diff = Signal(ob)
+        g_in = Signal()  # the source is one of the block's rows
+        g_stride = Signal(16)
+        g_ok = Signal()  # the block is valid: 1 <= length, target + length <= n_neurons
+        g_tg, g_n = Signal(gbits), Signal(lb)  # first group, groups
+        g_tmod = Signal(max(lg, 1))  # target % lanes
+        g_fmask, g_lmask = Signal(L), Signal(L)
+        g_slot = Signal(slb)  # slot of lane 0 of the first group
+        g_prod = Signal(slb)
+        m.d.comb += desc_rd.en.eq(1)
+
+        def desc_addr(word):
+            m.d.comb += desc_rd.addr.eq(Cat(Const(word.value, 2), g_d))
+
+        def next_descriptor():
+            m.d.sync += [g_d.eq(g_d + 1), g_left.eq(g_left - 1), g_last.eq(g_left == 2)]
+            with m.If(g_last):
                 m.next = "IDLE"
+            with m.Else():
+                m.next = "A0"
 
-        with m.FSM(name="fanout"):
+        with m.FSM(name="desc"):
             with m.State("IDLE"):
-                m.d.comb += [fo_idle.eq(~pend), fo_ready.eq(~pend)]
-                with m.If(pend_ready):
-                    begin_source()
-                with m.Elif(fo_start):
-                    m.next = "SRC"
-            with m.State("SRC"):
-                m.next = "SRC2"
-            with m.State("SRC2"):
-                begin_source()
-            with m.State("SEG"):
-                with m.If(seg_none):
-                    end_source()
+                m.d.comb += g_idle.eq(1)
+                with m.If(src_q):
+                    count = src_q_list[LIST_BITS : 2 * LIST_BITS]
+                    m.d.sync += [
+                        src_q.eq(0),
+                        g_o.eq(src_q_o),
+                        g_d.eq(src_q_list[:LIST_BITS]),
+                        g_left.eq(count),
+                        g_last.eq(count == 1),
+                    ]
+                    with m.If(count != 0):
+                        m.next = "A0"
+            with m.State("A0"):
+                desc_addr(DescWord.SOURCES)
+                m.next = "A1"
+            with m.State("A1"):
+                desc_addr(DescWord.STRIDE)
+                first, count = desc_rd.data[:16], desc_rd.data[16:]
+                diff = g_o - first
+                m.d.sync += [g_diff.eq(diff), g_in.eq((g_o >= first) & (diff < count))]
+                m.next = "A2"
+            with m.State("A2"):
+                desc_addr(DescWord.TARGET)
+                m.d.sync += g_stride.eq(desc_rd.data)
+                with m.If(g_in):
+                    m.next = "A3"
                 with m.Else():
-                    load_segment()
-                    with m.If(seg_ok):
-                        m.next = "OPS"
-            with m.State("OPS"):
-                m.d.comb += [op_valid.eq(1), op_tgt.eq(cur_t), op_slot.eq(cur_w)]
-                m.d.comb += fo_ready.eq(~pend)
+                    next_descriptor()  # the source is not one of this block's rows
+            with m.State("A3"):
+                desc_addr(DescWord.SLOT)
+                tgt, length = desc_rd.data[:16], desc_rd.data[16:]
                 m.d.sync += [
-                    cur_t.eq(cur_t + 1),
-                    cur_w.eq(cur_w + 1),
-                    remaining.eq(remaining - 1),
-                    rem_last.eq(remaining == 2),
+                    g_ok.eq((length != 0) & (tgt + length <= N)),
+                    g_prod.eq(g_diff * g_stride),
                 ]
-                with m.If(rem_last):
-                    with m.If(seg_none):
-                        end_source()
-                    with m.Else():
-                        load_segment()
-                        with m.If(~seg_ok):
-                            m.next = "SEG"
-                with m.If(fo_start):
-                    m.d.sync += pend.eq(1)
-        m.d.comb += [src_rd.addr.eq(fo_src), src_rd.en.eq(fo_start)]
+                if L == 1:
+                    m.d.sync += [g_tg.eq(tgt), g_n.eq(length)]
+                else:
+                    tmod = tgt[:lg]
+                    last_lane = (tmod + length - 1)[:lg]
+                    m.d.sync += [
+                        g_tmod.eq(tmod),
+                        g_tg.eq(tgt >> lg),
+                        g_n.eq((length + tmod + L - 1) >> lg),
+                        g_fmask.eq((Const((1 << L) - 1, L) << tmod)[:L]),
+                        g_lmask.eq(Const((1 << L) - 1, L) >> (~last_lane)[:lg]),
+                    ]
+                m.next = "A4"
+            with m.State("A4"):
+                m.d.sync += g_slot.eq(desc_rd.data - (g_tmod if L > 1 else 0))
+                m.next = "PUSH"
+            with m.State("PUSH"):
+                with m.If(~g_ok):
+                    m.d.comb += param_err.eq(1)
+                    next_descriptor()
+                with m.Elif(~nxt_valid):
+                    m.d.sync += [
+                        nxt_valid.eq(1),
+                        nxt_tg.eq(g_tg),
+                        nxt_w.eq(g_slot + g_prod),
+                        nxt_n.eq(g_n),
+                        nxt_fmask.eq(g_fmask),
+                        nxt_lmask.eq(g_lmask),
+                    ]
+                    next_descriptor()
+        fo_idle = ~src_q & g_idle & ~nxt_valid & ~op_active
+        # fan-out and accumulation idle, registered (off the sequencer's paths): last cycle's
+        # state, and no source handed over since (work only enters through src_q)
+        quiet_r = Signal()
+        m.d.sync += quiet_r.eq(fo_idle & ~pipe_busy)
+        drained = quiet_r & ~src_q
 
-        # --- spike walker: output stream and fan-out of a range of the spike lists ------------
-        walk_bank = Signal()
-        walk_k = Signal(range(N + 1))
-        walk_end = Signal(range(N + 1))
-        walk_emit = Signal()
-        walk_fanout = Signal()
-        walk_rec = Signal()
-        walk_start = Signal()
-        walk_sent = Signal()
-        walk_idle = Signal()
-        spk_addr = Signal(range(2 * N))
+        # --- bitmap writer: the sweep's spikes into bank ~prev ----------------------------------
+        # Every neuron writes its word with the bits so far (write-through), so a word shared by
+        # two populations keeps the first one's bits; wr_valid is cleared at a step's start.
+        wr_valid = Signal()
+        wr_word = Signal(range(W))
+        wr_bits = Signal(BITMAP_BITS)
+        wb_n0 = Signal(nb + 1)  # the group's first neuron
+        wb_word = Signal(range(W))
+        m.d.comb += [wb_n0.eq(wb_g << lg), wb_word.eq(wb_n0 >> 4)]
+        new_bits = Mux(wr_valid & (wr_word == wb_word), wr_bits, 0) | (
+            o_spike << wb_n0[: min(4, nb)]
+        )[:BITMAP_BITS]
         m.d.comb += [
-            spk_rd.addr.eq(spk_addr),
-            rec_rd.addr.eq(spk_addr),
-            spk_rd.en.eq(0),
-            rec_rd.en.eq(0),
+            bm_wr.addr.eq(Cat(wb_word, ~prev)),
+            bm_wr.data.eq(new_bits),
+            bm_wr.en.eq(o_group),
         ]
-        walk_n = Mux(walk_rec, rec_rd.data, spk_rd.data)
+        with m.If(o_group):
+            m.d.sync += [wr_bits.eq(new_bits), wr_word.eq(wb_word), wr_valid.eq(1)]
+            with m.If(o_spike.any()):
+                m.d.sync += cur_any.bit_select(pop_idx, 1).eq(1)
+
+        # --- spike walker: output stream and fan-out of a population's bitmap range ----------
+        walk_start = Signal()
+        walk_idle = Signal()
+        wk_bank = Signal()
+        wk_lo = Signal(nb)  # first neuron
+        wk_hi = Signal(nb + 1)  # one past the last neuron
+        wk_emit = Signal()
+        wk_fanout = Signal()
+        wk_list = Signal(16)
+        wk_word = Signal(range(W + 1))
+        wk_first = Signal(range(W))  # word of wk_lo
+        wk_last = Signal(range(W))  # word of wk_hi - 1
+        wk_bits = Signal(BITMAP_BITS)
+        wk_at_last = Signal()  # registered wk_word == wk_last
+        m.d.comb += [bm_rd.addr.eq(Cat(wk_word[:wbits], wk_bank)), bm_rd.en.eq(0)]
+
+        # masks of the range's first and last word and "the next word is the last", registered
+        # (the walk's per-word decisions start at flops)
+        lo_mask = Signal(BITMAP_BITS)
+        hi_mask = Signal(BITMAP_BITS)
+        first_is_last = Signal()
+        wk_nx_last = Signal()
+        ones = Const(0xFFFF, 16)
+
+        # The scan puts each spike (the lowest set bit) into an output register (out_*), which
+        # the spike stream and the fan-out hand-over take from: their handshakes start at flops
+        # and do not reach into the scan.  One spike per two clocks at most, well above what
+        # the fan-out of a spike takes.
+        out_valid = Signal()
+        out_n = Signal(nb)
+        out_sent = Signal()
+        ctz = Signal(4)
+        for k in reversed(range(BITMAP_BITS)):
+            with m.If(wk_bits[k]):
+                m.d.comb += ctz.eq(k)
+        wk_has = wk_bits.any()
         with m.FSM(name="walker"):
             with m.State("IDLE"):
-                m.d.comb += walk_idle.eq(1)
+                m.d.comb += walk_idle.eq(~out_valid)
                 with m.If(walk_start):
-                    m.next = "READ"
-            with m.State("READ"):
-                with m.If(walk_k == walk_end):
-                    m.next = "IDLE"
-                with m.Else():
-                    m.d.comb += [
-                        spk_rd.en.eq(1),
-                        rec_rd.en.eq(1),
-                        spk_addr.eq(Mux(walk_rec & walk_bank, N, 0) + walk_k),
-                    ]
-                    m.next = "SPIKE"
-            with m.State("SPIKE"):
-                # emit the spike (output populations) and hand it to the fan-out engine
-                m.d.comb += [
-                    self.spikes.valid.eq(walk_emit & ~walk_sent),
-                    self.spikes.payload.eq(walk_n),
+                    m.next = "ISSUE"
+            with m.State("ISSUE"):
+                hi_n = Signal.like(wk_hi)
+                hi_bit = Signal(4)  # zero-extended when neuron_bits < 4
+                m.d.comb += [hi_n.eq(wk_hi - 1), hi_bit.eq(hi_n)]
+                m.d.sync += [
+                    wk_first.eq(wk_lo >> 4),
+                    wk_last.eq(hi_n >> 4),
+                    lo_mask.eq((ones << wk_lo[: min(4, nb)])[:16]),
+                    hi_mask.eq(ones >> ~hi_bit),
+                    first_is_last.eq((wk_lo >> 4) == (hi_n >> 4)),
                 ]
-                emitted = ~walk_emit | walk_sent | self.spikes.ready
-                with m.If(emitted & (~walk_fanout | fo_ready)):
-                    m.d.comb += [
-                        fo_start.eq(walk_fanout),
-                        fo_src.eq(walk_n + Mux(walk_rec, cfg.n_inputs + N, cfg.n_inputs)),
+                m.d.comb += bm_rd.en.eq(1)
+                m.next = "FIRST"
+            with m.State("FIRST"):
+                m.d.sync += [
+                    wk_bits.eq(bm_rd.data & lo_mask & Mux(first_is_last, hi_mask, ones)),
+                    wk_at_last.eq(first_is_last),
+                    wk_nx_last.eq(wk_first + 1 == wk_last),
+                ]
+                m.d.comb += [bm_rd.en.eq(1), bm_rd.addr.eq(Cat((wk_word + 1)[:wbits], wk_bank))]
+                m.next = "SCAN"
+            with m.State("SCAN"):
+                with m.If(~wk_has):
+                    with m.If(wk_at_last):
+                        m.next = "IDLE"
+                    with m.Else():
+                        # the next word is on the read port: take it, fetch the one after
+                        m.d.sync += [
+                            wk_word.eq(wk_word + 1),
+                            wk_at_last.eq(wk_nx_last),
+                            wk_nx_last.eq(wk_word + 2 == wk_last),
+                            wk_bits.eq(bm_rd.data & Mux(wk_nx_last, hi_mask, ones)),
+                        ]
+                        m.d.comb += [
+                            bm_rd.en.eq(1),
+                            bm_rd.addr.eq(Cat((wk_word + 2)[:wbits], wk_bank)),
+                        ]
+                with m.Elif(~out_valid):
+                    m.d.sync += [
+                        out_valid.eq(1),
+                        out_sent.eq(0),
+                        out_n.eq(Cat(ctz, wk_word)),
+                        wk_bits.eq(wk_bits & (wk_bits - 1)),
                     ]
-                    m.d.sync += [walk_k.eq(walk_k + 1), walk_sent.eq(0)]
-                    m.next = "READ"
-                with m.Elif(emitted):
-                    m.d.sync += walk_sent.eq(1)
+
+        # the output register: emit the spike (output populations), hand it to the fan-out
+        m.d.comb += [
+            self.spikes.valid.eq(out_valid & wk_emit & ~out_sent),
+            self.spikes.payload.eq(out_n),
+        ]
+        emitted = ~wk_emit | out_sent | self.spikes.ready
+        with m.If(out_valid):
+            with m.If(emitted & (~wk_fanout | g_ready)):
+                m.d.comb += [
+                    g_take.eq(wk_fanout),
+                    g_in_o.eq(out_n - wk_lo),
+                    g_in_list.eq(wk_list),
+                ]
+                m.d.sync += out_valid.eq(0)
+            with m.Elif(emitted):
+                m.d.sync += out_sent.eq(1)
 
         # --- datapath write-back ------------------------------------------------------------
-        m.d.comb += [
-            v_wr.addr.eq(wb_n),
-            v_wr.data.eq(dp.o_v),
-            v_wr.en.eq(dp.o_valid),
-            i_wr.addr.eq(wb_n),
-            i_wr.data.eq(dp.o_i),
-            i_wr.en.eq(dp.o_valid),
-            spk_wr.addr.eq(cnt_cur),
-            spk_wr.data.eq(wb_n),
-            spk_wr.en.eq(dp.o_spike),
-            rec_wr.addr.eq(Mux(prev, 0, N) + cnt_rec),
-            rec_wr.data.eq(wb_n),
-            rec_wr.en.eq(dp.o_spike & pop_opts[PopFlag.RECURRENT.bit_length() - 1]),
-        ]
-        with m.If(dp.o_spike):
-            m.d.sync += cnt_cur.eq(cnt_cur + 1)
-        with m.If(rec_wr.en):
-            m.d.sync += cnt_rec.eq(cnt_rec + 1)
+        for l, dp in enumerate(dps):
+            m.d.comb += [
+                v_wr[l].addr.eq(wb_g),
+                v_wr[l].data.eq(dp.o_v),
+                v_wr[l].en.eq(dp.o_valid),
+                i_wr[l].addr.eq(wb_g),
+                i_wr[l].data.eq(dp.o_i),
+                i_wr[l].en.eq(dp.o_valid),
+            ]
+            # accumulator ports: the sweep clears, else the accumulation pipeline (or the bus)
+            with m.If(dp.o_valid):
+                m.d.comb += [acc_wr[l].addr.eq(wb_g), acc_wr[l].data.eq(0), acc_wr[l].en.eq(1)]
+            with m.Else():
+                m.d.comb += [
+                    acc_wr[l].addr.eq(s2_tg),
+                    acc_wr[l].data.eq(s2_sum[l]),
+                    acc_wr[l].en.eq(s2_valid[l]),
+                ]
         dp_busy = Signal()
         dp_flight = Signal(NeuronDatapath.LATENCY + 2)  # issue -> address -> data -> ...
         m.d.sync += [
             dp_flight.eq(Cat(sweep_issue, dp_flight[:-1])),
             dp_busy.eq(sweep_issue | dp_flight[:-1].any()),  # == dp_flight.any(), registered
         ]
-
-        # accumulator ports: accumulation pipeline, sweep (read, clear) or bus
-        with m.If(dp.o_valid):
-            m.d.comb += [acc_wr.addr.eq(wb_n), acc_wr.data.eq(0), acc_wr.en.eq(1)]
-        with m.Else():
-            m.d.comb += [acc_wr.addr.eq(s2_tgt), acc_wr.data.eq(s2_sum), acc_wr.en.eq(s2_valid)]
-        for port in (v_rd, i_rd, thr_rd, bias_rd):
+        state_rd = v_rd + i_rd + bias_rd + (thr_rd if cfg.per_neuron_threshold else [])
+        for port in state_rd + acc_rd:
             m.d.comb += port.en.eq(1)
-        m.d.comb += acc_rd.en.eq(1)
 
         # --- bus -------------------------------------------------------------------------------
         bus = self.mem
@@ -481,18 +648,16 @@ class NeuronCore(wiring.Component):
         m.d.comb += b_pend.eq(b_we | b_re)
         r_stage = Signal()
         rd_region = Signal(4)
-        rd_odd = Signal()
-        rd_word = Signal(2)
-        rd_ok = Signal()
+        rd_lane = Signal(max(lg, 1))
         rd_reg = Signal(32)
+        rd_ok = Signal()
         r_stage2 = Signal()
         m.d.sync += [
             r_stage.eq(req & bus.r_en),
             r_stage2.eq(r_stage),
             bus.r_valid.eq(r_stage2),
             rd_region.eq(b_region),
-            rd_odd.eq(b_offset[0]),
-            rd_word.eq(b_offset[:2]),
+            rd_lane.eq(b_offset[:lg] if L > 1 else 0),
             rd_ok.eq(b_re),
         ]
         region = b_region
@@ -507,62 +672,37 @@ class NeuronCore(wiring.Component):
                     m.d.comb += [wr.addr.eq(addr), wr.data.eq(data), wr.en.eq(1)]
 
         # the bus has the read ports only in cycles the core does not use them (b_pend)
-        for reg, rd, wr in (
-            (Region.V, v_rd, v_wr),
-            (Region.I, i_rd, i_wr),
-            (Region.THR, thr_rd, thr_wr),
-            (Region.BIAS, bias_rd, bias_wr),
-        ):
+        for reg, rd, wr in [(Region.POP, pop_rd, pop_wr), (Region.DESC, desc_rd, desc_wr)]:
             bus_port(reg, rd, wr, offset, wdata)
-        bus_port(Region.ACC, acc_rd, None, offset, wdata)
-        with m.If(b_we & (region == Region.ACC.value)):
-            m.d.comb += [acc_wr.addr.eq(offset), acc_wr.data.eq(wdata), acc_wr.en.eq(1)]
-        for w, (_, rd, wr) in zip(PopWord, pop_ports, strict=True):
-            m.d.comb += rd.addr.eq(pop_idx)
-            with m.If(b_pend):
-                m.d.comb += rd.addr.eq(offset[2:])
-            with m.If(b_we & (region == Region.POP.value) & (offset[:2] == w.value)):
-                m.d.comb += [wr.addr.eq(offset[2:]), wr.data.eq(wdata), wr.en.eq(1)]
-        # a source whose segments run past the table is stored empty (and counted); the checks
-        # of SRC and SEG words are computed from the request and registered with it
-        w_first, w_count = wdata[:16], wdata[16:]
-        src_bad = Signal()
-        req_first, req_count = bus.w_data[:16], bus.w_data[16:]
-        m.d.sync += src_bad.eq((req_count != 0) & (req_first + req_count > cfg.segments))
-        bus_port(
-            Region.SRC,
-            src_rd,
-            src_wr,
-            offset,
-            Cat(w_first[: cfg.segment_bits], Mux(src_bad, 0, w_count[: cfg.count_bits])),
-        )
-        with m.If(b_we & (region == Region.SRC.value) & src_bad):
-            m.d.comb += param_err.eq(1)
+        # neuron regions: neuron n is word n >> lg of bank n % lanes
+        b_lane = offset[:lg] if L > 1 else Const(0, 1)
+        banks = [(Region.V, v_rd, v_wr), (Region.I, i_rd, i_wr), (Region.BIAS, bias_rd, bias_wr),
+                 (Region.ACC, acc_rd, acc_wr)]
+        if cfg.per_neuron_threshold:
+            banks.append((Region.THR, thr_rd, thr_wr))
+        for reg, rds, wrs in banks:
+            for l in lanes:
+                bus_port(reg, rds[l], None, offset >> lg, wdata)
+                with m.If(b_we & (region == reg.value) & (b_lane == l)):
+                    m.d.comb += [
+                        wrs[l].addr.eq(offset >> lg),
+                        wrs[l].data.eq(wdata),
+                        wrs[l].en.eq(1),
+                    ]
         with m.If(b_pend):
             m.d.comb += w_addr.eq(offset)
         with m.If(b_we & (region == Region.WEIGHT.value)):
             m.d.comb += [w_wr.data.eq(wdata), w_wr.en.eq(1)]
-        with m.If(b_pend):
-            m.d.comb += [seg_addr.eq(offset[1:]), seg_en.eq(1)]
-        seg_hit = b_we & (region == Region.SEG.value)
-        # valid: 1 <= length and target + length <= n_neurons (never touches other neurons)
-        seg_good = Signal()
-        m.d.sync += seg_good.eq((req_count != 0) & (req_first + req_count <= N))
-        with m.If(seg_hit & ~offset[0]):
-            m.d.comb += [
-                segt_wr.addr.eq(offset[1:]),
-                segt_wr.data.eq(Cat(wdata[:nb], wdata[16 : 16 + cfg.length_bits], seg_good)),
-                segt_wr.en.eq(1),
-            ]
-        with m.If(seg_hit & offset[0]):
-            m.d.comb += [segw_wr.addr.eq(offset[1:]), segw_wr.data.eq(wdata), segw_wr.en.eq(1)]
-        with m.If(b_pend):
-            m.d.comb += [
-                src_rd.addr.eq(offset),
-                src_rd.en.eq(1),
-            ]
 
-        # registers
+        def list_ok(word):
+            """A descriptor list stays inside the table (checked where it is used)."""
+            first, count = word[:LIST_BITS], word[LIST_BITS : 2 * LIST_BITS]
+            return (count == 0) | (first + count <= cfg.descriptors)
+
+        # registers; an input list that runs past the descriptor table is stored empty (and
+        # counted), checked from the request and registered with it
+        list_bad = Signal()
+        m.d.sync += list_bad.eq(~list_ok(bus.w_data))
         clear_spikes = Signal()
         with m.If(b_we & (region == Region.CONFIG.value)):
             with m.Switch(offset):
@@ -572,6 +712,10 @@ class NeuronCore(wiring.Component):
                     m.d.sync += n_pops.eq(Mux(wdata > cfg.n_populations, cfg.n_populations, wdata))
                 with m.Case(ConfigWord.CONTROL.value):
                     m.d.comb += clear_spikes.eq(wdata[0])
+                with m.Case(ConfigWord.INPUT_LIST.value):
+                    m.d.sync += input_list.eq(Mux(list_bad, 0, wdata[: 2 * LIST_BITS]))
+                    with m.If(list_bad):
+                        m.d.comb += param_err.eq(1)
         status = {
             StatusWord.EVENTS_REFUSED: cnt_events_refused,
             StatusWord.BUS_REFUSED: cnt_bus_refused,
@@ -582,13 +726,15 @@ class NeuronCore(wiring.Component):
             StatusWord.CAP_INPUTS: cfg.n_inputs,
             StatusWord.CAP_POPULATIONS: cfg.n_populations,
             StatusWord.CAP_SYNAPSE_WORDS: cfg.synapse_words,
-            StatusWord.CAP_SEGMENTS: cfg.segments,
+            StatusWord.CAP_DESCRIPTORS: cfg.descriptors,
             StatusWord.LANES: cfg.lanes,
+            StatusWord.FEATURES: int(cfg.per_neuron_threshold),
         }
         config_words = {
             ConfigWord.N_INPUTS: n_inputs,
             ConfigWord.N_POPULATIONS: n_pops,
             ConfigWord.CONTROL: 0,
+            ConfigWord.INPUT_LIST: input_list,
         }
         with m.If(b_re):
             m.d.sync += rd_reg.eq(0)
@@ -606,42 +752,28 @@ class NeuronCore(wiring.Component):
         def sext(value, bits):
             return value[:bits].as_signed()
 
+        def lane_data(ports):
+            return Array(p.data for p in ports)[rd_lane] if L > 1 else ports[0].data
+
         rdata = Signal(BUS_DATA_BITS)
         with m.Switch(rd_region):
             with m.Case(Region.CONFIG.value, Region.STATUS.value):
                 m.d.comb += rdata.eq(rd_reg)
             with m.Case(Region.POP.value):
-                m.d.comb += rdata.eq(Array(rd.data for _, rd, _ in pop_ports)[rd_word])
+                m.d.comb += rdata.eq(pop_rd.data)
             with m.Case(Region.V.value):
-                m.d.comb += rdata.eq(sext(v_rd.data, sb))
+                m.d.comb += rdata.eq(sext(lane_data(v_rd), sb))
             with m.Case(Region.I.value):
-                m.d.comb += rdata.eq(sext(i_rd.data, sb))
+                m.d.comb += rdata.eq(sext(lane_data(i_rd), sb))
             with m.Case(Region.ACC.value):
-                m.d.comb += rdata.eq(sext(acc_rd.data, fmt.acc_bits))
-            with m.Case(Region.THR.value):
-                m.d.comb += rdata.eq(thr_rd.data)
+                m.d.comb += rdata.eq(sext(lane_data(acc_rd), fmt.acc_bits))
+            if cfg.per_neuron_threshold:
+                with m.Case(Region.THR.value):
+                    m.d.comb += rdata.eq(lane_data(thr_rd))
             with m.Case(Region.BIAS.value):
-                m.d.comb += rdata.eq(sext(bias_rd.data, fmt.bias_bits))
-            with m.Case(Region.SRC.value):
-                m.d.comb += rdata.eq(
-                    Cat(
-                        src_rd.data[: cfg.segment_bits],
-                        Const(0, 16 - cfg.segment_bits),
-                        src_rd.data[cfg.segment_bits :],
-                    )
-                )
-            with m.Case(Region.SEG.value):
-                m.d.comb += rdata.eq(
-                    Mux(
-                        rd_odd,
-                        segw_rd.data,
-                        Cat(
-                            segt_rd.data[:nb],
-                            Const(0, 16 - nb),
-                            segt_rd.data[nb : nb + cfg.length_bits],
-                        ),
-                    )
-                )
+                m.d.comb += rdata.eq(sext(lane_data(bias_rd), fmt.bias_bits))
+            with m.Case(Region.DESC.value):
+                m.d.comb += rdata.eq(desc_rd.data)
             with m.Case(Region.WEIGHT.value):
                 m.d.comb += rdata.eq(w_rd.data)
         m.d.sync += bus.r_data.eq(Mux(r_stage2 & rd_ok, rdata, 0))
@@ -656,11 +788,11 @@ class NeuronCore(wiring.Component):
         with m.If(event_refused_r):
             m.d.sync += cnt_events_refused.eq(cnt_events_refused + 1)
         with m.If(clear_spikes):
-            m.d.sync += cnt_prev.eq(0)
+            m.d.sync += prev_valid.eq(0)
         with m.If(in_step & ~self.done):
             m.d.sync += step_cycles.eq(step_cycles + 1)
 
-        opts = pop_opts
+        opts = p_opts
         leak = opts[1:3]
         reset = opts[3:5]
         cuba = opts[0] == NeuronModel.CUBA.value
@@ -674,102 +806,159 @@ class NeuronCore(wiring.Component):
                 | ((leak == LeakMode.SHIFT.value) & (code >= k_lo) & (code <= k_hi))
             )
 
-        pop_ok = (
-            (pop_size != 0)
-            & (pop_base + pop_size <= N)
-            & (leak != 3)
-            & (reset != 3)
-            & decay_ok(pop_beta)
-            & (~cuba | decay_ok(pop_alpha))
+        # the checks, each registered when the population is loaded; CHECK ANDs them
+        pop_checks = Cat(
+            p_size != 0,
+            p_base + p_size <= N,
+            leak != 3,
+            reset != 3,
+            decay_ok(p_beta),
+            ~cuba | decay_ok(p_alpha),
+            list_ok(p_fwd),
+            list_ok(p_rec),
         )
-        for _, rd, _ in pop_ports:
-            m.d.comb += rd.en.eq(1)
+        pop_checks_r = Signal(len(pop_checks))
+        # the population's neuron groups and the lanes of its first and last group
+        p_groups = p_size if L == 1 else Signal(16)
+        if L > 1:
+            b_mod = p_base[:lg]
+            last_mod = (p_base + p_size - 1)[:lg]
+            p_groups_v = (p_size + b_mod + L - 1) >> lg
+            fmask_v = (Const((1 << L) - 1, L) << b_mod)[:L]
+            lmask_v = Const((1 << L) - 1, L) >> (~last_mod)[:lg]  # ~x == L - 1 - x on lg bits
+        m.d.comb += pop_ok_r.eq(pop_checks_r.all())
+        m.d.comb += pop_rd.en.eq(1)
+        ld_k = Signal(range(POP_WORDS + 1))
+
+        def start_walk(bank, emit, fanout, lst):
+            m.d.comb += walk_start.eq(1)
+            m.d.sync += [
+                wk_bank.eq(bank),
+                wk_lo.eq(p_base),
+                wk_hi.eq(p_base + p_size),
+                wk_word.eq(p_base >> 4),
+                wk_emit.eq(emit),
+                wk_fanout.eq(fanout),
+                wk_list.eq(lst),
+            ]
 
         with m.FSM(name="seq"):
             with m.State("IDLE"):
-                with m.If(self.events.valid & fo_ready & ~b_pend):
+                with m.If(self.events.valid & g_ready & ~b_pend):
                     m.d.comb += self.events.ready.eq(1)
                     with m.If(self.events.payload < n_inputs):
-                        m.d.comb += [fo_start.eq(1), fo_src.eq(self.events.payload)]
+                        m.d.comb += [
+                            g_take.eq(1),
+                            g_in_o.eq(self.events.payload),
+                            g_in_list.eq(input_list),
+                        ]
                     with m.Else():
                         m.d.comb += event_refused.eq(1)
-                with m.Elif(step_pending & fo_idle & ~pipe_busy & ~b_pend):
+                with m.Elif(step_pending & drained & ~b_pend):
                     m.d.sync += [
                         step_pending.eq(self.step),
                         in_step.eq(1),
                         step_cycles.eq(1),
-                        walk_bank.eq(prev),
-                        walk_k.eq(0),
-                        walk_end.eq(cnt_prev),
-                        walk_emit.eq(0),
-                        walk_fanout.eq(1),
-                        walk_rec.eq(1),
-                        cnt_cur.eq(0),
-                        cnt_rec.eq(0),
                         pop_idx.eq(0),
+                        phase_rec.eq(1),
+                        wr_valid.eq(0),
                     ]
-                    m.d.comb += walk_start.eq(1)
-                    m.next = "RECURRENT"
-                with m.Elif(fo_idle & ~pipe_busy):
+                    m.next = "NEXT_POP"
+                with m.Elif(drained):
                     m.d.comb += bus_ok.eq(1)
-            with m.State("RECURRENT"):
-                with m.If(walk_idle & fo_idle):
-                    m.next = "POP"
-            with m.State("POP"):
+            with m.State("NEXT_POP"):
                 with m.If(pop_idx == n_pops):
-                    m.next = "FINISH"
+                    with m.If(phase_rec):
+                        m.d.sync += [phase_rec.eq(0), pop_idx.eq(0)]
+                    with m.Else():
+                        m.next = "FINISH"
+                with m.Elif(phase_rec & ~(prev_valid & rec_any.bit_select(pop_idx, 1))):
+                    m.d.sync += pop_idx.eq(pop_idx + 1)  # no spikes to walk: skip the load
                 with m.Else():
-                    m.next = "POP_LOAD"
-            with m.State("POP_LOAD"):
-                # the table's words for pop_idx arrive on the read ports
-                m.next = "POP_VALIDATE"
-            with m.State("POP_VALIDATE"):
-                m.d.sync += pop_ok_r.eq(pop_ok)  # registered: the checks are long comparators
-                m.next = "POP_CHECK"
-            with m.State("POP_CHECK"):
-                m.d.sync += [
-                    sweep_n.eq(pop_base),
-                    wb_n.eq(pop_base),
-                    sweep_end.eq(pop_base + pop_size),
-                    pop_start.eq(cnt_cur),
-                ]
-                with m.If(pop_ok_r):
+                    m.d.sync += ld_k.eq(0)
+                    m.next = "LOAD"
+            with m.State("LOAD"):
+                # word k is addressed in cycle k and captured in cycle k + 1
+                with m.If(ld_k < POP_WORDS):
+                    m.d.comb += pop_rd.addr.eq(Cat(ld_k[: (POP_WORDS - 1).bit_length()], pop_idx))
+                with m.Switch(ld_k):
+                    for word, reg in p_words.items():
+                        with m.Case(word.value + 1):
+                            m.d.sync += reg.eq(pop_rd.data)
+                m.d.sync += ld_k.eq(ld_k + 1)
+                with m.If(ld_k == POP_WORDS):
+                    # the last word (THRESHOLD) is not checked: validate now, registered (the
+                    # checks are long comparators)
+                    m.d.sync += pop_checks_r.eq(pop_checks)
+                    if L > 1:
+                        m.d.sync += [
+                            p_groups.eq(p_groups_v),
+                            sweep_fmask.eq(fmask_v),
+                            sweep_lmask.eq(lmask_v),
+                        ]
+                    m.next = "CHECK"
+            with m.State("CHECK"):
+                with m.If(phase_rec):
+                    # last step's spikes of a population with a recurrent fan-out
+                    with m.If(
+                        pop_ok_r
+                        & ((p_opts & int(PopFlag.RECURRENT)) != 0)
+                        & rec_any.bit_select(pop_idx, 1)
+                        & prev_valid
+                    ):
+                        start_walk(prev, 0, 1, p_rec)
+                        m.next = "WALK"
+                    with m.Else():
+                        m.d.sync += pop_idx.eq(pop_idx + 1)
+                        m.next = "NEXT_POP"
+                with m.Elif(pop_ok_r):
+                    m.d.sync += [
+                        sweep_g.eq(p_base >> lg),
+                        wb_g.eq(p_base >> lg),
+                        sweep_left.eq(p_groups),
+                        sweep_last.eq(p_groups == 1),
+                        sweep_first.eq(1),
+                    ]
                     m.next = "SWEEP_WAIT"
                 with m.Else():
                     m.d.comb += param_err.eq(1)
                     m.d.sync += pop_idx.eq(pop_idx + 1)
-                    m.next = "POP"
+                    m.next = "NEXT_POP"
             with m.State("SWEEP_WAIT"):
                 # forward deliveries into this population must have landed
-                with m.If(fo_idle & ~pipe_busy):
+                with m.If(drained):
                     m.next = "SWEEP"
             with m.State("SWEEP"):
                 m.d.comb += sweep_issue.eq(1)
-                m.d.sync += sweep_n.eq(sweep_n + 1)
-                with m.If(sweep_n + 1 == sweep_end):
+                m.d.sync += [
+                    sweep_g.eq(sweep_g + 1),
+                    sweep_left.eq(sweep_left - 1),
+                    sweep_last.eq(sweep_left == 2),
+                    sweep_first.eq(0),
+                ]
+                with m.If(sweep_last):
                     m.next = "SWEEP_DRAIN"
             with m.State("SWEEP_DRAIN"):
                 with m.If(~dp_busy):
-                    m.d.sync += [
-                        walk_bank.eq(~prev),
-                        walk_k.eq(pop_start),
-                        walk_end.eq(cnt_cur),
-                        walk_emit.eq((opts & int(PopFlag.OUTPUT)) != 0),
-                        walk_fanout.eq((opts & int(PopFlag.FORWARD)) != 0),
-                        walk_rec.eq(0),
-                    ]
-                    with m.If((opts & int(PopFlag.OUTPUT | PopFlag.FORWARD)) != 0):
-                        m.d.comb += walk_start.eq(1)
-                    m.next = "WALK"
+                    emit = (p_opts & int(PopFlag.OUTPUT)) != 0
+                    fanout = (p_opts & int(PopFlag.FORWARD)) != 0
+                    with m.If((emit | fanout) & cur_any.bit_select(pop_idx, 1)):
+                        start_walk(~prev, emit, fanout, p_fwd)
+                        m.next = "WALK"
+                    with m.Else():
+                        m.d.sync += pop_idx.eq(pop_idx + 1)
+                        m.next = "NEXT_POP"
             with m.State("WALK"):
-                with m.If(walk_idle & fo_idle):
+                with m.If(walk_idle & ~walk_start):
                     m.d.sync += pop_idx.eq(pop_idx + 1)
-                    m.next = "POP"
+                    m.next = "NEXT_POP"
             with m.State("FINISH"):
-                with m.If(fo_idle & ~pipe_busy):
+                with m.If(drained):
                     m.d.sync += [
                         prev.eq(~prev),
-                        cnt_prev.eq(cnt_rec),
+                        prev_valid.eq(1),
+                        rec_any.eq(cur_any),
+                        cur_any.eq(0),
                         in_step.eq(0),
                         cnt_steps.eq(cnt_steps + 1),
                     ]
@@ -778,13 +967,9 @@ class NeuronCore(wiring.Component):
 
         # sweep addresses the state memories (the bus has them only when idle)
         with m.If(iss_q):
-            m.d.comb += [
-                v_rd.addr.eq(iss_n),
-                i_rd.addr.eq(iss_n),
-                acc_rd.addr.eq(iss_n),
-                thr_rd.addr.eq(iss_n),
-                bias_rd.addr.eq(iss_n),
-            ]
-        with m.Elif(w1_valid):
-            m.d.comb += acc_rd.addr.eq(w1_tgt)
+            for port in acc_rd + state_rd:
+                m.d.comb += port.addr.eq(iss_g)
+        with m.Elif(w1_valid.any()):
+            for port in acc_rd:
+                m.d.comb += port.addr.eq(w1_tg)
         return m

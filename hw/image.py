@@ -29,16 +29,21 @@ __all__ = [
     "PopWord",
     "PopFlag",
     "CoreConfig",
+    "DescWord",
     "REGION_SHIFT",
     "EVENT_BITS",
-    "MERGE_GAP",
+    "POP_WORDS",
+    "DESC_WORDS",
+    "LIST_BITS",
+    "BITMAP_BITS",
     "region_size",
     "address",
     "pop_options",
     "build_image",
     "fit_problems",
     "check_fit",
-    "compile_fanout",
+    "compile_blocks",
+    "Block",
     "decode_signed",
     "decode_state",
 ]
@@ -49,22 +54,29 @@ REGION_SHIFT = 20
 EVENT_BITS = 16
 """Width of an input event (AER input channel address) on the core's ``events`` stream."""
 
-MERGE_GAP = 4
-"""Fan-out runs of non-zero weights separated by at most this many zero weights share a segment.
+POP_WORDS = 8
+"""Words per population in :attr:`Region.POP` (see :class:`PopWord`)."""
 
-A zero inside a segment costs one clock and one weight slot; a new segment costs one segment-table
-entry (and no clock, the fan-out engine prefetches it)."""
+DESC_WORDS = 4
+"""Words per fan-out block descriptor in :attr:`Region.DESC` (see :class:`DescWord`)."""
+
+LIST_BITS = 8
+"""A descriptor list is ``first | count << LIST_BITS`` (so at most 256 descriptors)."""
+
+BITMAP_BITS = 16
+"""Width of a word of the spike bitmaps (neurons per word)."""
 
 
 class Region(enum.Enum, shape=4):
     """Regions of the core's bus address map (``base = value << 20``).
 
     ``CONFIG`` (read/write) holds the :class:`ConfigWord` registers; ``STATUS`` (read-only) the
-    :class:`StatusWord` counters and capacities; ``POP`` four :class:`PopWord` words per
-    population; ``V``, ``I``, ``ACC`` one signed word per neuron; ``THR`` (unsigned) and ``BIAS``
-    (signed) one per neuron; ``SRC`` one fan-out descriptor per source (``first | count << 16``);
-    ``SEG`` two words per segment (even: ``target | length << 16``, odd: weight slot);
-    ``WEIGHT`` one word per two weights (slot ``2k`` in the low half of word ``k``).
+    :class:`StatusWord` counters and capacities; ``POP`` eight :class:`PopWord` words per
+    population; ``V``, ``I``, ``ACC`` one signed word per neuron; ``THR`` (unsigned, only when
+    ``CoreConfig.per_neuron_threshold``) and ``BIAS`` (signed) one per neuron; ``DESC`` four
+    :class:`DescWord` words per fan-out block descriptor; ``WEIGHT`` one word per
+    ``CoreConfig.weights_per_word`` weights (slot ``k`` in word ``k // weights_per_word``, field
+    ``k % weights_per_word`` from the low bits).
     """
 
     CONFIG = 0
@@ -75,9 +87,8 @@ class Region(enum.Enum, shape=4):
     ACC = 5
     THR = 6
     BIAS = 7
-    SRC = 8
-    SEG = 9
-    WEIGHT = 10
+    DESC = 8
+    WEIGHT = 9
 
     @property
     def base(self) -> int:
@@ -91,6 +102,7 @@ class ConfigWord(enum.Enum):
     N_INPUTS = 0  #: active input channels; events at or beyond it are refused (and counted)
     N_POPULATIONS = 1  #: active populations, updated in table order
     CONTROL = 2  #: write bit 0 = forget the pending recurrent spikes (reads 0)
+    INPUT_LIST = 3  #: the input channels' descriptor list, ``first | count << 8``
 
 
 class StatusWord(enum.Enum):
@@ -98,24 +110,29 @@ class StatusWord(enum.Enum):
 
     EVENTS_REFUSED = 0  #: input events with an address >= N_INPUTS
     BUS_REFUSED = 1  #: bus accesses out of range or to read-only words
-    PARAM_ERRORS = 2  #: populations, thresholds or segments out of range (skipped)
+    PARAM_ERRORS = 2  #: populations, thresholds, lists or descriptors out of range (skipped)
     STEPS = 3  #: timesteps run
     LAST_STEP_CYCLES = 4  #: clock cycles of the last timestep
     CAP_NEURONS = 5
     CAP_INPUTS = 6
     CAP_POPULATIONS = 7
     CAP_SYNAPSE_WORDS = 8
-    CAP_SEGMENTS = 9
+    CAP_DESCRIPTORS = 9
     LANES = 10
+    FEATURES = 11  #: bit 0: per-neuron thresholds (``Region.THR``)
 
 
 class PopWord(enum.Enum):
-    """The four words of a population's entry in :attr:`Region.POP` (``4 * p + word``)."""
+    """The words of a population's entry in :attr:`Region.POP` (``8 * p + word``, 16 bits)."""
 
-    RANGE = 0  #: ``base | size << 16``
-    OPTIONS = 1  #: ``model | leak << 1 | reset << 3 | flags`` (see PopFlag)
-    BETA = 2  #: membrane decay code (``q`` for mult, ``k`` for shift)
-    ALPHA = 3  #: synaptic current decay code (CuBa)
+    BASE = 0  #: first neuron
+    SIZE = 1  #: neurons
+    OPTIONS = 2  #: ``model | leak << 1 | reset << 3 | flags`` (see PopFlag)
+    BETA = 3  #: membrane decay code (``q`` for mult, ``k`` for shift)
+    ALPHA = 4  #: synaptic current decay code (CuBa)
+    FORWARD = 5  #: same-step fan-out descriptor list, ``first | count << 8``
+    RECURRENT = 6  #: next-step fan-out descriptor list, ``first | count << 8``
+    THRESHOLD = 7  #: the population's threshold (used when thresholds are not per neuron)
 
 
 class PopFlag(enum.IntFlag):
@@ -124,7 +141,23 @@ class PopFlag(enum.IntFlag):
     RESET_DELAY = 1 << 5
     OUTPUT = 1 << 6  #: spikes go to the host on the ``spikes`` stream
     FORWARD = 1 << 7  #: spikes have a same-step fan-out (walk them after the sweep)
-    RECURRENT = 1 << 8  #: spikes have a next-step fan-out (record them for the next step)
+    RECURRENT = 1 << 8  #: spikes have a next-step fan-out (walk them at the next step's start)
+
+
+class DescWord(enum.Enum):
+    """The words of a fan-out block descriptor in :attr:`Region.DESC` (``4 * d + word``).
+
+    A descriptor is a dense block of weights: source ``o`` of its group (an input channel, or a
+    neuron's index within its population), if ``first <= o < first + count``, adds weight slots
+    ``slot + (o - first) * stride + j`` to neurons ``target + j`` for ``j < length``.  With
+    several lanes, a row's first slot must be congruent to ``target`` modulo ``lanes`` (lane
+    ``l`` reads slot ``l`` of every weight word and adds into neurons ``n % lanes == l``).
+    """
+
+    TARGET = 0  #: ``target | length << 16``
+    SLOT = 1  #: first weight slot of the block
+    SOURCES = 2  #: ``first | count << 16``: the block's rows
+    STRIDE = 3  #: weight slots from one row to the next (``length`` rounded up to the lanes)
 
 
 def _bits(n: int) -> int:
@@ -145,23 +178,29 @@ class CoreConfig:
     n_populations : int
         Entries of the population table, 1 .. 256.
     synapse_words : int
-        Words of the weight memory; each holds two weights (``2 * weight_bits`` bits).
-    segments : int, optional
-        Entries of the fan-out segment table, 1 .. 32768; default
-        ``n_inputs + 2 * n_neurons`` (one segment per source and fan-out kind).
+        Words of the weight memory; each holds ``max(2, lanes)`` weights.
+    descriptors : int, optional
+        Entries of the fan-out block descriptor table, 1 .. 256; default
+        ``min(256, 4 * n_populations + 4)``.  A dense projection takes one.
     lanes : int
-        Parallel accumulation lanes.  Only 1 is implemented.
+        Parallel lanes, 1, 2 or 4: synaptic operations per clock and neurons updated per clock.
+        The neuron memories are banked by ``neuron % lanes``; a weight word holds
+        ``max(2, lanes)`` weights.  ``n_neurons`` must be a multiple of it.
     fmt : Format
         Integer widths (``docs/neuron.md``).
+    per_neuron_threshold : bool
+        One threshold per neuron (``Region.THR``, one memory word per neuron) or one per
+        population (``PopWord.THRESHOLD``; saves the memory on small FPGAs).
     """
 
     n_neurons: int = 256
     n_inputs: int = 64
     n_populations: int = 4
     synapse_words: int = 4096
-    segments: int | None = None
+    descriptors: int | None = None
     lanes: int = 1
     fmt: Format = field(default=DEFAULT_FORMAT)
+    per_neuron_threshold: bool = True
 
     def __post_init__(self):
         checks = [
@@ -170,9 +209,9 @@ class CoreConfig:
             ("n_populations", self.n_populations, 1, 256),
             ("synapse_words", self.synapse_words, 1, 1 << REGION_SHIFT),
         ]
-        if self.segments is None:
-            object.__setattr__(self, "segments", min(self.n_inputs + 2 * self.n_neurons, 1 << 15))
-        checks.append(("segments", self.segments, 1, 1 << 15))
+        if self.descriptors is None:
+            object.__setattr__(self, "descriptors", min(256, 4 * self.n_populations + 4))
+        checks.append(("descriptors", self.descriptors, 1, 1 << LIST_BITS))
         for name, value, lo, hi in checks:
             if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or not (
                 lo <= value <= hi
@@ -180,17 +219,24 @@ class CoreConfig:
                 raise ConfigError(
                     f"CoreConfig.{name}={value!r} is out of range: allowed {lo}..{hi}"
                 )
-        if self.lanes != 1:
+        if self.lanes not in (1, 2, 4) or isinstance(self.lanes, bool):
+            raise ConfigError(f"CoreConfig.lanes={self.lanes!r} is not supported: allowed 1, 2, 4")
+        if self.n_neurons % self.lanes:
             raise ConfigError(
-                f"CoreConfig.lanes={self.lanes!r} is not supported: allowed 1 (multi-lane "
-                f"accumulation is not implemented yet)"
+                f"CoreConfig.n_neurons={self.n_neurons} must be a multiple of lanes={self.lanes} "
+                f"(the neuron memories are banked by neuron % lanes)"
+            )
+        if not isinstance(self.per_neuron_threshold, bool):
+            raise ConfigError(
+                f"CoreConfig.per_neuron_threshold={self.per_neuron_threshold!r} must be a bool"
             )
         if not isinstance(self.fmt, Format):
             raise ConfigError(f"CoreConfig.fmt={self.fmt!r} is not a spikeforge.spec.Format")
-        if self.fmt.weight_bits > 16:
+        if self.fmt.weight_bits * max(2, self.lanes) > 32:
             raise ConfigError(
-                f"CoreConfig.fmt.weight_bits={self.fmt.weight_bits} is out of range: allowed "
-                f"2..16 (two weights share a 32-bit bus word)"
+                f"CoreConfig.fmt.weight_bits={self.fmt.weight_bits} is out of range for "
+                f"lanes={self.lanes}: a weight word of max(2, lanes) weights must fit a 32-bit "
+                f"bus word (allowed up to {32 // max(2, self.lanes)} bits)"
             )
         if self.fmt.state_bits > 31 or self.fmt.acc_bits > 32:
             raise ConfigError(
@@ -207,30 +253,32 @@ class CoreConfig:
 
     @property
     def length_bits(self) -> int:
-        """Width of a segment length (``1 .. n_neurons``)."""
+        """Width of a block length (``1 .. n_neurons``)."""
         return _bits(self.n_neurons + 1)
 
     @property
-    def n_sources(self) -> int:
-        """Entries of the source table: inputs, then forward and recurrent fan-out per neuron."""
-        return self.n_inputs + 2 * self.n_neurons
+    def offset_bits(self) -> int:
+        """Width of a source's index within its group (an input channel or a local neuron)."""
+        return _bits(max(self.n_inputs, self.n_neurons) + 1)
 
     @property
-    def source_bits(self) -> int:
-        return _bits(self.n_sources)
+    def desc_bits(self) -> int:
+        """Width of a descriptor index."""
+        return _bits(self.descriptors)
 
     @property
-    def segment_bits(self) -> int:
-        return _bits(self.segments)
+    def weights_per_word(self) -> int:
+        """Weights in one word of the weight memory: ``max(2, lanes)``."""
+        return max(2, self.lanes)
 
     @property
-    def count_bits(self) -> int:
-        """Width of a source's segment count (``0 .. segments``)."""
-        return _bits(self.segments + 1)
+    def lane_bits(self) -> int:
+        """``log2(lanes)``."""
+        return self.lanes.bit_length() - 1
 
     @property
     def weight_slots(self) -> int:
-        return 2 * self.synapse_words
+        return self.weights_per_word * self.synapse_words
 
     @property
     def slot_bits(self) -> int:
@@ -238,16 +286,13 @@ class CoreConfig:
 
     @property
     def word_bits(self) -> int:
-        """Width of a weight-memory word (two weights)."""
-        return 2 * self.fmt.weight_bits
+        """Width of a weight-memory word (``weights_per_word`` weights)."""
+        return self.weights_per_word * self.fmt.weight_bits
 
-    def forward_source(self, neuron: int) -> int:
-        """Source-table index of ``neuron``'s same-step fan-out."""
-        return self.n_inputs + neuron
-
-    def recurrent_source(self, neuron: int) -> int:
-        """Source-table index of ``neuron``'s next-step fan-out."""
-        return self.n_inputs + self.n_neurons + neuron
+    @property
+    def bitmap_words(self) -> int:
+        """Words of one bank of the spike bitmap (a power of two >= n_neurons / 16)."""
+        return 1 << _bits(-(-self.n_neurons // BITMAP_BITS))
 
 
 def region_size(region: Region, config: CoreConfig) -> int:
@@ -255,14 +300,13 @@ def region_size(region: Region, config: CoreConfig) -> int:
     return {
         Region.CONFIG: len(ConfigWord),
         Region.STATUS: len(StatusWord),
-        Region.POP: 4 * config.n_populations,
+        Region.POP: POP_WORDS * config.n_populations,
         Region.V: config.n_neurons,
         Region.I: config.n_neurons,
         Region.ACC: config.n_neurons,
-        Region.THR: config.n_neurons,
+        Region.THR: config.n_neurons if config.per_neuron_threshold else 0,
         Region.BIAS: config.n_neurons,
-        Region.SRC: config.n_sources,
-        Region.SEG: 2 * config.segments,
+        Region.DESC: DESC_WORDS * config.descriptors,
         Region.WEIGHT: config.synapse_words,
     }[region]
 
@@ -309,53 +353,83 @@ def _uniform(value, name, pop):
     )
 
 
-def compile_fanout(net, config: CoreConfig):
-    """Lay out every fan-out of ``net`` as segments.
+@dataclass(frozen=True)
+class Block:
+    """One fan-out block descriptor (see :class:`DescWord`) and where its weights are."""
+
+    target: int  #: first target neuron (global index)
+    length: int  #: targets per source
+    slot: int  #: first weight slot (row ``o - first`` starts at ``slot + (o - first) * stride``)
+    first: int  #: first source of the group the block covers
+    count: int  #: sources covered
+    stride: int | None = None  #: slots from row to row (default: ``length``)
+
+    def words(self) -> list[int]:
+        """The block's :class:`DescWord` words."""
+        stride = self.length if self.stride is None else self.stride
+        return [self.target | self.length << 16, self.slot, self.first | self.count << 16, stride]
+
+
+def _groups(net):
+    """Fan-out groups in table order: the input channels, then per population forward and
+    recurrent; each as ``(key, projections)``."""
+    from ..sim.network import INPUT
+
+    keys = [("input", None)]
+    for pop in net.populations:
+        keys += [("forward", pop.name), ("recurrent", pop.name)]
+    groups = {k: [] for k in keys}
+    for proj in net.projections:
+        if proj.src == INPUT:
+            groups[("input", None)].append(proj)
+        else:
+            kind = "recurrent" if net.is_recurrent(proj) else "forward"
+            groups[(kind, proj.src)].append(proj)
+    return list(groups.items())
+
+
+def compile_blocks(net, config: CoreConfig):
+    """Lay out every projection of ``net`` as a dense block of weights.
+
+    Each projection becomes one :class:`Block`: the bounding box of its non-zero weights (rows
+    are sources, columns targets); a projection without a non-zero weight takes none.  Zero
+    weights inside the box cost one clock and one weight slot each.  With several lanes each row
+    starts at a slot congruent to its first target modulo ``lanes`` and the stride is a multiple
+    of ``lanes`` (the padding slots hold zeros).
 
     Returns
     -------
-    sources : dict
-        Source-table index -> list of segment indices (consecutive).
-    segments : list of (target, length, slot)
+    lists : dict
+        ``("input", None)``, ``("forward", pop)``, ``("recurrent", pop)`` -> ``(first, count)``,
+        the group's run of consecutive descriptors.
+    blocks : list of Block
     slots : list of int
         Weight of every slot (signed).
     """
-    from ..sim.network import INPUT
-
-    per_source = {}  # source index -> list of (target, weights array)
-    for proj in net.projections:
-        w = np.asarray(net.dense_weights(proj)).astype(np.int64)
-        dst_base = net.base(proj.dst)
-        if proj.src == INPUT:
-            index = list(range(net.n_inputs))
-        else:
-            base = net.base(proj.src)
-            rec = net.is_recurrent(proj)
-            index = [
-                (config.recurrent_source if rec else config.forward_source)(base + k)
-                for k in range(w.shape[0])
-            ]
-        for row, src in zip(w, index, strict=True):
-            nz = np.flatnonzero(row)
-            if not len(nz):
+    lists, blocks, slots = {}, [], []
+    for key, projections in _groups(net):
+        first = len(blocks)
+        for proj in projections:
+            w = np.asarray(net.dense_weights(proj)).astype(np.int64)
+            rows = np.flatnonzero(w.any(axis=1))
+            cols = np.flatnonzero(w.any(axis=0))
+            if not len(rows):
                 continue
-            runs, start, end = [], nz[0], nz[0]
-            for c in nz[1:]:
-                if c - end - 1 <= MERGE_GAP:
-                    end = c
-                else:
-                    runs.append((start, end))
-                    start = end = c
-            runs.append((start, end))
-            for a, b in runs:
-                per_source.setdefault(src, []).append((dst_base + int(a), row[a : b + 1]))
-    sources, segments, slots = {}, [], []
-    for src in sorted(per_source):
-        sources[src] = list(range(len(segments), len(segments) + len(per_source[src])))
-        for target, weights in per_source[src]:
-            segments.append((target, len(weights), len(slots)))
-            slots.extend(int(x) for x in weights)
-    return sources, segments, slots
+            r0, r1, c0, c1 = rows[0], rows[-1] + 1, cols[0], cols[-1] + 1
+            lanes = config.lanes
+            target = net.base(proj.dst) + int(c0)
+            length = int(c1 - c0)
+            stride = -(-length // lanes) * lanes
+            slots.extend([0] * ((target - len(slots)) % lanes))  # align the first row
+            box = np.zeros((r1 - r0, stride), dtype=np.int64)
+            box[:, :length] = w[r0:r1, c0:c1]
+            blocks.append(
+                Block(target, length, len(slots), int(r0), int(r1 - r0),
+                      stride if lanes > 1 else None)
+            )
+            slots.extend(int(x) for x in box.ravel())
+        lists[key] = (first, len(blocks) - first)
+    return lists, blocks, slots
 
 
 def fit_problems(net, config: CoreConfig) -> list[str]:
@@ -380,28 +454,36 @@ def fit_problems(net, config: CoreConfig) -> list[str]:
             f"the network has {len(net.populations)} populations, the core's table holds "
             f"{config.n_populations}"
         )
+    names = ("beta", "alpha") + (() if config.per_neuron_threshold else ("threshold",))
     for pop in net.populations:
-        for name in ("beta", "alpha"):
+        for name in names:
             p = _uniform(getattr(pop.params, name), name, pop.name)
             if p:
                 problems.append(p)
     if net.n_neurons <= config.n_neurons and net.n_inputs <= config.n_inputs:
         try:
-            _, segments, slots = compile_fanout(net, config)
+            lists, blocks, slots = compile_blocks(net, config)
         except ConfigError as exc:
             problems.append(str(exc))
         else:
-            if len(segments) > config.segments:
+            if len(blocks) > config.descriptors:
                 problems.append(
-                    f"the fan-out needs {len(segments)} segments, the core's segment table holds "
-                    f"{config.segments}"
+                    f"the fan-out needs {len(blocks)} block descriptors (one per projection), "
+                    f"the core's descriptor table holds {config.descriptors}"
                 )
-            words = (len(slots) + 1) // 2
+            words = -(-len(slots) // config.weights_per_word)
             if words > config.synapse_words:
                 problems.append(
-                    f"the weights need {words} synapse words ({len(slots)} weight slots), the "
-                    f"core's weight memory holds {config.synapse_words}"
+                    f"the weights need {words} synapse words ({len(slots)} weight slots, the "
+                    f"bounding boxes of the projections' non-zero weights), the core's weight "
+                    f"memory holds {config.synapse_words}"
                 )
+            for key, (_, count) in lists.items():
+                if count >= 1 << LIST_BITS:
+                    problems.append(
+                        f"{key[0]} fan-out of {key[1] or 'the input'} has {count} projections, "
+                        f"a descriptor list holds at most {(1 << LIST_BITS) - 1}"
+                    )
     return problems
 
 
@@ -427,18 +509,21 @@ def build_image(net, config: CoreConfig) -> list[tuple[int, list[int]]]:
 
     check_fit(net, config)
     fmt = config.fmt
-    sources, segments, slots = compile_fanout(net, config)
+    lists, blocks, slots = compile_blocks(net, config)
+
+    def list_word(key):
+        first, count = lists[key]
+        return first | count << LIST_BITS if count else 0
+
     n = net.n_neurons
-    has_forward, has_recurrent = set(), set()
-    for proj in net.projections:
-        if proj.src != "input":
-            (has_recurrent if net.is_recurrent(proj) else has_forward).add(proj.src)
     pop_words, thr, bias = [], [], []
     for pop in net.populations:
         arr = population_arrays(pop.params, pop.size, pop.name, "int", fmt)
         opts = pop_options(
-            pop.params, pop.name in net.outputs, pop.name in has_forward,
-            pop.name in has_recurrent,
+            pop.params,
+            pop.name in net.outputs,
+            lists[("forward", pop.name)][1] > 0,
+            lists[("recurrent", pop.name)][1] > 0,
         )
         beta = _scalar(pop.params.beta) if pop.params.leak != LeakMode.NONE else 0
         alpha = (
@@ -446,35 +531,40 @@ def build_image(net, config: CoreConfig) -> list[tuple[int, list[int]]]:
             if pop.params.model == NeuronModel.CUBA and pop.params.leak != LeakMode.NONE
             else 0
         )
-        pop_words += [net.base(pop.name) | pop.size << 16, opts, beta, alpha]
+        words = {
+            PopWord.BASE: net.base(pop.name),
+            PopWord.SIZE: pop.size,
+            PopWord.OPTIONS: opts,
+            PopWord.BETA: beta,
+            PopWord.ALPHA: alpha,
+            PopWord.FORWARD: list_word(("forward", pop.name)),
+            PopWord.RECURRENT: list_word(("recurrent", pop.name)),
+            PopWord.THRESHOLD: int(arr["threshold"][0]),
+        }
+        pop_words += [words[w] for w in PopWord]
         thr += [int(x) for x in arr["threshold"]]
         bias += [int(x) & 0xFFFFFFFF for x in arr["bias"]]
-    src_words = [0] * config.n_sources
-    for src, segs in sources.items():
-        src_words[src] = segs[0] | len(segs) << 16
-    seg_words = []
-    for target, length, slot in segments:
-        seg_words += [target | length << 16, slot]
+    desc_words = [w for b in blocks for w in b.words()]
     mask = (1 << fmt.weight_bits) - 1
-    if len(slots) % 2:
-        slots = slots + [0]
+    per_word = config.weights_per_word
+    slots = slots + [0] * (-len(slots) % per_word)
     weight_words = [
-        (slots[k] & mask) | (slots[k + 1] & mask) << fmt.weight_bits
-        for k in range(0, len(slots), 2)
+        sum((slots[k + j] & mask) << (j * fmt.weight_bits) for j in range(per_word))
+        for k in range(0, len(slots), per_word)
     ]
-    blocks = [
+    blocks_out = [
         (address(Region.CONFIG, ConfigWord.N_POPULATIONS.value), [0]),
         (address(Region.POP), pop_words),
-        (address(Region.THR), thr),
+        (address(Region.THR), thr if config.per_neuron_threshold else []),
         (address(Region.BIAS), bias),
         (address(Region.V), [0] * n),
         (address(Region.I), [0] * n),
         (address(Region.ACC), [0] * n),
-        (address(Region.SRC), src_words),
-        (address(Region.SEG), seg_words),
+        (address(Region.DESC), desc_words),
         (address(Region.WEIGHT), weight_words),
         (address(Region.CONFIG, ConfigWord.N_INPUTS.value), [net.n_inputs]),
+        (address(Region.CONFIG, ConfigWord.INPUT_LIST.value), [list_word(("input", None))]),
         (address(Region.CONFIG, ConfigWord.CONTROL.value), [1]),
         (address(Region.CONFIG, ConfigWord.N_POPULATIONS.value), [len(net.populations)]),
     ]
-    return [(a, w) for a, w in blocks if w]
+    return [(a, w) for a, w in blocks_out if w]

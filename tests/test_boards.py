@@ -172,11 +172,10 @@ def test_ecp5_pll_against_installed_ecppll(tmp_path):
 def test_registry_targets():
     ice = BOARDS["icebreaker"]
     assert ice.family == "ice40" and ice.osc_mhz == 12
-    # What the iCEBreaker entry carries today (the 1024 neurons at 48 MHz do not fit the
-    # UP5K's 5,280 logic cells yet; test_build_the_whole_chip_for_the_icebreaker_and_meet_timing
-    # builds this one): 256 neurons and inputs, all 128k weights in the four SPRAMs
-    # (4 x 16k x 16 bit), 24 MHz.
-    assert ice.chip.neurons >= 256 and ice.chip.inputs >= 256
+    # The UP5K target: 1024 neurons and 128k 8-bit synapses, all of them in the four
+    # SPRAMs (4 x 16k x 16 bit); test_build_the_whole_chip_for_the_icebreaker_and_meet_timing
+    # builds it.
+    assert ice.chip.neurons >= 1024 and ice.chip.inputs >= 256
     assert ice.chip.synapses == 128 * 1024 == 4 * 16384 * 16 // 8
     assert ice.chip.clock_mhz >= 24
     assert ice.chip.clock_mhz * 1e6 % ice.chip.baud == 0
@@ -184,11 +183,11 @@ def test_registry_targets():
     assert BOARDS["icesugar"].chip.neurons == ice.chip.neurons  # the same FPGA
     ulx = BOARDS["ulx3s-85f"]
     assert ulx.family == "ecp5" and ulx.osc_mhz == 25
-    # What the ULX3S entry carries today (the 4096 / 400k / 100 MHz does not fit the
-    # core's memory layout yet; test_build_the_whole_chip_for_the_ulx3s_and_meet_timing builds
-    # this one): 2048 neurons, 256k weights in 16-bit words, 1024 x 18 EBR blocks.
-    assert ulx.chip.neurons >= 2048 and ulx.chip.synapses >= 256 * 1024
-    assert -(-ulx.chip.synapses // 2 // 1024) < 208
+    # The ULX3S entry: the 4096 neurons; 352k 8-bit synapses in 16-bit words in 1024 x 18
+    # EBR blocks (the 400k would take 196 of the 208 blocks, and the neuron state needs
+    # 21); test_build_the_whole_chip_for_the_ulx3s_and_meet_timing builds it.
+    assert ulx.chip.neurons >= 4096 and ulx.chip.synapses >= 352 * 1024
+    assert -(-ulx.chip.synapses // 2 // 1024) + 21 < 208
     # the PLL makes the clock exactly, and it divides the UART's 3 Mbaud exactly
     assert ulx.chip.clock_mhz * 1e6 % ulx.chip.baud == 0
 
@@ -659,7 +658,8 @@ def test_cli_build_json(monkeypatch, capsys):
     out = json.loads(capsys.readouterr().out)
     for key in ("board", "fmax_mhz", "clock_mhz", "neurons", "synapses", "luts_used", "luts_total"):
         assert key in out
-    assert out["fmax_mhz"] == 51.3 and out["luts_used"] == 900 and out["neurons"] == 256
+    assert out["fmax_mhz"] == 51.3 and out["luts_used"] == 900
+    assert out["neurons"] == BOARDS["icebreaker"].chip.neurons
 
 
 def test_cli_build_timing_failure_prints_report_and_fails(monkeypatch, capsys):
@@ -687,7 +687,8 @@ def test_board_table_cells_come_from_the_reports(tmp_path):
     assert list(reports) == ["icebreaker"]
     table = board_table.markdown_table(reports)
     row = table.splitlines()[2]
-    for cell in ("iCEBreaker", "256", "128k", "51.3", "900 / 5280 (17 %)", "4 / 4 (100 %)", "61"):
+    neurons = str(BOARDS["icebreaker"].chip.neurons)
+    for cell in ("iCEBreaker", neurons, "128k", "51.3", "900 / 5280 (17 %)", "4 / 4 (100 %)", "61"):
         assert cell in row
 
 

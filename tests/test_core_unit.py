@@ -17,15 +17,18 @@ from spikeforge.hw.core_sim import (
     send_event,
 )
 from spikeforge.hw.image import (
+    Block,
     ConfigWord,
     CoreConfig,
+    DescWord,
     PopFlag,
+    PopWord,
     Region,
     StatusWord,
     address,
     build_image,
     check_fit,
-    compile_fanout,
+    compile_blocks,
     decode_signed,
     decode_state,
     fit_problems,
@@ -34,7 +37,7 @@ from spikeforge.hw.image import (
 )
 from spikeforge.sim.golden import GoldenChip, neuron_update
 from spikeforge.sim.network import INPUT, Network, NeuronParams, Population, Projection, Sparse
-from spikeforge.spec import DEFAULT_FORMAT, LeakMode, NeuronModel, ResetMode
+from spikeforge.spec import DEFAULT_FORMAT, Format, LeakMode, NeuronModel, ResetMode
 
 FMT = DEFAULT_FORMAT
 S_LO, S_HI = FMT.state_range
@@ -168,83 +171,98 @@ def _simulate(core, bench):
     sim.run()
 
 
-def _pop_entry(base, size, params, output=False, forward=False, beta=0, alpha=0):
-    return [base | size << 16, pop_options(params, output, forward), beta, alpha]
+def _pop_entry(base, size, params, output=False, forward=False, beta=0, alpha=0, fwd=0, rec=0,
+               threshold=0):
+    words = {
+        PopWord.BASE: base,
+        PopWord.SIZE: size,
+        PopWord.OPTIONS: pop_options(params, output, forward),
+        PopWord.BETA: beta,
+        PopWord.ALPHA: alpha,
+        PopWord.FORWARD: fwd,
+        PopWord.RECURRENT: rec,
+        PopWord.THRESHOLD: threshold,
+    }
+    return [words[w] for w in PopWord]
 
 
 # --- accumulation pipeline ---------------------------------------------------------------------
 def test_accumulation_back_to_back_same_neuron():
-    """Hand-made segments hit one neuron on consecutive clocks (read-after-write at distance
-    1, 2 and 3) and alternate between neighbours; the sums must be exact."""
-    cfg = CoreConfig(n_neurons=16, n_inputs=4, n_populations=2, synapse_words=64, segments=32)
+    """Hand-made blocks hit one neuron on consecutive clocks (read-after-write at distance 1 and
+    2 across segment boundaries, which follow each other without a bubble); the sums must be
+    exact and the operations one per clock."""
+    cfg = CoreConfig(n_neurons=32, n_inputs=4, n_populations=2, synapse_words=128, descriptors=8)
     core = NeuronCore(cfg)
     rng = np.random.default_rng(7)
     slots = [int(x) for x in rng.integers(-128, 128, 2 * cfg.synapse_words)]
-    words = [(slots[2 * k] & 0xFF) | (slots[2 * k + 1] & 0xFF) << 8 for k in range(64)]
-    # source 0: six length-1 segments on neuron 5 (back to back), source 1: segments over
-    # neurons 3..4, 3..4, 4..6 (distance 2 and 1), source 2: one segment of 16 plus one of 1.
-    segs = [(5, 1, 0), (5, 1, 1), (5, 1, 2), (5, 1, 3), (5, 1, 4), (5, 1, 5),
-            (3, 2, 10), (3, 2, 12), (4, 3, 14),
-            (0, 16, 20), (15, 1, 40)]
-    src = {0: (0, 6), 1: (6, 3), 2: (9, 2)}
-    events = [0, 0, 1, 2, 1, 0, 2, 2, 1, 1, 0]
-    expect = np.zeros(16, dtype=np.int64)
+    words = [(slots[2 * k] & 0xFF) | (slots[2 * k + 1] & 0xFF) << 8 for k in range(128)]
+    # targets 2..8, 8..14 (distance 1), 13..18 (distance 2), 18..23 (distance 1); the last
+    # block only for sources 1..2
+    blocks = [Block(2, 7, 0, 0, 4), Block(8, 7, 28, 0, 4), Block(13, 6, 56, 0, 4),
+              Block(18, 6, 80, 1, 2)]
+    events = [0, 0, 1, 2, 1, 0, 2, 3, 3, 1]
+    expect = np.zeros(32, dtype=np.int64)
+    ops = 0
     for e in events:
-        first, count = src[e]
-        for t, length, slot in segs[first : first + count]:
-            for j in range(length):
-                expect[t + j] += slots[slot + j]
+        for b in blocks:
+            if b.first <= e < b.first + b.count:
+                row = b.slot + (e - b.first) * b.length
+                expect[b.target : b.target + b.length] += slots[row : row + b.length]
+                ops += b.length
 
     async def bench(ctx):
         await bus_write_block(ctx, core, address(Region.WEIGHT), words)
-        seg_words = []
-        for t, length, slot in segs:
-            seg_words += [t | length << 16, slot]
-        await bus_write_block(ctx, core, address(Region.SEG), seg_words)
-        for s, (first, count) in src.items():
-            await bus_write(ctx, core, address(Region.SRC, s), first | count << 16)
-        await bus_write_block(ctx, core, address(Region.ACC), [0] * 16)
+        desc = [w for b in blocks for w in b.words()]
+        await bus_write_block(ctx, core, address(Region.DESC), desc)
+        await bus_write(ctx, core, address(Region.CONFIG, ConfigWord.INPUT_LIST.value),
+                        0 | 4 << 8)
+        await bus_write_block(ctx, core, address(Region.ACC), [0] * 32)
         for e in events:
             await send_event(ctx, core, e)
-        got = await bus_read_block(ctx, core, address(Region.ACC), 16)
+        got = await bus_read_block(ctx, core, address(Region.ACC), 32)
         got = [decode_signed(w, FMT.acc_bits) for w in got]
         np.testing.assert_array_equal(got, expect)
-        seg_back = await bus_read_block(ctx, core, address(Region.SEG), len(seg_words))
-        assert seg_back == seg_words
-        assert await bus_read(ctx, core, address(Region.SRC, 1)) == 6 | 3 << 16
+        assert await bus_read_block(ctx, core, address(Region.DESC), len(desc)) == desc
+        assert await bus_read(ctx, core, address(Region.CONFIG, ConfigWord.INPUT_LIST.value)) == (
+            4 << 8
+        )
 
     _simulate(core, bench)
 
 
-def test_dense_event_stream_initiation_interval():
-    """A dense fan-out of 64 runs at one synaptic operation per clock: events back to back cost
-    64 + a small constant clocks each."""
-    cfg = CoreConfig(n_neurons=64, n_inputs=4, n_populations=1, synapse_words=256)
+@pytest.mark.parametrize("lanes", [1, 2, 4])
+def test_dense_event_stream_initiation_interval(lanes):
+    """A dense fan-out of 64 runs at one operation group (``lanes`` synapses) per clock: events
+    back to back cost 64 / lanes + a small constant clocks each."""
+    cfg = CoreConfig(n_neurons=64, n_inputs=4, n_populations=1, synapse_words=256, lanes=lanes)
     w = np.ones((4, 64), dtype=np.int64)
     net = Network(4, [Population("p", 64, NeuronParams(leak="none", threshold=30000))],
                   [Projection(INPUT, "p", w)])
     res = run_network(net, cfg, [[0, 1, 2, 3] * 4, []], read_v=True)
     busy = res["event_cycles"][0] + res["step_cycles"][0] - res["step_cycles"][1]
-    # 16 events x 64 ops, one clock per event to load its first segment (the first event
-    # two more: it cannot overlap a previous one)
-    assert 16 * 64 <= busy <= 16 * (64 + 1) + 6, busy
+    # 16 events x 64 / lanes groups, about one clock per event to hand it over (the first
+    # event a few more: it cannot overlap a previous one)
+    groups = 64 // lanes
+    assert 16 * groups <= busy <= 16 * (groups + 1) + 8, busy
     np.testing.assert_array_equal(res["v"][0], np.full(64, 16))
 
 
 # --- bus, status and robustness ----------------------------------------------------------------
 def test_bus_refusals_and_status():
-    cfg = CoreConfig(n_neurons=8, n_inputs=4, n_populations=2, synapse_words=8, segments=4)
+    cfg = CoreConfig(n_neurons=8, n_inputs=4, n_populations=2, synapse_words=8, descriptors=4)
     core = NeuronCore(cfg)
 
     async def bench(ctx):
         assert await bus_write(ctx, core, address(Region.V, 8), 1)  # beyond the region
         assert await bus_write(ctx, core, address(Region.STATUS, 0), 1)  # read-only
         assert await bus_write(ctx, core, 15 << 20, 1)  # unknown region
-        assert await bus_read(ctx, core, address(Region.SEG, 8)) == 0  # refused read
+        assert await bus_read(ctx, core, address(Region.DESC, 16)) == 0  # refused read
         assert not await bus_write(ctx, core, address(Region.BIAS, 3), -5 & 0xFFFFFFFF)
         assert await bus_read(ctx, core, address(Region.BIAS, 3)) == -5 & 0xFFFFFFFF
         assert not await bus_write(ctx, core, address(Region.THR, 7), 40000)
         assert await bus_read(ctx, core, address(Region.THR, 7)) == 40000
+        assert not await bus_write(ctx, core, address(Region.POP, 15), 0x1234)
+        assert await bus_read(ctx, core, address(Region.POP, 15)) == 0x1234
         assert not await bus_write(ctx, core, address(Region.CONFIG, ConfigWord.N_INPUTS.value), 3)
         await send_event(ctx, core, 3)  # beyond N_INPUTS
         await send_event(ctx, core, 60000)
@@ -253,36 +271,74 @@ def test_bus_refusals_and_status():
         assert status[StatusWord.BUS_REFUSED.value] == 4
         assert status[StatusWord.EVENTS_REFUSED.value] == 2
         assert status[StatusWord.CAP_NEURONS.value] == 8
-        assert status[StatusWord.CAP_SEGMENTS.value] == 4
+        assert status[StatusWord.CAP_DESCRIPTORS.value] == 4
         assert status[StatusWord.LANES.value] == 1
+        assert status[StatusWord.FEATURES.value] == 1
+
+    _simulate(core, bench)
+
+
+def test_population_thresholds_when_not_per_neuron():
+    """Without per-neuron thresholds the THR region is absent (refused) and the population
+    word THRESHOLD is used: bit-exact with the golden model."""
+    cfg = CoreConfig(n_neurons=24, n_inputs=6, n_populations=2, synapse_words=128,
+                     per_neuron_threshold=False)
+    assert region_size(Region.THR, cfg) == 0
+    rng = np.random.default_rng(3)
+    net = Network(
+        6,
+        [Population("a", 16, NeuronParams(leak="shift", beta=3, threshold=37)),
+         Population("b", 8, NeuronParams(leak="none", threshold=90, reset="zero"))],
+        [Projection(INPUT, "a", rng.integers(-20, 40, (6, 16))),
+         Projection("a", "b", rng.integers(-10, 30, (16, 8)))],
+        outputs=["a", "b"],
+    )
+    events = [list(np.flatnonzero(rng.random(6) < 0.5)) for _ in range(8)]
+    res = run_network(net, cfg, events, read_v=True)
+    gold = GoldenChip(net, "int")
+    for t, ev in enumerate(events):
+        inp = np.zeros(6, dtype=np.uint8)
+        inp[ev] = 1
+        spk = gold.step(inp)[0]
+        assert res["spikes"][t] == list(np.flatnonzero(spk)), t
+        np.testing.assert_array_equal(res["v"][t], gold.v[0])
+    assert res["status"]["FEATURES"] == 0
+    per_neuron = Network(2, [Population("a", 4, NeuronParams(threshold=[5, 6, 7, 8]))])
+    assert "per-neuron threshold" in "\n".join(fit_problems(per_neuron, cfg))
+    core = NeuronCore(cfg)
+
+    async def bench(ctx):
+        assert await bus_write(ctx, core, address(Region.THR, 0), 10)
 
     _simulate(core, bench)
 
 
 def test_bad_parameters_are_skipped_and_counted():
-    """A population with out-of-range options, a segment past the neurons, an empty segment and
-    a source pointing past the segment table are counted and skipped; the good population still
+    """Populations with out-of-range options, a block past the neurons, an empty block and an
+    input list past the descriptor table are counted and skipped; the good population still
     runs exactly."""
-    cfg = CoreConfig(n_neurons=16, n_inputs=2, n_populations=4, synapse_words=16, segments=8)
+    cfg = CoreConfig(n_neurons=16, n_inputs=2, n_populations=4, synapse_words=16, descriptors=8)
     core = NeuronCore(cfg)
     good = NeuronParams(leak="none", threshold=10)
     pops = (
         _pop_entry(0, 4, good, output=True)  # fine
         + _pop_entry(4, 4, NeuronParams(leak="mult"), beta=5000)  # decay > 1.0
         + _pop_entry(12, 8, good)  # past the neurons
-        + _pop_entry(8, 4, NeuronParams(leak="shift"), beta=0)  # shift k = 0
+        + _pop_entry(8, 4, good, fwd=6 | 3 << 8)  # its list runs past the descriptor table
     )
 
     async def bench(ctx):
         await bus_write_block(ctx, core, address(Region.POP), pops)
         await bus_write_block(ctx, core, address(Region.THR), [10] * 16)
         await bus_write_block(ctx, core, address(Region.WEIGHT), [0x0B0B] * 16)
-        # segments: 0 fine (neurons 0..3), 1 runs past the neurons, 2 has length 0
-        await bus_write_block(
-            ctx, core, address(Region.SEG), [0 | 4 << 16, 0, 14 | 4 << 16, 0, 2, 3]
-        )
-        await bus_write(ctx, core, address(Region.SRC, 0), 0 | 3 << 16)
-        await bus_write(ctx, core, address(Region.SRC, 1), 6 | 5 << 16)  # past the table
+        # blocks: 0 fine (neurons 0..3, source 0 only), 1 runs past the neurons, 2 has length 0
+        desc = Block(0, 4, 0, 0, 1).words() + Block(14, 4, 0, 0, 2).words()
+        desc += Block(2, 0, 0, 0, 2).words()
+        await bus_write_block(ctx, core, address(Region.DESC), desc)
+        input_list = address(Region.CONFIG, ConfigWord.INPUT_LIST.value)
+        await bus_write(ctx, core, input_list, 6 | 5 << 8)  # past the table: stored empty
+        assert await bus_read(ctx, core, input_list) == 0
+        await bus_write(ctx, core, input_list, 0 | 3 << 8)
         await bus_write(ctx, core, address(Region.CONFIG, ConfigWord.N_POPULATIONS.value), 4)
         await send_event(ctx, core, 0)
         await send_event(ctx, core, 1)
@@ -299,7 +355,7 @@ def test_bad_parameters_are_skipped_and_counted():
         v = await bus_read_block(ctx, core, address(Region.V), 16)
         assert v == [11] * 4 + [0] * 12
         errors = await bus_read(ctx, core, address(Region.STATUS, StatusWord.PARAM_ERRORS.value))
-        assert errors == 2 + 1 + 3  # two segments, one source, three populations
+        assert errors == 1 + 2 * 2 + 3  # the list, two bad blocks per event, three populations
 
     _simulate(core, bench)
 
@@ -330,11 +386,15 @@ def _random_net(rng, n_inputs=10):
     )
 
 
+@pytest.mark.parametrize("lanes", [1, 2, 4])
 @pytest.mark.parametrize("seed", [0, 1])
-def test_core_matches_golden(seed):
+def test_core_matches_golden(seed, lanes):
+    """Populations of 12, 7 and 5 neurons: with several lanes their bases are not aligned to a
+    neuron group, so the first and last groups run with some lanes masked."""
     rng = np.random.default_rng(seed)
     net = _random_net(rng)
-    cfg = CoreConfig(n_neurons=32, n_inputs=12, n_populations=4, synapse_words=256)
+    cfg = CoreConfig(n_neurons=32, n_inputs=12, n_populations=4, synapse_words=256,
+                     lanes=lanes)
     # each channel at most once per timestep (docs/network.md), in random order
     events = [list(rng.permutation(net.n_inputs)[: rng.integers(0, 11)]) for _ in range(10)]
     events[3] = list(range(net.n_inputs))  # every channel, back to back
@@ -351,15 +411,18 @@ def test_core_matches_golden(seed):
     assert res["status"]["STEPS"] == len(events)
 
 
-def test_idle_step_costs_one_clock_per_neuron():
-    cfg = CoreConfig(n_neurons=64, n_inputs=4, n_populations=2, synapse_words=1024)
+@pytest.mark.parametrize("lanes", [1, 2, 4])
+def test_idle_step_costs_one_clock_per_neuron(lanes):
+    cfg = CoreConfig(n_neurons=64, n_inputs=4, n_populations=2, synapse_words=1024,
+                     lanes=lanes)
     net = Network(4, [Population("a", 40, NeuronParams(threshold=100)),
                       Population("b", 24, NeuronParams(threshold=100))],
                   [Projection(INPUT, "a", np.ones((4, 40), dtype=int)),
                    Projection("a", "b", np.ones((40, 24), dtype=int))])
     res = run_network(net, cfg, [[]] * 2, read_v=False)
-    # one clock per neuron plus a small constant per population (docs/core.md)
-    assert 64 <= res["step_cycles"][1] <= 64 + 16 * 2 + 8
+    # one clock per neuron group (lanes neurons) plus a small constant per population
+    # (docs/core.md); population b starts inside a group with 4 lanes: one group more
+    assert 64 // lanes <= res["step_cycles"][1] <= 64 // lanes + 1 + 24 * 2 + 8
     assert res["spikes"] == [[], []]
 
 
@@ -367,52 +430,69 @@ def test_idle_step_costs_one_clock_per_neuron():
 def test_config_errors():
     with pytest.raises(ConfigError, match="n_neurons=0"):
         CoreConfig(n_neurons=0)
-    with pytest.raises(ConfigError, match="lanes=2"):
-        CoreConfig(lanes=2)
-    with pytest.raises(ConfigError, match="segments"):
-        CoreConfig(segments=1 << 16)
+    with pytest.raises(ConfigError, match="lanes=3"):
+        CoreConfig(lanes=3)
+    with pytest.raises(ConfigError, match="multiple of lanes=4"):
+        CoreConfig(n_neurons=10, lanes=4)
+    with pytest.raises(ConfigError, match="weight_bits=16"):
+        CoreConfig(lanes=4, fmt=Format(weight_bits=16))
+    with pytest.raises(ConfigError, match="descriptors"):
+        CoreConfig(descriptors=257)
+    with pytest.raises(ConfigError, match="per_neuron_threshold"):
+        CoreConfig(per_neuron_threshold="yes")
 
 
 def test_fit_problems_lists_every_reason():
     net = Network(
         20,
         [Population("a", 30, NeuronParams(beta=np.arange(30) + 3000, threshold=10)),
-         Population("b", 10, NeuronParams(threshold=10)),
+         Population("b", 10, NeuronParams(threshold=np.arange(10) + 5)),
          Population("c", 10, NeuronParams(threshold=10))],
-        [Projection(INPUT, "a", np.ones((20, 30), dtype=int))],
+        [Projection(INPUT, "a", np.ones((20, 30), dtype=int)),
+         Projection("a", "b", np.ones((30, 10), dtype=int))],
     )
     cfg = CoreConfig(n_neurons=32, n_inputs=16, n_populations=2, synapse_words=100)
     problems = fit_problems(net, cfg)
     text = "\n".join(problems)
     assert "50 neurons" in text and "20 input channels" in text and "3 populations" in text
-    assert "per-neuron beta" in text
+    assert "per-neuron beta" in text and "threshold" not in text
     with pytest.raises(FitError):
         check_fit(net, cfg)
     small = CoreConfig(n_neurons=64, n_inputs=32, n_populations=4, synapse_words=100,
-                       segments=10)
+                       descriptors=1, per_neuron_threshold=False)
     text = "\n".join(fit_problems(net, small))
-    assert "segments" in text and "synapse words" in text
+    assert "2 block descriptors" in text and "synapse words" in text
+    assert "per-neuron threshold" in text
 
 
-def test_compile_fanout_dense_and_sparse():
+def test_compile_blocks_dense_and_sparse():
     cfg = CoreConfig(n_neurons=32, n_inputs=4, n_populations=2, synapse_words=128)
     w = np.arange(1, 33).reshape(4, 8) % 7 + 1
-    sparse = Sparse(rows=[0, 0, 0, 1], cols=[0, 1, 15, 3], weights=[5, 6, 7, -8])
+    sparse = Sparse(rows=[1, 1, 1, 2], cols=[2, 3, 15, 5], weights=[5, 6, 7, -8])
     net = Network(4, [Population("a", 8), Population("b", 16)],
-                  [Projection(INPUT, "a", w), Projection("a", "b", sparse)])
-    sources, segments, slots = compile_fanout(net, cfg)
-    for c in range(4):
-        (k,) = sources[c]
-        assert segments[k][:2] == (0, 8)
-        assert slots[segments[k][2] : segments[k][2] + 8] == list(w[c])
-    fwd0 = sources[cfg.forward_source(0)]
-    assert [segments[k][:2] for k in fwd0] == [(8, 2), (23, 1)]
-    assert [segments[k][:2] for k in sources[cfg.forward_source(1)]] == [(11, 1)]
-    image = build_image(net, cfg)
-    assert all(0 <= a < 1 << 24 for a, _ in image)
-    pops = dict(image)[address(Region.POP)]
-    assert pops[1] & PopFlag.FORWARD and not pops[1] & PopFlag.OUTPUT
-    assert pops[5] & PopFlag.OUTPUT
+                  [Projection(INPUT, "a", w), Projection("a", "b", sparse),
+                   Projection("b", "a", np.zeros((16, 8), dtype=int))])
+    lists, blocks, slots = compile_blocks(net, cfg)
+    assert lists[("input", None)] == (0, 1)
+    assert blocks[0] == Block(target=0, length=8, slot=0, first=0, count=4)
+    assert slots[:32] == list(w.ravel())
+    # the sparse projection: rows 1..2, columns 2..15 of b (neurons 8 + 2 ..)
+    assert lists[("forward", "a")] == (1, 1)
+    assert blocks[1] == Block(target=10, length=14, slot=32, first=1, count=2)
+    box = np.zeros((2, 14), dtype=int)
+    box[0, [0, 1, 13]] = [5, 6, 7]
+    box[1, 3] = -8
+    assert slots[32:] == list(box.ravel())
+    assert lists[("recurrent", "b")] == (2, 0)  # all-zero projection: no block
+    image = dict(build_image(net, cfg))
+    pops = image[address(Region.POP)]
+    opts_a, opts_b = pops[PopWord.OPTIONS.value], pops[8 + PopWord.OPTIONS.value]
+    assert opts_a & PopFlag.FORWARD and not opts_a & PopFlag.OUTPUT
+    assert opts_b & PopFlag.OUTPUT and not opts_b & PopFlag.RECURRENT
+    assert pops[PopWord.FORWARD.value] == 1 | 1 << 8
+    assert image[address(Region.CONFIG, ConfigWord.INPUT_LIST.value)] == [1 << 8]
+    assert image[address(Region.DESC)][: 4] == blocks[0].words()
+    assert blocks[1].words()[DescWord.SOURCES.value] == 1 | 2 << 16
 
 
 def test_step_pulse_while_busy_is_remembered():
@@ -452,12 +532,38 @@ def test_step_pulse_while_busy_is_remembered():
 
 
 def test_address_map_and_decoders():
-    cfg = CoreConfig(n_neurons=100, n_inputs=10, n_populations=3, synapse_words=50, segments=20)
+    cfg = CoreConfig(n_neurons=100, n_inputs=10, n_populations=3, synapse_words=50,
+                     descriptors=20)
     assert address(Region.V, 5) == 3 << 20 | 5
-    assert Region.WEIGHT.base == 10 << 20
+    assert Region.WEIGHT.base == 9 << 20
     sizes = {r: region_size(r, cfg) for r in Region}
-    assert sizes[Region.SRC] == 10 + 2 * 100 and sizes[Region.SEG] == 40
-    assert sizes[Region.POP] == 12 and sizes[Region.WEIGHT] == 50
-    assert cfg.forward_source(7) == 17 and cfg.recurrent_source(7) == 117
+    assert sizes[Region.DESC] == 80 and sizes[Region.THR] == 100
+    assert sizes[Region.POP] == 24 and sizes[Region.WEIGHT] == 50
+    assert cfg.bitmap_words == 8 and CoreConfig(n_neurons=1).bitmap_words == 2
     assert decode_signed(0xFFFF8000, 16) == -32768 and decode_signed(0x7FFF, 16) == 32767
     np.testing.assert_array_equal(decode_state([0xFFFFFFFF, 5, 0x8000]), [-1, 5, -32768])
+
+
+def test_populations_sharing_one_bitmap_word():
+    """Four neurons in three populations share one spike-bitmap word (and neuron_bits < 4):
+    each walk sees only its own population's spikes, forward and recurrent."""
+    cfg = CoreConfig(n_neurons=4, n_inputs=2, n_populations=3, synapse_words=16)
+    p = NeuronParams(leak="none", threshold=3)
+    net = Network(
+        2,
+        [Population("a", 2, p), Population("b", 1, p), Population("c", 1, p)],
+        [Projection(INPUT, "a", np.array([[5, 0], [0, 5]])),
+         Projection(INPUT, "b", np.array([[5], [0]])),
+         Projection("a", "c", np.array([[4], [0]])),
+         Projection("b", "a", np.array([[0, 4]]))],
+        outputs=["a", "b", "c"],
+    )
+    events = [[0], [1], [0, 1], [], [0], []]
+    res = run_network(net, cfg, events, read_v=True)
+    gold = GoldenChip(net, "int")
+    for t, ev in enumerate(events):
+        inp = np.zeros(2, dtype=np.uint8)
+        inp[ev] = 1
+        spk = gold.step(inp)[0]
+        assert res["spikes"][t] == list(np.flatnonzero(spk)), t
+        np.testing.assert_array_equal(res["v"][t], gold.v[0])

@@ -195,6 +195,9 @@ def random_network(rng, cfg, extreme=False):
         sizes[0] = 1
     pops = [Population(f"p{k}", s, random_params(rng, fmt, s, extreme and k == 0))
             for k, s in enumerate(sizes)]
+    if not cfg.per_neuron_threshold:  # one threshold per population
+        for pop in pops:
+            pop.params.threshold = int(np.asarray(pop.params.threshold).ravel()[0])
     n_in = int(rng.integers(1, cfg.n_inputs + 1))
     projections = []
     for k, pop in enumerate(pops):
@@ -213,7 +216,7 @@ def random_network(rng, cfg, extreme=False):
                     w = Sparse(rng.integers(0, src.size, nnz), rng.integers(0, pop.size, nnz),
                                rng.integers(w_lo // 2, w_hi // 2 + 1, nnz))
                 projections.append(Projection(src.name, pop.name, w))
-    # repeated projections from one source to one population: one source's segments hit the
+    # repeated projections from one source to one population: one source's blocks hit the
     # same neurons back to back (read-after-write on the accumulator at distance 1, 2, 3)
     for _ in range(int(rng.integers(0, 4))):
         k = int(rng.integers(0, n_pops))
