@@ -472,7 +472,7 @@ def test_ident_words_describe_one_and_several_cores():
     assert chip_config_from_ident(words) == RCFG
     one = ident_words(SMALL)
     assert chip_config_from_ident(one) == SMALL
-    assert chip_config_from_ident(one[:12]) == SMALL  # an older bitstream
+    assert chip_config_from_ident(one[:13]) == SMALL  # a bitstream without the chip fields
     with pytest.raises(ConfigError, match="cores"):
         Chip(SMALL, 12_000_000, cores=0)
     with pytest.raises(ConfigError, match="cores > 1"):
