@@ -41,6 +41,7 @@ COLUMNS = [
     ("design", lambda r: r["design"]),
     ("neurons", lambda r: str(r["neurons"])),
     ("synapses (8 bit)", lambda r: _k(r["synapses"])),
+    ("lanes", lambda r: str(r.get("lanes", 1))),
     ("clock MHz", lambda r: f"{r['clock_mhz']:g}"),
     ("fmax MHz", lambda r: "-" if r["fmax_mhz"] is None else f"{r['fmax_mhz']:.1f}"),
     ("timing", lambda r: "met" if r["timing_met"] else "NOT met"),
