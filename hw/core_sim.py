@@ -27,6 +27,7 @@ __all__ = [
     "bus_read",
     "bus_read_block",
     "send_event",
+    "send_events",
     "run_step",
     "run_network",
 ]
@@ -83,16 +84,28 @@ async def bus_read(ctx, core, addr):
     return (await bus_read_block(ctx, core, addr, 1))[0]
 
 
+async def send_events(ctx, dut, channels):
+    """Hand input events to ``dut.events`` back to back (each waits until it is taken).
+
+    Returns the clock cycles it took.
+    """
+    cycles = 0
+    for channel in channels:
+        ctx.set(dut.events.valid, 1)
+        ctx.set(dut.events.payload, int(channel))
+        while True:
+            ready = ctx.get(dut.events.ready)
+            await ctx.tick()
+            cycles += 1
+            if ready:
+                break
+    ctx.set(dut.events.valid, 0)
+    return cycles
+
+
 async def send_event(ctx, core, channel):
     """Hand one input event to the core (waits until it is taken)."""
-    ctx.set(core.events.valid, 1)
-    ctx.set(core.events.payload, channel)
-    while True:
-        ready = ctx.get(core.events.ready)
-        await ctx.tick()
-        if ready:
-            break
-    ctx.set(core.events.valid, 0)
+    await send_events(ctx, core, [channel])
 
 
 async def run_step(ctx, core):
@@ -133,17 +146,7 @@ def run_network(net, config: CoreConfig, events, read_v=True, vcd=None):
         for addr, words in image:
             await bus_write_block(ctx, core, addr, words)
         for evs in events:
-            t0 = 0
-            for ch in evs:
-                ctx.set(core.events.valid, 1)
-                ctx.set(core.events.payload, int(ch))
-                while True:
-                    ready = ctx.get(core.events.ready)
-                    await ctx.tick()
-                    t0 += 1
-                    if ready:
-                        break
-            ctx.set(core.events.valid, 0)
+            t0 = await send_events(ctx, core, evs)
             spikes, cycles = await run_step(ctx, core)
             result["spikes"].append(spikes)
             result["event_cycles"].append(t0)

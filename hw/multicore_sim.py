@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 from amaranth.sim import Simulator
 
-from .core_sim import bus_read_block, bus_write_block
+from .core_sim import bus_read_block, bus_write_block, send_events
 from .image import Region, address, decode_signed
 from .multicore import MultiCore
 from .router import RouterConfig, RouterRegion, RouterStatusWord, core_address, router_address
@@ -66,17 +66,7 @@ def run_multicore(net, config: RouterConfig, events, *, mapping=None, read_v=Tru
             result["bus_errors"] += sum(await bus_write_block(ctx, dut, addr, words))
         cycle = 0
         for evs in events:
-            t0 = 0
-            for ch in evs:
-                ctx.set(dut.events.valid, 1)
-                ctx.set(dut.events.payload, int(ch))
-                while True:
-                    ready = ctx.get(dut.events.ready)
-                    await ctx.tick()
-                    t0 += 1
-                    if ready:
-                        break
-            ctx.set(dut.events.valid, 0)
+            t0 = await send_events(ctx, dut, evs)
             ctx.set(dut.step, 1)
             spikes, cycles = [], 0
             while True:

@@ -278,6 +278,20 @@ def test_bus_refusals_and_status():
     _simulate(core, bench)
 
 
+def _run_and_compare(net, cfg, events):
+    """Run ``net`` on the core and check every step's spikes (all populations are outputs) and
+    membranes against the golden model; returns the run."""
+    res = run_network(net, cfg, events, read_v=True)
+    gold = GoldenChip(net, "int")
+    for t, ev in enumerate(events):
+        inp = np.zeros(net.n_inputs, dtype=np.uint8)
+        inp[ev] = 1
+        spk = gold.step(inp)[0]
+        assert res["spikes"][t] == list(np.flatnonzero(spk)), t
+        np.testing.assert_array_equal(res["v"][t], gold.v[0])
+    return res
+
+
 def test_population_thresholds_when_not_per_neuron():
     """Without per-neuron thresholds the THR region is absent (refused) and the population
     word THRESHOLD is used: bit-exact with the golden model."""
@@ -294,14 +308,7 @@ def test_population_thresholds_when_not_per_neuron():
         outputs=["a", "b"],
     )
     events = [list(np.flatnonzero(rng.random(6) < 0.5)) for _ in range(8)]
-    res = run_network(net, cfg, events, read_v=True)
-    gold = GoldenChip(net, "int")
-    for t, ev in enumerate(events):
-        inp = np.zeros(6, dtype=np.uint8)
-        inp[ev] = 1
-        spk = gold.step(inp)[0]
-        assert res["spikes"][t] == list(np.flatnonzero(spk)), t
-        np.testing.assert_array_equal(res["v"][t], gold.v[0])
+    res = _run_and_compare(net, cfg, events)
     assert res["status"]["FEATURES"] == 0
     per_neuron = Network(2, [Population("a", 4, NeuronParams(threshold=[5, 6, 7, 8]))])
     assert "per-neuron threshold" in "\n".join(fit_problems(per_neuron, cfg))
@@ -558,12 +565,4 @@ def test_populations_sharing_one_bitmap_word():
          Projection("b", "a", np.array([[0, 4]]))],
         outputs=["a", "b", "c"],
     )
-    events = [[0], [1], [0, 1], [], [0], []]
-    res = run_network(net, cfg, events, read_v=True)
-    gold = GoldenChip(net, "int")
-    for t, ev in enumerate(events):
-        inp = np.zeros(2, dtype=np.uint8)
-        inp[ev] = 1
-        spk = gold.step(inp)[0]
-        assert res["spikes"][t] == list(np.flatnonzero(spk)), t
-        np.testing.assert_array_equal(res["v"][t], gold.v[0])
+    _run_and_compare(net, cfg, [[0], [1], [0, 1], [], [0], []])
