@@ -37,6 +37,9 @@ class ChipParams:
         UART baud rate of the host link.
     per_neuron_threshold : bool
         One threshold per neuron (a memory word each) or one per population.
+    weight_banks : int
+        The core's weight memory in this many output-registered banks (a long block-RAM
+        cascade is the slowest path on the ECP5; ``spikeforge.hw.core.NeuronCore``).
     """
 
     neurons: int
@@ -47,9 +50,11 @@ class ChipParams:
     clock_mhz: float
     baud: int
     per_neuron_threshold: bool = True
+    weight_banks: int = 1
 
     def __post_init__(self):
-        for name in ("neurons", "inputs", "populations", "synapses", "lanes", "baud"):
+        for name in ("neurons", "inputs", "populations", "synapses", "lanes", "baud",
+                     "weight_banks"):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise ConfigError(f"ChipParams.{name}={value!r} must be a positive integer")
@@ -228,6 +233,7 @@ _BOARDS = [
             lanes=2,
             clock_mhz=60.0,
             baud=3_000_000,
+            weight_banks=16,
         ),
         openfpgaloader_board="ulx3s",
         alt_programmer=("fujprog",),

@@ -186,6 +186,9 @@ class Chip(wiring.Component):
     inputs, route_entries, delay_depth : int, optional
         With ``cores > 1``: host input channels, routing-table entries and delayed-queue depth
         (:class:`~spikeforge.hw.router.RouterConfig`; defaults from there).
+    weight_banks : int
+        One-core chips: the core's weight memory in this many output-registered banks
+        (:class:`~spikeforge.hw.core.NeuronCore`; for large ECP5 weight memories).
 
     Attributes
     ----------
@@ -201,7 +204,7 @@ class Chip(wiring.Component):
 
     def __init__(self, config: CoreConfig, clk_freq: int, *, uart_errors: bool = False,
                  cores: int = 1, inputs: int | None = None, route_entries: int | None = None,
-                 delay_depth: int | None = None):
+                 delay_depth: int | None = None, weight_banks: int = 1):
         self._MustUse__silence = True  # a refused configuration is not an unused elaboratable
         if not isinstance(config, CoreConfig):
             raise ConfigError(f"config={config!r} is not a CoreConfig")
@@ -221,6 +224,12 @@ class Chip(wiring.Component):
                     "chip has no router)"
                 )
             self.router_config = None
+        if weight_banks != 1 and cores > 1:
+            raise ConfigError(
+                f"Chip: weight_banks={weight_banks!r} is for one-core chips (the router's bus "
+                "expects every core to answer a read after the same number of clocks)"
+            )
+        self.weight_banks = weight_banks
         self._MustUse__silence = False
         members = {"rx": In(stream.Signature(8)), "tx": Out(stream.Signature(8))}
         if uart_errors:
@@ -248,7 +257,7 @@ class Chip(wiring.Component):
             m.submodules.cores = target = MultiCore(self.router_config)
             spike_bits = 16
         else:
-            m.submodules.core = target = NeuronCore(self.config)
+            m.submodules.core = target = NeuronCore(self.config, weight_banks=self.weight_banks)
             spike_bits = self.config.neuron_bits
         # registered stages: no combinational path from the link's state machine into the
         # core's walker / fan-out engine (spikes.ready) or back (events.ready)
@@ -313,8 +322,8 @@ class UARTChip(Elaboratable):
         Clock frequency in Hz.
     baud : int
         UART baud rate.
-    cores : int
-        Neuron cores (see :class:`Chip`).
+    cores, weight_banks : int
+        See :class:`Chip`.
 
     Attributes
     ----------
@@ -324,9 +333,11 @@ class UARTChip(Elaboratable):
         UART transmit pin.
     """
 
-    def __init__(self, config: CoreConfig, clk_freq: int, baud: int, *, cores: int = 1):
+    def __init__(self, config: CoreConfig, clk_freq: int, baud: int, *, cores: int = 1,
+                 weight_banks: int = 1):
         self.config, self.clk_freq, self.baud = config, int(clk_freq), int(baud)
         self.cores = cores
+        self.weight_banks = weight_banks
         self.rx = Signal(init=1)
         self.tx = Signal(init=1)
 
@@ -335,7 +346,7 @@ class UARTChip(Elaboratable):
         m.submodules.uart_rx = urx = UARTRx(self.clk_freq, self.baud)
         m.submodules.uart_tx = utx = UARTTx(self.clk_freq, self.baud)
         m.submodules.chip = chip = Chip(self.config, self.clk_freq, uart_errors=True,
-                                        cores=self.cores)
+                                        cores=self.cores, weight_banks=self.weight_banks)
         m.d.comb += [urx.rx.eq(self.rx), self.tx.eq(utx.tx)]
         wiring.connect(m, urx.data, chip.rx)
         wiring.connect(m, chip.tx, utx.data)

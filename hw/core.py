@@ -45,6 +45,11 @@ class NeuronCore(wiring.Component):
         builds memories that small from flip-flops and multiplexers (hundreds of logic cells);
         a block RAM is cheaper.  ``None`` (default): only when the
         platform is an iCE40.
+    weight_banks : int
+        Split the weight memory into this many banks whose outputs are registered before they
+        are multiplexed (a large ECP5 weight memory is a cascade of ~200 block RAMs; its output
+        multiplexer is the slowest path otherwise).  More than 1 costs one more clock of latency
+        in the accumulation pipeline and on every bus read; the results are the same.
 
     Attributes
     ----------
@@ -64,15 +69,22 @@ class NeuronCore(wiring.Component):
         core is idle.
     """
 
-    def __init__(self, config: CoreConfig, *, block_ram_tables: bool | None = None):
+    def __init__(
+        self, config: CoreConfig, *, block_ram_tables: bool | None = None, weight_banks: int = 1
+    ):
         if not isinstance(config, CoreConfig):
             raise TypeError(f"config must be a CoreConfig, not {config!r}")
         if block_ram_tables not in (None, True, False):
             raise TypeError(
                 f"block_ram_tables must be None, True or False, not {block_ram_tables!r}"
             )
+        if not isinstance(weight_banks, int) or isinstance(weight_banks, bool) or not (
+            1 <= weight_banks <= 64
+        ):
+            raise TypeError(f"weight_banks must be an integer in 1..64, not {weight_banks!r}")
         self.config = config
         self.block_ram_tables = block_ram_tables
+        self.weight_banks = weight_banks
         super().__init__(
             {
                 "events": In(stream.Signature(unsigned(EVENT_BITS))),
@@ -131,7 +143,46 @@ class NeuronCore(wiring.Component):
         _, pop_rd, pop_wr = memory("pop_mem", 16, POP_WORDS * cfg.n_populations, table_attrs)
         # fan-out block descriptors: DESC_WORDS 32-bit words each, read one by one
         _, desc_rd, desc_wr = memory("desc_mem", 32, DESC_WORDS * cfg.descriptors, table_attrs)
-        _, w_rd, w_wr = memory("w_mem", cfg.word_bits, cfg.synapse_words)
+        # the weight memory, behind w_addr / w_we / w_wdata; its word w_data arrives one clock
+        # after the address (two with banks)
+        words = cfg.synapse_words
+        w_addr = Signal(range(words))
+        w_we = Signal()
+        w_wdata = Signal(cfg.word_bits)
+        banked = self.weight_banks > 1
+        if not banked:
+            # one address for both ports, so the memory maps to single-port RAM (iCE40 SPRAM)
+            _, w_rd, w_wr = memory("w_mem", cfg.word_bits, words)
+            m.d.comb += [
+                w_rd.addr.eq(w_addr),
+                w_wr.addr.eq(w_addr),
+                w_wr.data.eq(w_wdata),
+                w_wr.en.eq(w_we),
+                w_rd.en.eq(~w_we),  # read data holds during a write (SPRAM's "no change")
+            ]
+            w_data = w_rd.data
+        else:
+            bank_depth = 1 << max(0, (-(-words // self.weight_banks) - 1).bit_length())
+            dbits = (bank_depth - 1).bit_length()
+            bsel = Signal(range(-(-words // bank_depth)))
+            bsel_q, bsel_q2 = Signal.like(bsel), Signal.like(bsel)
+            m.d.comb += bsel.eq(w_addr >> dbits)
+            m.d.sync += [bsel_q.eq(bsel), bsel_q2.eq(bsel_q)]
+            w_regs = []
+            for b in range(len(range(-(-words // bank_depth)))):
+                depth = min(bank_depth, words - b * bank_depth)
+                _, rd, wr = memory(f"w_mem{b}", cfg.word_bits, depth)
+                m.d.comb += [
+                    rd.addr.eq(w_addr[:dbits]),
+                    wr.addr.eq(w_addr[:dbits]),
+                    wr.data.eq(w_wdata),
+                    wr.en.eq(w_we & (bsel == b)),
+                    rd.en.eq(~w_we),
+                ]
+                q = Signal(cfg.word_bits, name=f"w_q{b}")
+                m.d.sync += q.eq(rd.data)
+                w_regs.append(q)
+            w_data = Array(w_regs)[bsel_q2]
         # spike bitmaps, two banks (this step's spikes, last step's spikes), 16 neurons a word
         _, bm_rd, bm_wr = memory("bm_mem", BITMAP_BITS, 2 * W)
 
@@ -258,13 +309,22 @@ class NeuronCore(wiring.Component):
         s2_sum = [Signal(fmt.acc_bits, name=f"s2_sum{l}") for l in lanes]
         s3_sum = [Signal(fmt.acc_bits, name=f"s3_sum{l}") for l in lanes]
         # W: the weight word arrives and is registered (the weight memory is large: on ECP5 a
-        # cascade of block RAMs, on iCE40 SPRAM); the accumulators are read for this group
+        # cascade of block RAMs, on iCE40 SPRAM); the accumulators are read for this group.
+        # With weight banks the word arrives a clock later: one more stage (w2) before W.
         m.d.sync += [
             w1_valid.eq(Mux(op_valid, op_mask, 0)),
             w1_tg.eq(op_tg),
             w1_half.eq(op_slot[0]),
-            s1_valid.eq(w1_valid),
-            s1_tg.eq(w1_tg),
+        ]
+        if banked:
+            w2_valid, w2_tg, w2_half = Signal(L), Signal(gbits), Signal()
+            m.d.sync += [w2_valid.eq(w1_valid), w2_tg.eq(w1_tg), w2_half.eq(w1_half)]
+            wv, wtg, whalf = w2_valid, w2_tg, w2_half
+        else:
+            wv, wtg, whalf = w1_valid, w1_tg, w1_half
+        m.d.sync += [
+            s1_valid.eq(wv),
+            s1_tg.eq(wtg),
             s2_valid.eq(s1_valid),
             s2_tg.eq(s1_tg),
             s3_valid.eq(s2_valid),
@@ -272,9 +332,9 @@ class NeuronCore(wiring.Component):
         ]
         for l in lanes:
             if L == 1:
-                weight = Mux(w1_half, w_rd.data[wb : 2 * wb], w_rd.data[:wb])
+                weight = Mux(whalf, w_data[wb : 2 * wb], w_data[:wb])
             else:
-                weight = w_rd.data[l * wb : (l + 1) * wb]
+                weight = w_data[l * wb : (l + 1) * wb]
             acc_now = Mux(
                 s2_valid[l] & (s2_tg == s1_tg),
                 s2_sum[l],
@@ -285,15 +345,8 @@ class NeuronCore(wiring.Component):
                 s2_sum[l].eq(acc_now.as_signed() + s1_w[l]),
                 s3_sum[l].eq(s2_sum[l]),
             ]
-        pipe_busy = op_valid | w1_valid.any() | s1_valid.any() | s2_valid.any()
-        # one address for both weight ports, so the memory maps to single-port RAM (iCE40 SPRAM)
-        w_addr = Signal(range(cfg.synapse_words))
-        m.d.comb += [
-            w_addr.eq(op_slot >> (cfg.weights_per_word.bit_length() - 1)),
-            w_rd.addr.eq(w_addr),
-            w_wr.addr.eq(w_addr),
-            w_rd.en.eq(~w_wr.en),  # read data holds during a write (SPRAM's "no change")
-        ]
+        pipe_busy = op_valid | w1_valid.any() | wv.any() | s1_valid.any() | s2_valid.any()
+        m.d.comb += w_addr.eq(op_slot >> (cfg.weights_per_word.bit_length() - 1))
 
         # --- op issuer: one operation group (``lanes`` synapses) per clock ---------------------
         # A segment (first group, groups, slot of the first group's lane 0, lane masks of the
@@ -652,10 +705,15 @@ class NeuronCore(wiring.Component):
         rd_reg = Signal(32)
         rd_ok = Signal()
         r_stage2 = Signal()
+        r_last = r_stage2
+        if banked:
+            r_stage3 = Signal()
+            m.d.sync += r_stage3.eq(r_stage2)
+            r_last = r_stage3
+        m.d.sync += bus.r_valid.eq(r_last)
         m.d.sync += [
             r_stage.eq(req & bus.r_en),
             r_stage2.eq(r_stage),
-            bus.r_valid.eq(r_stage2),
             rd_region.eq(b_region),
             rd_lane.eq(b_offset[:lg] if L > 1 else 0),
             rd_ok.eq(b_re),
@@ -692,7 +750,7 @@ class NeuronCore(wiring.Component):
         with m.If(b_pend):
             m.d.comb += w_addr.eq(offset)
         with m.If(b_we & (region == Region.WEIGHT.value)):
-            m.d.comb += [w_wr.data.eq(wdata), w_wr.en.eq(1)]
+            m.d.comb += [w_wdata.eq(wdata), w_we.eq(1)]
 
         def list_ok(word):
             """A descriptor list stays inside the table (checked where it is used)."""
@@ -774,9 +832,20 @@ class NeuronCore(wiring.Component):
                 m.d.comb += rdata.eq(sext(lane_data(bias_rd), fmt.bias_bits))
             with m.Case(Region.DESC.value):
                 m.d.comb += rdata.eq(desc_rd.data)
-            with m.Case(Region.WEIGHT.value):
-                m.d.comb += rdata.eq(w_rd.data)
-        m.d.sync += bus.r_data.eq(Mux(r_stage2 & rd_ok, rdata, 0))
+            if not banked:
+                with m.Case(Region.WEIGHT.value):
+                    m.d.comb += rdata.eq(w_data)
+        if not banked:
+            m.d.sync += bus.r_data.eq(Mux(r_stage2 & rd_ok, rdata, 0))
+        else:
+            # the banked weight word is there a clock later: every read takes one clock more
+            rdata_q = Signal(BUS_DATA_BITS)
+            rd_weight = Signal()
+            m.d.sync += [
+                rdata_q.eq(Mux(r_stage2 & rd_ok, rdata, 0)),
+                rd_weight.eq(r_stage2 & rd_ok & (rd_region == Region.WEIGHT.value)),
+                bus.r_data.eq(Mux(rd_weight, w_data, rdata_q)),
+            ]
 
         # --- sequencer ---------------------------------------------------------------------------
         param_err_r = Signal()
@@ -969,7 +1038,7 @@ class NeuronCore(wiring.Component):
         with m.If(iss_q):
             for port in acc_rd + state_rd:
                 m.d.comb += port.addr.eq(iss_g)
-        with m.Elif(w1_valid.any()):
+        with m.Elif(wv.any()):
             for port in acc_rd:
-                m.d.comb += port.addr.eq(w1_tg)
+                m.d.comb += port.addr.eq(wtg)
         return m

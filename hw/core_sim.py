@@ -125,7 +125,7 @@ async def run_step(ctx, core):
             return spikes, cycles
 
 
-def run_network(net, config: CoreConfig, events, read_v=True, vcd=None):
+def run_network(net, config: CoreConfig, events, read_v=True, vcd=None, weight_banks=1):
     """Run ``net`` on a simulated core, one timestep per entry of ``events``.
 
     Returns
@@ -136,9 +136,11 @@ def run_network(net, config: CoreConfig, events, read_v=True, vcd=None):
         ``event_cycles``: clocks spent handing each step's events to the core;
         ``step_cycles``: clocks from the ``step`` pulse to ``done``;
         ``status``: the status words after the run.
+
+    ``weight_banks`` is passed to :class:`~spikeforge.hw.core.NeuronCore`.
     """
     image = build_image(net, config)
-    core = NeuronCore(config)
+    core = NeuronCore(config, weight_banks=weight_banks)
     n = net.n_neurons
     result = {"spikes": [], "v": [], "event_cycles": [], "step_cycles": [], "status": {}}
 
