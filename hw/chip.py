@@ -189,6 +189,8 @@ class Chip(wiring.Component):
     weight_banks : int
         One-core chips: the core's weight memory in this many output-registered banks
         (:class:`~spikeforge.hw.core.NeuronCore`; for large ECP5 weight memories).
+    register_state : bool
+        One-core chips: register the neuron memories' outputs (``NeuronCore``).
 
     Attributes
     ----------
@@ -204,7 +206,8 @@ class Chip(wiring.Component):
 
     def __init__(self, config: CoreConfig, clk_freq: int, *, uart_errors: bool = False,
                  cores: int = 1, inputs: int | None = None, route_entries: int | None = None,
-                 delay_depth: int | None = None, weight_banks: int = 1):
+                 delay_depth: int | None = None, weight_banks: int = 1,
+                 register_state: bool = False):
         self._MustUse__silence = True  # a refused configuration is not an unused elaboratable
         if not isinstance(config, CoreConfig):
             raise ConfigError(f"config={config!r} is not a CoreConfig")
@@ -224,12 +227,14 @@ class Chip(wiring.Component):
                     "chip has no router)"
                 )
             self.router_config = None
-        if weight_banks != 1 and cores > 1:
+        if (weight_banks != 1 or register_state) and cores > 1:
             raise ConfigError(
-                f"Chip: weight_banks={weight_banks!r} is for one-core chips (the router's bus "
-                "expects every core to answer a read after the same number of clocks)"
+                f"Chip: weight_banks={weight_banks!r} / register_state={register_state!r} are "
+                "for one-core chips (the router's bus expects every core to answer a read after "
+                "the same number of clocks)"
             )
         self.weight_banks = weight_banks
+        self.register_state = register_state
         self._MustUse__silence = False
         members = {"rx": In(stream.Signature(8)), "tx": Out(stream.Signature(8))}
         if uart_errors:
@@ -257,7 +262,9 @@ class Chip(wiring.Component):
             m.submodules.cores = target = MultiCore(self.router_config)
             spike_bits = 16
         else:
-            m.submodules.core = target = NeuronCore(self.config, weight_banks=self.weight_banks)
+            m.submodules.core = target = NeuronCore(
+                self.config, weight_banks=self.weight_banks, register_state=self.register_state
+            )
             spike_bits = self.config.neuron_bits
         # registered stages: no combinational path from the link's state machine into the
         # core's walker / fan-out engine (spikes.ready) or back (events.ready)
@@ -322,7 +329,7 @@ class UARTChip(Elaboratable):
         Clock frequency in Hz.
     baud : int
         UART baud rate.
-    cores, weight_banks : int
+    cores, weight_banks, register_state
         See :class:`Chip`.
 
     Attributes
@@ -334,10 +341,11 @@ class UARTChip(Elaboratable):
     """
 
     def __init__(self, config: CoreConfig, clk_freq: int, baud: int, *, cores: int = 1,
-                 weight_banks: int = 1):
+                 weight_banks: int = 1, register_state: bool = False):
         self.config, self.clk_freq, self.baud = config, int(clk_freq), int(baud)
         self.cores = cores
         self.weight_banks = weight_banks
+        self.register_state = register_state
         self.rx = Signal(init=1)
         self.tx = Signal(init=1)
 
@@ -346,7 +354,8 @@ class UARTChip(Elaboratable):
         m.submodules.uart_rx = urx = UARTRx(self.clk_freq, self.baud)
         m.submodules.uart_tx = utx = UARTTx(self.clk_freq, self.baud)
         m.submodules.chip = chip = Chip(self.config, self.clk_freq, uart_errors=True,
-                                        cores=self.cores, weight_banks=self.weight_banks)
+                                        cores=self.cores, weight_banks=self.weight_banks,
+                                        register_state=self.register_state)
         m.d.comb += [urx.rx.eq(self.rx), self.tx.eq(utx.tx)]
         wiring.connect(m, urx.data, chip.rx)
         wiring.connect(m, chip.tx, utx.data)

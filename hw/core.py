@@ -50,6 +50,10 @@ class NeuronCore(wiring.Component):
         are multiplexed (a large ECP5 weight memory is a cascade of ~200 block RAMs; its output
         multiplexer is the slowest path otherwise).  More than 1 costs one more clock of latency
         in the accumulation pipeline and on every bus read; the results are the same.
+    register_state : bool
+        Register the neuron memories' outputs before the neuron datapaths (one more clock per
+        population sweep; the block RAMs' clock-to-output delay and the multipliers are then in
+        different clocks).  Costs ~70 flip-flops a lane: for the ECP5, not the full UP5K.
 
     Attributes
     ----------
@@ -70,8 +74,14 @@ class NeuronCore(wiring.Component):
     """
 
     def __init__(
-        self, config: CoreConfig, *, block_ram_tables: bool | None = None, weight_banks: int = 1
+        self,
+        config: CoreConfig,
+        *,
+        block_ram_tables: bool | None = None,
+        weight_banks: int = 1,
+        register_state: bool = False,
     ):
+        self._MustUse__silence = True  # a refused argument is not an unused elaboratable
         if not isinstance(config, CoreConfig):
             raise TypeError(f"config must be a CoreConfig, not {config!r}")
         if block_ram_tables not in (None, True, False):
@@ -84,7 +94,11 @@ class NeuronCore(wiring.Component):
             raise TypeError(f"weight_banks must be an integer in 1..64, not {weight_banks!r}")
         self.config = config
         self.block_ram_tables = block_ram_tables
+        if register_state not in (True, False):
+            raise TypeError(f"register_state must be True or False, not {register_state!r}")
         self.weight_banks = weight_banks
+        self.register_state = register_state
+        self._MustUse__silence = False
         super().__init__(
             {
                 "events": In(stream.Signature(unsigned(EVENT_BITS))),
@@ -252,12 +266,16 @@ class NeuronCore(wiring.Component):
                 dp.reset_delay.eq(p_opts[5]),
                 dp.beta.eq(p_beta),
                 dp.alpha.eq(p_alpha),
-                dp.i_v.eq(v_rd[l].data),
-                dp.i_i.eq(i_rd[l].data),
-                dp.i_acc.eq(acc_rd[l].data),
-                dp.i_thr.eq(thr_rd[l].data if cfg.per_neuron_threshold else p_thr),
-                dp.i_bias.eq(bias_rd[l].data),
             ]
+            state_in = [
+                (dp.i_v, v_rd[l].data),
+                (dp.i_i, i_rd[l].data),
+                (dp.i_acc, acc_rd[l].data),
+                (dp.i_thr, thr_rd[l].data if cfg.per_neuron_threshold else p_thr),
+                (dp.i_bias, bias_rd[l].data),
+            ]
+            domain = m.d.sync if self.register_state else m.d.comb
+            domain += [port.eq(data) for port, data in state_in]
         sweep_issue = Signal()  # present neuron group `sweep_g` to the state memories
         sweep_g = Signal(gbits)
         sweep_left = Signal(16)  # groups left to issue, and a registered "this is the last"
@@ -282,7 +300,11 @@ class NeuronCore(wiring.Component):
         o_valid = Signal(L)
         o_spike = Signal(L)
         for l, dp in enumerate(dps):
-            m.d.sync += dp.i_valid.eq(iss_q & iss_mask[l])
+            if self.register_state:  # the data is a clock later
+                valid_q = Signal(name=f"dp{l}_valid_q")
+                m.d.sync += [valid_q.eq(iss_q & iss_mask[l]), dp.i_valid.eq(valid_q)]
+            else:
+                m.d.sync += dp.i_valid.eq(iss_q & iss_mask[l])
             m.d.comb += [o_valid[l].eq(dp.o_valid), o_spike[l].eq(dp.o_valid & dp.o_spike)]
         # every issued group has a lane in the population, and the lanes run in lockstep
         o_group = o_valid.any()
@@ -650,7 +672,8 @@ class NeuronCore(wiring.Component):
                     acc_wr[l].en.eq(s2_valid[l]),
                 ]
         dp_busy = Signal()
-        dp_flight = Signal(NeuronDatapath.LATENCY + 2)  # issue -> address -> data -> ...
+        # issue -> address -> (registered) data -> ...
+        dp_flight = Signal(NeuronDatapath.LATENCY + 2 + int(self.register_state))
         m.d.sync += [
             dp_flight.eq(Cat(sweep_issue, dp_flight[:-1])),
             dp_busy.eq(sweep_issue | dp_flight[:-1].any()),  # == dp_flight.any(), registered
@@ -706,7 +729,10 @@ class NeuronCore(wiring.Component):
         rd_ok = Signal()
         r_stage2 = Signal()
         r_last = r_stage2
-        if banked:
+        # banked weights or registered state: every read takes a clock more (the last stage
+        # picks the weight word or a neuron word from registers, not from a block RAM output)
+        slow_read = banked or self.register_state
+        if slow_read:
             r_stage3 = Signal()
             m.d.sync += r_stage3.eq(r_stage2)
             r_last = r_stage3
@@ -810,8 +836,22 @@ class NeuronCore(wiring.Component):
         def sext(value, bits):
             return value[:bits].as_signed()
 
-        def lane_data(ports):
-            return Array(p.data for p in ports)[rd_lane] if L > 1 else ports[0].data
+        # neuron regions: from the read ports, or (registered state) from the datapaths'
+        # registered inputs, which hold the same words a clock later
+        neuron_regions = [
+            (Region.V, [p.data for p in v_rd], [dp.i_v for dp in dps], sb),
+            (Region.I, [p.data for p in i_rd], [dp.i_i for dp in dps], sb),
+            (Region.ACC, [p.data for p in acc_rd], [dp.i_acc for dp in dps], fmt.acc_bits),
+            (Region.BIAS, [p.data for p in bias_rd], [dp.i_bias for dp in dps], fmt.bias_bits),
+        ]
+        if cfg.per_neuron_threshold:
+            neuron_regions.append(
+                (Region.THR, [p.data for p in thr_rd], [dp.i_thr for dp in dps], None)
+            )
+
+        def neuron_word(values, lane, bits):
+            value = Array(values)[lane] if L > 1 else values[0]
+            return value if bits is None else sext(value, bits)
 
         rdata = Signal(BUS_DATA_BITS)
         with m.Switch(rd_region):
@@ -819,33 +859,39 @@ class NeuronCore(wiring.Component):
                 m.d.comb += rdata.eq(rd_reg)
             with m.Case(Region.POP.value):
                 m.d.comb += rdata.eq(pop_rd.data)
-            with m.Case(Region.V.value):
-                m.d.comb += rdata.eq(sext(lane_data(v_rd), sb))
-            with m.Case(Region.I.value):
-                m.d.comb += rdata.eq(sext(lane_data(i_rd), sb))
-            with m.Case(Region.ACC.value):
-                m.d.comb += rdata.eq(sext(lane_data(acc_rd), fmt.acc_bits))
-            if cfg.per_neuron_threshold:
-                with m.Case(Region.THR.value):
-                    m.d.comb += rdata.eq(lane_data(thr_rd))
-            with m.Case(Region.BIAS.value):
-                m.d.comb += rdata.eq(sext(lane_data(bias_rd), fmt.bias_bits))
             with m.Case(Region.DESC.value):
                 m.d.comb += rdata.eq(desc_rd.data)
+            if not self.register_state:
+                for reg, ports, _, bits in neuron_regions:
+                    with m.Case(reg.value):
+                        m.d.comb += rdata.eq(neuron_word(ports, rd_lane, bits))
             if not banked:
                 with m.Case(Region.WEIGHT.value):
                     m.d.comb += rdata.eq(w_data)
-        if not banked:
+        if not slow_read:
             m.d.sync += bus.r_data.eq(Mux(r_stage2 & rd_ok, rdata, 0))
         else:
-            # the banked weight word is there a clock later: every read takes one clock more
             rdata_q = Signal(BUS_DATA_BITS)
-            rd_weight = Signal()
+            rd_ok_q = Signal()
+            rd_region_q = Signal.like(rd_region)
+            rd_lane_q = Signal.like(rd_lane)
             m.d.sync += [
-                rdata_q.eq(Mux(r_stage2 & rd_ok, rdata, 0)),
-                rd_weight.eq(r_stage2 & rd_ok & (rd_region == Region.WEIGHT.value)),
-                bus.r_data.eq(Mux(rd_weight, w_data, rdata_q)),
+                rdata_q.eq(rdata),
+                rd_ok_q.eq(r_stage2 & rd_ok),
+                rd_region_q.eq(rd_region),
+                rd_lane_q.eq(rd_lane),
             ]
+            final = Signal(BUS_DATA_BITS)
+            m.d.comb += final.eq(rdata_q)
+            with m.Switch(rd_region_q):
+                if banked:
+                    with m.Case(Region.WEIGHT.value):
+                        m.d.comb += final.eq(w_data)
+                if self.register_state:
+                    for reg, _, regs, bits in neuron_regions:
+                        with m.Case(reg.value):
+                            m.d.comb += final.eq(neuron_word(regs, rd_lane_q, bits))
+            m.d.sync += bus.r_data.eq(Mux(rd_ok_q, final, 0))
 
         # --- sequencer ---------------------------------------------------------------------------
         param_err_r = Signal()

@@ -125,7 +125,7 @@ async def run_step(ctx, core):
             return spikes, cycles
 
 
-def run_network(net, config: CoreConfig, events, read_v=True, vcd=None, weight_banks=1):
+def run_network(net, config: CoreConfig, events, read_v=True, vcd=None, **core_options):
     """Run ``net`` on a simulated core, one timestep per entry of ``events``.
 
     Returns
@@ -137,10 +137,11 @@ def run_network(net, config: CoreConfig, events, read_v=True, vcd=None, weight_b
         ``step_cycles``: clocks from the ``step`` pulse to ``done``;
         ``status``: the status words after the run.
 
-    ``weight_banks`` is passed to :class:`~spikeforge.hw.core.NeuronCore`.
+    ``core_options`` (``weight_banks``, ``register_state``) go to
+    :class:`~spikeforge.hw.core.NeuronCore`.
     """
     image = build_image(net, config)
-    core = NeuronCore(config, weight_banks=weight_banks)
+    core = NeuronCore(config, **core_options)
     n = net.n_neurons
     result = {"spikes": [], "v": [], "event_cycles": [], "step_cycles": [], "status": {}}
 

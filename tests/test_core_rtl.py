@@ -30,6 +30,9 @@ CONFIGS = {
     ),
 }
 
+#: NeuronCore options per configuration (the ULX3S build's timing options on the narrow one)
+CORE_OPTIONS = {"n48_narrow": {"weight_banks": 2, "register_state": True}}
+
 
 def _waves():
     return os.environ.get("SPIKEFORGE_WAVES", "") not in ("", "0")
@@ -69,7 +72,9 @@ class _Builds:
         build_dir = BUILD / (name + ("_waves" if _waves() else ""))
         build_dir.mkdir(parents=True, exist_ok=True)
         src = build_dir / f"{TOP}.v"
-        text = verilog.convert(NeuronCore(cfg), name=TOP, emit_src=False)
+        text = verilog.convert(
+            NeuronCore(cfg, **CORE_OPTIONS.get(name, {})), name=TOP, emit_src=False
+        )
         if not src.exists() or src.read_text() != text:
             src.write_text(text)
         runner = get_runner("verilator")

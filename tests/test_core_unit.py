@@ -393,12 +393,16 @@ def _random_net(rng, n_inputs=10):
     )
 
 
-@pytest.mark.parametrize(("lanes", "weight_banks"), [(1, 1), (2, 1), (4, 1), (1, 3), (2, 4)])
+@pytest.mark.parametrize(
+    ("lanes", "weight_banks", "register_state"),
+    [(1, 1, False), (2, 1, False), (4, 1, False), (1, 3, True), (2, 4, True)],
+)
 @pytest.mark.parametrize("seed", [0, 1])
-def test_core_matches_golden(seed, lanes, weight_banks):
+def test_core_matches_golden(seed, lanes, weight_banks, register_state):
     """Populations of 12, 7 and 5 neurons: with several lanes their bases are not aligned to a
     neuron group, so the first and last groups run with some lanes masked.  With weight banks
-    the weight word arrives a clock later (and bus reads take a clock more)."""
+    the weight word arrives a clock later (and bus reads take a clock more); with registered
+    state the datapaths see the neuron memories a clock later."""
     rng = np.random.default_rng(seed)
     net = _random_net(rng)
     cfg = CoreConfig(n_neurons=32, n_inputs=12, n_populations=4, synapse_words=256,
@@ -406,7 +410,8 @@ def test_core_matches_golden(seed, lanes, weight_banks):
     # each channel at most once per timestep (docs/network.md), in random order
     events = [list(rng.permutation(net.n_inputs)[: rng.integers(0, 11)]) for _ in range(10)]
     events[3] = list(range(net.n_inputs))  # every channel, back to back
-    res = run_network(net, cfg, events, weight_banks=weight_banks)
+    res = run_network(net, cfg, events, weight_banks=weight_banks,
+                      register_state=register_state)
     golden = GoldenChip(net)
     out = golden.output_indices
     for t, evs in enumerate(events):
@@ -569,11 +574,13 @@ def test_populations_sharing_one_bitmap_word():
     _run_and_compare(net, cfg, [[0], [1], [0, 1], [], [0], []])
 
 
-def test_banked_weight_memory_reads_back_over_the_bus():
+@pytest.mark.parametrize("register_state", [False, True])
+def test_banked_weight_memory_reads_back_over_the_bus(register_state):
     """Weight words written over the bus read back from every bank (one clock later than an
-    unbanked memory); an access past the last word is still refused."""
-    cfg = CoreConfig(n_neurons=8, n_inputs=4, n_populations=1, synapse_words=100)
-    core = NeuronCore(cfg, weight_banks=3)  # banks of 64 words: 64 + 36
+    unbanked memory), neuron words from the registered datapath inputs; an access past the
+    last word is still refused."""
+    cfg = CoreConfig(n_neurons=8, n_inputs=4, n_populations=1, synapse_words=100, lanes=2)
+    core = NeuronCore(cfg, weight_banks=3, register_state=register_state)  # banks: 64 + 36
     words = [(7919 * k) & 0xFFFF for k in range(100)]
 
     async def bench(ctx):
@@ -581,9 +588,14 @@ def test_banked_weight_memory_reads_back_over_the_bus():
         assert await bus_read_block(ctx, core, address(Region.WEIGHT), 100) == words
         assert await bus_read(ctx, core, address(Region.WEIGHT, 63)) == words[63]
         assert await bus_write(ctx, core, address(Region.WEIGHT, 100), 1)  # refused
-        # reads of other regions keep their order around a weight read
-        await bus_write(ctx, core, address(Region.BIAS, 2), 5)
-        assert await bus_read(ctx, core, address(Region.BIAS, 2)) == 5
+        # every neuron region, both banks, interleaved with weight reads
+        for k, reg in enumerate([Region.V, Region.I, Region.ACC, Region.THR, Region.BIAS]):
+            values = [(k * 100 + 7 * n) & 0x7FFF for n in range(8)]
+            await bus_write_block(ctx, core, address(reg), values)
+            assert await bus_read_block(ctx, core, address(reg), 8) == values
+            assert await bus_read(ctx, core, address(Region.WEIGHT, 70 + k)) == words[70 + k]
+        await bus_write(ctx, core, address(Region.BIAS, 3), -5 & 0xFFFFFFFF)
+        assert await bus_read(ctx, core, address(Region.BIAS, 3)) == -5 & 0xFFFFFFFF
     with pytest.raises(TypeError, match="weight_banks"):
         NeuronCore(cfg, weight_banks=0)
 
