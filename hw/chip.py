@@ -267,9 +267,11 @@ class Chip(wiring.Component):
             )
             spike_bits = self.config.neuron_bits
         # registered stages: no combinational path from the link's state machine into the
-        # core's walker / fan-out engine (spikes.ready) or back (events.ready)
-        m.submodules.events_reg = ev = StreamRegister(16)
-        m.submodules.spikes_reg = sp = StreamRegister(spike_bits)
+        # core's walker / fan-out engine (spikes.ready) or back (events.ready).  One item every
+        # two clocks is plenty behind a UART, and a one-core UP5K chip has no logic to spare
+        # for full-rate skid buffers.
+        m.submodules.events_reg = ev = StreamRegister(16, full_rate=multi)
+        m.submodules.spikes_reg = sp = StreamRegister(spike_bits, full_rate=multi)
         wiring.connect(m, link.events, ev.i)
         wiring.connect(m, ev.o, target.events)
         wiring.connect(m, target.spikes, sp.i)

@@ -19,6 +19,10 @@ class StreamRegister(wiring.Component):
     ----------
     shape : shape-like
         Payload shape.
+    full_rate : bool
+        ``True``: the skid buffer, one item per clock.  ``False``: a single register, one item
+        every two clocks (``i.ready`` is "the register is empty"), about half the logic: for
+        streams that never need more, such as a UART link's events and spikes.
 
     Attributes
     ----------
@@ -28,12 +32,20 @@ class StreamRegister(wiring.Component):
         Output; ``valid`` and ``payload`` are registered.
     """
 
-    def __init__(self, shape):
+    def __init__(self, shape, *, full_rate=True):
         self.shape = shape
+        self.full_rate = bool(full_rate)
         super().__init__({"i": In(stream.Signature(shape)), "o": Out(stream.Signature(shape))})
 
     def elaborate(self, platform):
         m = Module()
+        if not self.full_rate:
+            m.d.comb += self.i.ready.eq(~self.o.valid)
+            with m.If(self.o.valid & self.o.ready):
+                m.d.sync += self.o.valid.eq(0)
+            with m.If(self.i.valid & ~self.o.valid):
+                m.d.sync += [self.o.payload.eq(self.i.payload), self.o.valid.eq(1)]
+            return m
         skid = Signal.like(self.o.payload)
         skid_valid = Signal()
         m.d.comb += self.i.ready.eq(~skid_valid)

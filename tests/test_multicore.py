@@ -42,10 +42,11 @@ RCFG = RouterConfig(SMALL, cores=3, n_inputs=4, entries=32, delay_depth=4)
 
 
 # --- the registered stream stage ------------------------------------------------------------------
-def test_stream_register_passes_everything_in_order_with_registered_ready():
+@pytest.mark.parametrize("full_rate", [True, False])
+def test_stream_register_passes_everything_in_order_with_registered_ready(full_rate):
     """Random valid/ready on both sides: every item once, in order; ``i.ready`` never follows
     ``o.ready`` in the same clock (no combinational path)."""
-    dut = StreamRegister(8)
+    dut = StreamRegister(8, full_rate=full_rate)
     rng = np.random.default_rng(1)
     items = [int(x) for x in rng.integers(0, 256, 300)]
     got = []
