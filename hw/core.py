@@ -437,7 +437,8 @@ class NeuronCore(wiring.Component):
         g_stride = Signal(16)
         g_ok = Signal()  # the block is valid: 1 <= length, target + length <= n_neurons
         g_tg, g_n = Signal(gbits), Signal(lb)  # first group, groups
-        raw_src = Signal(32)  # the SOURCES and TARGET words, registered as they arrive
+        g_tmod = Signal(max(lg, 1))  # target % lanes
+        raw_src = Signal(32)  # the SOURCES and TARGET words, registered as they arrive (fast)
         raw_tgt = Signal(32)
         g_fmask, g_lmask = Signal(L), Signal(L)
         g_slot = Signal(slb)  # slot of lane 0 of the first group
@@ -468,50 +469,73 @@ class NeuronCore(wiring.Component):
                     ]
                     with m.If(count != 0):
                         m.next = "A0"
-            # Every descriptor word is registered as it arrives (raw_*) and used a clock later,
-            # so no comparison or sum starts at a block RAM's output.
-            with m.State("A0"):
-                desc_addr(DescWord.SOURCES)
-                m.next = "A1"
-            with m.State("A1"):
-                desc_addr(DescWord.STRIDE)
-                m.d.sync += raw_src.eq(desc_rd.data)
-                m.next = "A2"
-            with m.State("A2"):
-                desc_addr(DescWord.TARGET)
-                first, count = raw_src[:16], raw_src[16:]
-                diff = g_o - first
-                m.d.sync += [
-                    g_stride.eq(desc_rd.data),
-                    g_diff.eq(diff),
-                    g_in.eq((g_o >= first) & (diff < count)),
-                ]
-                m.next = "A3"
-            with m.State("A3"):
-                desc_addr(DescWord.SLOT)
-                m.d.sync += raw_tgt.eq(desc_rd.data)
-                with m.If(g_in):
-                    m.next = "A4"
-                with m.Else():
-                    next_descriptor()  # the source is not one of this block's rows
-            with m.State("A4"):
-                tgt, length = raw_tgt[:16], raw_tgt[16:]
+            # With register_state (the fast build) every descriptor word is registered as it
+            # arrives (raw_*) and used a clock later, so no comparison or sum starts at a block
+            # RAM's output; otherwise (the small build) the words are used as they arrive.
+            fast = self.register_state
+
+            def block_fields(tgt, length):
                 m.d.sync += [
                     g_ok.eq((length != 0) & (tgt + length <= N)),
                     g_prod.eq(g_diff * g_stride),
                 ]
                 if L == 1:
-                    m.d.sync += [g_tg.eq(tgt), g_n.eq(length), g_slot.eq(desc_rd.data)]
+                    m.d.sync += [g_tg.eq(tgt), g_n.eq(length)]
                 else:
                     tmod = tgt[:lg]
                     last_lane = (tmod + length - 1)[:lg]
                     m.d.sync += [
+                        g_tmod.eq(tmod),
                         g_tg.eq(tgt >> lg),
                         g_n.eq((length + tmod + L - 1) >> lg),
                         g_fmask.eq((Const((1 << L) - 1, L) << tmod)[:L]),
                         g_lmask.eq(Const((1 << L) - 1, L) >> (~last_lane)[:lg]),
-                        g_slot.eq(desc_rd.data - tmod),
                     ]
+
+            def rows(word):
+                first, count = word[:16], word[16:]
+                diff = g_o - first
+                m.d.sync += [g_diff.eq(diff), g_in.eq((g_o >= first) & (diff < count))]
+
+            with m.State("A0"):
+                desc_addr(DescWord.SOURCES)
+                m.next = "A1"
+            with m.State("A1"):
+                desc_addr(DescWord.STRIDE)
+                if fast:
+                    m.d.sync += raw_src.eq(desc_rd.data)
+                else:
+                    rows(desc_rd.data)
+                m.next = "A2"
+            with m.State("A2"):
+                desc_addr(DescWord.TARGET)
+                m.d.sync += g_stride.eq(desc_rd.data)
+                if fast:
+                    rows(raw_src)
+                    m.next = "A3"
+                else:
+                    with m.If(g_in):
+                        m.next = "A3"
+                    with m.Else():
+                        next_descriptor()  # the source is not one of this block's rows
+            with m.State("A3"):
+                desc_addr(DescWord.SLOT)
+                if fast:
+                    m.d.sync += raw_tgt.eq(desc_rd.data)
+                    with m.If(g_in):
+                        m.next = "A4"
+                    with m.Else():
+                        next_descriptor()
+                else:
+                    block_fields(desc_rd.data[:16], desc_rd.data[16:])
+                    m.next = "A4"
+            with m.State("A4"):
+                if fast:
+                    block_fields(raw_tgt[:16], raw_tgt[16:])
+                    tmod = raw_tgt[:lg] if L > 1 else 0
+                else:
+                    tmod = g_tmod if L > 1 else 0
+                m.d.sync += g_slot.eq(desc_rd.data - tmod)
                 m.next = "PUSH"
             with m.State("PUSH"):
                 with m.If(~g_ok):
