@@ -226,15 +226,16 @@ _BOARDS = [
         usb_uart="FTDI FT231X (up to 3 Mbaud)",
         # 208 x 18 kbit EBR: 352k 8-bit weights (176k 16-bit words) take 176 blocks, the state of
         # 4096 neurons (84 bits each) 21, the spike bitmaps, tables and the link's buffers the
-        # rest (docs/boards.md).  60 MHz = 25 MHz * 12 / 5 is a clock the PLL makes exactly and
-        # that divides 3 Mbaud exactly (divisor 20).
+        # rest (docs/boards.md).  75 MHz = 25 MHz * 3 is a clock the PLL makes exactly and that
+        # divides 3 Mbaud exactly (divisor 25); the weight banks and the registered state and
+        # descriptor words (register_state) make it (docs/core.md, "Timing options").
         chip=ChipParams(
             neurons=4096,
             inputs=1024,
             populations=8,
             synapses=352 * 1024,
             lanes=2,
-            clock_mhz=60.0,
+            clock_mhz=75.0,
             baud=3_000_000,
             weight_banks=16,
             register_state=True,
