@@ -30,6 +30,7 @@ __all__ = [
     "send_events",
     "run_step",
     "run_network",
+    "simulate",
 ]
 
 
@@ -160,7 +161,14 @@ def run_network(net, config: CoreConfig, events, read_v=True, vcd=None, **core_o
         words = await bus_read_block(ctx, core, address(Region.STATUS), len(StatusWord))
         result["status"] = {s.name: words[s.value] for s in StatusWord}
 
-    sim = Simulator(core)
+    simulate(core, bench, vcd)
+    result["v"] = np.array(result["v"], dtype=np.int64)
+    return result
+
+
+def simulate(dut, bench, vcd=None):
+    """Run the async testbench ``bench`` on ``dut`` with a 1 MHz clock (and a VCD file)."""
+    sim = Simulator(dut)
     sim.add_clock(1e-6)
     sim.add_testbench(bench)
     if vcd:
@@ -168,7 +176,5 @@ def run_network(net, config: CoreConfig, events, read_v=True, vcd=None, **core_o
             sim.run()
     else:
         sim.run()
-    result["v"] = np.array(result["v"], dtype=np.int64)
-    return result
 
 

@@ -8,9 +8,8 @@ it timestep by timestep and returns the spikes, membranes and cycle counts.
 from __future__ import annotations
 
 import numpy as np
-from amaranth.sim import Simulator
 
-from .core_sim import bus_read_block, bus_write_block, send_events
+from .core_sim import bus_read_block, bus_write_block, send_events, simulate
 from .image import Region, address, decode_signed
 from .multicore import MultiCore
 from .router import RouterConfig, RouterRegion, RouterStatusWord, core_address, router_address
@@ -95,13 +94,6 @@ def run_multicore(net, config: RouterConfig, events, *, mapping=None, read_v=Tru
                 result["v"].append(mapping.gather(per_core))
         result["router"] = await router_status(ctx, dut)
 
-    sim = Simulator(dut)
-    sim.add_clock(1e-6)
-    sim.add_testbench(bench)
-    if vcd:
-        with sim.write_vcd(vcd):
-            sim.run()
-    else:
-        sim.run()
+    simulate(dut, bench, vcd)
     result["v"] = np.array(result["v"], dtype=np.int64)
     return result
