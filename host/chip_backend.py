@@ -115,9 +115,7 @@ class ChipBackend(Backend):
         for addr, words in blocks:
             self.device.write_mem(addr, words)
         self.net = net
-        self._outputs = np.concatenate(
-            [np.arange(net.base(o), net.base(o) + net.population(o).size) for o in net.outputs]
-        )
+        self._outputs = net.output_indices()
 
     def _sample(self, raster_b, on_step=None):
         """Run one sample ``(T, n_inputs)`` from the reset state; return the output spikes."""

@@ -497,10 +497,7 @@ class GoldenChip:
             self._int_dtype = _narrow_dtype(fmt)
             self._consts = [_int_consts(p, self._int_dtype) for p in self._params]
         self._scratch_bufs = {}
-        self.output_indices = np.concatenate(
-            [np.arange(self._slices[net.index(o)].start, self._slices[net.index(o)].stop)
-             for o in net.outputs]
-        )
+        self.output_indices = net.output_indices()
         self.reset()
 
     def _scratch(self, key, shape, dtype):

@@ -251,6 +251,13 @@ class Network:
         k = self.index(name)
         return sum(p.size for p in self.populations[:k])
 
+    def output_indices(self) -> np.ndarray:
+        """Global indices of the output populations' neurons, in ``outputs`` order."""
+        return np.concatenate(
+            [np.arange(self.base(o), self.base(o) + self.population(o).size)
+             for o in self.outputs]
+        ).astype(np.int64)
+
     def source_size(self, src: str) -> int:
         return self.n_inputs if src == INPUT else self.population(src).size
 

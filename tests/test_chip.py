@@ -65,8 +65,7 @@ def test_random_networks_match_golden_spike_for_spike_and_membrane_for_membrane(
     board.load(net)
     spikes, v = board.run_membrane(raster)
     gold = GoldenChip(net, "int", batch=2).run(raster)
-    out = np.concatenate([np.arange(net.base(o), net.base(o) + net.population(o).size)
-                          for o in net.outputs])
+    out = net.output_indices()
     assert np.array_equal(spikes[:, :, out], gold["spikes"][:, :, out])
     assert np.array_equal(v, gold["v"])
 

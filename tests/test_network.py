@@ -383,3 +383,10 @@ def test_format_ranges():
              "8", "-8..7")
     _refused(lambda: GoldenChip(_net(NeuronParams(threshold=10, beta=17)), fmt=f),
              "beta", "17", "0..16")
+
+
+def test_output_indices_follow_the_outputs_order():
+    net = Network(2, [Population("a", 3), Population("b", 2), Population("c", 4)],
+                  outputs=["c", "a"])
+    assert net.output_indices().tolist() == [5, 6, 7, 8, 0, 1, 2]
+    assert GoldenChip(net).output_indices.tolist() == [5, 6, 7, 8, 0, 1, 2]
