@@ -40,9 +40,10 @@ class ChipParams:
     weight_banks : int
         The core's weight memory in this many output-registered banks (a long block-RAM
         cascade is the slowest path on the ECP5; ``spikeforge.hw.core.NeuronCore``).
-    register_state : bool
-        Register the neuron memories' outputs before the datapaths (faster, ~70 more
-        flip-flops a lane).
+    fast : bool
+        The fast build of the core and the link (every block-RAM output registered, registered
+        sequencer branches and bus decode; ``spikeforge.hw.core.NeuronCore``): a few hundred
+        more flip-flops, a few clocks more per population.
     """
 
     neurons: int
@@ -54,7 +55,7 @@ class ChipParams:
     baud: int
     per_neuron_threshold: bool = True
     weight_banks: int = 1
-    register_state: bool = False
+    fast: bool = False
 
     def __post_init__(self):
         for name in ("neurons", "inputs", "populations", "synapses", "lanes", "baud",
@@ -62,7 +63,7 @@ class ChipParams:
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise ConfigError(f"ChipParams.{name}={value!r} must be a positive integer")
-        for name in ("per_neuron_threshold", "register_state"):
+        for name in ("per_neuron_threshold", "fast"):
             if not isinstance(getattr(self, name), bool):
                 raise ConfigError(f"ChipParams.{name}={getattr(self, name)!r} must be a bool")
         if not isinstance(self.clock_mhz, (int, float)) or not 1 <= self.clock_mhz <= 500:
@@ -225,20 +226,20 @@ _BOARDS = [
         uart_resource="uart",
         usb_uart="FTDI FT231X (up to 3 Mbaud)",
         # 208 x 18 kbit EBR: 352k 8-bit weights (176k 16-bit words) take 176 blocks, the state of
-        # 4096 neurons (84 bits each) 21, the spike bitmaps, tables and the link's buffers the
-        # rest (docs/boards.md).  75 MHz = 25 MHz * 3 is a clock the PLL makes exactly and that
-        # divides 3 Mbaud exactly (divisor 25); the weight banks and the registered state and
-        # descriptor words (register_state) make it (docs/core.md, "Timing options").
+        # 4096 neurons (84 bits each) 21, the spike bitmaps and tables the rest (docs/boards.md).
+        # 100 MHz = 25 MHz * 4 is a clock the PLL makes exactly; 3 Mbaud is divisor 33 (1 %
+        # fast, within the UART's 2 %).  The weight banks and the fast build make it
+        # (docs/core.md, "Timing options").
         chip=ChipParams(
             neurons=4096,
             inputs=1024,
             populations=8,
             synapses=352 * 1024,
             lanes=2,
-            clock_mhz=75.0,
+            clock_mhz=100.0,
             baud=3_000_000,
             weight_banks=16,
-            register_state=True,
+            fast=True,
         ),
         openfpgaloader_board="ulx3s",
         alt_programmer=("fujprog",),

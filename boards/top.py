@@ -97,7 +97,7 @@ def default_chip_factory(chip_params, clk_freq_hz):
         uart_errors=True,
         cores=getattr(chip_params, "cores", 1),
         weight_banks=chip_params.weight_banks,
-        register_state=chip_params.register_state,
+        fast=chip_params.fast,
     )
 
 

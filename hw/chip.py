@@ -189,8 +189,9 @@ class Chip(wiring.Component):
     weight_banks : int
         One-core chips: the core's weight memory in this many output-registered banks
         (:class:`~spikeforge.hw.core.NeuronCore`; for large ECP5 weight memories).
-    register_state : bool
-        One-core chips: register the neuron memories' outputs (``NeuronCore``).
+    fast : bool
+        One-core chips: the fast build of the core (:class:`~spikeforge.hw.core.NeuronCore`)
+        and of the link (:class:`~spikeforge.hw.link.Link`), for clocks near 100 MHz.
 
     Attributes
     ----------
@@ -207,7 +208,7 @@ class Chip(wiring.Component):
     def __init__(self, config: CoreConfig, clk_freq: int, *, uart_errors: bool = False,
                  cores: int = 1, inputs: int | None = None, route_entries: int | None = None,
                  delay_depth: int | None = None, weight_banks: int = 1,
-                 register_state: bool = False):
+                 fast: bool = False):
         self._MustUse__silence = True  # a refused configuration is not an unused elaboratable
         if not isinstance(config, CoreConfig):
             raise ConfigError(f"config={config!r} is not a CoreConfig")
@@ -227,14 +228,14 @@ class Chip(wiring.Component):
                     "chip has no router)"
                 )
             self.router_config = None
-        if (weight_banks != 1 or register_state) and cores > 1:
+        if (weight_banks != 1 or fast) and cores > 1:
             raise ConfigError(
-                f"Chip: weight_banks={weight_banks!r} / register_state={register_state!r} are "
+                f"Chip: weight_banks={weight_banks!r} / fast={fast!r} are "
                 "for one-core chips (the router's bus expects every core to answer a read after "
                 "the same number of clocks)"
             )
         self.weight_banks = weight_banks
-        self.register_state = register_state
+        self.fast = fast
         self._MustUse__silence = False
         members = {"rx": In(stream.Signature(8)), "tx": Out(stream.Signature(8))}
         if uart_errors:
@@ -248,6 +249,7 @@ class Chip(wiring.Component):
             clk_freq=self.clk_freq,
             ident_words=ident_words(self.router_config if multi else self.config),
             step_timeout=STEP_TIMEOUT_CYCLES,
+            fast=self.fast,
         )
         wiring.connect(m, wiring.flipped(self.rx), link.rx)
         wiring.connect(m, link.tx, wiring.flipped(self.tx))
@@ -263,7 +265,7 @@ class Chip(wiring.Component):
             spike_bits = 16
         else:
             m.submodules.core = target = NeuronCore(
-                self.config, weight_banks=self.weight_banks, register_state=self.register_state
+                self.config, weight_banks=self.weight_banks, fast=self.fast
             )
             spike_bits = self.config.neuron_bits
         # registered stages: no combinational path from the link's state machine into the
@@ -331,7 +333,7 @@ class UARTChip(Elaboratable):
         Clock frequency in Hz.
     baud : int
         UART baud rate.
-    cores, weight_banks, register_state
+    cores, weight_banks, fast
         See :class:`Chip`.
 
     Attributes
@@ -343,11 +345,11 @@ class UARTChip(Elaboratable):
     """
 
     def __init__(self, config: CoreConfig, clk_freq: int, baud: int, *, cores: int = 1,
-                 weight_banks: int = 1, register_state: bool = False):
+                 weight_banks: int = 1, fast: bool = False):
         self.config, self.clk_freq, self.baud = config, int(clk_freq), int(baud)
         self.cores = cores
         self.weight_banks = weight_banks
-        self.register_state = register_state
+        self.fast = fast
         self.rx = Signal(init=1)
         self.tx = Signal(init=1)
 
@@ -357,7 +359,7 @@ class UARTChip(Elaboratable):
         m.submodules.uart_tx = utx = UARTTx(self.clk_freq, self.baud)
         m.submodules.chip = chip = Chip(self.config, self.clk_freq, uart_errors=True,
                                         cores=self.cores, weight_banks=self.weight_banks,
-                                        register_state=self.register_state)
+                                        fast=self.fast)
         m.d.comb += [urx.rx.eq(self.rx), self.tx.eq(utx.tx)]
         wiring.connect(m, urx.data, chip.rx)
         wiring.connect(m, chip.tx, utx.data)

@@ -50,10 +50,13 @@ class NeuronCore(wiring.Component):
         are multiplexed (a large ECP5 weight memory is a cascade of ~200 block RAMs; its output
         multiplexer is the slowest path otherwise).  More than 1 costs one more clock of latency
         in the accumulation pipeline and on every bus read; the results are the same.
-    register_state : bool
-        Register the neuron memories' outputs before the neuron datapaths (one more clock per
-        population sweep; the block RAMs' clock-to-output delay and the multipliers are then in
-        different clocks).  Costs ~70 flip-flops a lane: for the ECP5, not the full UP5K.
+    fast : bool
+        The fast build (``docs/core.md``, "Timing options"): every block RAM's output is
+        registered before logic uses it (neuron state, accumulators, descriptor and population
+        words, spike bitmap masks, the weight banks' inputs too), the sequencer decides its
+        branches from registered conditions, and the bus answers a request a clock after it
+        appears.  The results are the same; a few clocks more per population, per descriptor
+        and per bus access, and a few hundred flip-flops: for the ECP5, not the full UP5K.
 
     Attributes
     ----------
@@ -79,7 +82,7 @@ class NeuronCore(wiring.Component):
         *,
         block_ram_tables: bool | None = None,
         weight_banks: int = 1,
-        register_state: bool = False,
+        fast: bool = False,
     ):
         self._MustUse__silence = True  # a refused argument is not an unused elaboratable
         if not isinstance(config, CoreConfig):
@@ -94,10 +97,10 @@ class NeuronCore(wiring.Component):
             raise TypeError(f"weight_banks must be an integer in 1..64, not {weight_banks!r}")
         self.config = config
         self.block_ram_tables = block_ram_tables
-        if register_state not in (True, False):
-            raise TypeError(f"register_state must be True or False, not {register_state!r}")
+        if fast not in (True, False):
+            raise TypeError(f"fast must be True or False, not {fast!r}")
         self.weight_banks = weight_banks
-        self.register_state = register_state
+        self.fast = fast
         self._MustUse__silence = False
         super().__init__(
             {
@@ -157,6 +160,11 @@ class NeuronCore(wiring.Component):
         _, pop_rd, pop_wr = memory("pop_mem", 16, POP_WORDS * cfg.n_populations, table_attrs)
         # fan-out block descriptors: DESC_WORDS 32-bit words each, read one by one
         _, desc_rd, desc_wr = memory("desc_mem", 32, DESC_WORDS * cfg.descriptors, table_attrs)
+        # the fast build's copy of the word read a clock earlier (no enable: a flop next to the
+        # block RAM); the descriptor engine and bus reads use it
+        desc_q = Signal(32)
+        if self.fast:
+            m.d.sync += desc_q.eq(desc_rd.data)
         # the weight memory, behind w_addr / w_we / w_wdata; its word w_data arrives one clock
         # after the address (two with banks)
         words = cfg.synapse_words
@@ -179,24 +187,41 @@ class NeuronCore(wiring.Component):
             bank_depth = 1 << max(0, (-(-words // self.weight_banks) - 1).bit_length())
             dbits = (bank_depth - 1).bit_length()
             bsel = Signal(range(-(-words // bank_depth)))
-            bsel_q, bsel_q2 = Signal.like(bsel), Signal.like(bsel)
+            # the fast build also registers the banks' inputs: the address
+            # once, the write enables per bank (no logic between a flop and ~200 far-apart
+            # block RAMs), one more clock of latency
+            in_reg = self.fast
+            bsel_d = [Signal.like(bsel, name=f"bsel_q{k}") for k in range(2 + in_reg)]
             m.d.comb += bsel.eq(w_addr >> dbits)
-            m.d.sync += [bsel_q.eq(bsel), bsel_q2.eq(bsel_q)]
+            m.d.sync += [bsel_d[0].eq(bsel)] + [
+                bsel_d[k + 1].eq(bsel_d[k]) for k in range(len(bsel_d) - 1)
+            ]
+            bank_addr, bank_data = w_addr[:dbits], w_wdata
+            if in_reg:
+                bank_addr, bank_data = Signal(dbits), Signal(cfg.word_bits)
+                m.d.sync += [bank_addr.eq(w_addr[:dbits]), bank_data.eq(w_wdata)]
             w_regs = []
             for b in range(len(range(-(-words // bank_depth)))):
                 depth = min(bank_depth, words - b * bank_depth)
                 _, rd, wr = memory(f"w_mem{b}", cfg.word_bits, depth)
+                we = w_we & (bsel == b)
+                if in_reg:
+                    we_q = Signal(name=f"w_we{b}")
+                    m.d.sync += we_q.eq(we)
+                    we = we_q
                 m.d.comb += [
-                    rd.addr.eq(w_addr[:dbits]),
-                    wr.addr.eq(w_addr[:dbits]),
-                    wr.data.eq(w_wdata),
-                    wr.en.eq(w_we & (bsel == b)),
-                    rd.en.eq(~w_we),
+                    rd.addr.eq(bank_addr),
+                    wr.addr.eq(bank_addr),
+                    wr.data.eq(bank_data),
+                    wr.en.eq(we),
+                    # the banks' outputs are registered and picked by address: a bank reads
+                    # every clock (no enable to route) in the fast build
+                    rd.en.eq(1 if in_reg else ~w_we),
                 ]
                 q = Signal(cfg.word_bits, name=f"w_q{b}")
                 m.d.sync += q.eq(rd.data)
                 w_regs.append(q)
-            w_data = Array(w_regs)[bsel_q2]
+            w_data = Array(w_regs)[bsel_d[-1]]
         # spike bitmaps, two banks (this step's spikes, last step's spikes), 16 neurons a word
         _, bm_rd, bm_wr = memory("bm_mem", BITMAP_BITS, 2 * W)
 
@@ -274,7 +299,7 @@ class NeuronCore(wiring.Component):
                 (dp.i_thr, thr_rd[l].data if cfg.per_neuron_threshold else p_thr),
                 (dp.i_bias, bias_rd[l].data),
             ]
-            domain = m.d.sync if self.register_state else m.d.comb
+            domain = m.d.sync if self.fast else m.d.comb
             domain += [port.eq(data) for port, data in state_in]
         sweep_issue = Signal()  # present neuron group `sweep_g` to the state memories
         sweep_g = Signal(gbits)
@@ -300,7 +325,7 @@ class NeuronCore(wiring.Component):
         o_valid = Signal(L)
         o_spike = Signal(L)
         for l, dp in enumerate(dps):
-            if self.register_state:  # the data is a clock later
+            if self.fast:  # the data is a clock later
                 valid_q = Signal(name=f"dp{l}_valid_q")
                 m.d.sync += [valid_q.eq(iss_q & iss_mask[l]), dp.i_valid.eq(valid_q)]
             else:
@@ -342,32 +367,84 @@ class NeuronCore(wiring.Component):
             w2_valid, w2_tg, w2_half = Signal(L), Signal(gbits), Signal()
             m.d.sync += [w2_valid.eq(w1_valid), w2_tg.eq(w1_tg), w2_half.eq(w1_half)]
             wv, wtg, whalf = w2_valid, w2_tg, w2_half
+            if self.fast:  # registered bank inputs: one more clock
+                w3_valid, w3_tg, w3_half = Signal(L), Signal(gbits), Signal()
+                m.d.sync += [w3_valid.eq(w2_valid), w3_tg.eq(w2_tg), w3_half.eq(w2_half)]
+                wv, wtg, whalf = w3_valid, w3_tg, w3_half
         else:
             wv, wtg, whalf = w1_valid, w1_tg, w1_half
         m.d.sync += [
-            s1_valid.eq(wv),
-            s1_tg.eq(wtg),
             s2_valid.eq(s1_valid),
             s2_tg.eq(s1_tg),
             s3_valid.eq(s2_valid),
             s3_tg.eq(s2_tg),
         ]
-        for l in lanes:
-            if L == 1:
-                weight = Mux(whalf, w_data[wb : 2 * wb], w_data[:wb])
-            else:
-                weight = w_data[l * wb : (l + 1) * wb]
-            acc_now = Mux(
-                s2_valid[l] & (s2_tg == s1_tg),
-                s2_sum[l],
-                Mux(s3_valid[l] & (s3_tg == s1_tg), s3_sum[l], acc_rd[l].data),
-            )
+        if not self.fast:
+            # S1: the accumulator word arrives; forwarded from S2 / S3 (read-after-write at
+            # distance 1 / 2), added, written at S2
+            m.d.sync += [s1_valid.eq(wv), s1_tg.eq(wtg)]
+            for l in lanes:
+                if L == 1:
+                    weight = Mux(whalf, w_data[wb : 2 * wb], w_data[:wb])
+                else:
+                    weight = w_data[l * wb : (l + 1) * wb]
+                acc_now = Mux(
+                    s2_valid[l] & (s2_tg == s1_tg),
+                    s2_sum[l],
+                    Mux(s3_valid[l] & (s3_tg == s1_tg), s3_sum[l], acc_rd[l].data),
+                )
+                m.d.sync += [
+                    s1_w[l].eq(weight),
+                    s2_sum[l].eq(acc_now.as_signed() + s1_w[l]),
+                    s3_sum[l].eq(s2_sum[l]),
+                ]
+            pipe_busy = op_valid | w1_valid.any() | wv.any() | s1_valid.any() | s2_valid.any()
+        else:
+            # The fast build registers the accumulator word (R: dps[l].i_acc, the register
+            # the sweep uses too) before S1 adds it, so a read sees writes up to distance 3:
+            # forwarded from S2 / S3 / S4, selected by flags compared and registered at R.
+            r_valid, r_tg = Signal(L), Signal(gbits)
+            s4_valid, s4_tg = Signal(L), Signal(gbits)
+            s4_sum = [Signal(fmt.acc_bits, name=f"s4_sum{l}") for l in lanes]
+            r_w = [Signal(signed(wb), name=f"r_w{l}") for l in lanes]
+            fwd = [[Signal(name=f"fwd{k}_{l}") for l in lanes] for k in (1, 2, 3)]
+            near = [s1_tg == r_tg, s2_tg == r_tg, s3_tg == r_tg]
             m.d.sync += [
-                s1_w[l].eq(weight),
-                s2_sum[l].eq(acc_now.as_signed() + s1_w[l]),
-                s3_sum[l].eq(s2_sum[l]),
+                r_valid.eq(wv),
+                r_tg.eq(wtg),
+                s1_valid.eq(r_valid),
+                s1_tg.eq(r_tg),
+                s4_valid.eq(s3_valid),
+                s4_tg.eq(s3_tg),
             ]
-        pipe_busy = op_valid | w1_valid.any() | wv.any() | s1_valid.any() | s2_valid.any()
+            for l in lanes:
+                if L == 1:
+                    weight = Mux(whalf, w_data[wb : 2 * wb], w_data[:wb])
+                else:
+                    weight = w_data[l * wb : (l + 1) * wb]
+                ahead = [s1_valid[l], s2_valid[l], s3_valid[l]]
+                m.d.sync += [fwd[k][l].eq(ahead[k] & near[k]) for k in range(3)]
+                acc_now = Mux(
+                    fwd[0][l],
+                    s2_sum[l],
+                    Mux(fwd[1][l], s3_sum[l], Mux(fwd[2][l], s4_sum[l], dps[l].i_acc)),
+                )
+                m.d.sync += [
+                    r_w[l].eq(weight),
+                    s1_w[l].eq(r_w[l]),
+                    s2_sum[l].eq(acc_now.as_signed() + s1_w[l]),
+                    s3_sum[l].eq(s2_sum[l]),
+                    s4_sum[l].eq(s3_sum[l]),
+                ]
+            pipe_busy = (
+                op_valid
+                | w1_valid.any()
+                | (w2_valid.any() if banked else 0)
+                | wv.any()
+                | r_valid.any()
+                | s1_valid.any()
+                | s2_valid.any()
+            )
         m.d.comb += w_addr.eq(op_slot >> (cfg.weights_per_word.bit_length() - 1))
 
         # --- op issuer: one operation group (``lanes`` synapses) per clock ---------------------
@@ -438,8 +515,6 @@ class NeuronCore(wiring.Component):
         g_ok = Signal()  # the block is valid: 1 <= length, target + length <= n_neurons
         g_tg, g_n = Signal(gbits), Signal(lb)  # first group, groups
         g_tmod = Signal(max(lg, 1))  # target % lanes
-        raw_src = Signal(32)  # the SOURCES and TARGET words, registered as they arrive (fast)
-        raw_tgt = Signal(32)
         g_fmask, g_lmask = Signal(L), Signal(L)
         g_slot = Signal(slb)  # slot of lane 0 of the first group
         g_prod = Signal(slb)
@@ -469,10 +544,10 @@ class NeuronCore(wiring.Component):
                     ]
                     with m.If(count != 0):
                         m.next = "A0"
-            # With register_state (the fast build) every descriptor word is registered as it
-            # arrives (raw_*) and used a clock later, so no comparison or sum starts at a block
+            # In the fast build the descriptor words are used from desc_q, the register every
+            # word goes into a clock after it is read, so no comparison or sum starts at a block
             # RAM's output; otherwise (the small build) the words are used as they arrive.
-            fast = self.register_state
+            fast = self.fast
 
             def block_fields(tgt, length):
                 m.d.sync += [
@@ -502,18 +577,16 @@ class NeuronCore(wiring.Component):
                 m.next = "A1"
             with m.State("A1"):
                 desc_addr(DescWord.STRIDE)
-                if fast:
-                    m.d.sync += raw_src.eq(desc_rd.data)
-                else:
+                if not fast:
                     rows(desc_rd.data)
                 m.next = "A2"
             with m.State("A2"):
                 desc_addr(DescWord.TARGET)
-                m.d.sync += g_stride.eq(desc_rd.data)
                 if fast:
-                    rows(raw_src)
+                    rows(desc_q)  # SOURCES
                     m.next = "A3"
                 else:
+                    m.d.sync += g_stride.eq(desc_rd.data)
                     with m.If(g_in):
                         m.next = "A3"
                     with m.Else():
@@ -521,7 +594,7 @@ class NeuronCore(wiring.Component):
             with m.State("A3"):
                 desc_addr(DescWord.SLOT)
                 if fast:
-                    m.d.sync += raw_tgt.eq(desc_rd.data)
+                    m.d.sync += g_stride.eq(desc_q)  # STRIDE
                     with m.If(g_in):
                         m.next = "A4"
                     with m.Else():
@@ -531,13 +604,17 @@ class NeuronCore(wiring.Component):
                     m.next = "A4"
             with m.State("A4"):
                 if fast:
-                    block_fields(raw_tgt[:16], raw_tgt[16:])
-                    tmod = raw_tgt[:lg] if L > 1 else 0
+                    desc_addr(DescWord.SLOT)  # (and in PUSH: desc_q holds SLOT until then)
+                    block_fields(desc_q[:16], desc_q[16:])  # TARGET
                 else:
-                    tmod = g_tmod if L > 1 else 0
-                m.d.sync += g_slot.eq(desc_rd.data - tmod)
+                    m.d.sync += g_slot.eq(desc_rd.data - (g_tmod if L > 1 else 0))
                 m.next = "PUSH"
             with m.State("PUSH"):
+                if fast:
+                    desc_addr(DescWord.SLOT)
+                    slot = desc_q - g_tmod if L > 1 else desc_q
+                else:
+                    slot = g_slot
                 with m.If(~g_ok):
                     m.d.comb += param_err.eq(1)
                     next_descriptor()
@@ -545,7 +622,7 @@ class NeuronCore(wiring.Component):
                     m.d.sync += [
                         nxt_valid.eq(1),
                         nxt_tg.eq(g_tg),
-                        nxt_w.eq(g_slot + g_prod),
+                        nxt_w.eq(slot + g_prod),
                         nxt_n.eq(g_n),
                         nxt_fmask.eq(g_fmask),
                         nxt_lmask.eq(g_lmask),
@@ -582,10 +659,12 @@ class NeuronCore(wiring.Component):
 
         # --- spike walker: output stream and fan-out of a population's bitmap range ----------
         walk_start = Signal()
+        if self.fast:
+            m.d.sync += walk_start.eq(0)  # a pulse (start_walk sets it)
         walk_idle = Signal()
         wk_bank = Signal()
         wk_lo = Signal(nb)  # first neuron
-        wk_hi = Signal(nb + 1)  # one past the last neuron
+        wk_hi = Signal(nb + 1)  # one past the last neuron (the fast build: the last neuron)
         wk_emit = Signal()
         wk_fanout = Signal()
         wk_list = Signal(16)
@@ -603,6 +682,10 @@ class NeuronCore(wiring.Component):
         first_is_last = Signal()
         wk_nx_last = Signal()
         ones = Const(0xFFFF, 16)
+        # the fast build keeps the mask of the next word to arrive in one register (in_mask),
+        # so a bitmap word passes one AND between the block RAM and wk_bits
+        fast_walk = self.fast
+        in_mask = Signal(BITMAP_BITS)
 
         # The scan puts each spike (the lowest set bit) into an output register (out_*), which
         # the spike stream and the fan-out hand-over take from: their handshakes start at flops
@@ -624,7 +707,8 @@ class NeuronCore(wiring.Component):
             with m.State("ISSUE"):
                 hi_n = Signal.like(wk_hi)
                 hi_bit = Signal(4)  # zero-extended when neuron_bits < 4
-                m.d.comb += [hi_n.eq(wk_hi - 1), hi_bit.eq(hi_n)]
+                # (the fast build stored the last neuron itself: no subtraction here)
+                m.d.comb += [hi_n.eq(wk_hi if fast_walk else wk_hi - 1), hi_bit.eq(hi_n)]
                 m.d.sync += [
                     wk_first.eq(wk_lo >> 4),
                     wk_last.eq(hi_n >> 4),
@@ -632,14 +716,28 @@ class NeuronCore(wiring.Component):
                     hi_mask.eq(ones >> ~hi_bit),
                     first_is_last.eq((wk_lo >> 4) == (hi_n >> 4)),
                 ]
-                m.d.comb += bm_rd.en.eq(1)
-                m.next = "FIRST"
+                if fast_walk:
+                    m.next = "MASK"
+                else:
+                    m.d.comb += bm_rd.en.eq(1)
+                    m.next = "FIRST"
+            if fast_walk:
+                with m.State("MASK"):  # the first word's mask, from the registered masks
+                    m.d.sync += in_mask.eq(lo_mask & Mux(first_is_last, hi_mask, ones))
+                    m.d.comb += bm_rd.en.eq(1)
+                    m.next = "FIRST"
             with m.State("FIRST"):
                 m.d.sync += [
-                    wk_bits.eq(bm_rd.data & lo_mask & Mux(first_is_last, hi_mask, ones)),
+                    wk_bits.eq(
+                        bm_rd.data & in_mask
+                        if fast_walk
+                        else bm_rd.data & lo_mask & Mux(first_is_last, hi_mask, ones)
+                    ),
                     wk_at_last.eq(first_is_last),
                     wk_nx_last.eq(wk_first + 1 == wk_last),
                 ]
+                if fast_walk:
+                    m.d.sync += in_mask.eq(Mux(wk_first + 1 == wk_last, hi_mask, ones))
                 m.d.comb += [bm_rd.en.eq(1), bm_rd.addr.eq(Cat((wk_word + 1)[:wbits], wk_bank))]
                 m.next = "SCAN"
             with m.State("SCAN"):
@@ -652,8 +750,14 @@ class NeuronCore(wiring.Component):
                             wk_word.eq(wk_word + 1),
                             wk_at_last.eq(wk_nx_last),
                             wk_nx_last.eq(wk_word + 2 == wk_last),
-                            wk_bits.eq(bm_rd.data & Mux(wk_nx_last, hi_mask, ones)),
                         ]
+                        if fast_walk:
+                            m.d.sync += [
+                                wk_bits.eq(bm_rd.data & in_mask),
+                                in_mask.eq(Mux(wk_word + 2 == wk_last, hi_mask, ones)),
+                            ]
+                        else:
+                            m.d.sync += wk_bits.eq(bm_rd.data & Mux(wk_nx_last, hi_mask, ones))
                         m.d.comb += [
                             bm_rd.en.eq(1),
                             bm_rd.addr.eq(Cat((wk_word + 2)[:wbits], wk_bank)),
@@ -704,7 +808,7 @@ class NeuronCore(wiring.Component):
                 ]
         dp_busy = Signal()
         # issue -> address -> (registered) data -> ...
-        dp_flight = Signal(NeuronDatapath.LATENCY + 2 + int(self.register_state))
+        dp_flight = Signal(NeuronDatapath.LATENCY + 2 + int(self.fast))
         m.d.sync += [
             dp_flight.eq(Cat(sweep_issue, dp_flight[:-1])),
             dp_busy.eq(sweep_issue | dp_flight[:-1].any()),  # == dp_flight.any(), registered
@@ -726,11 +830,23 @@ class NeuronCore(wiring.Component):
                 with m.Case(reg.value):
                     m.d.comb += in_range.eq(offset < region_size(reg, cfg))
                     m.d.comb += writable.eq(reg != Region.STATUS)
+        ready = bus_ok
+        if self.fast:
+            # the fast build decodes a request in the clock it appears and answers it in the
+            # next (the master holds a request until it is taken): no path from the master's
+            # address through the range comparators back to the master
+            seen = Signal()  # the request has been on the bus for a clock: its decode is ready
+            in_range_q, writable_q = Signal(), Signal()
+            m.d.sync += [
+                in_range_q.eq(in_range),
+                writable_q.eq(writable),
+                seen.eq((bus.r_en | bus.w_en) & ~bus.ready),
+            ]
+            ready = bus_ok & seen
+            in_range, writable = in_range_q, writable_q
         m.d.comb += [
-            bus.ready.eq(bus_ok),
-            bus.error.eq(
-                bus_ok & (bus.r_en | bus.w_en) & ~(in_range & (writable | ~bus.w_en))
-            ),
+            bus.ready.eq(ready),
+            bus.error.eq(ready & (bus.r_en | bus.w_en) & ~(in_range & (writable | ~bus.w_en))),
         ]
         good = req & ~bus.error
         bus_refused = Signal()  # registered: the counters are off the request's path
@@ -762,11 +878,17 @@ class NeuronCore(wiring.Component):
         r_last = r_stage2
         # banked weights or registered state: every read takes a clock more (the last stage
         # picks the weight word or a neuron word from registers, not from a block RAM output)
-        slow_read = banked or self.register_state
+        slow_read = banked or self.fast
+        # banks with registered inputs (fast build): the weight word is a clock later still
+        late_weights = 1 if banked and self.fast else 0
         if slow_read:
             r_stage3 = Signal()
             m.d.sync += r_stage3.eq(r_stage2)
             r_last = r_stage3
+        for k in range(late_weights):
+            r_more = Signal(name=f"r_stage{4 + k}")
+            m.d.sync += r_more.eq(r_last)
+            r_last = r_more
         m.d.sync += bus.r_valid.eq(r_last)
         m.d.sync += [
             r_stage.eq(req & bus.r_en),
@@ -888,11 +1010,12 @@ class NeuronCore(wiring.Component):
         with m.Switch(rd_region):
             with m.Case(Region.CONFIG.value, Region.STATUS.value):
                 m.d.comb += rdata.eq(rd_reg)
-            with m.Case(Region.POP.value):
-                m.d.comb += rdata.eq(pop_rd.data)
-            with m.Case(Region.DESC.value):
-                m.d.comb += rdata.eq(desc_rd.data)
-            if not self.register_state:
+            if not self.fast:  # (the fast build registers them first, below)
+                with m.Case(Region.POP.value):
+                    m.d.comb += rdata.eq(pop_rd.data)
+                with m.Case(Region.DESC.value):
+                    m.d.comb += rdata.eq(desc_rd.data)
+            if not self.fast:
                 for reg, ports, _, bits in neuron_regions:
                     with m.Case(reg.value):
                         m.d.comb += rdata.eq(neuron_word(ports, rd_lane, bits))
@@ -915,14 +1038,31 @@ class NeuronCore(wiring.Component):
             final = Signal(BUS_DATA_BITS)
             m.d.comb += final.eq(rdata_q)
             with m.Switch(rd_region_q):
-                if banked:
+                if banked and not late_weights:
                     with m.Case(Region.WEIGHT.value):
                         m.d.comb += final.eq(w_data)
-                if self.register_state:
+                if self.fast:
                     for reg, _, regs, bits in neuron_regions:
                         with m.Case(reg.value):
                             m.d.comb += final.eq(neuron_word(regs, rd_lane_q, bits))
-            m.d.sync += bus.r_data.eq(Mux(rd_ok_q, final, 0))
+                    # the table words, registered straight from the block RAMs
+                    pop_q = Signal(16)
+                    m.d.sync += pop_q.eq(pop_rd.data)
+                    with m.Case(Region.POP.value):
+                        m.d.comb += final.eq(pop_q)
+                    with m.Case(Region.DESC.value):
+                        m.d.comb += final.eq(desc_q)
+            if not late_weights:
+                m.d.sync += bus.r_data.eq(Mux(rd_ok_q, final, 0))
+            else:
+                # more clocks: the weight word, or the word picked earlier (delayed)
+                word, ok, weight = final, rd_ok_q, rd_region_q == Region.WEIGHT.value
+                for k in range(late_weights):
+                    word_q = Signal(BUS_DATA_BITS, name=f"rd_word_q{k}")
+                    ok_q, weight_q = Signal(name=f"rd_ok_d{k}"), Signal(name=f"rd_weight_q{k}")
+                    m.d.sync += [word_q.eq(word), ok_q.eq(ok), weight_q.eq(weight)]
+                    word, ok, weight = word_q, ok_q, weight_q
+                m.d.sync += bus.r_data.eq(Mux(ok, Mux(weight, w_data, word), 0))
 
         # --- sequencer ---------------------------------------------------------------------------
         param_err_r = Signal()
@@ -975,18 +1115,56 @@ class NeuronCore(wiring.Component):
         m.d.comb += pop_ok_r.eq(pop_checks_r.all())
         m.d.comb += pop_rd.en.eq(1)
         ld_k = Signal(range(POP_WORDS + 1))
+        ld_bits = (POP_WORDS - 1).bit_length()
+        if self.fast:
+            # the table is addressed from flops whatever the state (word ld_k of population
+            # pop_idx, or the bus): Yosys puts this small table in LUT RAM, whose read is in
+            # the same clock as the address
+            with m.If(~b_pend):
+                m.d.comb += pop_rd.addr.eq(Cat(ld_k[:ld_bits], pop_idx))
 
         def start_walk(bank, emit, fanout, lst):
-            m.d.comb += walk_start.eq(1)
+            if self.fast:  # a registered pulse: the walker starts a clock later
+                m.d.sync += walk_start.eq(1)
+            else:
+                m.d.comb += walk_start.eq(1)
             m.d.sync += [
                 wk_bank.eq(bank),
                 wk_lo.eq(p_base),
-                wk_hi.eq(p_base + p_size),
+                # the fast build stores the last neuron (the walker then needs no subtraction)
+                wk_hi.eq(p_base + p_size - int(self.fast)),
                 wk_word.eq(p_base >> 4),
                 wk_emit.eq(emit),
                 wk_fanout.eq(fanout),
                 wk_list.eq(lst),
             ]
+
+        fast = self.fast
+        # The fast build decides every sequencer branch from flops: the branch conditions are
+        # registered a clock before the state that uses them (NEXT_POP_R, CHECK_R, the drain's
+        # extra clock), a few clocks a population.
+        np_end = Signal()  # registered: pop_idx == n_pops
+        np_skip = Signal()  # registered: a recurrent phase with no spikes to walk
+        chk_ok = Signal()  # registered: the population passed its checks
+        chk_rec = Signal()  # registered: walk last step's spikes of this population
+        drain_go = Signal()  # registered: walk this step's spikes of this population
+        dp_busy_q = Signal()
+        m.d.sync += [
+            np_end.eq(pop_idx == n_pops),
+            np_skip.eq(phase_rec & ~(prev_valid & rec_any.bit_select(pop_idx, 1))),
+            chk_ok.eq(pop_ok_r),
+            chk_rec.eq(
+                ((p_opts & int(PopFlag.RECURRENT)) != 0)
+                & rec_any.bit_select(pop_idx, 1)
+                & prev_valid
+            ),
+            drain_go.eq(
+                (((p_opts & int(PopFlag.OUTPUT)) != 0) | ((p_opts & int(PopFlag.FORWARD)) != 0))
+                & cur_any.bit_select(pop_idx, 1)
+            ),
+            dp_busy_q.eq(dp_busy),
+        ]
+        next_pop = "NEXT_POP_R" if fast else "NEXT_POP"
 
         with m.FSM(name="seq"):
             with m.State("IDLE"):
@@ -1009,24 +1187,35 @@ class NeuronCore(wiring.Component):
                         phase_rec.eq(1),
                         wr_valid.eq(0),
                     ]
-                    m.next = "NEXT_POP"
+                    m.next = next_pop
                 with m.Elif(drained):
                     m.d.comb += bus_ok.eq(1)
+            with m.State("NEXT_POP_R"):  # fast build: np_end / np_skip are being registered
+                m.next = "NEXT_POP"
             with m.State("NEXT_POP"):
-                with m.If(pop_idx == n_pops):
+                at_end = np_end if fast else pop_idx == n_pops
+                skip = np_skip
+                if not fast:
+                    skip = phase_rec & ~(prev_valid & rec_any.bit_select(pop_idx, 1))
+                with m.If(at_end):
                     with m.If(phase_rec):
                         m.d.sync += [phase_rec.eq(0), pop_idx.eq(0)]
+                        if fast:
+                            m.next = "NEXT_POP_R"
                     with m.Else():
                         m.next = "FINISH"
-                with m.Elif(phase_rec & ~(prev_valid & rec_any.bit_select(pop_idx, 1))):
+                with m.Elif(skip):
+                    if fast:
+                        m.next = "NEXT_POP_R"
                     m.d.sync += pop_idx.eq(pop_idx + 1)  # no spikes to walk: skip the load
                 with m.Else():
                     m.d.sync += ld_k.eq(0)
                     m.next = "LOAD"
             with m.State("LOAD"):
                 # word k is addressed in cycle k and captured in cycle k + 1
-                with m.If(ld_k < POP_WORDS):
-                    m.d.comb += pop_rd.addr.eq(Cat(ld_k[: (POP_WORDS - 1).bit_length()], pop_idx))
+                if not self.fast:  # (the fast build addresses the table above)
+                    with m.If(ld_k < POP_WORDS):
+                        m.d.comb += pop_rd.addr.eq(Cat(ld_k[:ld_bits], pop_idx))
                 with m.Switch(ld_k):
                     for word, reg in p_words.items():
                         with m.Case(word.value + 1):
@@ -1042,22 +1231,28 @@ class NeuronCore(wiring.Component):
                             sweep_fmask.eq(fmask_v),
                             sweep_lmask.eq(lmask_v),
                         ]
-                    m.next = "CHECK"
+                    m.next = "CHECK_R" if fast else "CHECK"
+            with m.State("CHECK_R"):  # fast build: chk_ok / chk_rec are being registered
+                m.next = "CHECK"
             with m.State("CHECK"):
+                ok = chk_ok if fast else pop_ok_r
+                rec_go = (
+                    chk_ok & chk_rec
+                    if fast
+                    else pop_ok_r
+                    & ((p_opts & int(PopFlag.RECURRENT)) != 0)
+                    & rec_any.bit_select(pop_idx, 1)
+                    & prev_valid
+                )
                 with m.If(phase_rec):
                     # last step's spikes of a population with a recurrent fan-out
-                    with m.If(
-                        pop_ok_r
-                        & ((p_opts & int(PopFlag.RECURRENT)) != 0)
-                        & rec_any.bit_select(pop_idx, 1)
-                        & prev_valid
-                    ):
+                    with m.If(rec_go):
                         start_walk(prev, 0, 1, p_rec)
                         m.next = "WALK"
                     with m.Else():
                         m.d.sync += pop_idx.eq(pop_idx + 1)
-                        m.next = "NEXT_POP"
-                with m.Elif(pop_ok_r):
+                        m.next = next_pop
+                with m.Elif(ok):
                     m.d.sync += [
                         sweep_g.eq(p_base >> lg),
                         wb_g.eq(p_base >> lg),
@@ -1069,7 +1264,7 @@ class NeuronCore(wiring.Component):
                 with m.Else():
                     m.d.comb += param_err.eq(1)
                     m.d.sync += pop_idx.eq(pop_idx + 1)
-                    m.next = "NEXT_POP"
+                    m.next = next_pop
             with m.State("SWEEP_WAIT"):
                 # forward deliveries into this population must have landed
                 with m.If(drained):
@@ -1085,19 +1280,21 @@ class NeuronCore(wiring.Component):
                 with m.If(sweep_last):
                     m.next = "SWEEP_DRAIN"
             with m.State("SWEEP_DRAIN"):
-                with m.If(~dp_busy):
+                # fast build: one more clock, for drain_go to see the last spikes
+                with m.If(~dp_busy & ~dp_busy_q if fast else ~dp_busy):
                     emit = (p_opts & int(PopFlag.OUTPUT)) != 0
                     fanout = (p_opts & int(PopFlag.FORWARD)) != 0
-                    with m.If((emit | fanout) & cur_any.bit_select(pop_idx, 1)):
+                    go = drain_go if fast else (emit | fanout) & cur_any.bit_select(pop_idx, 1)
+                    with m.If(go):
                         start_walk(~prev, emit, fanout, p_fwd)
                         m.next = "WALK"
                     with m.Else():
                         m.d.sync += pop_idx.eq(pop_idx + 1)
-                        m.next = "NEXT_POP"
+                        m.next = next_pop
             with m.State("WALK"):
                 with m.If(walk_idle & ~walk_start):
                     m.d.sync += pop_idx.eq(pop_idx + 1)
-                    m.next = "NEXT_POP"
+                    m.next = next_pop
             with m.State("FINISH"):
                 with m.If(drained):
                     m.d.sync += [

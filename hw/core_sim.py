@@ -138,7 +138,7 @@ def run_network(net, config: CoreConfig, events, read_v=True, vcd=None, **core_o
         ``step_cycles``: clocks from the ``step`` pulse to ``done``;
         ``status``: the status words after the run.
 
-    ``core_options`` (``weight_banks``, ``register_state``) go to
+    ``core_options`` (``weight_banks``, ``fast``) go to
     :class:`~spikeforge.hw.core.NeuronCore`.
     """
     image = build_image(net, config)

@@ -79,10 +79,11 @@ class FrameReceiver(wiring.Component):
         One-cycle strobes: a frame was dropped.
     """
 
-    def __init__(self, max_frame=MAX_FRAME):
+    def __init__(self, max_frame=MAX_FRAME, *, mem_attrs=None):
         if not isinstance(max_frame, int) or not 4 <= max_frame <= 65535:
             raise ConfigError(f"max_frame={max_frame!r} is out of range: allowed 4..65535")
         self.max_frame = max_frame
+        self.mem_attrs = mem_attrs
         super().__init__(
             {
                 "i": In(stream.Signature(8)),
@@ -96,7 +97,7 @@ class FrameReceiver(wiring.Component):
     def elaborate(self, platform):
         m = Module()
         n = self.max_frame
-        m.submodules.mem = mem = Memory(shape=8, depth=n, init=[])
+        m.submodules.mem = mem = Memory(shape=8, depth=n, init=[], attrs=self.mem_attrs)
         wr = mem.write_port()
         rd = mem.read_port()
 
@@ -188,7 +189,8 @@ class FrameSender(wiring.Component):
     o : Out(stream.Signature(8))
     """
 
-    def __init__(self):
+    def __init__(self, *, mem_attrs=None):
+        self.mem_attrs = mem_attrs
         super().__init__({"i": In(stream.Signature(TxByte)), "o": Out(stream.Signature(8))})
 
     def elaborate(self, platform):
@@ -196,7 +198,7 @@ class FrameSender(wiring.Component):
         # The block buffer is written at addresses 1..254, so that the write address ``fill`` is
         # the COBS code of the block (block length + 1, 0xFF after a full block) when the block
         # ends; the block is emitted from address 1 until ``fill``.
-        m.submodules.mem = mem = Memory(shape=8, depth=256, init=[])
+        m.submodules.mem = mem = Memory(shape=8, depth=256, init=[], attrs=self.mem_attrs)
         wr = mem.write_port()
         rd = mem.read_port()
 

@@ -28,7 +28,8 @@ from ..protocol import (
     Status,
 )
 from .bus import BUS_ADDR_BITS, MemBusSignature
-from .framing import FrameReceiver, FrameSender
+from .framing import FrameReceiver, FrameSender, TxByte
+from .skid import StreamRegister
 
 __all__ = ["Link"]
 
@@ -55,6 +56,11 @@ class Link(wiring.Component):
     step_timeout : int or None
         Abort a STEP with ``STEP_TIMEOUT`` if the core neither sends a spike nor finishes the
         timestep for this many cycles; None waits forever.
+    fast : bool
+        For fast clocks: skid buffers in front of and behind the reply encoder, a request's
+        address range checked a clock before it is used (a few clocks more per reply; the
+        replies are the same), and the frame buffers and counters in LUT RAM
+        (``ram_style = "distributed"``).
 
     Attributes
     ----------
@@ -94,6 +100,7 @@ class Link(wiring.Component):
         n_core_status=0,
         counter_bits=16,
         step_timeout=None,
+        fast=False,
     ):
         try:
             if not isinstance(clk_freq, int) or not 0 < clk_freq < 1 << 32:
@@ -129,6 +136,7 @@ class Link(wiring.Component):
         self.n_core_status = n_core_status
         self.counter_bits = counter_bits
         self.step_timeout = step_timeout
+        self.fast = bool(fast)
         super().__init__(
             {
                 "rx": In(stream.Signature(8)),
@@ -159,11 +167,27 @@ class Link(wiring.Component):
 
     def elaborate(self, platform):
         m = Module()
-        m.submodules.rxf = rxf = FrameReceiver(MAX_FRAME)
-        m.submodules.txf = txf = FrameSender()
+        # the fast build keeps the small buffers in LUT RAM, next to their logic (on a device
+        # whose block RAMs are nearly all taken, the free ones can be far away)
+        mem_attrs = {"ram_style": "distributed"} if self.fast else None
+        m.submodules.rxf = rxf = FrameReceiver(MAX_FRAME, mem_attrs=mem_attrs)
+        m.submodules.txf = txf = FrameSender(mem_attrs=mem_attrs)
         wiring.connect(m, wiring.flipped(self.rx), rxf.i)
-        wiring.connect(m, txf.o, wiring.flipped(self.tx))
+        if self.fast:
+            # and one behind it: the UART's shift register loads from a flop, not the
+            # encoder's block RAM
+            m.submodules.tx_out = tx_out = StreamRegister(8)
+            wiring.connect(m, txf.o, tx_out.i)
+            wiring.connect(m, tx_out.o, wiring.flipped(self.tx))
+        else:
+            wiring.connect(m, txf.o, wiring.flipped(self.tx))
         rxo, txi = rxf.o, txf.i
+        if self.fast:
+            # a skid buffer between the command engine and the frame encoder: no path from
+            # the engine's state machine into the encoder's buffer write
+            m.submodules.tx_reg = tx_reg = StreamRegister(TxByte)
+            wiring.connect(m, tx_reg.o, txf.i)
+            txi = tx_reg.i
 
         # --- counters -----------------------------------------------------------------------
         # The saturating error counters live in a small block RAM.  A strobe sets the counter's
@@ -172,7 +196,9 @@ class Link(wiring.Component):
         names = [name for name, _ in LINK_COUNTERS if name != "flags"]
         n_ctr = len(names)
         strobes = {name: Signal(name=f"inc_{name}") for name in names}
-        m.submodules.counters = ctr_mem = Memory(shape=self.counter_bits, depth=n_ctr, init=[])
+        m.submodules.counters = ctr_mem = Memory(
+            shape=self.counter_bits, depth=n_ctr, init=[], attrs=mem_attrs
+        )
         ctr_rd = ctr_mem.read_port()
         ctr_wr = ctr_mem.write_port()
         cmax = (1 << self.counter_bits) - 1
@@ -365,7 +391,7 @@ class Link(wiring.Component):
             # ``count``; STEP's u16 starts at byte 4.
             with m.State("PARAM"):
                 with m.If(pidx == plen_param):
-                    m.next = "EXEC"
+                    m.next = "RANGE" if self.fast else "EXEC"
                 with m.Else():
                     m.d.comb += rxo.ready.eq(1)
                     with m.If(rxo.valid):
@@ -374,13 +400,19 @@ class Link(wiring.Component):
                             m.d.sync += count.eq(Cat(count[8:], rx_byte))
                         with m.Else():
                             m.d.sync += Cat(addr, addr_hi).eq(Cat(addr[8:], addr_hi, rx_byte))
+            # WRITE (op[0] == 0): words blen // 4 - 1; READ: ``count`` words
+            is_read = op[0]
+            n_w = Mux(is_read, count[:7], blen[2:] - 1)
+            end = Signal(ADDR_BITS + 1)
+            m.d.comb += end.eq(addr + n_w)
+            range_bad = (addr_hi != 0) | end[ADDR_BITS] & (end[:ADDR_BITS] != 0)
+            if self.fast:
+                range_bad_q = Signal()
+                with m.State("RANGE"):  # the range check, registered
+                    m.d.sync += range_bad_q.eq(range_bad)
+                    m.next = "EXEC"
+                range_bad = range_bad_q
             with m.State("EXEC"):
-                # WRITE (op[0] == 0): words blen // 4 - 1; READ: ``count`` words
-                is_read = op[0]
-                n_w = Mux(is_read, count[:7], blen[2:] - 1)
-                end = Signal(ADDR_BITS + 1)
-                m.d.comb += end.eq(addr + n_w)
-                range_bad = (addr_hi != 0) | end[ADDR_BITS] & (end[:ADDR_BITS] != 0)
                 with m.Switch(op):
                     with m.Case(Op.WRITE):
                         with m.If(range_bad):

@@ -31,7 +31,7 @@ CONFIGS = {
 }
 
 #: NeuronCore options per configuration (the ULX3S build's timing options on the narrow one)
-CORE_OPTIONS = {"n48_narrow": {"weight_banks": 2, "register_state": True}}
+CORE_OPTIONS = {"n48_narrow": {"weight_banks": 2, "fast": True}}
 
 
 def _waves():

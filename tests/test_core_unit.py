@@ -187,19 +187,21 @@ def _pop_entry(base, size, params, output=False, forward=False, beta=0, alpha=0,
 
 
 # --- accumulation pipeline ---------------------------------------------------------------------
-def test_accumulation_back_to_back_same_neuron():
-    """Hand-made blocks hit one neuron on consecutive clocks (read-after-write at distance 1 and
-    2 across segment boundaries, which follow each other without a bubble); the sums must be
-    exact and the operations one per clock."""
+@pytest.mark.parametrize(("weight_banks", "fast"), [(1, False), (2, True)])
+def test_accumulation_back_to_back_same_neuron(weight_banks, fast):
+    """Hand-made blocks hit one neuron on consecutive clocks (read-after-write at distance 1, 2
+    and 3 across segment boundaries, which follow each other without a bubble); the sums must be
+    exact and the operations one per clock.  The fast build (registered state) forwards from
+    three stages instead of two."""
     cfg = CoreConfig(n_neurons=32, n_inputs=4, n_populations=2, synapse_words=128, descriptors=8)
-    core = NeuronCore(cfg)
+    core = NeuronCore(cfg, weight_banks=weight_banks, fast=fast)
     rng = np.random.default_rng(7)
     slots = [int(x) for x in rng.integers(-128, 128, 2 * cfg.synapse_words)]
     words = [(slots[2 * k] & 0xFF) | (slots[2 * k + 1] & 0xFF) << 8 for k in range(128)]
-    # targets 2..8, 8..14 (distance 1), 13..18 (distance 2), 18..23 (distance 1); the last
-    # block only for sources 1..2
+    # targets 2..8, 8..14 (distance 1), 13..18 (distance 2), 18..23 (distance 1, only for
+    # sources 1..2), 21..23 (distance 3 after the block before)
     blocks = [Block(2, 7, 0, 0, 4), Block(8, 7, 28, 0, 4), Block(13, 6, 56, 0, 4),
-              Block(18, 6, 80, 1, 2)]
+              Block(18, 6, 80, 1, 2), Block(21, 3, 92, 0, 4)]
     events = [0, 0, 1, 2, 1, 0, 2, 3, 3, 1]
     expect = np.zeros(32, dtype=np.int64)
     ops = 0
@@ -215,7 +217,7 @@ def test_accumulation_back_to_back_same_neuron():
         desc = [w for b in blocks for w in b.words()]
         await bus_write_block(ctx, core, address(Region.DESC), desc)
         await bus_write(ctx, core, address(Region.CONFIG, ConfigWord.INPUT_LIST.value),
-                        0 | 4 << 8)
+                        0 | len(blocks) << 8)
         await bus_write_block(ctx, core, address(Region.ACC), [0] * 32)
         for e in events:
             await send_event(ctx, core, e)
@@ -224,7 +226,7 @@ def test_accumulation_back_to_back_same_neuron():
         np.testing.assert_array_equal(got, expect)
         assert await bus_read_block(ctx, core, address(Region.DESC), len(desc)) == desc
         assert await bus_read(ctx, core, address(Region.CONFIG, ConfigWord.INPUT_LIST.value)) == (
-            4 << 8
+            len(blocks) << 8
         )
 
     _simulate(core, bench)
@@ -394,11 +396,11 @@ def _random_net(rng, n_inputs=10):
 
 
 @pytest.mark.parametrize(
-    ("lanes", "weight_banks", "register_state"),
+    ("lanes", "weight_banks", "fast"),
     [(1, 1, False), (2, 1, False), (4, 1, False), (1, 3, True), (2, 4, True)],
 )
 @pytest.mark.parametrize("seed", [0, 1])
-def test_core_matches_golden(seed, lanes, weight_banks, register_state):
+def test_core_matches_golden(seed, lanes, weight_banks, fast):
     """Populations of 12, 7 and 5 neurons: with several lanes their bases are not aligned to a
     neuron group, so the first and last groups run with some lanes masked.  With weight banks
     the weight word arrives a clock later (and bus reads take a clock more); with registered
@@ -411,7 +413,7 @@ def test_core_matches_golden(seed, lanes, weight_banks, register_state):
     events = [list(rng.permutation(net.n_inputs)[: rng.integers(0, 11)]) for _ in range(10)]
     events[3] = list(range(net.n_inputs))  # every channel, back to back
     res = run_network(net, cfg, events, weight_banks=weight_banks,
-                      register_state=register_state)
+                      fast=fast)
     golden = GoldenChip(net)
     out = golden.output_indices
     for t, evs in enumerate(events):
@@ -574,13 +576,61 @@ def test_populations_sharing_one_bitmap_word():
     _run_and_compare(net, cfg, [[0], [1], [0, 1], [], [0], []])
 
 
-@pytest.mark.parametrize("register_state", [False, True])
-def test_banked_weight_memory_reads_back_over_the_bus(register_state):
+@pytest.mark.parametrize(("weight_banks", "fast"), [(1, False), (2, True)])
+def test_recurrent_walk_stops_at_the_population_end(weight_banks, fast):
+    """A recurrent walk over three bitmap words reads only its population's bits of the first
+    and last word, although its neighbours spiked too.  The probe: a hand-made block whose rows
+    reach past the population (offsets 40..43 are the next population's neurons) into
+    neurons no population sweeps, whose accumulators then count the deliveries."""
+    cfg = CoreConfig(n_neurons=64, n_inputs=2, n_populations=3, synapse_words=512,
+                     descriptors=4)
+    core = NeuronCore(cfg, weight_banks=weight_banks, fast=fast)
+    p = NeuronParams(leak="none", threshold=10)
+    # a: 0..3, b: 4..43 (words 0, 1, 2; recurrent list: descriptor 0), c: 44..47; neurons
+    # 48..63 are in no population
+    pops = (
+        _pop_entry(0, 4, p)
+        + [w | (int(PopFlag.RECURRENT) if k == PopWord.OPTIONS.value else 0)
+           for k, w in enumerate(_pop_entry(4, 40, p, rec=0 | 1 << 8))]
+        + _pop_entry(44, 4, p)
+    )
+    # rows 0..39 (b's neurons) add 1 to neuron 48, rows 40..43 (c's) add 1 to neuron 49
+    slots = [0] * (2 * cfg.synapse_words)
+    for row in range(44):
+        slots[16 * row + (0 if row < 40 else 1)] = 1
+    words = [slots[2 * k] | slots[2 * k + 1] << 8 for k in range(cfg.synapse_words)]
+
+    async def run_step(ctx):
+        ctx.set(core.step, 1)
+        await ctx.tick()
+        ctx.set(core.step, 0)
+        while not ctx.get(core.done):
+            await ctx.tick()
+
+    async def bench(ctx):
+        await bus_write_block(ctx, core, address(Region.POP), pops)
+        await bus_write_block(ctx, core, address(Region.THR), [10] * 64)
+        await bus_write_block(ctx, core, address(Region.BIAS), [11] * 48)
+        await bus_write_block(ctx, core, address(Region.WEIGHT), words)
+        await bus_write_block(ctx, core, address(Region.DESC), Block(48, 16, 0, 0, 44).words())
+        await bus_write(ctx, core, address(Region.CONFIG, ConfigWord.N_POPULATIONS.value), 3)
+        await run_step(ctx)  # every neuron of a, b, c spikes (11 > 10)
+        await run_step(ctx)  # b's recurrent walk delivers its 40 spikes
+        acc = await bus_read_block(ctx, core, address(Region.ACC, 48), 2)
+        assert acc == [40, 0]
+        errors = await bus_read(ctx, core, address(Region.STATUS, StatusWord.PARAM_ERRORS.value))
+        assert errors == 0
+
+    _simulate(core, bench)
+
+
+@pytest.mark.parametrize("fast", [False, True])
+def test_banked_weight_memory_reads_back_over_the_bus(fast):
     """Weight words written over the bus read back from every bank (one clock later than an
     unbanked memory), neuron words from the registered datapath inputs; an access past the
     last word is still refused."""
     cfg = CoreConfig(n_neurons=8, n_inputs=4, n_populations=1, synapse_words=100, lanes=2)
-    core = NeuronCore(cfg, weight_banks=3, register_state=register_state)  # banks: 64 + 36
+    core = NeuronCore(cfg, weight_banks=3, fast=fast)  # banks: 64 + 36
     words = [(7919 * k) & 0xFFFF for k in range(100)]
 
     async def bench(ctx):
