@@ -43,9 +43,13 @@ def _sops(net, cfg, events, golden_spikes):
     return total
 
 
+#: NeuronCore options of every run (``--weight-banks``, ``--fast``; set by ``main``).
+CORE_OPTIONS: dict = {}
+
+
 def _run(net, cfg, steps):
     """Run ``steps`` (lists of input channels); per step: cycles, input events, SOPs, spikes."""
-    res = run_network(net, cfg, steps, read_v=False)
+    res = run_network(net, cfg, steps, read_v=False, **CORE_OPTIONS)
     golden = GoldenChip(net, fmt=cfg.fmt)
     rows = []
     for t, evs in enumerate(steps):
@@ -185,7 +189,13 @@ def main(argv=None):
     parser.add_argument("--inputs", type=int, default=64, help="input channels")
     parser.add_argument("--lanes", type=int, default=1, choices=[1, 2, 4],
                         help="parallel lanes of the core")
+    parser.add_argument("--weight-banks", type=int, default=1,
+                        help="weight memory banks (NeuronCore weight_banks; the ULX3S uses 16)")
+    parser.add_argument("--fast", action="store_true",
+                        help="the fast build of the core (NeuronCore fast=True, as on the ULX3S)")
     args = parser.parse_args(argv)
+    CORE_OPTIONS.clear()
+    CORE_OPTIONS.update(weight_banks=args.weight_banks, fast=args.fast)
 
     lanes = args.lanes
     sop, idle, _ = dense_throughput(args.inputs, args.neurons, lanes)
@@ -194,6 +204,8 @@ def main(argv=None):
     digits = recurrent_digits(lanes=lanes)
     result = {
         "lanes": lanes,
+        "weight_banks": args.weight_banks,
+        "fast": args.fast,
         "sop_per_cycle_per_lane": sop,
         "neurons": args.neurons,
         "cycles_per_step_idle": idle,
@@ -205,7 +217,9 @@ def main(argv=None):
         json.dump(result, sys.stdout, indent=2, default=float)
         print()
         return
-    print(f"dense input, {args.inputs} channels x {args.neurons} neurons, {lanes} lane(s):")
+    build = f", {args.weight_banks} weight banks" if args.weight_banks > 1 else ""
+    build += ", fast build" if args.fast else ""
+    print(f"dense input, {args.inputs} channels x {args.neurons} neurons, {lanes} lane(s){build}:")
     print(f"  synaptic ops per clock per lane : {sop:.4f}")
     print(f"  idle timestep ({args.neurons} neurons) : {idle} clocks")
     n = table[0]["neurons"]
