@@ -43,13 +43,10 @@ def _sops(net, cfg, events, golden_spikes):
     return total
 
 
-#: NeuronCore options of every run (``--weight-banks``, ``--fast``; set by ``main``).
-CORE_OPTIONS: dict = {}
-
-
-def _run(net, cfg, steps):
-    """Run ``steps`` (lists of input channels); per step: cycles, input events, SOPs, spikes."""
-    res = run_network(net, cfg, steps, read_v=False, **CORE_OPTIONS)
+def _run(net, cfg, steps, core_options):
+    """Run ``steps`` (lists of input channels) on a core built with ``core_options``
+    (``NeuronCore`` arguments); per step: cycles, input events, SOPs, spikes."""
+    res = run_network(net, cfg, steps, read_v=False, **core_options)
     golden = GoldenChip(net, fmt=cfg.fmt)
     rows = []
     for t, evs in enumerate(steps):
@@ -68,7 +65,7 @@ def _run(net, cfg, steps):
     return rows
 
 
-def dense_throughput(n_inputs, n_neurons, lanes=1):
+def dense_throughput(n_inputs, n_neurons, lanes=1, **core_options):
     """SOP per clock when every input fires into a dense layer (no neuron spikes)."""
     cfg = CoreConfig(n_neurons=n_neurons, n_inputs=n_inputs, n_populations=2,
                      synapse_words=n_inputs * n_neurons // 2 + 16, lanes=lanes)
@@ -77,7 +74,7 @@ def dense_throughput(n_inputs, n_neurons, lanes=1):
         [Population("a", n_neurons, NeuronParams(leak="none", threshold=30000))],
         [Projection(INPUT, "a", np.ones((n_inputs, n_neurons), dtype=np.int64))],
     )
-    idle, busy = _run(net, cfg, [[], list(range(n_inputs))])
+    idle, busy = _run(net, cfg, [[], list(range(n_inputs))], core_options)
     extra = busy["cycles"] - idle["cycles"]
     return busy["sops"] / extra / lanes, idle["cycles"], extra
 
@@ -97,7 +94,7 @@ def two_layer(n_inputs, hidden, out, seed=0, lanes=1):
     return net, cfg
 
 
-def activity_table(n_inputs=64, hidden=96, out=32, steps=4, seed=1, lanes=1):
+def activity_table(n_inputs=64, hidden=96, out=32, steps=4, seed=1, lanes=1, **core_options):
     net, cfg = two_layer(n_inputs, hidden, out, lanes=lanes)
     rng = np.random.default_rng(seed)
     table = []
@@ -105,7 +102,7 @@ def activity_table(n_inputs=64, hidden=96, out=32, steps=4, seed=1, lanes=1):
         raster = [
             [c for c in range(n_inputs) if rng.random() < activity] for _ in range(steps)
         ]
-        rows = _run(net, cfg, raster)
+        rows = _run(net, cfg, raster, core_options)
         table.append(
             {
                 "activity": activity,
@@ -119,7 +116,7 @@ def activity_table(n_inputs=64, hidden=96, out=32, steps=4, seed=1, lanes=1):
     return table
 
 
-def fit(seed=2, lanes=1):
+def fit(seed=2, lanes=1, **core_options):
     """Least squares over several sizes and activities."""
     rng = np.random.default_rng(seed)
     rows = []
@@ -128,7 +125,7 @@ def fit(seed=2, lanes=1):
         raster = [
             [c for c in range(32) if rng.random() < a] for a in (0.0, 0.05, 0.2, 0.5, 1.0)
         ]
-        rows += _run(net, cfg, raster)
+        rows += _run(net, cfg, raster, core_options)
     y = np.array([r["cycles"] for r in rows], dtype=float)
     a3 = np.array([[1, r["sops"], r["neurons"]] for r in rows], dtype=float)
     a4 = np.array([[1, r["sops"], r["neurons"], r["spikes"] + r["events"]] for r in rows],
@@ -145,7 +142,7 @@ def fit(seed=2, lanes=1):
     }
 
 
-def recurrent_digits(steps=25, activity=0.33, seed=3, lanes=1):
+def recurrent_digits(steps=25, activity=0.33, seed=3, lanes=1, **core_options):
     """A digits-sized network with recurrence: 64 -> 128 (recurrent) -> 10.
 
     ``activity`` 0.33 gives ~21 input events per step, what the rate-coded digits give
@@ -167,7 +164,7 @@ def recurrent_digits(steps=25, activity=0.33, seed=3, lanes=1):
     cfg = CoreConfig(n_neurons=-(-(hidden + out) // lanes) * lanes, n_inputs=n_in,
                      n_populations=2, synapse_words=16384, lanes=lanes)
     raster = [[c for c in range(n_in) if rng.random() < activity] for _ in range(steps)]
-    rows = _run(net, cfg, raster)
+    rows = _run(net, cfg, raster, core_options)
     cycles = sum(r["cycles"] for r in rows)
     routed = sum(r["events"] + r["spikes"] for r in rows)
     return {
@@ -194,14 +191,13 @@ def main(argv=None):
     parser.add_argument("--fast", action="store_true",
                         help="the fast build of the core (NeuronCore fast=True, as on the ULX3S)")
     args = parser.parse_args(argv)
-    CORE_OPTIONS.clear()
-    CORE_OPTIONS.update(weight_banks=args.weight_banks, fast=args.fast)
+    options = {"weight_banks": args.weight_banks, "fast": args.fast}
 
     lanes = args.lanes
-    sop, idle, _ = dense_throughput(args.inputs, args.neurons, lanes)
-    table = activity_table(lanes=lanes)
-    f = fit(lanes=lanes)
-    digits = recurrent_digits(lanes=lanes)
+    sop, idle, _ = dense_throughput(args.inputs, args.neurons, lanes, **options)
+    table = activity_table(lanes=lanes, **options)
+    f = fit(lanes=lanes, **options)
+    digits = recurrent_digits(lanes=lanes, **options)
     result = {
         "lanes": lanes,
         "weight_banks": args.weight_banks,
