@@ -24,7 +24,7 @@ from amaranth import Cat, Elaboratable, Module, Signal
 from amaranth.back import rtlil
 from amaranth.lib import wiring
 
-from spikeforge.hw.core import NeuronCore
+from spikeforge.hw.core import CoreOptions, NeuronCore
 from spikeforge.hw.image import CoreConfig
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
@@ -41,7 +41,8 @@ class PinWrapper(Elaboratable):
 
     def elaborate(self, platform):
         m = Module()
-        m.submodules.core = core = NeuronCore(self.config, block_ram_tables=self.block_ram_tables)
+        opts = CoreOptions(block_ram_tables=self.block_ram_tables)
+        m.submodules.core = core = NeuronCore(self.config, opts)
         ins, outs = [], []
         for _path, member, value in core.signature.flatten(core):
             (ins if member.flow == wiring.In else outs).append(value)

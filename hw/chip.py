@@ -18,7 +18,7 @@ from amaranth.lib.wiring import In, Out
 from ..errors import ConfigError
 from ..spec import Format
 from .bus import MemBusSignature
-from .core import NeuronCore
+from .core import CoreOptions, NeuronCore
 from .image import ConfigWord, CoreConfig, Region, address
 from .link import Link
 from .router import RouterConfig
@@ -265,7 +265,7 @@ class Chip(wiring.Component):
             spike_bits = 16
         else:
             m.submodules.core = target = NeuronCore(
-                self.config, weight_banks=self.weight_banks, fast=self.fast
+                self.config, CoreOptions(weight_banks=self.weight_banks, fast=self.fast)
             )
             spike_bits = self.config.neuron_bits
         # registered stages: no combinational path from the link's state machine into the

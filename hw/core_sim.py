@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 from amaranth.sim import Simulator
 
-from .core import NeuronCore
+from .core import CoreOptions, NeuronCore
 from .image import (
     CoreConfig,
     Region,
@@ -142,7 +142,7 @@ def run_network(net, config: CoreConfig, events, read_v=True, vcd=None, **core_o
     :class:`~spikeforge.hw.core.NeuronCore`.
     """
     image = build_image(net, config)
-    core = NeuronCore(config, **core_options)
+    core = NeuronCore(config, CoreOptions(**core_options))
     n = net.n_neurons
     result = {"spikes": [], "v": [], "event_cycles": [], "step_cycles": [], "status": {}}
 

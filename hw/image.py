@@ -17,7 +17,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import numpy as np
-from amaranth.lib import enum
+from amaranth.lib import data, enum
 
 from ..errors import ConfigError, FitError
 from ..spec import DEFAULT_FORMAT, Format, LeakMode, NeuronModel, ResetMode
@@ -36,6 +36,11 @@ __all__ = [
     "DESC_WORDS",
     "LIST_BITS",
     "BITMAP_BITS",
+    "BITMAP_SHIFT",
+    "PopOptions",
+    "Span",
+    "DescList",
+    "pack",
     "region_size",
     "address",
     "pop_options",
@@ -63,8 +68,39 @@ DESC_WORDS = 4
 LIST_BITS = 8
 """A descriptor list is ``first | count << LIST_BITS`` (so at most 256 descriptors)."""
 
-BITMAP_BITS = 16
+BITMAP_SHIFT = 4
+"""``log2`` of the neurons per word of the spike bitmaps."""
+
+BITMAP_BITS = 1 << BITMAP_SHIFT
 """Width of a word of the spike bitmaps (neurons per word)."""
+
+
+def pack(layout: data.Layout, **fields) -> int:
+    """The integer value of a packed word of ``layout`` with ``fields`` (the others zero)."""
+    return layout.const(fields).as_bits()
+
+
+DescList = data.StructLayout({"first": LIST_BITS, "count": LIST_BITS})
+"""A descriptor list (:attr:`ConfigWord.INPUT_LIST`, :attr:`PopWord.FORWARD`,
+:attr:`PopWord.RECURRENT`): ``count`` descriptors from ``first``."""
+
+Span = data.StructLayout({"first": 16, "count": 16})
+"""A 32-bit ``first | count << 16`` word: a descriptor's rows (:attr:`DescWord.SOURCES`), its
+targets (:attr:`DescWord.TARGET`: ``first`` = target, ``count`` = length) and the router's
+source entries (``spikeforge.hw.router``)."""
+
+PopOptions = data.StructLayout(
+    {
+        "model": NeuronModel,
+        "leak": LeakMode,
+        "reset": ResetMode,
+        "reset_delay": 1,
+        "output": 1,  # spikes go to the host on the ``spikes`` stream
+        "forward": 1,  # spikes have a same-step fan-out (walked after the sweep)
+        "recurrent": 1,  # spikes have a next-step fan-out (walked at the next step's start)
+    }
+)
+"""Layout of :attr:`PopWord.OPTIONS` (the neuron options and :class:`PopFlag`)."""
 
 
 class Region(enum.Enum, shape=4):
@@ -102,7 +138,7 @@ class ConfigWord(enum.Enum):
     N_INPUTS = 0  #: active input channels; events at or beyond it are refused (and counted)
     N_POPULATIONS = 1  #: active populations, updated in table order
     CONTROL = 2  #: write bit 0 = forget the pending recurrent spikes (reads 0)
-    INPUT_LIST = 3  #: the input channels' descriptor list, ``first | count << 8``
+    INPUT_LIST = 3  #: the input channels' descriptor list, :data:`DescList`
 
 
 class StatusWord(enum.Enum):
@@ -127,21 +163,21 @@ class PopWord(enum.Enum):
 
     BASE = 0  #: first neuron
     SIZE = 1  #: neurons
-    OPTIONS = 2  #: ``model | leak << 1 | reset << 3 | flags`` (see PopFlag)
+    OPTIONS = 2  #: the neuron options and flags, :data:`PopOptions`
     BETA = 3  #: membrane decay code (``q`` for mult, ``k`` for shift)
     ALPHA = 4  #: synaptic current decay code (CuBa)
-    FORWARD = 5  #: same-step fan-out descriptor list, ``first | count << 8``
-    RECURRENT = 6  #: next-step fan-out descriptor list, ``first | count << 8``
+    FORWARD = 5  #: same-step fan-out descriptor list, :data:`DescList`
+    RECURRENT = 6  #: next-step fan-out descriptor list, :data:`DescList`
     THRESHOLD = 7  #: the population's threshold (used when thresholds are not per neuron)
 
 
 class PopFlag(enum.IntFlag):
     """Flag bits of :attr:`PopWord.OPTIONS` above the neuron options."""
 
-    RESET_DELAY = 1 << 5
-    OUTPUT = 1 << 6  #: spikes go to the host on the ``spikes`` stream
-    FORWARD = 1 << 7  #: spikes have a same-step fan-out (walk them after the sweep)
-    RECURRENT = 1 << 8  #: spikes have a next-step fan-out (walk them at the next step's start)
+    RESET_DELAY = 1 << PopOptions["reset_delay"].offset
+    OUTPUT = 1 << PopOptions["output"].offset  #: spikes go to the host on the ``spikes`` stream
+    FORWARD = 1 << PopOptions["forward"].offset  #: spikes have a same-step fan-out
+    RECURRENT = 1 << PopOptions["recurrent"].offset  #: spikes have a next-step fan-out
 
 
 class DescWord(enum.Enum):
@@ -154,9 +190,9 @@ class DescWord(enum.Enum):
     ``l`` reads slot ``l`` of every weight word and adds into neurons ``n % lanes == l``).
     """
 
-    TARGET = 0  #: ``target | length << 16``
+    TARGET = 0  #: :data:`Span`: ``first`` = target, ``count`` = length
     SLOT = 1  #: first weight slot of the block
-    SOURCES = 2  #: ``first | count << 16``: the block's rows
+    SOURCES = 2  #: :data:`Span`: the block's rows
     STRIDE = 3  #: weight slots from one row to the next (``length`` rounded up to the lanes)
 
 
@@ -317,18 +353,17 @@ def address(region: Region, offset: int = 0) -> int:
 
 
 def pop_options(params, output: bool, forward: bool, recurrent: bool = False) -> int:
-    """The :attr:`PopWord.OPTIONS` word of a population."""
-    word = NeuronModel(params.model).value | LeakMode(params.leak).value << 1
-    word |= ResetMode(params.reset).value << 3
-    if params.reset_delay:
-        word |= PopFlag.RESET_DELAY
-    if output:
-        word |= PopFlag.OUTPUT
-    if forward:
-        word |= PopFlag.FORWARD
-    if recurrent:
-        word |= PopFlag.RECURRENT
-    return int(word)
+    """The :attr:`PopWord.OPTIONS` word of a population (:data:`PopOptions`)."""
+    return pack(
+        PopOptions,
+        model=NeuronModel(params.model),
+        leak=LeakMode(params.leak),
+        reset=ResetMode(params.reset),
+        reset_delay=int(bool(params.reset_delay)),
+        output=int(bool(output)),
+        forward=int(bool(forward)),
+        recurrent=int(bool(recurrent)),
+    )
 
 
 def decode_signed(word: int, bits: int) -> int:

@@ -65,7 +65,7 @@ class _Builds:
         from amaranth.back import verilog
         from cocotb_tools.runner import get_runner
 
-        from spikeforge.hw.core import NeuronCore
+        from spikeforge.hw.core import CoreOptions, NeuronCore
 
         _verilator_env()
         cfg = CONFIGS[name]
@@ -73,7 +73,7 @@ class _Builds:
         build_dir.mkdir(parents=True, exist_ok=True)
         src = build_dir / f"{TOP}.v"
         text = verilog.convert(
-            NeuronCore(cfg, **CORE_OPTIONS.get(name, {})), name=TOP, emit_src=False
+            NeuronCore(cfg, CoreOptions(**CORE_OPTIONS.get(name, {}))), name=TOP, emit_src=False
         )
         if not src.exists() or src.read_text() != text:
             src.write_text(text)

@@ -6,7 +6,7 @@ import pytest
 from amaranth.sim import Simulator
 
 from spikeforge.errors import ConfigError, FitError
-from spikeforge.hw.core import NeuronCore
+from spikeforge.hw.core import CoreOptions, NeuronCore
 from spikeforge.hw.core_neuron import NeuronDatapath
 from spikeforge.hw.core_sim import (
     bus_read,
@@ -194,7 +194,7 @@ def test_accumulation_back_to_back_same_neuron(weight_banks, fast):
     exact and the operations one per clock.  The fast build (registered state) forwards from
     three stages instead of two."""
     cfg = CoreConfig(n_neurons=32, n_inputs=4, n_populations=2, synapse_words=128, descriptors=8)
-    core = NeuronCore(cfg, weight_banks=weight_banks, fast=fast)
+    core = NeuronCore(cfg, CoreOptions(weight_banks=weight_banks, fast=fast))
     rng = np.random.default_rng(7)
     slots = [int(x) for x in rng.integers(-128, 128, 2 * cfg.synapse_words)]
     words = [(slots[2 * k] & 0xFF) | (slots[2 * k + 1] & 0xFF) << 8 for k in range(128)]
@@ -584,7 +584,7 @@ def test_recurrent_walk_stops_at_the_population_end(weight_banks, fast):
     neurons no population sweeps, whose accumulators then count the deliveries."""
     cfg = CoreConfig(n_neurons=64, n_inputs=2, n_populations=3, synapse_words=512,
                      descriptors=4)
-    core = NeuronCore(cfg, weight_banks=weight_banks, fast=fast)
+    core = NeuronCore(cfg, CoreOptions(weight_banks=weight_banks, fast=fast))
     p = NeuronParams(leak="none", threshold=10)
     # a: 0..3, b: 4..43 (words 0, 1, 2; recurrent list: descriptor 0), c: 44..47; neurons
     # 48..63 are in no population
@@ -630,7 +630,7 @@ def test_banked_weight_memory_reads_back_over_the_bus(fast):
     unbanked memory), neuron words from the registered datapath inputs; an access past the
     last word is still refused."""
     cfg = CoreConfig(n_neurons=8, n_inputs=4, n_populations=1, synapse_words=100, lanes=2)
-    core = NeuronCore(cfg, weight_banks=3, fast=fast)  # banks: 64 + 36
+    core = NeuronCore(cfg, CoreOptions(weight_banks=3, fast=fast))  # banks: 64 + 36
     words = [(7919 * k) & 0xFFFF for k in range(100)]
 
     async def bench(ctx):
@@ -647,6 +647,6 @@ def test_banked_weight_memory_reads_back_over_the_bus(fast):
         await bus_write(ctx, core, address(Region.BIAS, 3), -5 & 0xFFFFFFFF)
         assert await bus_read(ctx, core, address(Region.BIAS, 3)) == -5 & 0xFFFFFFFF
     with pytest.raises(TypeError, match="weight_banks"):
-        NeuronCore(cfg, weight_banks=0)
+        NeuronCore(cfg, CoreOptions(weight_banks=0))
 
     _simulate(core, bench)

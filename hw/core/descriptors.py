@@ -1,0 +1,233 @@
+"""The descriptor engine: a source (a group's descriptor list, an offset) -> its segments.
+
+Spec: ``docs/core.md`` ("Fan-out engine"), the descriptor words :class:`~spikeforge.hw.image.
+DescWord`.  Each descriptor of the list is read word by word; a descriptor whose rows hold the
+source yields one segment (a run of operation groups) for the op issuer.  Two implementations
+behind one interface: :class:`DescriptorEngine` uses each word as it leaves the table;
+:class:`RegisteredDescriptorEngine` (the fast build) uses it a clock later, from the register
+every table word goes into.
+"""
+
+from amaranth import Cat, Const, Module, Signal
+from amaranth.lib import data, stream, wiring
+from amaranth.lib.wiring import In, Out
+
+from ..image import DESC_WORDS, LIST_BITS, CoreConfig, DescList, DescWord, Span
+from .issuer import segment_layout
+
+__all__ = ["DescriptorEngine", "RegisteredDescriptorEngine", "source_layout"]
+
+
+def source_layout(config: CoreConfig) -> data.StructLayout:
+    """A source of fan-out: index ``offset`` within its group, the group's descriptor list."""
+    return data.StructLayout({"offset": config.offset_bits, "list": DescList})
+
+
+class DescriptorEngine(wiring.Component):
+    """Turns sources into segments, one descriptor word a clock.
+
+    Sources wait in a one-entry register that the engine takes when idle: the producers (the
+    event input, the walker) see only that register's flag, not the engine's state.
+
+    Attributes
+    ----------
+    source : In(stream.Signature(source_layout(config)))
+    desc_addr : Out
+        Address of the descriptor table's read port (word ``4 * d + w``).
+    desc_data : In(32)
+        The table word addressed a clock earlier (:class:`RegisteredDescriptorEngine`: the
+        register it went into, a clock later still).
+    segment : Out(stream.Signature(segment_layout(config)))
+    idle : Out(1)
+        No source waiting or being expanded.
+    pending : Out(1)
+        A source is waiting in the register.
+    param_err : Out(1)
+        Pulse: a descriptor out of range was skipped.
+    """
+
+    def __init__(self, config: CoreConfig):
+        self.config = config
+        super().__init__(
+            {
+                "source": In(stream.Signature(source_layout(config))),
+                "desc_addr": Out(range(DESC_WORDS * config.descriptors)),
+                "desc_data": In(32),
+                "segment": Out(stream.Signature(segment_layout(config))),
+                "idle": Out(1),
+                "pending": Out(1),
+                "param_err": Out(1),
+            }
+        )
+
+    def elaborate(self, platform):
+        m = Module()
+        cfg = self.config
+        L, lg = cfg.lanes, cfg.lane_bits
+        self._m = m
+        src = Signal(source_layout(cfg))
+        src_valid = Signal()
+        m.d.comb += [self.source.ready.eq(~src_valid), self.pending.eq(src_valid)]
+        with m.If(self.source.valid & ~src_valid):
+            m.d.sync += [src_valid.eq(1), src.eq(self.source.payload)]
+        seg = segment_layout(cfg)
+        self._o = Signal(cfg.offset_bits)  # the source's offset
+        self._d = Signal(cfg.desc_bits + 1)  # the descriptor being read
+        left = Signal(LIST_BITS + 1)
+        self._last = Signal()  # registered left == 1
+        self._left = left
+        self._diff = Signal(cfg.offset_bits)  # the source's row of the block
+        self._in = Signal()  # the source is one of the block's rows
+        self._stride = Signal(16)
+        self._ok = Signal()  # the block is valid: 1 <= length, target + length <= n_neurons
+        self._tg, self._n = Signal(seg["tg"].shape), Signal(seg["n"].shape)
+        self._tmod = Signal(max(lg, 1))  # target % lanes
+        self._fmask, self._lmask = Signal(L), Signal(L)
+        self._prod = Signal(cfg.slot_bits)  # row * stride
+        idle = Signal()
+        m.d.comb += self.idle.eq(~src_valid & idle)
+        with m.FSM(name="desc"):
+            with m.State("IDLE"):
+                m.d.comb += idle.eq(1)
+                with m.If(src_valid):
+                    count = src.list.count
+                    m.d.sync += [
+                        src_valid.eq(0),
+                        self._o.eq(src.offset),
+                        self._d.eq(src.list.first),
+                        left.eq(count),
+                        self._last.eq(count == 1),
+                    ]
+                    with m.If(count != 0):
+                        m.next = "A0"
+            with m.State("A0"):
+                self._read(DescWord.SOURCES)
+                m.next = "A1"
+            self._block_states(m)
+        return m
+
+    # --- shared by both implementations ------------------------------------------------------
+    def _read(self, word):
+        """Address word ``word`` of the current descriptor."""
+        bits = (DESC_WORDS - 1).bit_length()
+        self._m.d.comb += self.desc_addr.eq(Cat(Const(word.value, bits), self._d))
+
+    def _next_descriptor(self):
+        m = self._m
+        m.d.sync += [
+            self._d.eq(self._d + 1),
+            self._left.eq(self._left - 1),
+            self._last.eq(self._left == 2),
+        ]
+        with m.If(self._last):
+            m.next = "IDLE"
+        with m.Else():
+            m.next = "A0"
+
+    def _rows(self, word):
+        """From the SOURCES word: the source's row, and whether it is one of the block's."""
+        span = Span(word)
+        diff = self._o - span.first
+        self._m.d.sync += [
+            self._diff.eq(diff),
+            self._in.eq((self._o >= span.first) & (diff < span.count)),
+        ]
+
+    def _block_fields(self, word):
+        """From the TARGET word: validity, first group, groups, lane masks; row * stride."""
+        m, cfg = self._m, self.config
+        L, lg = cfg.lanes, cfg.lane_bits
+        target = Span(word)
+        tgt, length = target.first, target.count
+        m.d.sync += [
+            self._ok.eq((length != 0) & (tgt + length <= cfg.n_neurons)),
+            self._prod.eq(self._diff * self._stride),
+        ]
+        if L == 1:
+            m.d.sync += [self._tg.eq(tgt), self._n.eq(length)]
+        else:
+            tmod = tgt[:lg]
+            last_lane = (tmod + length - 1)[:lg]
+            m.d.sync += [
+                self._tmod.eq(tmod),
+                self._tg.eq(tgt >> lg),
+                self._n.eq((length + tmod + L - 1) >> lg),
+                self._fmask.eq((Const((1 << L) - 1, L) << tmod)[:L]),
+                self._lmask.eq(Const((1 << L) - 1, L) >> (~last_lane)[:lg]),
+            ]
+
+    def _push(self, slot):
+        """Hand the block's segment (first slot ``slot``) to the issuer, or skip a bad block."""
+        m = self._m
+        m.d.comb += [
+            self.segment.payload.tg.eq(self._tg),
+            self.segment.payload.slot.eq(slot + self._prod),
+            self.segment.payload.n.eq(self._n),
+            self.segment.payload.fmask.eq(self._fmask),
+            self.segment.payload.lmask.eq(self._lmask),
+        ]
+        with m.If(~self._ok):
+            m.d.comb += self.param_err.eq(1)
+            self._next_descriptor()
+        with m.Else():
+            m.d.comb += self.segment.valid.eq(1)
+            with m.If(self.segment.ready):
+                self._next_descriptor()
+
+    def _lane_slot(self, slot):
+        """The slot of lane 0 of the first group (the block's slot is its target's lane)."""
+        return slot - self._tmod if self.config.lanes > 1 else slot
+
+    # --- the states the two implementations differ in ----------------------------------------
+    def _block_states(self, m):
+        data = self.desc_data
+        slot = Signal(self.config.slot_bits)
+        with m.State("A1"):
+            self._read(DescWord.STRIDE)
+            self._rows(data)  # SOURCES
+            m.next = "A2"
+        with m.State("A2"):
+            self._read(DescWord.TARGET)
+            m.d.sync += self._stride.eq(data)  # STRIDE
+            with m.If(self._in):
+                m.next = "A3"
+            with m.Else():
+                self._next_descriptor()  # the source is not one of this block's rows
+        with m.State("A3"):
+            self._read(DescWord.SLOT)
+            self._block_fields(data)  # TARGET
+            m.next = "A4"
+        with m.State("A4"):
+            m.d.sync += slot.eq(self._lane_slot(data))  # SLOT
+            m.next = "PUSH"
+        with m.State("PUSH"):
+            self._push(slot)
+
+
+class RegisteredDescriptorEngine(DescriptorEngine):
+    """The fast build's engine: every word is used from the register it goes into a clock after
+    it is read, so no comparison or sum starts at a block RAM's output."""
+
+    def _block_states(self, m):
+        data = self.desc_data
+        with m.State("A1"):
+            self._read(DescWord.STRIDE)
+            m.next = "A2"
+        with m.State("A2"):
+            self._read(DescWord.TARGET)
+            self._rows(data)  # SOURCES
+            m.next = "A3"
+        with m.State("A3"):
+            self._read(DescWord.SLOT)
+            m.d.sync += self._stride.eq(data)  # STRIDE
+            with m.If(self._in):
+                m.next = "A4"
+            with m.Else():
+                self._next_descriptor()
+        with m.State("A4"):
+            self._read(DescWord.SLOT)  # (and in PUSH: the register holds SLOT until then)
+            self._block_fields(data)  # TARGET
+            m.next = "PUSH"
+        with m.State("PUSH"):
+            self._read(DescWord.SLOT)
+            self._push(self._lane_slot(data))

@@ -1,0 +1,141 @@
+"""The core's configuration registers and status counters (``Region.CONFIG``, ``Region.STATUS``).
+
+Spec: ``docs/core.md`` ("Memory map"), :class:`~spikeforge.hw.image.ConfigWord` and
+:class:`~spikeforge.hw.image.StatusWord`.
+"""
+
+from amaranth import Module, Mux, Signal
+from amaranth.lib import wiring
+from amaranth.lib.wiring import In, Out
+
+from ..bus import BUS_DATA_BITS, BusRequest
+from ..image import REGION_SHIFT, ConfigWord, CoreConfig, DescList, Region, StatusWord
+from .sequencer import list_ok
+
+__all__ = ["CoreRegisters"]
+
+
+class CoreRegisters(wiring.Component):
+    """Configuration registers written over the bus; counters and capacities read back.
+
+    Attributes
+    ----------
+    req : In(BusRequest)
+        The bus slave's registered request.
+    w_data : In(32)
+        The request's data as it is on the bus (a list word is checked a clock early).
+    n_inputs, n_pops, input_list : Out
+        :class:`~spikeforge.hw.image.ConfigWord` registers.
+    clear_spikes : Out(1)
+        Pulse: CONTROL bit 0 was written (forget the pending recurrent spikes).
+    bus_refused, event_refused, param_err : In(1)
+        Pulses to count; a refused input list counts as a parameter error too.
+    step_start, in_step, done : In(1)
+        The sequencer's step: counted, and its clocks counted.
+    r_word : Out(32)
+        The word read from CONFIG or STATUS, a clock after ``req.re`` (0 for other regions).
+    """
+
+    def __init__(self, config: CoreConfig):
+        self.config = config
+        super().__init__(
+            {
+                "req": In(BusRequest(REGION_SHIFT)),
+                "w_data": In(BUS_DATA_BITS),
+                "n_inputs": Out(16, init=config.n_inputs),
+                "n_pops": Out(range(config.n_populations + 1)),
+                "input_list": Out(DescList),
+                "clear_spikes": Out(1),
+                "bus_refused": In(1),
+                "event_refused": In(1),
+                "param_err": In(1),
+                "step_start": In(1),
+                "in_step": In(1),
+                "done": In(1),
+                "r_word": Out(BUS_DATA_BITS),
+            }
+        )
+
+    def elaborate(self, platform):
+        m = Module()
+        cfg = self.config
+        req = self.req
+        cnt_events_refused = Signal(32)
+        cnt_bus_refused = Signal(32)
+        cnt_param = Signal(32)
+        cnt_steps = Signal(32)
+        # cycles of the running step; it stops at the step's end, so between steps (when the bus
+        # is served) it is the last step's count (LAST_STEP_CYCLES)
+        step_cycles = Signal(32)
+
+        # an input list that runs past the descriptor table is stored empty (and counted),
+        # checked from the request and registered with it
+        list_bad = Signal()
+        m.d.sync += list_bad.eq(~list_ok(self.w_data, cfg))
+        param_err = Signal()
+        m.d.comb += param_err.eq(self.param_err)
+        with m.If(req.we & (req.region == Region.CONFIG.value)):
+            with m.Switch(req.offset):
+                with m.Case(ConfigWord.N_INPUTS.value):
+                    m.d.sync += self.n_inputs.eq(
+                        Mux(req.data > cfg.n_inputs, cfg.n_inputs, req.data)
+                    )
+                with m.Case(ConfigWord.N_POPULATIONS.value):
+                    m.d.sync += self.n_pops.eq(
+                        Mux(req.data > cfg.n_populations, cfg.n_populations, req.data)
+                    )
+                with m.Case(ConfigWord.CONTROL.value):
+                    m.d.comb += self.clear_spikes.eq(req.data[0])
+                with m.Case(ConfigWord.INPUT_LIST.value):
+                    m.d.sync += self.input_list.eq(
+                        Mux(list_bad, 0, req.data[: DescList.size])
+                    )
+                    with m.If(list_bad):
+                        m.d.comb += param_err.eq(1)
+
+        # the pulses are registered before they are counted (the counters are off their paths)
+        for pulse, counter in [
+            (param_err, cnt_param),
+            (self.event_refused, cnt_events_refused),
+            (self.bus_refused, cnt_bus_refused),
+        ]:
+            pulse_r = Signal()
+            m.d.sync += pulse_r.eq(pulse)
+            with m.If(pulse_r):
+                m.d.sync += counter.eq(counter + 1)
+        with m.If(self.in_step & ~self.done):
+            m.d.sync += step_cycles.eq(step_cycles + 1)
+        with m.If(self.step_start):
+            m.d.sync += step_cycles.eq(1)
+        with m.If(self.done):
+            m.d.sync += cnt_steps.eq(cnt_steps + 1)
+
+        status = {
+            StatusWord.EVENTS_REFUSED: cnt_events_refused,
+            StatusWord.BUS_REFUSED: cnt_bus_refused,
+            StatusWord.PARAM_ERRORS: cnt_param,
+            StatusWord.STEPS: cnt_steps,
+            StatusWord.LAST_STEP_CYCLES: step_cycles,
+            StatusWord.CAP_NEURONS: cfg.n_neurons,
+            StatusWord.CAP_INPUTS: cfg.n_inputs,
+            StatusWord.CAP_POPULATIONS: cfg.n_populations,
+            StatusWord.CAP_SYNAPSE_WORDS: cfg.synapse_words,
+            StatusWord.CAP_DESCRIPTORS: cfg.descriptors,
+            StatusWord.LANES: cfg.lanes,
+            StatusWord.FEATURES: int(cfg.per_neuron_threshold),
+        }
+        config_words = {
+            ConfigWord.N_INPUTS: self.n_inputs,
+            ConfigWord.N_POPULATIONS: self.n_pops,
+            ConfigWord.CONTROL: 0,
+            ConfigWord.INPUT_LIST: self.input_list,
+        }
+        with m.If(req.re):
+            m.d.sync += self.r_word.eq(0)
+            for region, words in [(Region.STATUS, status), (Region.CONFIG, config_words)]:
+                with m.If(req.region == region.value):
+                    with m.Switch(req.offset):
+                        for word, value in words.items():
+                            with m.Case(word.value):
+                                m.d.sync += self.r_word.eq(value)
+        return m
