@@ -37,8 +37,8 @@ from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
 from ..errors import ConfigError
-from .bus import BUS_DATA_BITS, MemBusSignature
-from .image import EVENT_BITS, REGION_SHIFT, CoreConfig
+from .bus import BUS_DATA_BITS, BusSlave, MemBusSignature
+from .image import EVENT_BITS, REGION_SHIFT, CoreConfig, Span
 from .skid import StreamRegister
 
 __all__ = [
@@ -75,7 +75,6 @@ DEST_CORE_SHIFT = 16
 DEST_DELAYED = 1 << 20
 DEST_HOST = 1 << 21
 _DEST_BITS = 22
-_COUNT_SHIFT = 16
 
 
 def dest_host(neuron: int) -> int:
@@ -566,99 +565,70 @@ class Router(wiring.Component):
         m.d.comb += self.busy.eq(~sched_idle | ~engine_idle | self.events.valid)
 
         # --- bus ----------------------------------------------------------------------------
-        bus = self.mem
-        region = bus.addr[REGION_SHIFT:CORE_SHIFT]
-        offset = bus.addr[:REGION_SHIFT]
-        bus_ok = Signal()
-        m.d.comb += bus_ok.eq(sched_idle & engine_idle & ~self.events.valid)
-        in_range = Signal()
-        writable = Signal()
-        with m.Switch(region):
-            for reg in RouterRegion:
-                with m.Case(reg.value):
-                    m.d.comb += [
-                        in_range.eq(offset < router_region_size(reg, cfg)),
-                        writable.eq(reg != RouterRegion.STATUS),
-                    ]
-        req = (bus.r_en | bus.w_en) & bus.ready
+        m.submodules.bus = slave = BusSlave(
+            [(r.value, router_region_size(r, cfg), r != RouterRegion.STATUS)
+             for r in RouterRegion],
+            region_shift=REGION_SHIFT,
+            region_bits=CORE_SHIFT - REGION_SHIFT,
+        )
+        wiring.connect(m, wiring.flipped(self.mem), slave.bus)
+        req = slave.req
         m.d.comb += [
-            bus.ready.eq(bus_ok),
-            bus.error.eq(bus_ok & (bus.r_en | bus.w_en) & ~(in_range & (writable | ~bus.w_en))),
+            slave.serve.eq(sched_idle & engine_idle & ~self.events.valid),
+            b_pend.eq(slave.pend),
+            strobe[RouterStatusWord.BUS_REFUSED].eq(slave.refused),
         ]
-        with m.If(req & bus.error):
-            m.d.comb += strobe[RouterStatusWord.BUS_REFUSED].eq(1)
-        good = req & ~bus.error
-        b_we, b_re = Signal(), Signal()
-        b_region = Signal(4)
-        b_offset = Signal(REGION_SHIFT)
-        b_data = Signal(BUS_DATA_BITS)
-        m.d.sync += [
-            b_we.eq(good & bus.w_en),
-            b_re.eq(good & bus.r_en),
-            b_region.eq(region),
-            b_offset.eq(offset),
-            b_data.eq(bus.w_data),
-        ]
-        m.d.comb += b_pend.eq(b_we | b_re)
-        # a refused read still answers (with 0), two clocks later like a good one
-        r_refused = Signal()
-        m.d.sync += r_refused.eq(req & bus.error & bus.r_en)
-        r1_valid, r2_valid = Signal(), Signal()
-        r1_region = Signal(4)
-        r1_word = Signal(BUS_DATA_BITS)
-        m.d.sync += [r1_valid.eq(b_re | r_refused), r2_valid.eq(r1_valid), r1_region.eq(
-            Mux(b_re, b_region, 0xF))]
-        with m.If(b_we):
-            with m.Switch(b_region):
+        r_region = Signal(4)
+        r_word = Signal(BUS_DATA_BITS)
+        m.d.sync += r_region.eq(req.region)
+        with m.If(req.we):
+            with m.Switch(req.region):
                 with m.Case(RouterRegion.CONFIG.value):
-                    with m.If(b_offset == RouterConfigWord.N_INPUTS.value):
+                    with m.If(req.offset == RouterConfigWord.N_INPUTS.value):
                         m.d.sync += n_inputs.eq(
-                            Mux(b_data > cfg.n_inputs, cfg.n_inputs, b_data)
+                            Mux(req.data > cfg.n_inputs, cfg.n_inputs, req.data)
                         )
-                    with m.If((b_offset == RouterConfigWord.CONTROL.value) & b_data[0]):
+                    with m.If((req.offset == RouterConfigWord.CONTROL.value) & req.data[0]):
                         m.d.sync += wr_ptr.eq(0)
                 with m.Case(RouterRegion.SRC.value):
-                    w_first = b_data[:16]
-                    w_count = b_data[_COUNT_SHIFT:32]
-                    fits = (w_first + w_count) <= cfg.entries
+                    span = Span(req.data)
+                    fits = (span.first + span.count) <= cfg.entries
                     m.d.comb += [
-                        src_wr.addr.eq(b_offset),
+                        src_wr.addr.eq(req.offset),
                         src_wr.en.eq(1),
-                        src_wr.data.eq(Mux(fits, Cat(w_first[:entry_bits], w_count), 0)),
+                        src_wr.data.eq(Mux(fits, Cat(span.first[:entry_bits], span.count), 0)),
                     ]
                     with m.If(~fits):
                         m.d.comb += strobe[RouterStatusWord.ROUTE_ERRORS].eq(1)
                 with m.Case(RouterRegion.DEST.value):
                     m.d.comb += [
-                        dst_wr.addr.eq(b_offset),
+                        dst_wr.addr.eq(req.offset),
                         dst_wr.en.eq(1),
-                        dst_wr.data.eq(b_data),
+                        dst_wr.data.eq(req.data),
                     ]
-        with m.If(b_re):
-            m.d.comb += [src_rd.addr.eq(b_offset), src_rd.en.eq(1)]
-            m.d.comb += [dst_rd.addr.eq(b_offset), dst_rd.en.eq(1)]
-            with m.Switch(b_region):
+        with m.If(req.re):
+            m.d.comb += [src_rd.addr.eq(req.offset), src_rd.en.eq(1)]
+            m.d.comb += [dst_rd.addr.eq(req.offset), dst_rd.en.eq(1)]
+            with m.Switch(req.region):
                 with m.Case(RouterRegion.CONFIG.value):
-                    m.d.sync += r1_word.eq(
-                        Mux(b_offset == RouterConfigWord.N_INPUTS.value, n_inputs, 0)
+                    m.d.sync += r_word.eq(
+                        Mux(req.offset == RouterConfigWord.N_INPUTS.value, n_inputs, 0)
                     )
                 with m.Case(RouterRegion.STATUS.value):
-                    with m.Switch(b_offset):
+                    with m.Switch(req.offset):
                         for w in RouterStatusWord:
                             with m.Case(w.value):
-                                m.d.sync += r1_word.eq(caps.get(w, cnt[w]))
-        r1_data = Signal(BUS_DATA_BITS)
-        m.d.sync += r1_data.eq(
-            Mux(
-                r1_region == RouterRegion.SRC.value,
-                Cat(src_rd.data[:entry_bits], Signal(16 - entry_bits),
-                    src_rd.data[entry_bits:]),
+                                m.d.sync += r_word.eq(caps.get(w, cnt[w]))
+        stored = Signal(Span)  # a SRC entry as stored (first on entry_bits bits), as read back
+        m.d.comb += [
+            stored.first.eq(src_rd.data[:entry_bits]),
+            stored.count.eq(src_rd.data[entry_bits:]),
+            slave.r_data.eq(
                 Mux(
-                    r1_region == RouterRegion.DEST.value,
-                    dst_rd.data,
-                    Mux(r1_region == 0xF, 0, r1_word),
-                ),
-            )
-        )
-        m.d.comb += [bus.r_valid.eq(r2_valid), bus.r_data.eq(r1_data)]
+                    r_region == RouterRegion.SRC.value,
+                    stored,
+                    Mux(r_region == RouterRegion.DEST.value, dst_rd.data, r_word),
+                )
+            ),
+        ]
         return m
