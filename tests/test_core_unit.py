@@ -370,9 +370,12 @@ def test_bad_parameters_are_skipped_and_counted():
 
 
 # --- whole networks against the golden model ---------------------------------------------------
-def _random_net(rng, n_inputs=10):
+def _random_net(rng, n_inputs=10, per_neuron_threshold=True):
+    thr1 = rng.integers(40, 200, 12)
+    if not per_neuron_threshold:  # (the same draws either way)
+        thr1 = int(thr1[0])
     p1 = NeuronParams(model="lif", leak="mult", beta=int(rng.integers(2000, 4097)),
-                      threshold=rng.integers(40, 200, 12), bias=rng.integers(-5, 6, 12),
+                      threshold=thr1, bias=rng.integers(-5, 6, 12),
                       reset="subtract", reset_delay=False)
     p2 = NeuronParams(model="cuba", leak="shift", beta=3, alpha=2, threshold=90,
                       reset="zero", reset_delay=True)
@@ -395,20 +398,23 @@ def _random_net(rng, n_inputs=10):
     )
 
 
-@pytest.mark.parametrize(
-    ("lanes", "weight_banks", "fast"),
-    [(1, 1, False), (2, 1, False), (4, 1, False), (1, 3, True), (2, 4, True)],
-)
-@pytest.mark.parametrize("seed", [0, 1])
-def test_core_matches_golden(seed, lanes, weight_banks, fast):
-    """Populations of 12, 7 and 5 neurons: with several lanes their bases are not aligned to a
-    neuron group, so the first and last groups run with some lanes masked.  With weight banks
-    the weight word arrives a clock later (and bus reads take a clock more); with registered
-    state the datapaths see the neuron memories a clock later."""
+#: every legal combination of the core's options (docs/core.md, "Timing options")
+OPTION_MATRIX = list(itertools.product([1, 2, 4], [1, 3], [False, True], [True, False]))
+
+
+@pytest.mark.parametrize(("lanes", "weight_banks", "fast", "per_neuron_threshold"),
+                         OPTION_MATRIX)
+@pytest.mark.parametrize("seed", [0, pytest.param(1, marks=pytest.mark.slow)])
+def test_core_matches_golden(seed, lanes, weight_banks, fast, per_neuron_threshold):
+    """The option matrix: lanes x weight banks x fast build x threshold mode, each against the
+    golden model.  Populations of 12, 7 and 5 neurons: with several lanes their bases are not
+    aligned to a neuron group, so the first and last groups run with some lanes masked.  With
+    weight banks the weight word arrives a clock later (and bus reads take a clock more); with
+    registered state the datapaths see the neuron memories a clock later."""
     rng = np.random.default_rng(seed)
-    net = _random_net(rng)
+    net = _random_net(rng, per_neuron_threshold=per_neuron_threshold)
     cfg = CoreConfig(n_neurons=32, n_inputs=12, n_populations=4, synapse_words=256,
-                     lanes=lanes)
+                     lanes=lanes, per_neuron_threshold=per_neuron_threshold)
     # each channel at most once per timestep (docs/network.md), in random order
     events = [list(rng.permutation(net.n_inputs)[: rng.integers(0, 11)]) for _ in range(10)]
     events[3] = list(range(net.n_inputs))  # every channel, back to back
