@@ -101,7 +101,7 @@ class NeuronCore(wiring.Component):
             registered_decode=fast,
             read_latency=self.read_latency,
         )
-        m.submodules.registers = regs = CoreRegisters(cfg)
+        m.submodules.registers = regs = CoreRegisters(cfg, opts)
         m.submodules.sequencer = seq = (RegisteredSequencer if fast else Sequencer)(cfg)
         m.submodules.descriptors = desc = (
             RegisteredDescriptorEngine if fast else DescriptorEngine
@@ -138,7 +138,7 @@ class NeuronCore(wiring.Component):
         connect(m, flipped(self.mem), bus.bus)
         req, pend = bus.req, bus.pend
         m.d.comb += [
-            bus.serve.eq(seq.serve),
+            bus.serve.eq(seq.serve & ~regs.busy),
             regs.req.eq(req),
             regs.w_data.eq(bus.w_data),
             regs.bus_refused.eq(bus.refused),
