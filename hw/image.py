@@ -33,6 +33,7 @@ __all__ = [
     "REGION_SHIFT",
     "EVENT_BITS",
     "POP_WORDS",
+    "POP_WORD_BITS",
     "DESC_WORDS",
     "LIST_BITS",
     "BITMAP_BITS",
@@ -61,6 +62,9 @@ EVENT_BITS = 16
 
 POP_WORDS = 8
 """Words per population in :attr:`Region.POP` (see :class:`PopWord`)."""
+
+POP_WORD_BITS = 16
+"""Width of a word of :attr:`Region.POP`."""
 
 DESC_WORDS = 4
 """Words per fan-out block descriptor in :attr:`Region.DESC` (see :class:`DescWord`)."""

@@ -15,6 +15,7 @@ from ..bus import BUS_DATA_BITS, BusSlave, MemBusSignature
 from ..image import (
     DESC_WORDS,
     EVENT_BITS,
+    POP_WORD_BITS,
     POP_WORDS,
     REGION_SHIFT,
     CoreConfig,
@@ -115,12 +116,12 @@ class NeuronCore(wiring.Component):
         m.submodules.bitmap = bitmap = SpikeBitmap(cfg)
         m.submodules.walker = walker = (RegisteredWalker if fast else Walker)(cfg)
 
-        # the population table (POP_WORDS 16-bit words per population, loaded into the
+        # the population table (POP_WORDS words per population, loaded into the
         # sequencer's registers before a population is run) and the fan-out block descriptors
         # (DESC_WORDS 32-bit words each, read one by one)
         attrs = opts.table_attrs(platform)
         m.submodules.pop_mem = pop_mem = Memory(
-            shape=unsigned(16), depth=POP_WORDS * cfg.n_populations, init=[], attrs=attrs
+            shape=unsigned(POP_WORD_BITS), depth=POP_WORDS * cfg.n_populations, init=[], attrs=attrs
         )
         m.submodules.desc_mem = desc_mem = Memory(
             shape=unsigned(32), depth=DESC_WORDS * cfg.descriptors, init=[], attrs=attrs
@@ -292,7 +293,7 @@ class NeuronCore(wiring.Component):
                 with m.Case(*(r.value for r in neuron)):
                     m.d.comb += second.eq(lanes.r_word)
                 # the table words, registered straight from the block RAMs
-                pop_q = Signal(16)
+                pop_q = Signal(POP_WORD_BITS)
                 m.d.sync += pop_q.eq(pop_word)
                 with m.Case(Region.POP.value):
                     m.d.comb += second.eq(pop_q)
