@@ -102,7 +102,7 @@ class NeuronCore(wiring.Component):
             registered_decode=fast,
             read_latency=self.read_latency,
         )
-        m.submodules.registers = regs = CoreRegisters(cfg, opts)
+        m.submodules.registers = regs = CoreRegisters(cfg, opts, bus.request_layout)
         m.submodules.sequencer = seq = (RegisteredSequencer if fast else Sequencer)(cfg)
         m.submodules.descriptors = desc = (
             RegisteredDescriptorEngine if fast else DescriptorEngine
@@ -112,7 +112,9 @@ class NeuronCore(wiring.Component):
         m.submodules.accumulate = acc = (RegisteredAccumulatePipe if fast else AccumulatePipe)(
             cfg, weights.latency
         )
-        m.submodules.lanes = lanes = (RegisteredNeuronLanes if fast else NeuronLanes)(cfg)
+        m.submodules.lanes = lanes = (RegisteredNeuronLanes if fast else NeuronLanes)(
+            cfg, bus.request_layout
+        )
         m.submodules.bitmap = bitmap = SpikeBitmap(cfg)
         m.submodules.walker = walker = (RegisteredWalker if fast else Walker)(cfg)
 

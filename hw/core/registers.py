@@ -22,8 +22,8 @@ class CoreRegisters(wiring.Component):
 
     Attributes
     ----------
-    req : In(BusRequest)
-        The bus slave's registered request.
+    req : In(request_layout)
+        The bus slave's registered request (:attr:`~spikeforge.hw.bus.BusSlave.req`).
     w_data : In(32)
         The request's data as it is on the bus (a list word is checked a clock early).
     n_inputs, n_pops, input_list : Out
@@ -40,12 +40,14 @@ class CoreRegisters(wiring.Component):
         A counted event is not readable yet: the bus waits.
     """
 
-    def __init__(self, config: CoreConfig, options: CoreOptions):
+    def __init__(self, config: CoreConfig, options: CoreOptions, request_layout=None):
         self.config = config
         self.options = options
+        if request_layout is None:
+            request_layout = BusRequest(REGION_SHIFT)
         super().__init__(
             {
-                "req": In(BusRequest(REGION_SHIFT)),
+                "req": In(request_layout),
                 "w_data": In(BUS_DATA_BITS),
                 "n_inputs": Out(16, init=config.n_inputs),
                 "n_pops": Out(range(config.n_populations + 1)),
