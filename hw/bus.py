@@ -12,6 +12,8 @@ from amaranth import Module, Mux, Signal
 from amaranth.lib import data, wiring
 from amaranth.lib.wiring import In, Out
 
+from .compare import below
+
 __all__ = ["MemBusSignature", "BusSlave", "BusRequest", "BUS_ADDR_BITS", "BUS_DATA_BITS"]
 
 BUS_ADDR_BITS = 28
@@ -142,7 +144,7 @@ class BusSlave(wiring.Component):
         with m.Switch(region):
             for reg, size, can_write in self.regions:
                 with m.Case(reg):
-                    m.d.comb += [in_range.eq(_below(offset, size)), writable.eq(can_write)]
+                    m.d.comb += [in_range.eq(below(offset, size)), writable.eq(can_write)]
         ready = self.serve
         if self.registered_decode:
             seen = Signal()  # the request has been on the bus for a clock: its decode is ready
@@ -184,18 +186,6 @@ class BusSlave(wiring.Component):
                 ok = ok_q
         m.d.sync += [bus.r_valid.eq(answer), bus.r_data.eq(Mux(ok, self.r_data, 0))]
         return m
-
-
-def _below(offset, size: int):
-    """``offset < size`` for a constant ``size``, as a test of the high bits where it can be
-    (a short comparator instead of one as wide as the offset)."""
-    if size <= 0:
-        return 0
-    k = (size - 1).bit_length()  # offsets below size have no bit set from k up
-    high = offset[k:] == 0 if k < len(offset) else 1
-    if size == 1 << k:
-        return high
-    return high & (offset[:k] < size)
 
 
 def BusRequest(offset_bits: int, data_width: int = BUS_DATA_BITS) -> data.StructLayout:

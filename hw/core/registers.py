@@ -9,6 +9,7 @@ from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
 from ..bus import BUS_DATA_BITS, BusRequest
+from ..compare import at_most
 from ..counters import FlopCounters, RamCounters
 from ..image import REGION_SHIFT, ConfigWord, CoreConfig, DescList, Region, StatusWord
 from .options import CoreOptions
@@ -94,11 +95,11 @@ class CoreRegisters(wiring.Component):
             with m.Switch(req.offset):
                 with m.Case(ConfigWord.N_INPUTS.value):
                     m.d.sync += self.n_inputs.eq(
-                        Mux(req.data > cfg.n_inputs, cfg.n_inputs, req.data)
+                        Mux(at_most(req.data, cfg.n_inputs), req.data, cfg.n_inputs)
                     )
                 with m.Case(ConfigWord.N_POPULATIONS.value):
                     m.d.sync += self.n_pops.eq(
-                        Mux(req.data > cfg.n_populations, cfg.n_populations, req.data)
+                        Mux(at_most(req.data, cfg.n_populations), req.data, cfg.n_populations)
                     )
                 with m.Case(ConfigWord.CONTROL.value):
                     m.d.comb += self.clear_spikes.eq(req.data[0])

@@ -13,6 +13,7 @@ from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from ...spec import LeakMode, NeuronModel
+from ..compare import at_most, below
 from ..image import (
     EVENT_BITS,
     POP_WORD_BITS,
@@ -47,7 +48,7 @@ def population_layout() -> data.StructLayout:
 def list_ok(word, config: CoreConfig):
     """A descriptor list (:data:`DescList`) stays inside the table."""
     lst = DescList(word[: DescList.size])
-    return (lst.count == 0) | (lst.first + lst.count <= config.descriptors)
+    return (lst.count == 0) | at_most(lst.first + lst.count, config.descriptors)
 
 
 class Sequencer(wiring.Component):
@@ -199,13 +200,13 @@ class Sequencer(wiring.Component):
         def decay_ok(code):
             return (
                 (leak == LeakMode.NONE)
-                | ((leak == LeakMode.MULT) & (code <= one))
-                | ((leak == LeakMode.SHIFT) & (code >= k_lo) & (code <= k_hi))
+                | ((leak == LeakMode.MULT) & at_most(code, one))
+                | ((leak == LeakMode.SHIFT) & ~below(code, k_lo) & at_most(code, k_hi))
             )
 
         pop_checks = Cat(
             pop.size != 0,
-            pop.base + pop.size <= N,
+            at_most(pop.base + pop.size, N),
             leak.as_value() != 3,
             reset.as_value() != 3,
             decay_ok(pop.beta),
