@@ -2,7 +2,7 @@
 
 Spec: the golden model API (``spikeforge.sim.golden``) and the raster convention of
 ``spikeforge.host.coding``.  Every backend takes the same integer
-:class:`~spikeforge.sim.network.Network` and returns the spikes of all neurons, so the demo and
+:class:`~spikeforge.network.Network` and returns the spikes of all neurons, so the demo and
 ``spikeforge run`` can swap the chip for its golden model and compare them.
 
 A chip backend (UART link to a board or to the virtual board) implements :class:`Backend` and
@@ -16,8 +16,8 @@ from __future__ import annotations
 import numpy as np
 
 from ..errors import ConfigError
+from ..network import Network
 from ..sim.golden import GoldenChip
-from ..sim.network import Network
 from ..spec import DEFAULT_FORMAT, Format
 
 __all__ = [

@@ -1,7 +1,7 @@
 """The model compiler: trained models -> float Network -> integer Network -> fit check.
 
 Spec: ``docs/compiler.md`` (the flow, the NIR mapping table, what is refused and why),
-``docs/neuron.md`` (the integer neuron) and ``sim/network.py`` (the network description).
+``docs/neuron.md`` (the integer neuron) and ``spikeforge/network.py`` (the network description).
 
 The flow (after Rockpool's Xylo flow)::
 
@@ -21,8 +21,8 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ..errors import ConfigError, FitError, SpikeforgeError, UnsupportedError
+from ..network import INPUT, Network, NeuronParams, Population, Projection
 from ..sim.golden import population_arrays
-from ..sim.network import INPUT, Network, NeuronParams, Population, Projection
 from ..spec import DEFAULT_FORMAT, Format, LeakMode, NeuronModel
 from .nir_import import READOUT_THRESHOLD, Settings, from_nir, is_readout, read_nir
 from .quantize import Quantized, QuantReport, compare, quantize

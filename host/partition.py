@@ -35,7 +35,7 @@ from ..hw.router import (
     dest_host,
     router_address,
 )
-from ..sim.network import INPUT, Network, Projection
+from ..network import INPUT, Network, Projection
 
 __all__ = ["ChipMapping", "partition", "subnetwork"]
 

@@ -16,8 +16,8 @@ from __future__ import annotations
 import numpy as np
 
 from ..errors import ConfigError
+from ..network import INPUT, Network, NeuronParams
 from ..spec import DEFAULT_FORMAT, Format, LeakMode, NeuronModel, ResetMode
-from .network import INPUT, Network, NeuronParams
 
 __all__ = [
     "GoldenChip",
