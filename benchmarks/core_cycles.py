@@ -19,8 +19,9 @@ import sys
 
 import numpy as np
 
+from spikeforge.host.image import compile_blocks
 from spikeforge.hw.core_sim import run_network
-from spikeforge.hw.image import CoreConfig, compile_blocks
+from spikeforge.hw.image import CoreConfig
 from spikeforge.network import INPUT, Network, NeuronParams, Population, Projection
 from spikeforge.sim.golden import GoldenChip
 

@@ -19,12 +19,13 @@ import numpy as np
 
 from ..errors import ConfigError, FitError
 from ..hw.chip import chip_config_from_ident, config_from_ident
-from ..hw.image import Region, StatusWord, address, build_image, decode_state, fit_problems
+from ..hw.image import Region, StatusWord, address
 from ..hw.router import RouterConfig, RouterRegion, RouterStatusWord, core_address, router_address
 from ..network import Network
 from ..sim.golden import validate_network
 from .backends import Backend, check_raster
 from .device import Device
+from .image import build_image, decode_state, fit_problems
 
 __all__ = ["ChipBackend", "VirtualChipBackend", "DEFAULT_BAUD"]
 

@@ -24,6 +24,7 @@ from ..errors import ConfigError, FitError, SpikeforgeError, UnsupportedError
 from ..network import INPUT, Network, NeuronParams, Population, Projection
 from ..sim.golden import population_arrays
 from ..spec import DEFAULT_FORMAT, Format, LeakMode, NeuronModel
+from .image import build_image, fit_problems
 from .nir_import import READOUT_THRESHOLD, Settings, from_nir, is_readout, read_nir
 from .quantize import Quantized, QuantReport, compare, quantize
 
@@ -340,7 +341,7 @@ def check_fit(net: Network, config=None, fmt: Format = DEFAULT_FORMAT) -> list:
 
     Checks each population's parameters and each projection's weights against ``fmt`` (all of
     them, not just the first failure), the accumulator bound, then, when the gateware package
-    provides it and ``config`` is given, ``spikeforge.hw.image.fit_problems(net, config)``
+    provides it and ``config`` is given, ``spikeforge.host.image.fit_problems(net, config)``
     (memory sizes, neuron and synapse counts of the chip configuration ``config``, a
     ``spikeforge.hw.image.CoreConfig``).  ``fmt`` defaults to ``config.fmt`` when it has one.
     """
@@ -377,13 +378,8 @@ def check_fit(net: Network, config=None, fmt: Format = DEFAULT_FORMAT) -> list:
             validate_network(net, "int", fmt)
         except SpikeforgeError as e:
             problems.append(str(e))
-    try:
-        from ..hw import image as hw_image
-    except ImportError:
-        hw_image = None
-    fit = getattr(hw_image, "fit_problems", None)
-    if fit is not None and config is not None:
-        problems += [str(p) for p in fit(net, config)]
+    if config is not None:
+        problems += [str(p) for p in fit_problems(net, config)]
     return list(dict.fromkeys(problems))  # each problem once, in order
 
 
@@ -421,16 +417,14 @@ class Compiled:
         return Quantized(self.net, self.float_net, self.scales, self.fmt, self.notes)
 
     def image(self, config=None):
-        """The chip's memory image: ``spikeforge.hw.image.build_image(net, config)``.
+        """The chip's memory image: ``spikeforge.host.image.build_image(net, config)``.
 
         ``config`` defaults to the one the network was checked against.
         """
-        from ..hw import image as hw_image
-
         config = self.config if config is None else config
         if config is None:
             raise ConfigError("Compiled.image() needs a chip configuration (a CoreConfig)")
-        return hw_image.build_image(self.net, config)
+        return build_image(self.net, config)
 
     def report(self, raster, labels=None, decoder="count") -> QuantReport:
         """Quantization report on ``raster`` (see :func:`compare`)."""
@@ -487,7 +481,7 @@ def compile(
         module (with ``n_inputs``), a scikit-learn MLP (with ``calibration``) or a list of
         weight matrices.  An already integer ``Network`` is checked, not quantized again.
     config
-        Chip configuration passed to ``spikeforge.hw.image.fit_problems``.
+        Chip configuration passed to ``spikeforge.host.image.fit_problems``.
     settings : Settings
         NIR settings (``dt``, reset).
     fmt, per_neuron, leak

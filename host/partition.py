@@ -2,7 +2,7 @@
 
 Spec: ``docs/routing.md`` (partition, table format, queue sizing) and ``docs/network.md`` (when
 a spike arrives).  Pure Python / NumPy; the table's word format comes from
-``spikeforge.hw.router`` and each core's memory image from ``spikeforge.hw.image.build_image``
+``spikeforge.hw.router`` and each core's memory image from ``spikeforge.host.image.build_image``
 (used as a black box).
 
 Populations are assigned to cores in update order, contiguously: core ``a`` holds populations
@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ..errors import ConfigError, FitError
-from ..hw.image import CoreConfig, Region, address, build_image, fit_problems
+from ..hw.image import ConfigWord, CoreConfig, Region, address
 from ..hw.router import (
     RouterConfig,
     RouterConfigWord,
@@ -36,6 +36,7 @@ from ..hw.router import (
     router_address,
 )
 from ..network import INPUT, Network, Projection
+from .image import build_image, fit_problems
 
 __all__ = ["ChipMapping", "partition", "subnetwork"]
 
@@ -164,8 +165,6 @@ class ChipMapping:
         Cores beyond the used ones (up to ``n_cores``) get no populations and no inputs, and
         forget any pending spikes, so they finish a timestep at once and emit nothing.
         """
-        from ..hw.image import ConfigWord
-
         blocks = []
         for k, sub in enumerate(self.subnets):
             for addr, words in build_image(sub, config):
@@ -344,7 +343,7 @@ def partition(net: Network, n_cores: int, core_config: CoreConfig, *, strategy: 
         Cores available.
     core_config : CoreConfig
         Configuration of each core; every sub-network must pass
-        :func:`~spikeforge.hw.image.fit_problems` for it.
+        :func:`~spikeforge.host.image.fit_problems` for it.
     strategy : {"fill", "balance"}
         ``"fill"``: greedy, each core takes populations in update order while its sub-network
         still fits (fewest cores).  ``"balance"``: among the contiguous splits over up to
