@@ -10,6 +10,7 @@ and the word formats are the gateware's (:mod:`spikeforge.hw.image`); this modul
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import numpy as np
 
@@ -25,11 +26,13 @@ from ..hw.image import (
     pop_options,
 )
 from ..network import INPUT
-from ..sim.golden import population_arrays, validate_network
+from ..sim.golden import network_problems
 from ..spec import DEFAULT_FORMAT, Format, LeakMode, NeuronModel
 
 __all__ = [
     "Block",
+    "Layout",
+    "Fit",
     "compile_blocks",
     "fit_problems",
     "check_fit",
@@ -56,7 +59,8 @@ def _uniform(value, name, pop):
 
 @dataclass(frozen=True)
 class Block:
-    """One fan-out block descriptor (see :class:`DescWord`) and where its weights are."""
+    """One fan-out block descriptor (see :class:`~spikeforge.hw.image.DescWord`) and where its
+    weights are."""
 
     target: int  #: first target neuron (global index)
     length: int  #: targets per source
@@ -87,7 +91,15 @@ def _groups(net):
     return list(groups.items())
 
 
-def compile_blocks(net, config: CoreConfig):
+class Layout(NamedTuple):
+    """What :func:`compile_blocks` returns: the fan-out blocks and the weight slots."""
+
+    lists: dict
+    blocks: list
+    slots: list
+
+
+def compile_blocks(net, config: CoreConfig) -> Layout:
     """Lay out every projection of ``net`` as a dense block of weights.
 
     Each projection becomes one :class:`Block`: the bounding box of its non-zero weights (rows
@@ -98,12 +110,11 @@ def compile_blocks(net, config: CoreConfig):
 
     Returns
     -------
-    lists : dict
-        ``("input", None)``, ``("forward", pop)``, ``("recurrent", pop)`` -> ``(first, count)``,
-        the group's run of consecutive descriptors.
-    blocks : list of Block
-    slots : list of int
-        Weight of every slot (signed).
+    Layout
+        ``(lists, blocks, slots)``.  ``lists``: ``("input", None)``, ``("forward", pop)``,
+        ``("recurrent", pop)`` -> ``(first, count)``, the group's run of consecutive
+        descriptors; ``blocks``: the :class:`Block` list; ``slots``: the weight of every slot
+        (signed).
     """
     lists, blocks, slots = {}, [], []
     for key, projections in _groups(net):
@@ -128,16 +139,52 @@ def compile_blocks(net, config: CoreConfig):
             )
             slots.extend(int(x) for x in box.ravel())
         lists[key] = (first, len(blocks) - first)
-    return lists, blocks, slots
+    return Layout(lists, blocks, slots)
 
 
-def fit_problems(net, config: CoreConfig) -> list[str]:
-    """Every reason why ``net`` does not fit ``config`` (an empty list: it fits)."""
+@dataclass(frozen=True, eq=False)
+class Fit:
+    """What the fit check found for one network and one core, and what its image is built from.
+
+    Made by :func:`check_fit` (or :func:`fit_problems`, which returns only the problems); hand it
+    to :func:`build_image` so that the image is built without checking and compiling again.
+    """
+
+    net: object  #: the network checked
+    config: CoreConfig | None  #: the core it was checked against (``None``: the format only)
+    fmt: Format  #: the number format it was checked against
+    problems: tuple  #: every reason why ``net`` does not fit (empty: it fits)
+    arrays: list | None  #: per-population arrays (``population_arrays``), when the net is valid
+    layout: Layout | None  #: :func:`compile_blocks`' result, when it was compiled
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+
+def _fit(net, config: CoreConfig | None, fmt: Format | None) -> Fit:
+    """The one fit check: validate ``net`` once, compile it once (when ``config`` is given)."""
+    if config is not None:
+        fmt = config.fmt
+    elif fmt is None:
+        fmt = DEFAULT_FORMAT
+    problems, arrays = network_problems(net, "int", fmt)
+    layout = None
+    if config is not None:
+        problems += _capacity_problems(net, config)
+        if net.n_neurons <= config.n_neurons and net.n_inputs <= config.n_inputs:
+            try:
+                layout = compile_blocks(net, config)
+            except ConfigError as exc:
+                problems.append(str(exc))
+            else:
+                problems += _layout_problems(layout, config)
+    problems = tuple(dict.fromkeys(problems))  # each problem once, in order
+    return Fit(net, config, fmt, problems, arrays, layout)
+
+
+def _capacity_problems(net, config: CoreConfig) -> list[str]:
     problems = []
-    try:
-        validate_network(net, "int", config.fmt)
-    except ConfigError as exc:
-        problems.append(str(exc))
     if net.n_neurons > config.n_neurons:
         problems.append(
             f"the network has {net.n_neurons} neurons, the core holds {config.n_neurons}"
@@ -157,54 +204,82 @@ def fit_problems(net, config: CoreConfig) -> list[str]:
             p = _uniform(getattr(pop.params, name), name, pop.name)
             if p:
                 problems.append(p)
-    if net.n_neurons <= config.n_neurons and net.n_inputs <= config.n_inputs:
-        try:
-            lists, blocks, slots = compile_blocks(net, config)
-        except ConfigError as exc:
-            problems.append(str(exc))
-        else:
-            if len(blocks) > config.descriptors:
-                problems.append(
-                    f"the fan-out needs {len(blocks)} block descriptors (one per projection), "
-                    f"the core's descriptor table holds {config.descriptors}"
-                )
-            words = -(-len(slots) // config.weights_per_word)
-            if words > config.synapse_words:
-                problems.append(
-                    f"the weights need {words} synapse words ({len(slots)} weight slots, the "
-                    f"bounding boxes of the projections' non-zero weights), the core's weight "
-                    f"memory holds {config.synapse_words}"
-                )
-            for key, (_, count) in lists.items():
-                if count >= 1 << LIST_BITS:
-                    problems.append(
-                        f"{key[0]} fan-out of {key[1] or 'the input'} has {count} projections, "
-                        f"a descriptor list holds at most {(1 << LIST_BITS) - 1}"
-                    )
     return problems
 
 
-def check_fit(net, config: CoreConfig):
-    """Raise :class:`~spikeforge.errors.FitError` listing every problem if ``net`` does not fit."""
-    problems = fit_problems(net, config)
-    if problems:
-        raise FitError(problems)
+def _layout_problems(layout: Layout, config: CoreConfig) -> list[str]:
+    lists, blocks, slots = layout
+    problems = []
+    if len(blocks) > config.descriptors:
+        problems.append(
+            f"the fan-out needs {len(blocks)} block descriptors (one per projection), "
+            f"the core's descriptor table holds {config.descriptors}"
+        )
+    words = -(-len(slots) // config.weights_per_word)
+    if words > config.synapse_words:
+        problems.append(
+            f"the weights need {words} synapse words ({len(slots)} weight slots, the "
+            f"bounding boxes of the projections' non-zero weights), the core's weight "
+            f"memory holds {config.synapse_words}"
+        )
+    for key, (_, count) in lists.items():
+        if count >= 1 << LIST_BITS:
+            problems.append(
+                f"{key[0]} fan-out of {key[1] or 'the input'} has {count} projections, "
+                f"a descriptor list holds at most {(1 << LIST_BITS) - 1}"
+            )
+    return problems
+
+
+def fit_problems(net, config: CoreConfig | None = None, *, fmt: Format | None = None) -> list[str]:
+    """Every reason why ``net`` does not fit ``config`` (an empty list: it fits).
+
+    The one fit check of the host library: every population's parameters and every
+    projection's weights against the number format, the accumulator bound
+    (:func:`~spikeforge.sim.golden.network_problems`), and, when ``config`` is given, the
+    core's capacities: neurons, input channels, populations, per-neuron decays (and
+    thresholds on a core with one per population), fan-out block descriptors, descriptor lists
+    and weight memory (:func:`compile_blocks`).  Without ``config`` only the format is checked:
+    ``fmt`` (default ``spikeforge.spec.DEFAULT_FORMAT``); with it, ``config.fmt``.
+    """
+    return list(_fit(net, config, fmt).problems)
+
+
+def check_fit(net, config: CoreConfig | None = None, *, fmt: Format | None = None) -> Fit:
+    """:func:`fit_problems`, raising :class:`~spikeforge.errors.FitError` listing every problem.
+
+    Returns the :class:`Fit` (for :func:`build_image`) when ``net`` fits.
+    """
+    fit = _fit(net, config, fmt)
+    if fit.problems:
+        raise FitError(list(fit.problems))
+    return fit
 
 
 def _scalar(value):
     return int(np.asarray(value).ravel()[0])
 
 
-def build_image(net, config: CoreConfig) -> list[tuple[int, list[int]]]:
+def build_image(net, config: CoreConfig, fit: Fit | None = None) -> list[tuple[int, list[int]]]:
     """Encode ``net`` as ``(address, words)`` blocks of bus writes.
 
     Writing every block (in order, while the core is idle) loads the network and resets its state
     (membrane, current, accumulator, pending recurrent spikes) to zero, as
     :meth:`~spikeforge.sim.golden.GoldenChip.reset`.
+
+    ``fit`` is what :func:`check_fit` returned for this ``net`` and ``config`` (then nothing is
+    checked or compiled again); without it, :func:`check_fit` runs first (and raises
+    :class:`~spikeforge.errors.FitError` if ``net`` does not fit).
     """
-    check_fit(net, config)
+    if fit is None:
+        fit = check_fit(net, config)
+    elif fit.net is not net or fit.config != config or not fit.ok:
+        raise ConfigError(
+            "build_image: fit= is not a passed fit check of this network for this configuration "
+            "(use the Fit that check_fit(net, config) returned)"
+        )
     fmt = config.fmt
-    lists, blocks, slots = compile_blocks(net, config)
+    lists, blocks, slots = fit.layout
 
     def list_word(key):
         first, count = lists[key]
@@ -212,8 +287,7 @@ def build_image(net, config: CoreConfig) -> list[tuple[int, list[int]]]:
 
     n = net.n_neurons
     pop_words, thr, bias = [], [], []
-    for pop in net.populations:
-        arr = population_arrays(pop.params, pop.size, pop.name, "int", fmt)
+    for pop, arr in zip(net.populations, fit.arrays, strict=True):
         opts = pop_options(
             pop.params,
             pop.name in net.outputs,
