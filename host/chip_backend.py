@@ -22,7 +22,7 @@ from ..hw.chip import chip_config_from_ident, config_from_ident
 from ..hw.image import Region, StatusWord, address
 from ..hw.router import RouterConfig, RouterRegion, RouterStatusWord, core_address, router_address
 from ..network import Network
-from .backends import Backend, check_raster
+from .backend import Backend, check_raster
 from .device import Device
 from .image import build_image, decode_state
 from .partition import partition
