@@ -6,6 +6,7 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
+from spikeforge.boards.configs import ChipParams
 from spikeforge.errors import ConfigError, FitError
 from spikeforge.host import image as host_image
 from spikeforge.host.chip_backend import ChipBackend
@@ -141,3 +142,22 @@ def test_one_fit_check_two_contracts():
     # without a configuration only the number format is checked
     assert fit_problems(big) == []
     assert check_fit(big).layout is None
+
+
+# --- capacity: one weights-per-word rule (CoreConfig.weights_per_word) ------------------------
+@pytest.mark.parametrize("lanes, per_word", [(1, 2), (2, 2), (4, 4)])
+def test_a_boards_synapses_size_the_weight_memory_for_its_lanes(lanes, per_word):
+    def params(synapses):
+        return ChipParams(neurons=64, inputs=8, populations=2, synapses=synapses, lanes=lanes,
+                          clock_mhz=12.0, baud=115200)
+
+    cfg = params(1001).to_core_config()
+    assert (cfg.n_neurons, cfg.n_inputs, cfg.n_populations, cfg.lanes) == (64, 8, 2, lanes)
+    assert cfg.weights_per_word == per_word
+    assert cfg.synapse_words == -(-1001 // per_word)  # 2x too many with lanes=4 before
+    # a dense 8 x 64 projection takes exactly 512 weight slots with every lane count
+    net = Network(8, [Population("a", 64, NeuronParams(beta=3900, threshold=40))],
+                  [Projection(INPUT, "a", RNG.integers(-9, 9, (8, 64)) | 1)])
+    assert fit_problems(net, params(512).to_core_config()) == []
+    short = fit_problems(net, params(512 - per_word).to_core_config())
+    assert any("synapse words" in p for p in short), short
