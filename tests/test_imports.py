@@ -22,11 +22,17 @@ KNOWN_CYCLES = {
 
 
 def _modules():
+    """``{module name: file}`` of every module, sub-packages (e.g. ``hw/core/``) included."""
     mods = {}
     for pkg, path in PACKAGES.items():
-        for f in sorted(path.glob("*.py")):
-            name = pkg if f.stem == "__init__" else f"{pkg}.{f.stem}"
-            mods[name] = f
+        for f in sorted(path.rglob("*.py")):
+            parts = f.relative_to(path).with_suffix("").parts
+            if not all((path / Path(*parts[:k]) / "__init__.py").is_file()
+                       for k in range(1, len(parts))):
+                continue  # not inside a sub-package (a build or data directory)
+            if parts[-1] == "__init__":
+                parts = parts[:-1]
+            mods[".".join((pkg,) + parts)] = f
     return mods
 
 
@@ -50,8 +56,12 @@ def _imports(name, path, mods):
         else:
             continue
         for t in targets:
-            if t in mods and t != name:
-                out.setdefault(t, node.lineno)
+            # importing a.b.c runs the package a.b too (unless the importer is inside it)
+            parts = t.split(".")
+            for k in range(2, len(parts) + 1):
+                dep = ".".join(parts[:k])
+                if dep in mods and dep != name and not name.startswith(dep + "."):
+                    out.setdefault(dep, node.lineno)
     return out
 
 
