@@ -17,12 +17,13 @@ from amaranth.lib.wiring import In, Out
 
 from ..errors import ConfigError
 from ..spec import Format
-from .bus import MemBusSignature
 from .core import CoreOptions, NeuronCore
-from .image import ConfigWord, CoreConfig, Region, address
+from .image import CoreConfig
 from .link import Link
+from .multicore import MultiCore
 from .router import RouterConfig
 from .skid import StreamRegister
+from .state_clear import StateClear
 from .uart import UARTRx, UARTTx
 
 __all__ = [
@@ -112,59 +113,6 @@ def chip_config_from_ident(words) -> CoreConfig | RouterConfig:
     cores, n_inputs, entries, delay = words[_CHIP : _CHIP + 4]
     return RouterConfig(core, cores=cores, n_inputs=n_inputs, entries=entries,
                         delay_depth=delay)
-
-
-class StateClear(wiring.Component):
-    """Clears the neuron state over the memory bus when ``start`` pulses (RESET_STATE).
-
-    Writes 0 to every word of the V, I and ACC regions and 1 to ``CONFIG.CONTROL`` (forget the
-    pending recurrent spikes), one write per cycle the core is ready.  Parameters, weights and
-    routing are kept.
-
-    Attributes
-    ----------
-    start : In(1)
-        One-cycle pulse.
-    busy : Out(1)
-        High from the cycle after ``start`` until the last write was taken.
-    bus : Out(MemBusSignature())
-        Master of the core's bus while ``busy``.
-    """
-
-    def __init__(self, config: CoreConfig):
-        self.config = config
-        super().__init__(
-            {"start": In(1), "busy": Out(1), "bus": Out(MemBusSignature())}
-        )
-
-    def elaborate(self, platform):
-        m = Module()
-        n = self.config.n_neurons
-        regions = [Region.V, Region.I, Region.ACC]
-        region = Signal(range(len(regions) + 1))
-        offset = Signal(range(max(n, 2)))
-        addr = Signal.like(self.bus.addr)
-        with m.Switch(region):
-            for k, reg in enumerate(regions):
-                with m.Case(k):
-                    m.d.comb += addr.eq(address(reg) + offset)
-            with m.Default():
-                m.d.comb += addr.eq(address(Region.CONFIG, ConfigWord.CONTROL.value))
-        m.d.comb += [
-            self.bus.addr.eq(addr),
-            self.bus.w_data.eq(region == len(regions)),  # CONTROL bit 0: forget pending spikes
-            self.bus.w_en.eq(self.busy),
-        ]
-        with m.If(self.start & ~self.busy):
-            m.d.sync += [self.busy.eq(1), region.eq(0), offset.eq(0)]
-        with m.Elif(self.busy & self.bus.ready):
-            with m.If(region == len(regions)):
-                m.d.sync += self.busy.eq(0)
-            with m.Elif(offset == n - 1):
-                m.d.sync += [region.eq(region + 1), offset.eq(0)]
-            with m.Else():
-                m.d.sync += offset.eq(offset + 1)
-        return m
 
 
 class Chip(wiring.Component):
@@ -259,8 +207,6 @@ class Chip(wiring.Component):
                 link.rx_overrun.eq(self.rx_overrun),
             ]
         if multi:
-            from .multicore import MultiCore
-
             m.submodules.cores = target = MultiCore(self.router_config)
             spike_bits = 16
         else:

@@ -6,6 +6,14 @@ import pytest
 from amaranth.sim import Simulator
 
 from spikeforge.errors import ConfigError, FitError
+from spikeforge.host.image import (
+    Block,
+    build_image,
+    check_fit,
+    compile_blocks,
+    decode_state,
+    fit_problems,
+)
 from spikeforge.hw.core import CoreOptions, NeuronCore
 from spikeforge.hw.core_neuron import NeuronDatapath
 from spikeforge.hw.core_sim import (
@@ -17,7 +25,6 @@ from spikeforge.hw.core_sim import (
     send_event,
 )
 from spikeforge.hw.image import (
-    Block,
     ConfigWord,
     CoreConfig,
     DescWord,
@@ -26,12 +33,7 @@ from spikeforge.hw.image import (
     Region,
     StatusWord,
     address,
-    build_image,
-    check_fit,
-    compile_blocks,
     decode_signed,
-    decode_state,
-    fit_problems,
     pop_options,
     region_size,
 )
