@@ -19,10 +19,13 @@ from ..hw.image import (
     LIST_BITS,
     ConfigWord,
     CoreConfig,
+    DescList,
     PopWord,
     Region,
+    Span,
     address,
     decode_signed,
+    pack,
     pop_options,
 )
 from ..network import INPUT
@@ -72,7 +75,12 @@ class Block:
     def words(self) -> list[int]:
         """The block's :class:`DescWord` words."""
         stride = self.length if self.stride is None else self.stride
-        return [self.target | self.length << 16, self.slot, self.first | self.count << 16, stride]
+        return [
+            pack(Span, first=self.target, count=self.length),
+            self.slot,
+            pack(Span, first=self.first, count=self.count),
+            stride,
+        ]
 
 
 def _groups(net):
@@ -283,7 +291,7 @@ def build_image(net, config: CoreConfig, fit: Fit | None = None) -> list[tuple[i
 
     def list_word(key):
         first, count = lists[key]
-        return first | count << LIST_BITS if count else 0
+        return pack(DescList, first=first, count=count) if count else 0
 
     n = net.n_neurons
     pop_words, thr, bias = [], [], []

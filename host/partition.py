@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ..errors import ConfigError, FitError
-from ..hw.image import ConfigWord, CoreConfig, Region, address
+from ..hw.image import ConfigWord, CoreConfig, Region, Span, address, pack
 from ..hw.router import (
     RouterConfig,
     RouterConfigWord,
@@ -146,7 +146,9 @@ class ChipMapping:
             dests = self.routes[source]
             if not dests:
                 continue
-            src_words[self._source_index(source, router)] = len(dest_words) | len(dests) << 16
+            src_words[self._source_index(source, router)] = pack(
+                Span, first=len(dest_words), count=len(dests)
+            )
             for d in dests:
                 dest_words.append(dest_host(d[1]) if d[0] == "host" else dest_core(*d[1:]))
         blocks = [
