@@ -70,6 +70,12 @@ class ChipParams:
         if not isinstance(self.clock_mhz, (int, float)) or not 1 <= self.clock_mhz <= 500:
             raise ConfigError(f"ChipParams.clock_mhz={self.clock_mhz!r} must be in 1..500 MHz")
 
+    def core_options(self):
+        """The core's timing options (:class:`~spikeforge.hw.core.CoreOptions`)."""
+        from ..hw.core import CoreOptions
+
+        return CoreOptions(fast=self.fast, weight_banks=self.weight_banks)
+
     def as_dict(self):
         """The fields as a ``dict`` (what the build report and the CoreConfig mapping read)."""
         return {f.name: getattr(self, f.name) for f in fields(self)}
