@@ -134,21 +134,29 @@ class CoreRegisters(wiring.Component):
             ConfigWord.CONTROL: 0,
             ConfigWord.INPUT_LIST: self.input_list,
         }
+        # the read is selected when it is taken and the word picked a clock later (the bus is
+        # served only between steps, when none of these words changes)
         status_read = req.re & (req.region == Region.STATUS.value)
-        from_counters = Signal()
-        word = Signal(BUS_DATA_BITS)
+        sel_status, sel_config = Signal(), Signal()
+        sel_word = Signal(range(max(len(StatusWord), len(ConfigWord))))
         m.d.comb += [
             counters.hold.eq(status_read),
             counters.rd_addr.eq(req.offset),
             self.busy.eq(counters.busy),
-            self.r_word.eq(Mux(from_counters, counters.rd_data, word)),
         ]
         with m.If(req.re):
-            m.d.sync += [word.eq(0), from_counters.eq(status_read & (req.offset < len(counted)))]
-            for region, words in [(Region.STATUS, status), (Region.CONFIG, config_words)]:
-                with m.If(req.region == region.value):
-                    with m.Switch(req.offset):
-                        for w, value in words.items():
-                            with m.Case(w.value):
-                                m.d.sync += word.eq(value)
+            m.d.sync += [
+                sel_status.eq(status_read),
+                sel_config.eq(req.region == Region.CONFIG.value),
+                sel_word.eq(req.offset),
+            ]
+        for selected, words in [(sel_status, status), (sel_config, config_words)]:
+            with m.If(selected):
+                with m.Switch(sel_word):
+                    for w, value in words.items():
+                        with m.Case(w.value):
+                            m.d.comb += self.r_word.eq(value)
+                    if words is status:
+                        with m.Case(*(w.value for w, _ in counted)):
+                            m.d.comb += self.r_word.eq(counters.rd_data)
         return m
