@@ -24,6 +24,7 @@ from .link import Link
 from .router import RouterConfig
 from .skid import StreamRegister
 from .uart import UARTRx, UARTTx
+from .util import refusing_unused
 
 __all__ = [
     "Chip",
@@ -209,34 +210,33 @@ class Chip(wiring.Component):
                  cores: int = 1, inputs: int | None = None, route_entries: int | None = None,
                  delay_depth: int | None = None, weight_banks: int = 1,
                  fast: bool = False):
-        self._MustUse__silence = True  # a refused configuration is not an unused elaboratable
-        if not isinstance(config, CoreConfig):
-            raise ConfigError(f"config={config!r} is not a CoreConfig")
-        if not isinstance(cores, int) or isinstance(cores, bool) or cores < 1:
-            raise ConfigError(f"Chip cores={cores!r} is out of range: allowed 1..15")
-        self.config, self.clk_freq, self.uart_errors = config, int(clk_freq), uart_errors
-        self.cores = cores
-        if cores > 1:
-            self.router_config = RouterConfig(
-                config, cores=cores, n_inputs=inputs, entries=route_entries,
-                delay_depth=delay_depth,
-            )
-        else:
-            if (inputs, route_entries, delay_depth) != (None, None, None):
-                raise ConfigError(
-                    "Chip: inputs, route_entries and delay_depth need cores > 1 (a one-core "
-                    "chip has no router)"
+        with refusing_unused(self):  # a refused configuration is not an unused elaboratable
+            if not isinstance(config, CoreConfig):
+                raise ConfigError(f"config={config!r} is not a CoreConfig")
+            if not isinstance(cores, int) or isinstance(cores, bool) or cores < 1:
+                raise ConfigError(f"Chip cores={cores!r} is out of range: allowed 1..15")
+            self.config, self.clk_freq, self.uart_errors = config, int(clk_freq), uart_errors
+            self.cores = cores
+            if cores > 1:
+                self.router_config = RouterConfig(
+                    config, cores=cores, n_inputs=inputs, entries=route_entries,
+                    delay_depth=delay_depth,
                 )
-            self.router_config = None
-        if (weight_banks != 1 or fast) and cores > 1:
-            raise ConfigError(
-                f"Chip: weight_banks={weight_banks!r} / fast={fast!r} are "
-                "for one-core chips (the router's bus expects every core to answer a read after "
-                "the same number of clocks)"
-            )
-        self.weight_banks = weight_banks
-        self.fast = fast
-        self._MustUse__silence = False
+            else:
+                if (inputs, route_entries, delay_depth) != (None, None, None):
+                    raise ConfigError(
+                        "Chip: inputs, route_entries and delay_depth need cores > 1 (a one-core "
+                        "chip has no router)"
+                    )
+                self.router_config = None
+            if (weight_banks != 1 or fast) and cores > 1:
+                raise ConfigError(
+                    f"Chip: weight_banks={weight_banks!r} / fast={fast!r} are "
+                    "for one-core chips (the router's bus expects every core to answer a read "
+                    "after the same number of clocks)"
+                )
+            self.weight_banks = weight_banks
+            self.fast = fast
         members = {"rx": In(stream.Signature(8)), "tx": Out(stream.Signature(8))}
         if uart_errors:
             members.update({"rx_framing_error": In(1), "rx_overrun": In(1)})

@@ -30,6 +30,7 @@ from ..protocol import (
 from .bus import BUS_ADDR_BITS, MemBusSignature
 from .framing import FrameReceiver, FrameSender, TxByte
 from .skid import StreamRegister
+from .util import refusing_unused
 
 __all__ = ["Link"]
 
@@ -102,7 +103,8 @@ class Link(wiring.Component):
         step_timeout=None,
         fast=False,
     ):
-        try:
+        # a refused configuration is not an unused elaboratable
+        with refusing_unused(self):
             if not isinstance(clk_freq, int) or not 0 < clk_freq < 1 << 32:
                 raise ConfigError(f"clk_freq={clk_freq!r} is out of range: allowed 1..2**32-1 Hz")
             ident_words = list(ident_words)
@@ -127,10 +129,6 @@ class Link(wiring.Component):
                 raise ConfigError(
                     f"step_timeout={step_timeout!r} is out of range: allowed None or 1..2**32-1"
                 )
-        except ConfigError:
-            # A refused configuration is not an "unused elaboratable": silence Amaranth's warning.
-            self._MustUse__used = True
-            raise
         self.clk_freq = clk_freq
         self.ident_words = ident_words
         self.n_core_status = n_core_status

@@ -40,6 +40,7 @@ from ..errors import ConfigError
 from .bus import BUS_DATA_BITS, MemBusSignature
 from .image import EVENT_BITS, REGION_SHIFT, CoreConfig
 from .skid import StreamRegister
+from .util import bits_for
 
 __all__ = [
     "RouterConfig",
@@ -143,10 +144,6 @@ def core_address(core: int, local: int) -> int:
 def router_address(region: RouterRegion, offset: int = 0) -> int:
     """Chip bus address of word ``offset`` of the router's ``region``."""
     return ROUTER_SELECT << CORE_SHIFT | region.value << REGION_SHIFT | int(offset)
-
-
-def _bits(n: int) -> int:
-    return max(1, (int(n) - 1).bit_length())
 
 
 @dataclass(frozen=True)
@@ -307,9 +304,9 @@ class Router(wiring.Component):
         n_cores = cfg.cores
         core_neurons = cfg.core.n_neurons
         core_inputs = cfg.core.n_inputs
-        entry_bits = _bits(cfg.entries)
-        count_bits = _bits(cfg.entries + 1)
-        src_bits = _bits(cfg.n_sources)
+        entry_bits = bits_for(cfg.entries)
+        count_bits = bits_for(cfg.entries + 1)
+        src_bits = bits_for(cfg.n_sources)
 
         # --- memories ---------------------------------------------------------------------
         m.submodules.src_mem = src_mem = Memory(

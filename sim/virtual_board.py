@@ -22,6 +22,7 @@ from importlib import resources
 from pathlib import Path
 
 from ..errors import ConfigError, SpikeforgeError
+from ..hw.util import mark_used
 from .verilator import (
     BuildError,
     ToolchainError,
@@ -225,7 +226,7 @@ def virtual_board_verilog(top, name: str) -> str:
     try:
         _check_component(top)
     except ConfigError:
-        top._MustUse__used = True  # refused, not forgotten: no UnusedElaboratable warning
+        mark_used(top)  # refused, not forgotten: no UnusedElaboratable warning
         raise
     return verilog.convert(top, name=name, emit_src=False)
 
