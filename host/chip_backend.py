@@ -21,14 +21,13 @@ from ..errors import ConfigError, FitError
 from ..hw.chip import chip_config_from_ident, config_from_ident
 from ..hw.image import Region, StatusWord, address, build_image, decode_state, fit_problems
 from ..hw.router import RouterConfig, RouterRegion, RouterStatusWord, core_address, router_address
+from ..protocol import DEFAULT_BAUD
 from ..sim.golden import validate_network
 from ..sim.network import Network
 from .backends import Backend, check_raster
 from .device import Device
 
 __all__ = ["ChipBackend", "VirtualChipBackend", "DEFAULT_BAUD"]
-
-DEFAULT_BAUD = 3_000_000
 
 
 class ChipBackend(Backend):

@@ -11,11 +11,14 @@ returns describe the core's configuration; :func:`ident_words` writes them and
 
 from __future__ import annotations
 
+from dataclasses import fields
+
 from amaranth.hdl import Elaboratable, Module, Signal
 from amaranth.lib import stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from ..errors import ConfigError
+from ..protocol import EVENT_BITS
 from ..spec import Format
 from .bus import MemBusSignature
 from .core import NeuronCore
@@ -37,7 +40,11 @@ __all__ = [
     "STEP_TIMEOUT_CYCLES",
 ]
 
-#: The core's configuration as IDENTIFY reports it, one u32 each, in this order.
+#: The capability words IDENTIFY reports, one u32 each, in this order: the configuration of
+#: (each) core, a :class:`CoreConfig` field or a :class:`~spikeforge.spec.Format` field of its
+#: ``fmt``, then the chip's fields (:data:`_CHIP_FIELDS`).  Every reader and writer goes by name,
+#: so a field can be inserted anywhere; a new bitstream's extra fields at the end are ignored by an
+#: older host, an older bitstream's missing chip fields mean one core.
 IDENT_FIELDS = (
     "n_neurons",
     "n_inputs",
@@ -57,9 +64,19 @@ IDENT_FIELDS = (
     "route_entries",
     "delay_depth",
 )
-_FORMAT_FIELDS = IDENT_FIELDS[6:12]
-_CORE_FIELDS = IDENT_FIELDS[:13]
-_CHIP = len(_CORE_FIELDS)  # the chip fields follow the core's
+#: The chip fields of :data:`IDENT_FIELDS` and the :class:`RouterConfig` attribute each reports.
+_CHIP_FIELDS = {
+    "cores": "cores",
+    "chip_inputs": "n_inputs",
+    "route_entries": "entries",
+    "delay_depth": "delay_depth",
+}
+#: The fields of :data:`IDENT_FIELDS` that are the core's number format (``CoreConfig.fmt``).
+_FORMAT_FIELDS = tuple(f.name for f in fields(Format) if f.name in IDENT_FIELDS)
+#: The fields of :data:`IDENT_FIELDS` that describe a core (``CoreConfig`` and its ``fmt``).
+_CORE_FIELDS = tuple(name for name in IDENT_FIELDS if name not in _CHIP_FIELDS)
+assert set(_CHIP_FIELDS) <= set(IDENT_FIELDS)
+assert set(_CORE_FIELDS) - set(_FORMAT_FIELDS) <= {f.name for f in fields(CoreConfig)}
 
 #: A STEP is aborted (and reported) if the core shows no progress for this many cycles.
 STEP_TIMEOUT_CYCLES = 1 << 24
@@ -75,29 +92,39 @@ def ident_words(config: CoreConfig | RouterConfig) -> list[int]:
     """
     if isinstance(config, RouterConfig):
         core = config.core
-        chip = [config.cores, config.n_inputs, config.entries, config.delay_depth]
+        chip = {name: getattr(config, attr) for name, attr in _CHIP_FIELDS.items()}
     else:
         core = config
-        chip = [1, config.n_inputs, 0, 0]
+        chip = {"cores": 1, "chip_inputs": config.n_inputs, "route_entries": 0, "delay_depth": 0}
     out = []
-    for name in _CORE_FIELDS:
-        src = core.fmt if name in _FORMAT_FIELDS else core
-        out.append(int(getattr(src, name)))
-    return out + chip
+    for name in IDENT_FIELDS:
+        if name in _CHIP_FIELDS:
+            value = chip[name]
+        else:
+            value = getattr(core.fmt if name in _FORMAT_FIELDS else core, name)
+        out.append(int(value))
+    return out
+
+
+def _ident_values(words) -> dict:
+    """``{field: word}`` of the capability words a chip reported; an older bitstream reports
+    fewer fields, a newer one more (ignored)."""
+    return dict(zip(IDENT_FIELDS, words, strict=False))
 
 
 def config_from_ident(words) -> CoreConfig:
     """Rebuild the :class:`CoreConfig` (of each core) a chip reported in IDENTIFY."""
     words = list(words)
-    if len(words) < len(_CORE_FIELDS):
+    values = _ident_values(words)
+    if any(name not in values for name in _CORE_FIELDS):
         raise ConfigError(
             f"IDENTIFY returned {len(words)} capability words, expected {len(IDENT_FIELDS)} "
             f"({', '.join(IDENT_FIELDS)}): is the bitstream older than this host library?"
         )
-    values = dict(zip(_CORE_FIELDS, words[: len(_CORE_FIELDS)], strict=True))
-    fmt = Format(**{k: values.pop(k) for k in _FORMAT_FIELDS})
-    values["per_neuron_threshold"] = bool(values["per_neuron_threshold"])
-    return CoreConfig(**values, fmt=fmt)
+    fmt = Format(**{k: values[k] for k in _FORMAT_FIELDS})
+    core = {k: values[k] for k in _CORE_FIELDS if k not in _FORMAT_FIELDS}
+    core["per_neuron_threshold"] = bool(core["per_neuron_threshold"])
+    return CoreConfig(**core, fmt=fmt)
 
 
 def chip_config_from_ident(words) -> CoreConfig | RouterConfig:
@@ -108,11 +135,10 @@ def chip_config_from_ident(words) -> CoreConfig | RouterConfig:
     """
     words = list(words)
     core = config_from_ident(words)
-    if len(words) < len(IDENT_FIELDS) or words[_CHIP] <= 1:
+    values = _ident_values(words)
+    if any(name not in values for name in _CHIP_FIELDS) or values["cores"] <= 1:
         return core
-    cores, n_inputs, entries, delay = words[_CHIP : _CHIP + 4]
-    return RouterConfig(core, cores=cores, n_inputs=n_inputs, entries=entries,
-                        delay_depth=delay)
+    return RouterConfig(core, **{attr: values[name] for name, attr in _CHIP_FIELDS.items()})
 
 
 class StateClear(wiring.Component):
@@ -262,7 +288,7 @@ class Chip(wiring.Component):
             from .multicore import MultiCore
 
             m.submodules.cores = target = MultiCore(self.router_config)
-            spike_bits = 16
+            spike_bits = EVENT_BITS
         else:
             m.submodules.core = target = NeuronCore(
                 self.config, weight_banks=self.weight_banks, fast=self.fast
@@ -272,12 +298,12 @@ class Chip(wiring.Component):
         # core's walker / fan-out engine (spikes.ready) or back (events.ready).  One item every
         # two clocks is plenty behind a UART, and a one-core UP5K chip has no logic to spare
         # for full-rate skid buffers.
-        m.submodules.events_reg = ev = StreamRegister(16, full_rate=multi)
+        m.submodules.events_reg = ev = StreamRegister(EVENT_BITS, full_rate=multi)
         m.submodules.spikes_reg = sp = StreamRegister(spike_bits, full_rate=multi)
         wiring.connect(m, link.events, ev.i)
         wiring.connect(m, ev.o, target.events)
         wiring.connect(m, target.spikes, sp.i)
-        # spikes: neuron addresses, zero-extended to the link's 16-bit events
+        # spikes: neuron addresses, zero-extended to the link's EVENT_BITS-bit events
         m.d.comb += [
             link.spikes.payload.eq(sp.o.payload),
             link.spikes.valid.eq(sp.o.valid),

@@ -20,6 +20,7 @@ import numpy as np
 from amaranth.lib import enum
 
 from ..errors import ConfigError, FitError
+from ..protocol import EVENT_BITS as _WIRE_EVENT_BITS
 from ..spec import DEFAULT_FORMAT, Format, LeakMode, NeuronModel, ResetMode
 from .util import bits_for
 
@@ -52,8 +53,9 @@ __all__ = [
 REGION_SHIFT = 20
 """A bus address is ``region << REGION_SHIFT | offset``."""
 
-EVENT_BITS = 16
-"""Width of an input event (AER input channel address) on the core's ``events`` stream."""
+EVENT_BITS = _WIRE_EVENT_BITS
+"""Width of an input event (AER input channel address) on the core's ``events`` stream: the
+wire's event width, ``spikeforge.protocol.EVENT_BITS``."""
 
 POP_WORDS = 8
 """Words per population in :attr:`Region.POP` (see :class:`PopWord`)."""

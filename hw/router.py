@@ -37,6 +37,7 @@ from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
 from ..errors import ConfigError
+from ..protocol import ADDR_BITS
 from .bus import BUS_DATA_BITS, MemBusSignature
 from .image import EVENT_BITS, REGION_SHIFT, CoreConfig
 from .skid import StreamRegister
@@ -66,11 +67,14 @@ __all__ = [
 CORE_SHIFT = 24
 """A chip bus address is ``select << CORE_SHIFT | local``."""
 
-ROUTER_SELECT = 0xF
-"""The ``select`` value of the router's registers and tables."""
+_SELECT_BITS = ADDR_BITS - CORE_SHIFT
+"""Width of ``select``: the bus address bits above a core's map (4)."""
 
-MAX_CORES = 15
-"""Cores a chip can have (``select`` values 0 .. 14; 15 is the router)."""
+ROUTER_SELECT = (1 << _SELECT_BITS) - 1
+"""The ``select`` value of the router's registers and tables: the highest (15)."""
+
+MAX_CORES = ROUTER_SELECT
+"""Cores a chip can have (``select`` values 0 .. ``MAX_CORES - 1``; the next is the router)."""
 
 DEST_CORE_SHIFT = 16
 DEST_DELAYED = 1 << 20
