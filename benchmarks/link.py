@@ -23,7 +23,17 @@ import numpy as np
 from spikeforge.hw.chip import Chip
 from spikeforge.hw.image import CoreConfig
 from spikeforge.network import INPUT, Network, NeuronParams, Population, Projection
-from spikeforge.protocol import MAX_EVENTS, Op, Status, events_efficiency, reply, request, u16s
+from spikeforge.protocol import (
+    DEFAULT_BAUD,
+    MAX_EVENTS,
+    Op,
+    Status,
+    encode_step,
+    encode_step_final,
+    events_efficiency,
+    reply,
+    request,
+)
 
 
 def _network(rng):
@@ -66,12 +76,13 @@ def main(argv=None):
             seconds = time.perf_counter() - t0
             cycles = vb.stats().cycles - cycles0
     events = int(raster.sum())
-    # On a real 3 Mbaud UART (10 bits per byte): the EVENTS request, the STEP request and its
-    # final reply frame of each timestep (output spike frames excluded), no latency.
-    step_bytes = len(request(Op.STEP, 0, u16s([1])))
-    step_bytes += len(reply(Op.STEP.value, 0, u16s([1, 0]), Status.OK))
+    # On a real UART at DEFAULT_BAUD (3 Mbaud, 10 bits per byte): the EVENTS request, the STEP
+    # request and its final reply frame of each timestep (output spike frames excluded), no
+    # latency.
+    step_bytes = len(request(Op.STEP, 0, encode_step(1)))
+    step_bytes += len(reply(Op.STEP.value, 0, encode_step_final(1, 0), Status.OK))
     per_step_bytes = events_efficiency(max(1, round(events / args.steps)))[0] + step_bytes
-    uart_steps_per_s = 3_000_000 / 10 / per_step_bytes
+    uart_steps_per_s = DEFAULT_BAUD / 10 / per_step_bytes
     result = {
         "payload_efficiency": eff,
         "wire_bytes_per_event": wire / MAX_EVENTS,

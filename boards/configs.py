@@ -11,6 +11,7 @@ import importlib
 from dataclasses import dataclass, fields, replace
 
 from ..errors import ConfigError
+from ..protocol import DEFAULT_BAUD
 
 __all__ = ["ChipParams", "Board", "BOARDS", "get_board", "board_names"]
 
@@ -206,7 +207,7 @@ _UP5K_CHIP = ChipParams(
     synapses=128 * 1024,
     lanes=1,
     clock_mhz=24.0,
-    baud=3_000_000,
+    baud=DEFAULT_BAUD,
     per_neuron_threshold=False,
 )
 
@@ -250,7 +251,7 @@ _BOARDS = [
             synapses=352 * 1024,
             lanes=2,
             clock_mhz=100.0,
-            baud=3_000_000,
+            baud=DEFAULT_BAUD,
             weight_banks=16,
             fast=True,
         ),

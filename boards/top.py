@@ -15,6 +15,7 @@ from amaranth.lib.cdc import ResetSynchronizer
 from amaranth.lib.wiring import In, Out
 
 from ..errors import ConfigError
+from ..hw.util import mark_used
 from .configs import get_board
 from .pll import ECP5PLL, ICE40PLL, ecp5_pll_params, ice40_pll_params
 
@@ -233,7 +234,7 @@ def _check_members(obj, signature, who):
         raise ConfigError(f"{who} returned {obj!r}, which is not a wiring.Component")
     for name, member in signature.members.items():
         if name not in sig.members or sig.members[name] != member:
-            obj._MustUse__used = True  # refused here: no "created but never used" warning
+            mark_used(obj)  # refused here: no "created but never used" warning
             have = sig.members.get(name) if name in sig.members else "nothing"
             raise ConfigError(
                 f"{who} returned a component whose member {name!r} is {have}; the board top "

@@ -22,14 +22,13 @@ from ..hw.chip import chip_config_from_ident, config_from_ident
 from ..hw.image import Region, StatusWord, address
 from ..hw.router import RouterConfig, RouterRegion, RouterStatusWord, core_address, router_address
 from ..network import Network
+from ..protocol import DEFAULT_BAUD
 from .backend import Backend, check_raster
 from .device import Device
 from .image import build_image, decode_state
 from .partition import partition
 
 __all__ = ["ChipBackend", "VirtualChipBackend", "DEFAULT_BAUD"]
-
-DEFAULT_BAUD = 3_000_000
 
 
 class ChipBackend(Backend):

@@ -16,24 +16,32 @@ from __future__ import annotations
 
 import itertools
 import operator
-import struct
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
 
 from ..protocol import (
     ADDR_BITS,
-    IDENT_HEADER_WORDS,
-    LINK_COUNTERS,
-    MAGIC,
+    DEFAULT_BAUD,
+    EVENT_BITS,
     MAX_EVENTS,
     MAX_READ_WORDS,
     MAX_STEPS,
     MAX_WRITE_WORDS,
-    PROTOCOL_VERSION,
     FrameDecoder,
     FrameError,
+    Identity,
     Op,
+    PayloadError,
     Status,
+    decode_events_reply,
+    decode_identify,
+    decode_spike_frame,
+    decode_status,
+    decode_step_final,
+    decode_words,
+    encode_events,
+    encode_read,
+    encode_step,
+    encode_write,
     request,
 )
 from .transport import InProcessTransport, LinkError, PortError, SerialTransport, Transport
@@ -77,16 +85,6 @@ class StepLostError(LinkError):
     """The chip ran timesteps but their spikes did not reach the host intact."""
 
 
-@dataclass(frozen=True)
-class Identity:
-    """What IDENTIFY returns."""
-
-    version: int
-    max_frame: int
-    clk_hz: int
-    words: tuple
-
-
 _STATUS_HELP = {
     Status.UNKNOWN_OP: " (the bitstream is older than this host library?)",
     Status.BAD_LENGTH: " (host and bitstream disagree on a frame layout)",
@@ -123,7 +121,7 @@ class Device:
     # --- opening --------------------------------------------------------------------------
     @classmethod
     def open(
-        cls, url: str, baudrate: int = 3_000_000, timeout: float = 1.0, retries: int = 3
+        cls, url: str, baudrate: int = DEFAULT_BAUD, timeout: float = 1.0, retries: int = 3
     ) -> Device:
         """Open ``url`` (``/dev/ttyUSB1``, ``socket://host:port``, ``loop://``), check IDENTIFY."""
         transport = SerialTransport(url, baudrate=baudrate, timeout=timeout)
@@ -227,25 +225,10 @@ class Device:
         """Ask the device who it is; check the magic and the protocol version."""
         payload, status = self._transact(Op.IDENTIFY)
         self._check(Op.IDENTIFY, status)
-        if len(payload) < 4 * IDENT_HEADER_WORDS or len(payload) % 4:
-            raise ProtocolVersionError(
-                f"IDENTIFY reply of {len(payload)} bytes is not a spikeforge identity"
-            )
-        words = struct.unpack(f"<{len(payload) // 4}I", payload)
-        if words[0] != MAGIC:
-            raise ProtocolVersionError(
-                f"not a spikeforge device: magic 0x{words[0]:08x}, expected 0x{MAGIC:08x}"
-            )
-        version, max_frame = words[1] & 0xFFFF, words[1] >> 16
-        if version != PROTOCOL_VERSION:
-            raise ProtocolVersionError(
-                f"device speaks protocol version {version}, this host library speaks "
-                f"{PROTOCOL_VERSION}: rebuild the bitstream or install the matching spikeforge"
-            )
-        n = words[3]
-        if len(words) != IDENT_HEADER_WORDS + n:
-            raise ProtocolVersionError(f"IDENTIFY says {n} words but sent {len(words) - 4}")
-        self.identity = Identity(version, max_frame, words[2], tuple(words[IDENT_HEADER_WORDS:]))
+        try:
+            self.identity = decode_identify(payload)
+        except PayloadError as e:
+            raise ProtocolVersionError(str(e)) from None
         return self.identity
 
     @staticmethod
@@ -272,8 +255,7 @@ class Device:
                 if not -(1 << 31) <= w < 1 << 32:
                     raise ValueError(f"word {w!r} at {addr + written:#x} does not fit 32 bits")
             words32 = [w & 0xFFFFFFFF for w in burst]
-            payload = struct.pack(f"<I{len(burst)}I", addr + written, *words32)
-            _, status = self._transact(Op.WRITE, payload)
+            _, status = self._transact(Op.WRITE, encode_write(addr + written, words32))
             self._check(Op.WRITE, status)
             written += len(burst)
 
@@ -283,11 +265,15 @@ class Device:
         out: list[int] = []
         while len(out) < n:
             count = min(MAX_READ_WORDS, n - len(out))
-            payload, status = self._transact(Op.READ, struct.pack("<IH", addr + len(out), count))
+            payload, status = self._transact(Op.READ, encode_read(addr + len(out), count))
             self._check(Op.READ, status)
-            if len(payload) != 4 * count:
+            try:
+                words = decode_words(payload)
+            except PayloadError:
+                words = None
+            if words is None or len(words) != count:
                 raise LinkError(f"READ of {count} words answered {len(payload)} bytes")
-            out += struct.unpack(f"<{count}I", payload)
+            out += words
         return out
 
     def reset_state(self) -> None:
@@ -296,7 +282,7 @@ class Device:
         self._check(Op.RESET_STATE, status, ok=(Status.OK, Status.DUPLICATE))
 
     def send_events(self, addresses: Iterable[int]) -> int:
-        """Send input events (u16 channel addresses) for the current timestep; return the count."""
+        """Send input events (channel addresses) for the current timestep; return the count."""
         it = iter(addresses)
         sent = 0
         while True:
@@ -305,12 +291,14 @@ class Device:
                 return sent
             for i, a in enumerate(batch):
                 a = operator.index(a)
-                if not 0 <= a <= 0xFFFF:
-                    raise ValueError(f"event address {a!r} is out of range: allowed 0..65535")
+                if not 0 <= a < 1 << EVENT_BITS:
+                    raise ValueError(
+                        f"event address {a!r} is out of range: allowed 0..{(1 << EVENT_BITS) - 1}"
+                    )
                 batch[i] = a
-            payload, status = self._transact(Op.EVENTS, struct.pack(f"<{len(batch)}H", *batch))
+            payload, status = self._transact(Op.EVENTS, encode_events(batch))
             self._check(Op.EVENTS, status, ok=(Status.OK, Status.DUPLICATE))
-            if status == Status.OK and struct.unpack("<H", payload) != (len(batch),):
+            if status == Status.OK and _or_none(decode_events_reply, payload) != len(batch):
                 raise LinkError(f"EVENTS of {len(batch)} events was acknowledged as {payload!r}")
             sent += len(batch)
             if len(batch) < MAX_EVENTS:
@@ -334,21 +322,22 @@ class Device:
 
         def on_more(payload):
             nonlocal received
-            if len(payload) < 2 or len(payload) % 2:
-                raise LinkError(f"STEP spike frame of {len(payload)} bytes is malformed")
-            idx, *spikes = struct.unpack(f"<{len(payload) // 2}H", payload)
+            try:
+                idx, spikes = decode_spike_frame(payload)
+            except PayloadError as e:
+                raise LinkError(str(e)) from None
             if idx >= n:
                 raise LinkError(f"STEP spike frame for step {idx} of a {n}-step request")
             steps[idx] += spikes
             received += len(spikes)
 
-        payload, status = self._transact(Op.STEP, struct.pack("<H", n), on_more)
+        payload, status = self._transact(Op.STEP, encode_step(n), on_more)
         if status == Status.DUPLICATE:
             raise StepLostError(
                 f"the chip ran these {n} step(s) already but their replies were lost; "
                 "reset_state() and run again"
             )
-        done, total = struct.unpack("<HI", payload) if len(payload) == 6 else (None, None)
+        done, total = _or_none(decode_step_final, payload) or (None, None)
         self._check(Op.STEP, status, ok=(Status.OK,))
         if done != n or total != received:
             raise StepLostError(
@@ -370,14 +359,18 @@ class Device:
         """The link's error counters, ``busy`` and the core's status words (``core``)."""
         payload, status = self._transact(Op.STATUS)
         self._check(Op.STATUS, status)
-        words = struct.unpack(f"<{len(payload) // 4}I", payload)
-        names = [name for name, _ in LINK_COUNTERS]
-        if len(words) < len(names):
-            raise LinkError(f"STATUS reply has {len(words)} words, expected >= {len(names)}")
-        out = dict(zip(names, words[: len(names)], strict=True))
-        out["busy"] = bool(out.pop("flags") & 1)
-        out["core"] = list(words[len(names) :])
-        return out
+        try:
+            return decode_status(payload)
+        except PayloadError as e:
+            raise LinkError(str(e)) from None
+
+
+def _or_none(decode, payload):
+    """``decode(payload)``, or None if the payload is malformed."""
+    try:
+        return decode(payload)
+    except PayloadError:
+        return None
 
 
 def _no_more(op):

@@ -9,21 +9,27 @@ one used by the tests); the host library can talk to it through
 
 from __future__ import annotations
 
-import struct
-
 from ..protocol import (
     ADDR_BITS,
     CRC_INIT,
-    IDENT_HEADER_WORDS,
     LINK_COUNTERS,
-    MAGIC,
     MAX_FRAME,
     MAX_READ_WORDS,
     MAX_SPIKES,
-    PROTOCOL_VERSION,
     Op,
     Status,
     crc16,
+    decode_events,
+    decode_read,
+    decode_step,
+    decode_write,
+    encode_events_reply,
+    encode_identify,
+    encode_spike_frame,
+    encode_status,
+    encode_step_final,
+    encode_words,
+    payload_length_ok,
     reply,
 )
 
@@ -182,16 +188,7 @@ class RefLink:
             self._count("unknown_op")
             self._reply(op, seq, b"", Status.UNKNOWN_OP)
             return
-        lengths_ok = {
-            Op.IDENTIFY: n == 0,
-            Op.WRITE: n >= 8 and n % 4 == 0,
-            Op.READ: n == 6,
-            Op.RESET_STATE: n == 0,
-            Op.EVENTS: n % 2 == 0,
-            Op.STEP: n == 2,
-            Op.STATUS: n == 0,
-        }
-        if not lengths_ok[op]:
+        if not payload_length_ok(op, n):
             self._count("bad_length")
             self._reply(op.value, seq, b"", Status.BAD_LENGTH)
             return
@@ -204,19 +201,10 @@ class RefLink:
 
     def _op_identify(self, op, seq, p):
         self.last_seq = None
-        words = [
-            MAGIC,
-            PROTOCOL_VERSION | (MAX_FRAME << 16),
-            self.clk_hz,
-            len(self.ident_words),
-            *self.ident_words,
-        ]
-        assert len(words) == IDENT_HEADER_WORDS + len(self.ident_words)
-        self._reply(op, seq, struct.pack(f"<{len(words)}I", *words), Status.OK)
+        self._reply(op, seq, encode_identify(self.clk_hz, self.ident_words), Status.OK)
 
     def _op_write(self, op, seq, p):
-        (addr,) = struct.unpack_from("<I", p)
-        words = struct.unpack_from(f"<{(len(p) - 4) // 4}I", p, 4)
+        addr, words = decode_write(p)
         if addr + len(words) > 1 << ADDR_BITS:
             self._count("bad_length")
             self._reply(op, seq, b"", Status.BAD_ARG)
@@ -227,7 +215,7 @@ class RefLink:
         self._reply(op, seq, b"", Status.BUS_ERROR if errors else Status.OK)
 
     def _op_read(self, op, seq, p):
-        addr, count = struct.unpack("<IH", p)
+        addr, count = decode_read(p)
         if count > MAX_READ_WORDS or addr + count > 1 << ADDR_BITS:
             self._count("bad_length")
             self._reply(op, seq, b"", Status.BAD_ARG)
@@ -239,9 +227,7 @@ class RefLink:
             errors += not ok
         if errors:
             self._count("bus_errors", errors)
-        self._reply(
-            op, seq, struct.pack(f"<{count}I", *data), Status.BUS_ERROR if errors else Status.OK
-        )
+        self._reply(op, seq, encode_words(data), Status.BUS_ERROR if errors else Status.OK)
 
     def _op_reset_state(self, op, seq, p):
         self.last_seq = seq
@@ -250,26 +236,24 @@ class RefLink:
 
     def _op_events(self, op, seq, p):
         self.last_seq = seq
-        addrs = struct.unpack(f"<{len(p) // 2}H", p)
+        addrs = decode_events(p)
         for a in addrs:
             self.core.event(a)
-        self._reply(op, seq, struct.pack("<H", len(addrs)), Status.OK)
+        self._reply(op, seq, encode_events_reply(len(addrs)), Status.OK)
 
     def _op_step(self, op, seq, p):
         self.last_seq = seq
-        (n,) = struct.unpack("<H", p)
+        n = decode_step(p)
         total = 0
         for i in range(n):
             spikes = self.core.step()
             total += len(spikes)
             for k in range(0, len(spikes), MAX_SPIKES):
                 chunk = spikes[k : k + MAX_SPIKES]
-                payload = struct.pack(f"<H{len(chunk)}H", i, *chunk)
-                self._reply(op, seq, payload, Status.MORE)
-        self._reply(op, seq, struct.pack("<HI", n, total & 0xFFFFFFFF), Status.OK)
+                self._reply(op, seq, encode_spike_frame(i, chunk), Status.MORE)
+        self._reply(op, seq, encode_step_final(n, total), Status.OK)
 
     def _op_status(self, op, seq, p):
-        words = [self.counters[name] for name, _ in LINK_COUNTERS if name != "flags"]
-        words.append(0)  # flags: the reference core is never busy between requests
-        words += [w & 0xFFFFFFFF for w in self.core.status_words()]
-        self._reply(op, seq, struct.pack(f"<{len(words)}I", *words), Status.OK)
+        # flags: the reference core is never busy between requests
+        payload = encode_status(self.counters, busy=False, core=self.core.status_words())
+        self._reply(op, seq, payload, Status.OK)

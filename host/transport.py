@@ -10,6 +10,7 @@ A :class:`Transport` moves bytes with a read timeout and knows nothing of frames
 from __future__ import annotations
 
 from ..errors import SpikeforgeError
+from ..protocol import DEFAULT_BAUD
 
 __all__ = [
     "LinkError",
@@ -79,7 +80,7 @@ class SerialTransport(Transport):
         Read timeout in seconds.
     """
 
-    def __init__(self, url: str, baudrate: int = 3_000_000, timeout: float = 1.0):
+    def __init__(self, url: str, baudrate: int = DEFAULT_BAUD, timeout: float = 1.0):
         import serial
 
         if not isinstance(baudrate, int) or baudrate <= 0:

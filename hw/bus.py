@@ -12,13 +12,15 @@ from amaranth import Module, Mux, Signal
 from amaranth.lib import data, wiring
 from amaranth.lib.wiring import In, Out
 
+from ..protocol import ADDR_BITS
 from .compare import below
 
 __all__ = ["MemBusSignature", "BusSlave", "BusRequest", "BUS_ADDR_BITS", "BUS_DATA_BITS"]
 
-BUS_ADDR_BITS = 28
-"""A core's 24-bit map (``spikeforge.hw.image``) and, above it, the core select of a multi-core
-chip (``select << 24``; ``spikeforge.hw.router``)."""
+BUS_ADDR_BITS = ADDR_BITS
+"""The wire protocol's ``spikeforge.protocol.ADDR_BITS``: a core's map (``spikeforge.hw.image``)
+and, above it, the core select of a multi-core chip (``select << CORE_SHIFT``;
+``spikeforge.hw.router``)."""
 BUS_DATA_BITS = 32
 
 

@@ -11,11 +11,14 @@ returns describe the core's configuration; :func:`ident_words` writes them and
 
 from __future__ import annotations
 
+from dataclasses import fields
+
 from amaranth.hdl import Elaboratable, Module, Signal
 from amaranth.lib import stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from ..errors import ConfigError
+from ..protocol import EVENT_BITS
 from ..spec import Format
 from .core import CoreOptions, NeuronCore
 from .image import CoreConfig
@@ -25,6 +28,7 @@ from .router import RouterConfig
 from .skid import StreamRegister
 from .state_clear import StateClear
 from .uart import UARTRx, UARTTx
+from .util import refusing_unused
 
 __all__ = [
     "Chip",
@@ -37,7 +41,11 @@ __all__ = [
     "STEP_TIMEOUT_CYCLES",
 ]
 
-#: The core's configuration as IDENTIFY reports it, one u32 each, in this order.
+#: The capability words IDENTIFY reports, one u32 each, in this order: the configuration of
+#: (each) core, a :class:`CoreConfig` field or a :class:`~spikeforge.spec.Format` field of its
+#: ``fmt``, then the chip's fields (:data:`_CHIP_FIELDS`).  Every reader and writer goes by name,
+#: so a field can be inserted anywhere; a new bitstream's extra fields at the end are ignored by an
+#: older host, an older bitstream's missing chip fields mean one core.
 IDENT_FIELDS = (
     "n_neurons",
     "n_inputs",
@@ -57,9 +65,19 @@ IDENT_FIELDS = (
     "route_entries",
     "delay_depth",
 )
-_FORMAT_FIELDS = IDENT_FIELDS[6:12]
-_CORE_FIELDS = IDENT_FIELDS[:13]
-_CHIP = len(_CORE_FIELDS)  # the chip fields follow the core's
+#: The chip fields of :data:`IDENT_FIELDS` and the :class:`RouterConfig` attribute each reports.
+_CHIP_FIELDS = {
+    "cores": "cores",
+    "chip_inputs": "n_inputs",
+    "route_entries": "entries",
+    "delay_depth": "delay_depth",
+}
+#: The fields of :data:`IDENT_FIELDS` that are the core's number format (``CoreConfig.fmt``).
+_FORMAT_FIELDS = tuple(f.name for f in fields(Format) if f.name in IDENT_FIELDS)
+#: The fields of :data:`IDENT_FIELDS` that describe a core (``CoreConfig`` and its ``fmt``).
+_CORE_FIELDS = tuple(name for name in IDENT_FIELDS if name not in _CHIP_FIELDS)
+assert set(_CHIP_FIELDS) <= set(IDENT_FIELDS)
+assert set(_CORE_FIELDS) - set(_FORMAT_FIELDS) <= {f.name for f in fields(CoreConfig)}
 
 #: A STEP is aborted (and reported) if the core shows no progress for this many cycles.
 STEP_TIMEOUT_CYCLES = 1 << 24
@@ -75,29 +93,39 @@ def ident_words(config: CoreConfig | RouterConfig) -> list[int]:
     """
     if isinstance(config, RouterConfig):
         core = config.core
-        chip = [config.cores, config.n_inputs, config.entries, config.delay_depth]
+        chip = {name: getattr(config, attr) for name, attr in _CHIP_FIELDS.items()}
     else:
         core = config
-        chip = [1, config.n_inputs, 0, 0]
+        chip = {"cores": 1, "chip_inputs": config.n_inputs, "route_entries": 0, "delay_depth": 0}
     out = []
-    for name in _CORE_FIELDS:
-        src = core.fmt if name in _FORMAT_FIELDS else core
-        out.append(int(getattr(src, name)))
-    return out + chip
+    for name in IDENT_FIELDS:
+        if name in _CHIP_FIELDS:
+            value = chip[name]
+        else:
+            value = getattr(core.fmt if name in _FORMAT_FIELDS else core, name)
+        out.append(int(value))
+    return out
+
+
+def _ident_values(words) -> dict:
+    """``{field: word}`` of the capability words a chip reported; an older bitstream reports
+    fewer fields, a newer one more (ignored)."""
+    return dict(zip(IDENT_FIELDS, words, strict=False))
 
 
 def config_from_ident(words) -> CoreConfig:
     """Rebuild the :class:`CoreConfig` (of each core) a chip reported in IDENTIFY."""
     words = list(words)
-    if len(words) < len(_CORE_FIELDS):
+    values = _ident_values(words)
+    if any(name not in values for name in _CORE_FIELDS):
         raise ConfigError(
             f"IDENTIFY returned {len(words)} capability words, expected {len(IDENT_FIELDS)} "
             f"({', '.join(IDENT_FIELDS)}): is the bitstream older than this host library?"
         )
-    values = dict(zip(_CORE_FIELDS, words[: len(_CORE_FIELDS)], strict=True))
-    fmt = Format(**{k: values.pop(k) for k in _FORMAT_FIELDS})
-    values["per_neuron_threshold"] = bool(values["per_neuron_threshold"])
-    return CoreConfig(**values, fmt=fmt)
+    fmt = Format(**{k: values[k] for k in _FORMAT_FIELDS})
+    core = {k: values[k] for k in _CORE_FIELDS if k not in _FORMAT_FIELDS}
+    core["per_neuron_threshold"] = bool(core["per_neuron_threshold"])
+    return CoreConfig(**core, fmt=fmt)
 
 
 def chip_config_from_ident(words) -> CoreConfig | RouterConfig:
@@ -108,11 +136,10 @@ def chip_config_from_ident(words) -> CoreConfig | RouterConfig:
     """
     words = list(words)
     core = config_from_ident(words)
-    if len(words) < len(IDENT_FIELDS) or words[_CHIP] <= 1:
+    values = _ident_values(words)
+    if any(name not in values for name in _CHIP_FIELDS) or values["cores"] <= 1:
         return core
-    cores, n_inputs, entries, delay = words[_CHIP : _CHIP + 4]
-    return RouterConfig(core, cores=cores, n_inputs=n_inputs, entries=entries,
-                        delay_depth=delay)
+    return RouterConfig(core, **{attr: values[name] for name, attr in _CHIP_FIELDS.items()})
 
 
 class Chip(wiring.Component):
@@ -154,35 +181,34 @@ class Chip(wiring.Component):
     def __init__(self, config: CoreConfig, clk_freq: int, *, uart_errors: bool = False,
                  cores: int = 1, inputs: int | None = None, route_entries: int | None = None,
                  delay_depth: int | None = None, options: CoreOptions | None = None):
-        self._MustUse__silence = True  # a refused configuration is not an unused elaboratable
-        if not isinstance(config, CoreConfig):
-            raise ConfigError(f"config={config!r} is not a CoreConfig")
-        if not isinstance(cores, int) or isinstance(cores, bool) or cores < 1:
-            raise ConfigError(f"Chip cores={cores!r} is out of range: allowed 1..15")
-        self.config, self.clk_freq, self.uart_errors = config, int(clk_freq), uart_errors
-        self.cores = cores
-        if cores > 1:
-            self.router_config = RouterConfig(
-                config, cores=cores, n_inputs=inputs, entries=route_entries,
-                delay_depth=delay_depth,
-            )
-        else:
-            if (inputs, route_entries, delay_depth) != (None, None, None):
-                raise ConfigError(
-                    "Chip: inputs, route_entries and delay_depth need cores > 1 (a one-core "
-                    "chip has no router)"
+        with refusing_unused(self):  # a refused configuration is not an unused elaboratable
+            if not isinstance(config, CoreConfig):
+                raise ConfigError(f"config={config!r} is not a CoreConfig")
+            if not isinstance(cores, int) or isinstance(cores, bool) or cores < 1:
+                raise ConfigError(f"Chip cores={cores!r} is out of range: allowed 1..15")
+            self.config, self.clk_freq, self.uart_errors = config, int(clk_freq), uart_errors
+            self.cores = cores
+            if cores > 1:
+                self.router_config = RouterConfig(
+                    config, cores=cores, n_inputs=inputs, entries=route_entries,
+                    delay_depth=delay_depth,
                 )
-            self.router_config = None
-        options = CoreOptions() if options is None else options
-        if not isinstance(options, CoreOptions):
-            raise ConfigError(f"Chip options={options!r} is not a CoreOptions")
-        if options != CoreOptions() and cores > 1:
-            raise ConfigError(
-                f"Chip: options={options!r} are for one-core chips (the router's bus expects "
-                "every core to answer a read after the same number of clocks)"
-            )
-        self.options = options
-        self._MustUse__silence = False
+            else:
+                if (inputs, route_entries, delay_depth) != (None, None, None):
+                    raise ConfigError(
+                        "Chip: inputs, route_entries and delay_depth need cores > 1 (a one-core "
+                        "chip has no router)"
+                    )
+                self.router_config = None
+            options = CoreOptions() if options is None else options
+            if not isinstance(options, CoreOptions):
+                raise ConfigError(f"Chip options={options!r} is not a CoreOptions")
+            if options != CoreOptions() and cores > 1:
+                raise ConfigError(
+                    f"Chip: options={options!r} are for one-core chips (the router's bus "
+                    "expects every core to answer a read after the same number of clocks)"
+                )
+            self.options = options
         members = {"rx": In(stream.Signature(8)), "tx": Out(stream.Signature(8))}
         if uart_errors:
             members.update({"rx_framing_error": In(1), "rx_overrun": In(1)})
@@ -206,7 +232,7 @@ class Chip(wiring.Component):
             ]
         if multi:
             m.submodules.cores = target = MultiCore(self.router_config)
-            spike_bits = 16
+            spike_bits = EVENT_BITS
         else:
             m.submodules.core = target = NeuronCore(self.config, self.options)
             spike_bits = self.config.neuron_bits
@@ -214,12 +240,12 @@ class Chip(wiring.Component):
         # core's walker / fan-out engine (spikes.ready) or back (events.ready).  One item every
         # two clocks is plenty behind a UART, and a one-core UP5K chip has no logic to spare
         # for full-rate skid buffers.
-        m.submodules.events_reg = ev = StreamRegister(16, full_rate=multi)
+        m.submodules.events_reg = ev = StreamRegister(EVENT_BITS, full_rate=multi)
         m.submodules.spikes_reg = sp = StreamRegister(spike_bits, full_rate=multi)
         wiring.connect(m, link.events, ev.i)
         wiring.connect(m, ev.o, target.events)
         wiring.connect(m, target.spikes, sp.i)
-        # spikes: neuron addresses, zero-extended to the link's 16-bit events
+        # spikes: neuron addresses, zero-extended to the link's EVENT_BITS-bit events
         m.d.comb += [
             link.spikes.payload.eq(sp.o.payload),
             link.spikes.valid.eq(sp.o.valid),

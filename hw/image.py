@@ -20,7 +20,9 @@ import numpy as np
 from amaranth.lib import data, enum
 
 from ..errors import ConfigError
+from ..protocol import EVENT_BITS as _WIRE_EVENT_BITS
 from ..spec import DEFAULT_FORMAT, Format, LeakMode, NeuronModel, ResetMode
+from .util import bits_for
 
 __all__ = [
     "Region",
@@ -51,8 +53,9 @@ __all__ = [
 REGION_SHIFT = 20
 """A bus address is ``region << REGION_SHIFT | offset``."""
 
-EVENT_BITS = 16
-"""Width of an input event (AER input channel address) on the core's ``events`` stream."""
+EVENT_BITS = _WIRE_EVENT_BITS
+"""Width of an input event (AER input channel address) on the core's ``events`` stream: the
+wire's event width, ``spikeforge.protocol.EVENT_BITS``."""
 
 POP_WORDS = 8
 """Words per population in :attr:`Region.POP` (see :class:`PopWord`)."""
@@ -194,11 +197,6 @@ class DescWord(enum.Enum):
     STRIDE = 3  #: weight slots from one row to the next (``length`` rounded up to the lanes)
 
 
-def _bits(n: int) -> int:
-    """Bits of an unsigned number that holds ``0 .. n - 1`` (at least 1)."""
-    return max(1, (int(n) - 1).bit_length())
-
-
 @dataclass(frozen=True)
 class CoreConfig:
     """Capacities and widths of one :class:`~spikeforge.hw.core.NeuronCore`.
@@ -283,22 +281,22 @@ class CoreConfig:
     @property
     def neuron_bits(self) -> int:
         """Width of a global neuron index."""
-        return _bits(self.n_neurons)
+        return bits_for(self.n_neurons)
 
     @property
     def length_bits(self) -> int:
         """Width of a block length (``1 .. n_neurons``)."""
-        return _bits(self.n_neurons + 1)
+        return bits_for(self.n_neurons + 1)
 
     @property
     def offset_bits(self) -> int:
         """Width of a source's index within its group (an input channel or a local neuron)."""
-        return _bits(max(self.n_inputs, self.n_neurons) + 1)
+        return bits_for(max(self.n_inputs, self.n_neurons) + 1)
 
     @property
     def desc_bits(self) -> int:
         """Width of a descriptor index."""
-        return _bits(self.descriptors)
+        return bits_for(self.descriptors)
 
     @property
     def weights_per_word(self) -> int:
@@ -316,7 +314,7 @@ class CoreConfig:
 
     @property
     def slot_bits(self) -> int:
-        return _bits(self.weight_slots)
+        return bits_for(self.weight_slots)
 
     @property
     def word_bits(self) -> int:
@@ -326,7 +324,7 @@ class CoreConfig:
     @property
     def bitmap_words(self) -> int:
         """Words of one bank of the spike bitmap (a power of two >= n_neurons / 16)."""
-        return 1 << _bits(-(-self.n_neurons // BITMAP_BITS))
+        return 1 << bits_for(-(-self.n_neurons // BITMAP_BITS))
 
 
 def region_size(region: Region, config: CoreConfig) -> int:

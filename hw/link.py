@@ -15,26 +15,56 @@ from amaranth.lib.wiring import In, Out
 from ..errors import ConfigError
 from ..protocol import (
     ADDR_BITS,
+    EVENT_BITS,
+    EVENT_BYTES,
+    EVENTS_REPLY,
+    HEADER_BYTES,
     IDENT_HEADER_WORDS,
     LINK_COUNTERS,
-    MAGIC,
     MAX_FRAME,
     MAX_READ_WORDS,
     MAX_SPIKES,
     MAX_WRITE_WORDS,
-    PROTOCOL_VERSION,
+    READ_REQUEST,
     REPLY_OVERHEAD,
+    SPIKE_FRAME_HEADER,
+    STEP_FINAL,
+    STEP_REQUEST,
+    WORD_BYTES,
+    WRITE_HEADER,
     Op,
     Status,
+    identify_words,
 )
-from .bus import BUS_ADDR_BITS, MemBusSignature
+from .bus import MemBusSignature
 from .framing import FrameReceiver, FrameSender, TxByte
 from .skid import StreamRegister
+from .util import refusing_unused
 
 __all__ = ["Link"]
 
-assert ADDR_BITS == BUS_ADDR_BITS
 assert MAX_READ_WORDS < 1 << 7 and MAX_WRITE_WORDS < 1 << 7  # the range checks add 7 bits
+
+# The byte sequencing below is written for these layouts (``spikeforge.protocol``); the asserts
+# say what it relies on.
+_WORD_BITS = 8 * WORD_BYTES
+_WORD_SHIFT = WORD_BYTES.bit_length() - 1
+assert WORD_BYTES == 1 << _WORD_SHIFT
+# a request's address (WRITE, READ) shifts into ``addr_hi, addr`` from byte 0; READ's count and
+# STEP's timesteps into ``count`` from byte ``_COUNT_AT`` (``pidx[2]``)
+_COUNT_AT = READ_REQUEST.offset("count")
+assert WRITE_HEADER.offset("addr") == READ_REQUEST.offset("addr") == 0
+assert WRITE_HEADER.bits("addr") == READ_REQUEST.bits("addr") == _WORD_BITS
+assert _COUNT_AT == 4 and READ_REQUEST.size == _COUNT_AT + STEP_REQUEST.size
+assert READ_REQUEST.bits("count") == STEP_REQUEST.bits("steps")
+# a WRITE body is op, seq, address, then whole words (``blen >> _WORD_SHIFT`` counts them)
+assert (HEADER_BYTES + WRITE_HEADER.size) // WORD_BYTES == 1
+# ``Cat(sidx, total)`` is the final STEP reply; its first field is also the EVENTS reply (events
+# taken) and the header of a spike frame (step index)
+assert STEP_FINAL.names == ("steps", "spikes") and STEP_FINAL.offset("spikes") == EVENTS_REPLY.size
+assert EVENTS_REPLY.size == SPIKE_FRAME_HEADER.size
+# an event comes in and a spike goes out in two bytes (``~blen[0]``, ``SP_LO``, ``SP_HI``)
+assert EVENT_BYTES == 2 and HEADER_BYTES % EVENT_BYTES == 0
 
 # What follows ``op, seq`` in a reply, before the status byte.
 _BODY_NONE, _BODY_WORDS, _BODY_READ, _BODY_BYTES = range(4)
@@ -72,7 +102,7 @@ class Link(wiring.Component):
         Strobes from the UART receiver, counted for STATUS (tie to 0 without a UART).
     bus : Out(MemBusSignature())
         Master of the core's memory bus (WRITE, READ).
-    events : Out(stream.Signature(16))
+    events : Out(stream.Signature(EVENT_BITS))
         Input events of the current timestep (EVENTS), pushed only after the whole frame passed
         its CRC and length checks.
     step : Out(1)
@@ -85,7 +115,7 @@ class Link(wiring.Component):
         ``reset_state`` if resetting takes time).
     reset_state : Out(1)
         One-cycle pulse: clear the neuron state (RESET_STATE).
-    spikes : In(stream.Signature(16))
+    spikes : In(stream.Signature(EVENT_BITS))
         Output spikes of the running timestep (neuron addresses); taken only during a STEP and
         stalled while a reply block is sent.
     core_status : In(data.ArrayLayout(32, n_core_status))
@@ -102,19 +132,20 @@ class Link(wiring.Component):
         step_timeout=None,
         fast=False,
     ):
-        try:
+        # a refused configuration is not an unused elaboratable
+        with refusing_unused(self):
             if not isinstance(clk_freq, int) or not 0 < clk_freq < 1 << 32:
                 raise ConfigError(f"clk_freq={clk_freq!r} is out of range: allowed 1..2**32-1 Hz")
             ident_words = list(ident_words)
             for i, w in enumerate(ident_words):
                 if not isinstance(w, int) or not 0 <= w < 1 << 32:
                     raise ConfigError(f"ident_words[{i}]={w!r} is out of range: allowed 0..2**32-1")
-            max_ident = (MAX_FRAME - REPLY_OVERHEAD) // 4 - IDENT_HEADER_WORDS
+            max_ident = (MAX_FRAME - REPLY_OVERHEAD) // WORD_BYTES - IDENT_HEADER_WORDS
             if len(ident_words) > max_ident:
                 raise ConfigError(
                     f"len(ident_words)={len(ident_words)} is out of range: allowed 0..{max_ident}"
                 )
-            max_status = (MAX_FRAME - REPLY_OVERHEAD) // 4 - len(LINK_COUNTERS)
+            max_status = (MAX_FRAME - REPLY_OVERHEAD) // WORD_BYTES - len(LINK_COUNTERS)
             if not isinstance(n_core_status, int) or not 0 <= n_core_status <= max_status:
                 raise ConfigError(
                     f"n_core_status={n_core_status!r} is out of range: allowed 0..{max_status}"
@@ -127,10 +158,6 @@ class Link(wiring.Component):
                 raise ConfigError(
                     f"step_timeout={step_timeout!r} is out of range: allowed None or 1..2**32-1"
                 )
-        except ConfigError:
-            # A refused configuration is not an "unused elaboratable": silence Amaranth's warning.
-            self._MustUse__used = True
-            raise
         self.clk_freq = clk_freq
         self.ident_words = ident_words
         self.n_core_status = n_core_status
@@ -144,26 +171,20 @@ class Link(wiring.Component):
                 "rx_framing_error": In(1),
                 "rx_overrun": In(1),
                 "bus": Out(MemBusSignature()),
-                "events": Out(stream.Signature(16)),
+                "events": Out(stream.Signature(EVENT_BITS)),
                 "step": Out(1),
                 "done": In(1),
                 "busy": In(1),
                 "reset_state": Out(1),
-                "spikes": In(stream.Signature(16)),
+                "spikes": In(stream.Signature(EVENT_BITS)),
                 "core_status": In(data.ArrayLayout(32, n_core_status)),
             }
         )
 
     @property
     def ident_block(self):
-        """The u32 words of the IDENTIFY reply."""
-        return [
-            MAGIC,
-            PROTOCOL_VERSION | (MAX_FRAME << 16),
-            self.clk_freq,
-            len(self.ident_words),
-            *self.ident_words,
-        ]
+        """The u32 words of the IDENTIFY reply (``spikeforge.protocol.identify_words``)."""
+        return identify_words(self.clk_freq, self.ident_words)
 
     def elaborate(self, platform):
         m = Module()
@@ -244,9 +265,9 @@ class Link(wiring.Component):
         last_seq = Signal(8)
         last_valid = Signal()
 
-        pidx = Signal(range(7))
-        plen_param = Signal(range(7))
-        word = Signal(32)
+        pidx = Signal(range(READ_REQUEST.size + 1))
+        plen_param = Signal(range(READ_REQUEST.size + 1))
+        word = Signal(_WORD_BITS)
         bidx = Signal(2)  # byte of ``word``; 0 at DISPATCH and when a word starts
         n_status = n_ctr + 1 + self.n_core_status
         n_ident = len(self.ident_block)
@@ -254,13 +275,13 @@ class Link(wiring.Component):
         nwords = Signal.like(widx)
         use_status = Signal()
         addr = Signal(ADDR_BITS)
-        addr_hi = Signal(32 - ADDR_BITS)  # must be 0
-        count = Signal(16)  # READ: words left; STEP: timesteps asked
-        outn = Signal(range(7))
-        oidx = Signal(range(7))
+        addr_hi = Signal(READ_REQUEST.bits("addr") - ADDR_BITS)  # must be 0
+        count = Signal(READ_REQUEST.bits("count"))  # READ: words left; STEP: timesteps asked
+        outn = Signal(range(STEP_FINAL.size + 1))
+        oidx = Signal(range(STEP_FINAL.size + 1))
 
-        sidx = Signal(16)
-        total = Signal(32)
+        sidx = Signal(STEP_FINAL.bits("steps"))
+        total = Signal(STEP_FINAL.bits("spikes"))
         chunk = Signal(range(MAX_SPIKES + 1))
         done_seen = Signal()
         aborted = Signal()
@@ -271,7 +292,7 @@ class Link(wiring.Component):
             timer = Signal(timer_load.bit_length() + 1)
 
         # the word of an IDENTIFY or STATUS reply at ``widx``
-        ident_arr = Array(C(w, 32) for w in self.ident_block)
+        ident_arr = Array(C(w, _WORD_BITS) for w in self.ident_block)
         other_arr = Array(
             [Cat(self.busy, Const(0, 31))]
             + [self.core_status[i] for i in range(self.n_core_status)]
@@ -285,7 +306,7 @@ class Link(wiring.Component):
         m.d.comb += [
             self.bus.addr.eq(addr),
             self.bus.w_data.eq(word),
-            self.events.payload.eq(word[16:]),
+            self.events.payload.eq(word[_WORD_BITS - EVENT_BITS :]),
         ]
         rx_byte = rxo.payload.data
         rx_last = rxo.payload.last
@@ -330,17 +351,22 @@ class Link(wiring.Component):
                 # payload + 2), sequence number
                 known = (op[3:] == 0) & (op[:3] != 0)
                 len_ok = Signal()
+                # (the lengths of ``spikeforge.protocol.payload_length_ok``)
                 with m.Switch(op[:3]):
                     with m.Case(Op.WRITE.value):
-                        m.d.comb += len_ok.eq((blen >= 10) & (blen[:2] == 2))
+                        wr_head = HEADER_BYTES + WRITE_HEADER.size
+                        m.d.comb += len_ok.eq(
+                            (blen >= wr_head + WORD_BYTES)
+                            & (blen[:_WORD_SHIFT] == wr_head % WORD_BYTES)
+                        )
                     with m.Case(Op.READ.value):
-                        m.d.comb += len_ok.eq(blen == 8)
+                        m.d.comb += len_ok.eq(blen == HEADER_BYTES + READ_REQUEST.size)
                     with m.Case(Op.EVENTS.value):
-                        m.d.comb += len_ok.eq(~blen[0])
+                        m.d.comb += len_ok.eq(~blen[0])  # whole events after op, seq
                     with m.Case(Op.STEP.value):
-                        m.d.comb += len_ok.eq(blen == 4)
+                        m.d.comb += len_ok.eq(blen == HEADER_BYTES + STEP_REQUEST.size)
                     with m.Default():  # IDENTIFY, RESET_STATE, STATUS
-                        m.d.comb += len_ok.eq(blen == 2)
+                        m.d.comb += len_ok.eq(blen == HEADER_BYTES)
                 seq_op = (op == Op.RESET_STATE) | (op == Op.EVENTS) | (op == Op.STEP)
                 with m.If(~known):
                     fail(Status.UNKNOWN_OP, "unknown_op")
@@ -364,19 +390,19 @@ class Link(wiring.Component):
                             m.d.sync += [use_status.eq(1), widx.eq(0), nwords.eq(n_status)]
                             reply(_BODY_WORDS)
                         with m.Case(Op.WRITE.value):
-                            take_params(0, 4)
+                            take_params(0, WRITE_HEADER.size)
                         with m.Case(Op.READ.value):
-                            take_params(0, 6)
+                            take_params(0, READ_REQUEST.size)
                         with m.Case(Op.RESET_STATE.value):
                             m.next = "RS_WAIT"
                         with m.Case(Op.EVENTS.value):
-                            m.d.sync += [sidx.eq(0), outn.eq(2), oidx.eq(0)]
+                            m.d.sync += [sidx.eq(0), outn.eq(EVENTS_REPLY.size), oidx.eq(0)]
                             with m.If(rx_done):
                                 reply(_BODY_BYTES)
                             with m.Else():
                                 m.next = "WR_BYTE"
                         with m.Default():  # STEP
-                            take_params(4, 6)
+                            take_params(_COUNT_AT, _COUNT_AT + STEP_REQUEST.size)
 
             with m.State("DRAIN"):
                 with m.If(rx_done):
@@ -402,7 +428,7 @@ class Link(wiring.Component):
                             m.d.sync += Cat(addr, addr_hi).eq(Cat(addr[8:], addr_hi, rx_byte))
             # WRITE (op[0] == 0): words blen // 4 - 1; READ: ``count`` words
             is_read = op[0]
-            n_w = Mux(is_read, count[:7], blen[2:] - 1)
+            n_w = Mux(is_read, count[:7], blen[_WORD_SHIFT:] - 1)
             end = Signal(ADDR_BITS + 1)
             m.d.comb += end.eq(addr + n_w)
             range_bad = (addr_hi != 0) | end[ADDR_BITS] & (end[:ADDR_BITS] != 0)
@@ -481,7 +507,7 @@ class Link(wiring.Component):
             # --- STEP -------------------------------------------------------------------------
             with m.State("ST_CHECK"):
                 with m.If(aborted | (sidx == count)):
-                    m.d.sync += [outn.eq(6), oidx.eq(0), in_spikes.eq(0)]
+                    m.d.sync += [outn.eq(STEP_FINAL.size), oidx.eq(0), in_spikes.eq(0)]
                     reply(_BODY_BYTES, Mux(aborted, Status.STEP_TIMEOUT, Status.OK))
                 with m.Elif(~self.busy):
                     m.d.comb += self.step.eq(1)
@@ -497,7 +523,7 @@ class Link(wiring.Component):
                         m.d.sync += timer.eq(timer_load)
                     with m.If(chunk == 0):
                         # a spike frame: op, seq, u16 step index, spikes..., MORE
-                        m.d.sync += [in_spikes.eq(1), outn.eq(2), oidx.eq(0)]
+                        m.d.sync += [in_spikes.eq(1), outn.eq(SPIKE_FRAME_HEADER.size), oidx.eq(0)]
                         reply(_BODY_BYTES, Status.MORE)
                     with m.Else():
                         m.next = "SP_LO"

@@ -37,9 +37,11 @@ from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
 from ..errors import ConfigError
+from ..protocol import ADDR_BITS
 from .bus import BUS_DATA_BITS, BusSlave, MemBusSignature
 from .image import EVENT_BITS, REGION_SHIFT, CoreConfig, Span
 from .skid import StreamRegister
+from .util import bits_for
 
 __all__ = [
     "RouterConfig",
@@ -65,11 +67,14 @@ __all__ = [
 CORE_SHIFT = 24
 """A chip bus address is ``select << CORE_SHIFT | local``."""
 
-ROUTER_SELECT = 0xF
-"""The ``select`` value of the router's registers and tables."""
+_SELECT_BITS = ADDR_BITS - CORE_SHIFT
+"""Width of ``select``: the bus address bits above a core's map (4)."""
 
-MAX_CORES = 15
-"""Cores a chip can have (``select`` values 0 .. 14; 15 is the router)."""
+ROUTER_SELECT = (1 << _SELECT_BITS) - 1
+"""The ``select`` value of the router's registers and tables: the highest (15)."""
+
+MAX_CORES = ROUTER_SELECT
+"""Cores a chip can have (``select`` values 0 .. ``MAX_CORES - 1``; the next is the router)."""
 
 DEST_CORE_SHIFT = 16
 DEST_DELAYED = 1 << 20
@@ -142,10 +147,6 @@ def core_address(core: int, local: int) -> int:
 def router_address(region: RouterRegion, offset: int = 0) -> int:
     """Chip bus address of word ``offset`` of the router's ``region``."""
     return ROUTER_SELECT << CORE_SHIFT | region.value << REGION_SHIFT | int(offset)
-
-
-def _bits(n: int) -> int:
-    return max(1, (int(n) - 1).bit_length())
 
 
 @dataclass(frozen=True)
@@ -306,9 +307,9 @@ class Router(wiring.Component):
         n_cores = cfg.cores
         core_neurons = cfg.core.n_neurons
         core_inputs = cfg.core.n_inputs
-        entry_bits = _bits(cfg.entries)
-        count_bits = _bits(cfg.entries + 1)
-        src_bits = _bits(cfg.n_sources)
+        entry_bits = bits_for(cfg.entries)
+        count_bits = bits_for(cfg.entries + 1)
+        src_bits = bits_for(cfg.n_sources)
 
         # --- memories ---------------------------------------------------------------------
         m.submodules.src_mem = src_mem = Memory(

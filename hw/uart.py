@@ -11,6 +11,7 @@ from amaranth.lib.cdc import FFSynchronizer
 from amaranth.lib.wiring import In, Out
 
 from ..errors import ConfigError
+from .util import refusing_unused
 
 __all__ = ["MIN_DIVISOR", "MAX_BAUD_ERROR", "uart_divisor", "UARTRx", "UARTTx"]
 
@@ -46,12 +47,8 @@ def uart_divisor(clk_freq, baud):
 
 
 def _checked_divisor(component, clk_freq, baud):
-    try:
+    with refusing_unused(component):  # a refused configuration is not an unused elaboratable
         return uart_divisor(clk_freq, baud)
-    except ConfigError:
-        # A refused configuration is not an "unused elaboratable": silence Amaranth's warning.
-        component._MustUse__used = True
-        raise
 
 
 class UARTRx(wiring.Component):

@@ -3,7 +3,8 @@
 // Implements the harness described in docs/virtual_board.md.  The Python side
 // (sim/virtual_board.py) writes "vboard_config.h" next to a copy of this file; it names the
 // Verilated top class and the ports of the top (clk, rst, the rx and tx byte streams and the
-// optional idle hint), so the same harness serves any top that follows the port contract.
+// optional idle hint), so the same harness serves any top that follows the port contract, and
+// defines the layout of the --stats-file counters (struct VbStats).
 //
 // One TCP client at a time is bridged to the chip's UART byte stream: bytes received from the
 // socket go into rx (valid/ready), bytes the chip presents on tx go to the socket.  The chip keeps
@@ -13,7 +14,8 @@
 // Command line (all optional):
 //   --port N              TCP port to listen on, 0 (default) = any free port
 //   --host ADDR           IPv4 address to listen on (default 127.0.0.1)
-//   --stats-file PATH     live counters (cycles, bytes), memory-mapped; layout in VbStats below
+//   --stats-file PATH     live counters (cycles, bytes), memory-mapped; layout: VbStats in
+//                         vboard_config.h
 //   --parent-pid PID      exit when this process is no longer our parent (it died)
 //   --max-idle-seconds S  exit after S seconds with no client connected (0 = never, the default)
 //   --batch N             cycles run between two socket polls while busy (default 4096)
@@ -73,18 +75,8 @@ volatile sig_atomic_t g_stop = 0;
 
 void on_signal(int) { g_stop = 1; }
 
-// Live counters shared with the host through --stats-file (little-endian, 64 bytes).
-struct VbStats {
-    char magic[8];           // "VBSTATS1"
-    uint64_t cycles;         // rising clock edges evaluated, reset cycles included
-    uint64_t rx_bytes;       // bytes the chip accepted on rx
-    uint64_t tx_bytes;       // bytes the chip produced on tx
-    uint64_t dropped_bytes;  // tx bytes produced while no client was connected
-    uint64_t connections;    // clients accepted so far
-    uint64_t idle_waits;     // times the harness found the design at rest and blocked
-    uint64_t pid;            // process id of the harness
-};
-static_assert(sizeof(VbStats) == 64, "VbStats must be 64 bytes");
+// Live counters shared with the host through --stats-file: struct VbStats and VB_STATS_MAGIC,
+// generated into vboard_config.h from STATS_FIELDS in sim/virtual_board.py.
 
 // A power-of-two byte ring buffer that the socket reads into and writes from directly.
 class Ring {
@@ -230,7 +222,7 @@ public:
         if (!opt.stats_file.empty()) map_stats(opt.stats_file);
         std::memset(m_stats, 0, sizeof(VbStats));
         m_stats->pid = static_cast<uint64_t>(getpid());
-        std::memcpy(m_stats->magic, "VBSTATS1", 8);
+        std::memcpy(m_stats->magic, VB_STATS_MAGIC, sizeof(m_stats->magic));
     }
 
     ~Board() {

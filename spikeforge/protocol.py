@@ -11,6 +11,8 @@ CRC is appended most significant byte first, so that the CRC of a whole good fra
 from __future__ import annotations
 
 import struct
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 
 from amaranth.lib import enum
 
@@ -32,10 +34,47 @@ __all__ = [
     "MAX_SPIKES",
     "MAX_STEPS",
     "ADDR_BITS",
+    "WORD_BYTES",
+    "EVENT_BITS",
+    "EVENT_BYTES",
+    "DEFAULT_BAUD",
     "Op",
     "Status",
     "LINK_COUNTERS",
+    "Fields",
+    "IDENT_HEADER",
     "IDENT_HEADER_WORDS",
+    "WRITE_HEADER",
+    "READ_REQUEST",
+    "EVENTS_REPLY",
+    "STEP_REQUEST",
+    "SPIKE_FRAME_HEADER",
+    "STEP_FINAL",
+    "PAYLOADS",
+    "PayloadError",
+    "Identity",
+    "payload_length_ok",
+    "identify_words",
+    "encode_identify",
+    "decode_identify",
+    "encode_write",
+    "decode_write",
+    "encode_read",
+    "decode_read",
+    "encode_words",
+    "decode_words",
+    "encode_events",
+    "decode_events",
+    "encode_events_reply",
+    "decode_events_reply",
+    "encode_step",
+    "decode_step",
+    "encode_spike_frame",
+    "decode_spike_frame",
+    "encode_step_final",
+    "decode_step_final",
+    "encode_status",
+    "decode_status",
     "CRC_INIT",
     "CRC_POLY",
     "crc16",
@@ -67,19 +106,20 @@ REQUEST_OVERHEAD = HEADER_BYTES + CRC_BYTES
 REPLY_OVERHEAD = HEADER_BYTES + 1 + CRC_BYTES
 MAX_REQUEST_PAYLOAD = MAX_FRAME - REQUEST_OVERHEAD
 MAX_REPLY_PAYLOAD = MAX_FRAME - REPLY_OVERHEAD
-#: Address width of the memory bus (``spikeforge.hw.bus.BUS_ADDR_BITS``): a core's 24-bit map,
-#: and above it a core select on a multi-core chip (``docs/routing.md``).
+#: Address width of the memory bus (the one definition; ``spikeforge.hw.bus.BUS_ADDR_BITS`` is
+#: this): a core's 24-bit map, and above it a core select on a multi-core chip
+#: (``docs/routing.md``, ``spikeforge.hw.router.CORE_SHIFT``).
 ADDR_BITS = 28
-#: WRITE payload: u32 address then the words.
-MAX_WRITE_WORDS = (MAX_REQUEST_PAYLOAD - 4) // 4
-#: READ reply payload: the words.
-MAX_READ_WORDS = MAX_REPLY_PAYLOAD // 4
-#: EVENTS payload: u16 input channel addresses.
-MAX_EVENTS = MAX_REQUEST_PAYLOAD // 2
-#: STEP spike reply payload: u16 step index then u16 neuron addresses.
-MAX_SPIKES = (MAX_REPLY_PAYLOAD - 2) // 2
-#: STEP request: u16 number of timesteps.
-MAX_STEPS = 0xFFFF
+#: Bytes of a memory word on the wire (WRITE, READ, IDENTIFY, STATUS): u32.
+WORD_BYTES = 4
+#: Width of an event or spike address: an input channel in EVENTS, a neuron in a STEP spike
+#: frame, and the gateware's ``events`` / ``spikes`` streams (``spikeforge.hw.image.EVENT_BITS``
+#: is this).
+EVENT_BITS = 16
+#: Bytes of an event or spike address on the wire.
+EVENT_BYTES = EVENT_BITS // 8
+#: UART baud rate of the host link unless a board or the user says otherwise.
+DEFAULT_BAUD = 3_000_000
 
 CRC_POLY = 0x1021
 CRC_INIT = 0xFFFF
@@ -142,8 +182,297 @@ LINK_COUNTERS = (
     ("flags", "bit 0: the core is busy"),
 )
 
-#: IDENTIFY words before the capability words: magic, version|max_frame<<16, clock Hz, count.
-IDENT_HEADER_WORDS = 4
+
+
+# --- payload layouts ----------------------------------------------------------------------
+
+_CODES = {1: "B", 2: "H", 4: "I"}
+_EVENT_CODE = _CODES[EVENT_BYTES]
+_WORD_CODE = _CODES[WORD_BYTES]
+
+
+class PayloadError(SpikeforgeError):
+    """A payload does not have the layout of its opcode (length, magic, version, count)."""
+
+
+class Fields:
+    """A fixed payload layout: named little-endian unsigned fields, in order.
+
+    The one definition of a payload.  The host and the reference device pack and unpack it
+    (:meth:`pack`, :meth:`unpack`, or the ``encode_*`` / ``decode_*`` functions of this module);
+    the gateware takes its byte counts, offsets and widths (:attr:`size`, :meth:`offset`,
+    :meth:`bits`).
+
+    Parameters
+    ----------
+    doc : str
+        What the payload is (for ``docs/protocol.md``).
+    **fields : int
+        Field name -> bytes (1, 2 or 4).
+    """
+
+    def __init__(self, doc: str, **fields: int):
+        self.doc = doc
+        self.fields = dict(fields)
+        self.struct = struct.Struct("<" + "".join(_CODES[n] for n in self.fields.values()))
+        offsets, at = {}, 0
+        for name, n in self.fields.items():
+            offsets[name] = at
+            at += n
+        self._offsets = offsets
+
+    @property
+    def size(self) -> int:
+        """Bytes of the layout."""
+        return self.struct.size
+
+    @property
+    def names(self) -> tuple:
+        return tuple(self.fields)
+
+    def offset(self, name: str) -> int:
+        """Byte offset of field ``name``."""
+        return self._offsets[name]
+
+    def bits(self, name: str) -> int:
+        """Width of field ``name`` in bits."""
+        return 8 * self.fields[name]
+
+    def pack(self, *values: int) -> bytes:
+        return self.struct.pack(*values)
+
+    def unpack(self, payload: bytes, what: str) -> tuple:
+        """The field values of ``payload``; :class:`PayloadError` (naming ``what``) if its length
+        is not :attr:`size`."""
+        if len(payload) != self.size:
+            raise PayloadError(f"{what} of {len(payload)} bytes is malformed: expected {self.size}")
+        return self.struct.unpack(payload)
+
+    def unpack_from(self, payload: bytes, what: str) -> tuple:
+        """The field values at the start of ``payload`` (at least :attr:`size` bytes)."""
+        if len(payload) < self.size:
+            raise PayloadError(f"{what} of {len(payload)} bytes is malformed: expected at least "
+                               f"{self.size}")
+        return self.struct.unpack_from(payload)
+
+    def describe(self) -> str:
+        """``u32 addr, u16 count``."""
+        return ", ".join(f"u{8 * n} {name}" for name, n in self.fields.items())
+
+
+#: IDENTIFY reply, before the ``count`` capability words (u32 each).  As u32 words: ``MAGIC``,
+#: ``version | max_frame << 16``, clock Hz, ``count``.
+IDENT_HEADER = Fields(
+    "IDENTIFY reply, then `count` u32 capability words",
+    magic=4, version=2, max_frame=2, clk_hz=4, count=4,
+)
+#: IDENTIFY words before the capability words.
+IDENT_HEADER_WORDS = IDENT_HEADER.size // WORD_BYTES
+#: WRITE request, before the u32 words to write.
+WRITE_HEADER = Fields("WRITE request, then the u32 words", addr=WORD_BYTES)
+#: READ request.
+READ_REQUEST = Fields("READ request", addr=WORD_BYTES, count=2)
+#: EVENTS reply: events taken.
+EVENTS_REPLY = Fields("EVENTS reply", count=2)
+#: STEP request: timesteps to run.
+STEP_REQUEST = Fields("STEP request", steps=2)
+#: STEP spike frame (status MORE), before the spike addresses.
+SPIKE_FRAME_HEADER = Fields(
+    f"STEP spike frame (MORE), then u{EVENT_BITS} neuron addresses", step=2
+)
+#: STEP final reply.
+STEP_FINAL = Fields("STEP final reply", steps=2, spikes=4)
+#: Every fixed layout, by name (``docs/protocol.md``).
+PAYLOADS = {
+    "IDENT_HEADER": IDENT_HEADER,
+    "WRITE_HEADER": WRITE_HEADER,
+    "READ_REQUEST": READ_REQUEST,
+    "EVENTS_REPLY": EVENTS_REPLY,
+    "STEP_REQUEST": STEP_REQUEST,
+    "SPIKE_FRAME_HEADER": SPIKE_FRAME_HEADER,
+    "STEP_FINAL": STEP_FINAL,
+}
+
+assert READ_REQUEST.bits("addr") == WRITE_HEADER.bits("addr") >= ADDR_BITS
+
+#: WRITE payload: address then the words.
+MAX_WRITE_WORDS = (MAX_REQUEST_PAYLOAD - WRITE_HEADER.size) // WORD_BYTES
+#: READ reply payload: the words.
+MAX_READ_WORDS = MAX_REPLY_PAYLOAD // WORD_BYTES
+#: EVENTS payload: input channel addresses.
+MAX_EVENTS = MAX_REQUEST_PAYLOAD // EVENT_BYTES
+#: STEP spike reply payload: step index then neuron addresses.
+MAX_SPIKES = (MAX_REPLY_PAYLOAD - SPIKE_FRAME_HEADER.size) // EVENT_BYTES
+#: STEP request: number of timesteps.
+MAX_STEPS = (1 << STEP_REQUEST.bits("steps")) - 1
+
+
+def payload_length_ok(op: Op, n: int) -> bool:
+    """Whether a request payload of ``n`` bytes has a length ``op`` accepts (else BAD_LENGTH)."""
+    op = Op(op)
+    if op == Op.WRITE:
+        return n >= WRITE_HEADER.size + WORD_BYTES and (n - WRITE_HEADER.size) % WORD_BYTES == 0
+    if op == Op.READ:
+        return n == READ_REQUEST.size
+    if op == Op.EVENTS:
+        return n % EVENT_BYTES == 0
+    if op == Op.STEP:
+        return n == STEP_REQUEST.size
+    return n == 0  # IDENTIFY, RESET_STATE, STATUS
+
+
+@dataclass(frozen=True)
+class Identity:
+    """What IDENTIFY returns (:func:`decode_identify`)."""
+
+    version: int
+    max_frame: int
+    clk_hz: int
+    words: tuple
+
+
+def encode_identify(clk_hz: int, caps=(), *, version: int = PROTOCOL_VERSION,
+                    max_frame: int = MAX_FRAME) -> bytes:
+    """IDENTIFY reply payload: :data:`IDENT_HEADER` then the capability words ``caps``."""
+    caps = list(caps)
+    return IDENT_HEADER.pack(MAGIC, version, max_frame, clk_hz, len(caps)) + encode_words(caps)
+
+
+def identify_words(clk_hz: int, caps=()) -> list[int]:
+    """The IDENTIFY reply as u32 words (what the gateware sends, word by word)."""
+    return list(decode_words(encode_identify(clk_hz, caps)))
+
+
+def decode_identify(payload: bytes) -> Identity:
+    """Check an IDENTIFY reply (size, magic, protocol version, word count) and decode it.
+
+    Raises :class:`PayloadError` if it is not a spikeforge identity of this protocol version.
+    """
+    if len(payload) < IDENT_HEADER.size or len(payload) % WORD_BYTES:
+        raise PayloadError(f"IDENTIFY reply of {len(payload)} bytes is not a spikeforge identity")
+    magic, version, max_frame, clk_hz, n = IDENT_HEADER.unpack_from(payload, "IDENTIFY reply")
+    if magic != MAGIC:
+        raise PayloadError(f"not a spikeforge device: magic 0x{magic:08x}, expected 0x{MAGIC:08x}")
+    if version != PROTOCOL_VERSION:
+        raise PayloadError(
+            f"device speaks protocol version {version}, this host library speaks "
+            f"{PROTOCOL_VERSION}: rebuild the bitstream or install the matching spikeforge"
+        )
+    words = decode_words(payload[IDENT_HEADER.size :])
+    if len(words) != n:
+        raise PayloadError(f"IDENTIFY says {n} words but sent {len(words)}")
+    return Identity(version, max_frame, clk_hz, words)
+
+
+def encode_write(addr: int, words) -> bytes:
+    """WRITE request payload."""
+    return WRITE_HEADER.pack(addr) + encode_words(words)
+
+
+def decode_write(payload: bytes) -> tuple[int, tuple]:
+    """``(addr, words)`` of a WRITE request payload."""
+    if not payload_length_ok(Op.WRITE, len(payload)):
+        raise PayloadError(f"WRITE request of {len(payload)} bytes is malformed")
+    (addr,) = WRITE_HEADER.unpack_from(payload, "WRITE request")
+    return addr, decode_words(payload[WRITE_HEADER.size :])
+
+
+def encode_read(addr: int, count: int) -> bytes:
+    """READ request payload."""
+    return READ_REQUEST.pack(addr, count)
+
+
+def decode_read(payload: bytes) -> tuple[int, int]:
+    """``(addr, count)`` of a READ request payload."""
+    return READ_REQUEST.unpack(payload, "READ request")
+
+
+def encode_words(words) -> bytes:
+    """u32 words (READ reply, STATUS reply, WRITE and IDENTIFY after their headers)."""
+    words = list(words)
+    return struct.pack(f"<{len(words)}{_WORD_CODE}", *words)
+
+
+def decode_words(payload: bytes) -> tuple:
+    """The u32 words of ``payload``."""
+    if len(payload) % WORD_BYTES:
+        raise PayloadError(f"{len(payload)} bytes are not a whole number of u32 words")
+    return struct.unpack(f"<{len(payload) // WORD_BYTES}{_WORD_CODE}", payload)
+
+
+def encode_events(addresses: Iterable[int]) -> bytes:
+    """Event or spike addresses (EVENTS request, STEP spike frame after its header)."""
+    addresses = list(addresses)
+    return struct.pack(f"<{len(addresses)}{_EVENT_CODE}", *addresses)
+
+
+def decode_events(payload: bytes) -> tuple:
+    """The event or spike addresses of ``payload``."""
+    if len(payload) % EVENT_BYTES:
+        raise PayloadError(f"{len(payload)} bytes are not a whole number of u{EVENT_BITS} events")
+    return struct.unpack(f"<{len(payload) // EVENT_BYTES}{_EVENT_CODE}", payload)
+
+
+def encode_events_reply(count: int) -> bytes:
+    """EVENTS reply payload: the number of events taken."""
+    return EVENTS_REPLY.pack(count)
+
+
+def decode_events_reply(payload: bytes) -> int:
+    return EVENTS_REPLY.unpack(payload, "EVENTS reply")[0]
+
+
+def encode_step(steps: int) -> bytes:
+    """STEP request payload."""
+    return STEP_REQUEST.pack(steps)
+
+
+def decode_step(payload: bytes) -> int:
+    return STEP_REQUEST.unpack(payload, "STEP request")[0]
+
+
+def encode_spike_frame(step: int, spikes) -> bytes:
+    """Payload of a STEP spike frame (status MORE): step index, then neuron addresses."""
+    return SPIKE_FRAME_HEADER.pack(step) + encode_events(spikes)
+
+
+def decode_spike_frame(payload: bytes) -> tuple[int, tuple]:
+    """``(step, spikes)`` of a STEP spike frame payload."""
+    if len(payload) < SPIKE_FRAME_HEADER.size or (len(payload) - SPIKE_FRAME_HEADER.size) % (
+        EVENT_BYTES
+    ):
+        raise PayloadError(f"STEP spike frame of {len(payload)} bytes is malformed")
+    (step,) = SPIKE_FRAME_HEADER.unpack_from(payload, "STEP spike frame")
+    return step, decode_events(payload[SPIKE_FRAME_HEADER.size :])
+
+
+def encode_step_final(steps: int, spikes: int) -> bytes:
+    """Payload of the final STEP reply: steps done, spikes sent (modulo 2**32)."""
+    return STEP_FINAL.pack(steps, spikes & 0xFFFFFFFF)
+
+
+def decode_step_final(payload: bytes) -> tuple[int, int]:
+    """``(steps, spikes)`` of the final STEP reply."""
+    return STEP_FINAL.unpack(payload, "STEP final reply")
+
+
+def encode_status(counters: Mapping[str, int], busy: bool, core=()) -> bytes:
+    """STATUS reply payload: the link counters (``LINK_COUNTERS``, ``flags`` from ``busy``), then
+    the core's status words."""
+    words = [counters[name] if name != "flags" else int(bool(busy)) for name, _ in LINK_COUNTERS]
+    return encode_words(words + [w & 0xFFFFFFFF for w in core])
+
+
+def decode_status(payload: bytes) -> dict:
+    """A STATUS reply: ``{counter: value, ..., "busy": bool, "core": [words]}``."""
+    words = decode_words(payload)
+    names = [name for name, _ in LINK_COUNTERS]
+    if len(words) < len(names):
+        raise PayloadError(f"STATUS reply has {len(words)} words, expected >= {len(names)}")
+    out = dict(zip(names, words[: len(names)], strict=True))
+    out["busy"] = bool(out.pop("flags") & 1)
+    out["core"] = list(words[len(names) :])
+    return out
 
 
 # --- CRC-16/CCITT-FALSE -------------------------------------------------------------------
@@ -357,9 +686,14 @@ def describe() -> str:
         "MAX_SPIKES",
         "MAX_STEPS",
         "ADDR_BITS",
+        "EVENT_BITS",
+        "DEFAULT_BAUD",
     ):
         lines.append(f"| `{name}` | {globals()[name]} |")
     lines.append(f"| `MAGIC` | 0x{MAGIC:08X} |")
+    lines += ["", "| payload layout | fields (little-endian) | bytes | what |", "|---|---|---|---|"]
+    for name, fields in PAYLOADS.items():
+        lines.append(f"| `{name}` | {fields.describe()} | {fields.size} | {fields.doc} |")
     lines += ["", "| opcode | value | request payload -> reply payload |", "|---|---|---|"]
     for op in Op:
         doc = _member_doc(Op, op.name)

@@ -41,6 +41,7 @@ from spikeforge.boards.pll import ecp5_pll_params, ice40_pll_params
 from spikeforge.boards.top import BoardTop, plan_clock
 from spikeforge.errors import ConfigError
 from spikeforge.hw.uart import MAX_BAUD_ERROR, uart_divisor
+from spikeforge.hw.util import mark_used
 
 # --- PLL ----------------------------------------------------------------------------------------
 
@@ -761,7 +762,7 @@ def test_the_board_chip_counts_uart_errors():
     from spikeforge.boards.top import default_chip_factory
 
     chip = default_chip_factory(get_board("icebreaker").chip, 24e6)
-    chip._MustUse__silence = True  # inspected, not elaborated
+    mark_used(chip)  # inspected, not elaborated
     members = chip.signature.members
     assert members["rx_framing_error"] == In(1)
     assert members["rx_overrun"] == In(1)

@@ -22,12 +22,24 @@ from spikeforge.protocol import (
     MAX_EVENTS,
     MAX_FRAME,
     MAX_SPIKES,
+    PROTOCOL_VERSION,
     FrameDecoder,
+    Identity,
     Op,
     Status,
     cobs_encode,
     crc16,
+    decode_events_reply,
+    decode_identify,
+    decode_spike_frame,
+    decode_status,
+    decode_step_final,
+    decode_words,
+    encode_events,
     encode_frame,
+    encode_read,
+    encode_step,
+    encode_write,
     request,
 )
 
@@ -245,6 +257,42 @@ def test_every_command_round_trip(fast):
     names = [n for n, _ in LINK_COUNTERS]
     assert st[names.index("bus_errors")] == 4 + 1
     assert st[len(names) :] == (0, 0)  # core: t reset to 0 by RESET_STATE, STEP(0) ran nothing
+    # the gateware's replies, read with the protocol's decoders
+    assert decode_identify(bodies[0][2:-1]) == Identity(PROTOCOL_VERSION, MAX_FRAME, CLK,
+                                                        tuple(IDENT))
+    assert decode_words(bodies[2][2:-1]) == (0, 0, *words, 0, 0)
+    assert decode_events_reply(bodies[3][2:-1]) == MAX_EVENTS
+    assert decode_events_reply(bodies[4][2:-1]) == 300 - MAX_EVENTS
+    step0 = [decode_spike_frame(b[2:-1]) for b in step_frames[:2]]
+    assert [i for i, _ in step0] == [0, 0]
+    assert [a for _, sp in step0 for a in sp] == RefCore().spikes_for(0, evs)
+    assert decode_step_final(step_frames[-1][2:-1]) == (6, 301)
+    status = decode_status(bodies[-1][2:-1])
+    assert status["bus_errors"] == 5 and status["busy"] is False and status["core"] == [0, 0]
+
+
+def test_requests_built_by_the_encoders():
+    """The protocol's request encoders against the gateware and the reference."""
+    rng = random.Random(7)
+    words = [rng.randrange(1 << 32) for _ in range(5)]
+    evs = [rng.randrange(1 << 16) for _ in range(40)]
+    data = b"".join(
+        [
+            request(Op.WRITE, 1, encode_write(3, words)),
+            request(Op.READ, 2, encode_read(2, 7)),
+            request(Op.EVENTS, 3, encode_events(evs)),
+            request(Op.STEP, 4, encode_step(2)),
+        ]
+    )
+    got, ref, sim, _ = both(data)
+    assert got == ref
+    bodies = frames(got)
+    assert [Status(b[-1]) for b in bodies] == [Status.OK] * 3 + [Status.MORE, Status.OK]
+    assert decode_words(bodies[1][2:-1]) == (0, *words, 0)
+    assert decode_events_reply(bodies[2][2:-1]) == len(evs)
+    assert decode_spike_frame(bodies[3][2:-1]) == (0, tuple(RefCore().spikes_for(0, evs)))
+    assert decode_step_final(bodies[4][2:-1]) == (2, len(evs))
+    assert sim.core.events_log == [evs, []]
 
 
 @pytest.mark.parametrize("fast", [False, True])

@@ -480,6 +480,24 @@ def test_ident_words_describe_one_and_several_cores():
         Chip(SMALL, 12_000_000, delay_depth=4)
 
 
+def test_ident_fields_are_read_and_written_by_name(monkeypatch):
+    """Every IDENTIFY capability word is found by its name in IDENT_FIELDS, never by position:
+    the same configurations round-trip with the fields in another order."""
+    from spikeforge.hw import chip as chip_mod
+
+    words = dict(zip(chip_mod.IDENT_FIELDS, ident_words(RCFG), strict=True))
+    assert words["cores"] == RCFG.cores and words["chip_inputs"] == RCFG.n_inputs
+    assert words["route_entries"] == RCFG.entries and words["delay_depth"] == RCFG.delay_depth
+    assert words["weight_bits"] == SMALL.fmt.weight_bits and words["n_neurons"] == SMALL.n_neurons
+    shuffled = list(chip_mod.IDENT_FIELDS)
+    np.random.default_rng(5).shuffle(shuffled)
+    monkeypatch.setattr(chip_mod, "IDENT_FIELDS", tuple(shuffled))
+    moved = ident_words(RCFG)
+    assert moved == [words[name] for name in shuffled]
+    assert chip_config_from_ident(moved) == RCFG
+    assert chip_config_from_ident(ident_words(SMALL)) == SMALL
+
+
 # --- real cores + router in the Amaranth simulator ----------------------------------------------
 MC_CORE = CoreConfig(n_neurons=16, n_inputs=24, n_populations=2, synapse_words=256)
 MC = RouterConfig(MC_CORE, cores=3, n_inputs=8)

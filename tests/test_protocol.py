@@ -222,3 +222,142 @@ def test_rtl_receiver_drops_bad_frames_and_resynchronises():
     # the host decoder agrees on which frames are good
     host = [x for x in FrameDecoder().feed(wire) if isinstance(x, bytes)]
     assert host == frames
+
+
+# --- payload layouts: one definition, encoders and decoders ------------------------------------
+
+
+def test_payload_encoders_give_the_documented_bytes():
+    """Each encoder against the layout written out by hand (``docs/protocol.md``)."""
+    import struct
+
+    assert protocol.encode_identify(12_000_000, [3, 1, 4]) == struct.pack(
+        "<7I", protocol.MAGIC, protocol.PROTOCOL_VERSION | MAX_FRAME << 16, 12_000_000, 3, 3, 1, 4
+    )
+    assert protocol.identify_words(5, [9]) == [
+        protocol.MAGIC, protocol.PROTOCOL_VERSION | MAX_FRAME << 16, 5, 1, 9
+    ]
+    assert protocol.IDENT_HEADER_WORDS == 4
+    assert protocol.encode_write(0x123, [1, 0xFFFFFFFF]) == struct.pack("<I2I", 0x123, 1, 2**32 - 1)
+    assert protocol.encode_read(0x0ABCDEF, 24) == struct.pack("<IH", 0x0ABCDEF, 24)
+    assert protocol.encode_words([7, 8]) == struct.pack("<2I", 7, 8)
+    assert protocol.encode_events([1, 65535, 3]) == struct.pack("<3H", 1, 65535, 3)
+    assert protocol.encode_events_reply(254) == struct.pack("<H", 254)
+    assert protocol.encode_step(65535) == struct.pack("<H", 65535)
+    assert protocol.encode_spike_frame(2, [5, 6]) == struct.pack("<H2H", 2, 5, 6)
+    assert protocol.encode_step_final(6, 301) == struct.pack("<HI", 6, 301)
+    assert protocol.encode_step_final(1, 2**32 + 5) == struct.pack("<HI", 1, 5)  # modulo 2**32
+    counters = {name: i for i, (name, _) in enumerate(protocol.LINK_COUNTERS) if name != "flags"}
+    n = len(protocol.LINK_COUNTERS)
+    assert protocol.encode_status(counters, busy=True, core=[-1, 4]) == struct.pack(
+        f"<{n + 2}I", *range(n - 1), 1, 2**32 - 1, 4
+    )
+
+
+def test_payload_constants_derive_from_the_layouts():
+    assert protocol.MAX_WRITE_WORDS == (protocol.MAX_REQUEST_PAYLOAD - 4) // 4 == 126
+    assert protocol.MAX_READ_WORDS == protocol.MAX_REPLY_PAYLOAD // 4 == 126
+    assert MAX_EVENTS == protocol.MAX_REQUEST_PAYLOAD // 2 == 254
+    assert protocol.MAX_SPIKES == (protocol.MAX_REPLY_PAYLOAD - 2) // 2 == 252
+    assert protocol.MAX_STEPS == 0xFFFF
+    assert protocol.EVENT_BITS == 16 and protocol.EVENT_BYTES == 2
+    assert protocol.READ_REQUEST.offset("count") == 4 and protocol.READ_REQUEST.bits("count") == 16
+    assert protocol.STEP_FINAL.size == 6 and protocol.STEP_FINAL.offset("spikes") == 2
+    assert protocol.IDENT_HEADER.describe() == (
+        "u32 magic, u16 version, u16 max_frame, u32 clk_hz, u32 count"
+    )
+
+
+def test_payload_length_ok_is_the_length_table():
+    want = {
+        Op.IDENTIFY: lambda n: n == 0,
+        Op.WRITE: lambda n: n >= 8 and n % 4 == 0,
+        Op.READ: lambda n: n == 6,
+        Op.RESET_STATE: lambda n: n == 0,
+        Op.EVENTS: lambda n: n % 2 == 0,
+        Op.STEP: lambda n: n == 2,
+        Op.STATUS: lambda n: n == 0,
+    }
+    for op, ok in want.items():
+        for n in range(protocol.MAX_REQUEST_PAYLOAD + 1):
+            assert protocol.payload_length_ok(op, n) == ok(n), (op, n)
+
+
+u32 = st.integers(0, 2**32 - 1)
+u16 = st.integers(0, 2**16 - 1)
+
+
+@given(u32, st.lists(u32, max_size=protocol.MAX_READ_WORDS - protocol.IDENT_HEADER_WORDS))
+@settings(max_examples=100, deadline=None)
+def test_identify_round_trip(clk, caps):
+    got = protocol.decode_identify(protocol.encode_identify(clk, caps))
+    assert got == protocol.Identity(protocol.PROTOCOL_VERSION, MAX_FRAME, clk, tuple(caps))
+    assert protocol.encode_words(protocol.identify_words(clk, caps)) == protocol.encode_identify(
+        clk, caps
+    )
+
+
+@given(st.integers(0, 2**28 - 1), st.lists(u32, min_size=1, max_size=protocol.MAX_WRITE_WORDS))
+@settings(max_examples=100, deadline=None)
+def test_write_read_words_round_trip(addr, words):
+    assert protocol.decode_write(protocol.encode_write(addr, words)) == (addr, tuple(words))
+    assert protocol.decode_read(protocol.encode_read(addr, len(words))) == (addr, len(words))
+    assert protocol.decode_words(protocol.encode_words(words)) == tuple(words)
+
+
+@given(st.lists(u16, max_size=MAX_EVENTS), u16, u32)
+@settings(max_examples=100, deadline=None)
+def test_events_and_step_round_trip(events, n, total):
+    assert protocol.decode_events(protocol.encode_events(events)) == tuple(events)
+    assert protocol.decode_events_reply(protocol.encode_events_reply(n)) == n
+    assert protocol.decode_step(protocol.encode_step(n)) == n
+    spikes = events[: protocol.MAX_SPIKES]
+    assert protocol.decode_spike_frame(protocol.encode_spike_frame(n, spikes)) == (n, tuple(spikes))
+    assert protocol.decode_step_final(protocol.encode_step_final(n, total)) == (n, total)
+
+
+@given(st.lists(u16, min_size=len(protocol.LINK_COUNTERS) - 1,
+                max_size=len(protocol.LINK_COUNTERS) - 1),
+       st.booleans(), st.lists(u32, max_size=8))
+@settings(max_examples=50, deadline=None)
+def test_status_round_trip(values, busy, core):
+    names = [name for name, _ in protocol.LINK_COUNTERS if name != "flags"]
+    counters = dict(zip(names, values, strict=True))
+    got = protocol.decode_status(protocol.encode_status(counters, busy, core))
+    assert got == {**counters, "busy": busy, "core": core}
+
+
+def test_decoders_refuse_malformed_payloads():
+    import struct
+
+    P = protocol.PayloadError
+    ident = protocol.encode_identify(1, [2])
+    with pytest.raises(P, match="not a spikeforge identity"):
+        protocol.decode_identify(ident[:15])
+    with pytest.raises(P, match="not a spikeforge identity"):
+        protocol.decode_identify(ident + b"\x00")
+    with pytest.raises(P, match="not a spikeforge device: magic 0x12345678"):
+        protocol.decode_identify(struct.pack("<4I", 0x12345678, 1, 1, 0))
+    with pytest.raises(P, match="version 99.*speaks 1"):
+        protocol.decode_identify(protocol.encode_identify(1, [], version=99))
+    with pytest.raises(P, match="says 1 words but sent 0"):
+        protocol.decode_identify(ident[:-4])
+    with pytest.raises(P, match="WRITE request of 6 bytes"):
+        protocol.decode_write(b"\x00" * 6)
+    with pytest.raises(P, match="READ request of 5 bytes"):
+        protocol.decode_read(b"\x00" * 5)
+    with pytest.raises(P, match="u32 words"):
+        protocol.decode_words(b"\x00" * 5)
+    with pytest.raises(P, match="u16 events"):
+        protocol.decode_events(b"\x00" * 3)
+    with pytest.raises(P, match="EVENTS reply of 0 bytes"):
+        protocol.decode_events_reply(b"")
+    with pytest.raises(P, match="STEP request of 3 bytes"):
+        protocol.decode_step(b"\x00" * 3)
+    for bad in (b"\x00", b"\x00" * 3):
+        with pytest.raises(P, match=f"STEP spike frame of {len(bad)} bytes is malformed"):
+            protocol.decode_spike_frame(bad)
+    with pytest.raises(P, match="STEP final reply of 4 bytes"):
+        protocol.decode_step_final(b"\x00" * 4)
+    with pytest.raises(P, match="STATUS reply has 2 words"):
+        protocol.decode_status(b"\x00" * 8)

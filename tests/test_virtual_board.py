@@ -21,13 +21,18 @@ from amaranth.lib.wiring import In, Out
 from spikeforge.errors import ConfigError
 from spikeforge.sim import verilator as sv
 from spikeforge.sim.virtual_board import (
+    STATS_FIELDS,
+    STATS_MAGIC,
     PortMap,
     ToolchainError,
     VirtualBoard,
     VirtualBoardError,
+    VirtualBoardStats,
     _mangle,
     _module_ports,
     build_virtual_board,
+    decode_stats,
+    stats_header,
     virtual_board_verilog,
 )
 
@@ -233,6 +238,30 @@ def test_verilator_port_name_mangling():
     assert _mangle("e__") == "e___05F"
     assert _mangle("_c") == "_c"
     assert _mangle("clk") == "clk"
+
+
+def test_stats_layout_is_generated_from_one_definition():
+    """The harness's ``struct VbStats`` comes from STATS_FIELDS (vboard_config.h); the Python
+    side reads the same layout."""
+    import struct
+
+    header = stats_header()
+    assert f'#define VB_STATS_MAGIC "{STATS_MAGIC.decode()}"' in header
+    members = [line.split()[1].rstrip(";") for line in header.splitlines()
+               if line.strip().startswith("uint64_t")]
+    assert members == [name for name, _ in STATS_FIELDS]
+    size = len(STATS_MAGIC) + 8 * len(STATS_FIELDS)
+    assert f"sizeof(VbStats) == {size}" in header
+    harness = (REPO / "sim" / "vboard_main.cpp").read_text()
+    assert "struct VbStats {" not in harness and STATS_MAGIC.decode() not in harness
+    values = list(range(1, len(STATS_FIELDS) + 1))
+    image = struct.pack(f"<{len(STATS_MAGIC)}s{len(values)}Q", STATS_MAGIC, *values)
+    kv = dict(zip((name for name, _ in STATS_FIELDS), values, strict=True))
+    assert decode_stats(image + b"junk") == VirtualBoardStats(
+        **{k: v for k, v in kv.items() if k != "pid"}
+    )
+    assert decode_stats(image[:-1]) is None
+    assert decode_stats(b"\0" * len(image)) is None
 
 
 class _NoTx(wiring.Component):

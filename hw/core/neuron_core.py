@@ -22,6 +22,7 @@ from ..image import (
     Region,
     region_size,
 )
+from ..util import refusing_unused
 from .accumulate import AccumulatePipe, RegisteredAccumulatePipe
 from .bitmap import RegisteredWalker, SpikeBitmap, Walker
 from .descriptors import DescriptorEngine, RegisteredDescriptorEngine
@@ -64,12 +65,13 @@ class NeuronCore(wiring.Component):
     """
 
     def __init__(self, config: CoreConfig, options: CoreOptions | None = None):
-        if not isinstance(config, CoreConfig):
-            raise TypeError(f"config must be a CoreConfig, not {config!r}")
-        if options is None:
-            options = CoreOptions()
-        if not isinstance(options, CoreOptions):
-            raise TypeError(f"options must be a CoreOptions, not {options!r}")
+        with refusing_unused(self):  # a refused argument is not an unused elaboratable
+            if not isinstance(config, CoreConfig):
+                raise TypeError(f"config must be a CoreConfig, not {config!r}")
+            if options is None:
+                options = CoreOptions()
+            if not isinstance(options, CoreOptions):
+                raise TypeError(f"options must be a CoreOptions, not {options!r}")
         self.config = config
         self.options = options
         super().__init__(
