@@ -22,7 +22,8 @@ import time
 from pathlib import Path
 
 from ..errors import ConfigError, SpikeforgeError
-from .configs import BOARDS, get_board
+from .configs import BOARDS, default_out_dir, get_board
+from .flash import register as _register_flash
 
 __all__ = [
     "ToolchainError",
@@ -142,11 +143,6 @@ def drop_zero_meminit(text):
         return match.group(0)
 
     return _MEMINIT_CELL.sub(keep_or_drop, text), removed
-
-
-def default_out_dir(board):
-    """``build/boards/<name>`` under the current directory."""
-    return Path("build") / "boards" / get_board(board).name
 
 
 def toolchain_env(family, env=None):
@@ -751,8 +747,6 @@ def _public(report):
 
 def register(subparsers):
     """Add ``build`` and ``flash`` to the ``spikeforge`` command line."""
-    from .flash import register as register_flash
-
     p = subparsers.add_parser(
         "build",
         help="build the bitstream for a board (open toolchain from PyPI)",
@@ -774,4 +768,4 @@ def register(subparsers):
     p.add_argument("--json", action="store_true", help="print the report as one JSON object")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress output")
     p.set_defaults(func=_cmd_build)
-    register_flash(subparsers)
+    _register_flash(subparsers)

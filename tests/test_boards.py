@@ -15,6 +15,7 @@ import re
 import shutil
 import stat
 import subprocess
+import sys
 import warnings
 
 import pytest
@@ -564,6 +565,18 @@ def test_cli_build_list(capsys):
 def test_cli_flash_missing_bitstream(tmp_path):
     with pytest.raises(FlashError, match="no bitstream"):
         _cli(["flash", "--board", "icebreaker", "--bitstream", str(tmp_path / "x.bin")])
+
+
+def test_flash_does_not_import_build():
+    # flash finds the default bitstream through configs.default_out_dir: no build <-> flash cycle
+    code = (
+        "import sys, spikeforge.boards.flash as f; "
+        "assert 'spikeforge.boards.build' not in sys.modules, 'flash imported build'; "
+        "print(f.default_out_dir('icebreaker'))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == [os.path.join("build", "boards", "icebreaker")]
 
 
 # --- a real bitstream ---------------------------------------------------------------------------
