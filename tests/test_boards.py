@@ -46,6 +46,9 @@ from spikeforge.boards.top import BoardTop, plan_clock
 from spikeforge.errors import ConfigError
 from spikeforge.hw.uart import MAX_BAUD_ERROR, uart_divisor
 
+#: a test that makes an Amaranth platform (amaranth-boards, the [boards] extra)
+needs_boards = pytest.mark.needs("amaranth_boards")
+
 # --- PLL ----------------------------------------------------------------------------------------
 
 # (f_in, f_out, simple_feedback) -> (DIVR, DIVF, DIVQ, FILTER_RANGE, achieved MHz), from icepll.
@@ -200,6 +203,7 @@ def test_registry_targets():
     assert abs(ulx.chip.clock_mhz * 1e6 / divisor / ulx.chip.baud - 1) <= MAX_BAUD_ERROR
 
 
+@needs_boards
 @pytest.mark.parametrize("name", sorted(BOARDS))
 def test_registry_board_matches_platform(name):
     board = BOARDS[name]
@@ -275,6 +279,7 @@ class EchoChip(wiring.Component):
         return m
 
 
+@needs_boards
 def test_board_top_refuses_a_chip_without_byte_streams():
     class NoStreams(wiring.Component):
         rx: In(8)
@@ -290,6 +295,7 @@ def test_board_top_refuses_a_chip_without_byte_streams():
         BOARDS["icebreaker"].make_platform().prepare(top)
 
 
+@needs_boards
 def test_board_top_clock_is_the_achieved_pll_frequency():
     seen = {}
 
@@ -304,6 +310,7 @@ def test_board_top_clock_is_the_achieved_pll_frequency():
     assert top.clk_freq_hz == pytest.approx(400e6 / 3)
 
 
+@needs_boards
 def test_board_top_refuses_a_clock_the_uart_cannot_divide():
     # 12 MHz -> 25.125 MHz: 8.375 cycles per bit at 3 Mbaud, 4.7 % off.
     top = BoardTop("icebreaker", EchoChip, clock_mhz=25)
@@ -596,9 +603,13 @@ def _toolchain_installed(family):
 needs_ice40 = pytest.mark.skipif(
     not _toolchain_installed("ice40"), reason="the iCE40 toolchain is not installed"
 )
+needs_ecp5 = pytest.mark.skipif(
+    not _toolchain_installed("ecp5"), reason="the ECP5 toolchain is not installed"
+)
 
 
 @pytest.mark.slow
+@needs_boards
 @needs_ice40
 def test_build_icebreaker_echo(tmp_path):
     stages = []
@@ -633,6 +644,7 @@ def test_build_icebreaker_echo(tmp_path):
 
 
 @pytest.mark.slow
+@needs_boards
 @needs_ice40
 def test_build_icebreaker_timing_failure(tmp_path):
     # A UP5K cannot run even this small design at 250 MHz: the build must say so and fail.
@@ -729,6 +741,7 @@ class BigMemoryChip(EchoChip):
 
 
 @pytest.mark.slow
+@needs_boards
 @needs_ice40
 def test_build_that_does_not_fit_says_what_is_missing(tmp_path):
     with pytest.raises(BuildError) as info:
@@ -742,6 +755,7 @@ def test_build_that_does_not_fit_says_what_is_missing(tmp_path):
 
 
 @pytest.mark.slow
+@needs_boards
 @needs_ice40
 def test_build_the_whole_chip_for_the_icebreaker_and_meet_timing(tmp_path):
     """Link + core + UART + PLL on the UP5K: the weights in the four SPRAMs, timing met."""
@@ -758,6 +772,8 @@ def test_build_the_whole_chip_for_the_icebreaker_and_meet_timing(tmp_path):
 
 
 @pytest.mark.slow
+@needs_boards
+@needs_ecp5
 def test_build_the_whole_chip_for_the_ulx3s_and_meet_timing(tmp_path):
     """The real thing: link + core + UART + PLL, placed and routed for the ECP5-85F."""
     report = build("ulx3s-85f", tmp_path / "ulx3s")
@@ -891,6 +907,7 @@ def _fake_build(out_dir, seeds, jobs=2, **kwargs):
     )  # fmt: skip
 
 
+@needs_boards
 def test_build_tries_seeds_in_parallel_and_keeps_the_first_that_meets_timing(
     tmp_path, fake_toolchain
 ):
@@ -917,6 +934,7 @@ def test_build_tries_seeds_in_parallel_and_keeps_the_first_that_meets_timing(
     assert "seeds tried" in format_report(report)
 
 
+@needs_boards
 def test_build_stops_later_seeds_once_an_earlier_one_meets_timing(tmp_path, fake_toolchain):
     log = fake_toolchain(s1=[50.0, 0.1, 0], s2=[60.0, 60.0, 0])
     t0 = time.monotonic()
@@ -928,6 +946,7 @@ def test_build_stops_later_seeds_once_an_earlier_one_meets_timing(tmp_path, fake
     assert sorted(log.read_text().split()) == ["1", "2"]
 
 
+@needs_boards
 def test_build_reports_the_best_seed_when_none_meets_timing(tmp_path, fake_toolchain):
     fake_toolchain(s1=[44.0, 0.1, 0], s2=[47.0, 0.1, 0], s3=[0, 0.1, 1])
     with pytest.raises(TimingError, match=r"needs 48\.00 MHz \(seed 2, the best of seeds 1, 2, 3"):
@@ -938,6 +957,7 @@ def test_build_reports_the_best_seed_when_none_meets_timing(tmp_path, fake_toolc
     assert "fake nextpnr failed for seed 3" in report["seeds_tried"][2]["error"]
 
 
+@needs_boards
 def test_build_fails_when_every_seed_fails(tmp_path, fake_toolchain):
     fake_toolchain(s4=[0, 0.1, 1], s5=[0, 0.1, 1])
     with pytest.raises(BuildError, match=r"failed in the 'pnr' stage \(seed 4, exit code 1\)"):

@@ -203,7 +203,7 @@ def status_words(link_out: bytes):
     return struct.unpack(f"<{(len(body) - 3) // 4}I", body[2:-1])
 
 
-@pytest.mark.parametrize("fast", [False, True])
+@pytest.mark.parametrize("fast", [pytest.param(False, marks=pytest.mark.slow), True])
 def test_every_command_round_trip(fast):
     """Every command against the reference; with ``fast`` (the fast build's skid buffer in
     front of the reply encoder and registered range check) the replies are the same bytes."""
@@ -300,6 +300,7 @@ def overlong_block(body):
     return bytes(enc) + b"\x00"
 
 
+@pytest.mark.slow
 def test_random_bytes_then_good_frame():
     rng = random.Random(5)
     for trial in range(3):
@@ -364,6 +365,7 @@ def test_step_timeout():
     assert status_words(encode_frame(bodies[1]))[names.index("step_timeouts")] == 1
 
 
+@pytest.mark.slow
 def test_host_device_on_gateware():
     """The host library against the simulated gateware (in-process transport)."""
     sim = SimLink(stall=False)
@@ -378,6 +380,7 @@ def test_host_device_on_gateware():
     assert st["core"] == [2, 0] and st["crc_errors"] == 0
 
 
+@pytest.mark.slow
 def test_host_retry_against_gateware():
     """A corrupt STEP request is retried and executed once; a lost STEP reply is reported."""
     sim = SimLink(stall=False)

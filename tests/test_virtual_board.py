@@ -138,17 +138,17 @@ def _build(top, name, **kwargs):
 
 
 @pytest.fixture(scope="session")
-def echo_exe():
+def echo_exe(verilator_toolchain):
     return _build(EchoTop(), "vb_echo")
 
 
 @pytest.fixture(scope="session")
-def addone_exe():
+def addone_exe(verilator_toolchain):
     return _build(AddOneTop(), "vb_addone")
 
 
 @pytest.fixture(scope="session")
-def count_exe():
+def count_exe(verilator_toolchain):
     return _build(COUNT_TOP_V, "count_top", ports=COUNT_PORTS)
 
 
