@@ -300,6 +300,10 @@ class _LogTail:
         return parts
 
 
+#: Seconds between two looks at the running tools (progress, finished runs).
+_POLL_S = 0.25
+
+
 class _Job:
     """One tool running in ``cwd``: its process and what it printed (read by a thread)."""
 
@@ -564,7 +568,7 @@ def _place_and_route(pnr_argv, seeds, jobs, out_dir, name, env, family, clock_mh
                 fmax = "-" if r["fmax_mhz"] is None else f"{r['fmax_mhz']:.2f} MHz"
                 message = f"{prefix}: {fmax}, {verdict}"
             report("pnr", message)
-            time.sleep(0.25)
+            time.sleep(_POLL_S)
     finally:
         for job in running.values():  # only when interrupted (an exception)
             job.kill()
@@ -594,7 +598,7 @@ def _run_tools(out_dir, name, env, family, seeds, jobs, progress, start, clock_m
         report("synth", message)
         if code is not None:
             break
-        time.sleep(0.25)
+        time.sleep(_POLL_S)
     if code != 0:
         raise _failure(job, "synth", _log_lines(job))
 
@@ -618,7 +622,7 @@ def _run_tools(out_dir, name, env, family, seeds, jobs, progress, start, clock_m
         report("pack", report.tool_output(new))
         if code is not None:
             break
-        time.sleep(0.25)
+        time.sleep(_POLL_S)
     if code != 0:
         raise _failure(job, "pack")
     return chosen, results

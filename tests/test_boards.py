@@ -843,27 +843,34 @@ Path("top.rpt").write_text("1. Executing fake synthesis.\\n")
 Path("top.json").write_text("{}")
 """
 
-# nextpnr stand-in: FAKE_PNR = {"seed": [fmax, seconds, exit code]}; every start is logged
+# nextpnr stand-in: FAKE_PNR = {"seed": [fmax, seconds, exit code, (seed to wait for)]}; every
+# start ("start N") and end ("done N") is logged, so a run can wait for another one to finish
 _FAKE_NEXTPNR = """
 import json, os, sys, time
 from pathlib import Path
 args = sys.argv[1:]
 opt = {a: b for a, b in zip(args, args[1:]) if a.startswith("--")}
 seed = opt["--seed"]
-fmax, seconds, code = json.loads(os.environ["FAKE_PNR"])[seed]
-with open(os.environ["FAKE_PNR_LOG"], "a") as f:
-    f.write(seed + "\\n")
+fmax, seconds, code, *after = json.loads(os.environ["FAKE_PNR"])[seed]
+log = Path(os.environ["FAKE_PNR_LOG"])
+with open(log, "a") as f:
+    f.write(f"start {seed}\\n")
+while after and f"done {after[0]}" not in log.read_text():
+    time.sleep(0.01)
 assert Path(opt["--json"]).is_file() and Path(opt["--pcf"]).is_file()
 Path(opt["--log"]).write_text(f"Info: seed {seed}\\nInfo: Max frequency: {fmax} MHz\\n")
 time.sleep(seconds)
+if not code:
+    Path(opt["--asc"]).write_text(f"placed with seed {seed}\\n")
+    Path(opt["--report"]).write_text(json.dumps({
+        "utilization": {"ICESTORM_LC": {"used": 900, "available": 5280}},
+        "fmax": {"clk": {"achieved": fmax, "constraint": 48.0}},
+    }))
+with open(log, "a") as f:
+    f.write(f"done {seed}\\n")
 if code:
     print("ERROR: fake nextpnr failed for seed " + seed)
-    sys.exit(code)
-Path(opt["--asc"]).write_text(f"placed with seed {seed}\\n")
-Path(opt["--report"]).write_text(json.dumps({
-    "utilization": {"ICESTORM_LC": {"used": 900, "available": 5280}},
-    "fmax": {"clk": {"achieved": fmax, "constraint": 48.0}},
-}))
+sys.exit(code)
 """
 
 _FAKE_ICEPACK = """
@@ -892,12 +899,17 @@ def fake_toolchain(tmp_path, monkeypatch):
         monkeypatch.delenv(var, raising=False)
     log = tmp_path / "pnr-starts.txt"
     monkeypatch.setenv("FAKE_PNR_LOG", str(log))
+    monkeypatch.setattr(build_mod, "_POLL_S", 0.02)
 
     def runs(**seeds):
         monkeypatch.setenv("FAKE_PNR", json.dumps({k.lstrip("s"): v for k, v in seeds.items()}))
         return log
 
     return runs
+
+
+def _started(log):
+    return sorted(line.split()[1] for line in log.read_text().splitlines() if "start" in line)
 
 
 def _fake_build(out_dir, seeds, jobs=2, **kwargs):
@@ -911,8 +923,8 @@ def _fake_build(out_dir, seeds, jobs=2, **kwargs):
 def test_build_tries_seeds_in_parallel_and_keeps_the_first_that_meets_timing(
     tmp_path, fake_toolchain
 ):
-    # seed 1 misses, seed 2 meets (and finishes first), seed 3 is never needed
-    log = fake_toolchain(s1=[45.0, 0.5, 0], s2=[50.0, 0.1, 0], s3=[60.0, 0.1, 0])
+    # seed 1 misses (0.5 s after seed 2 has finished), seed 2 meets, seed 3 is never needed
+    log = fake_toolchain(s1=[45.0, 0.5, 0, 2], s2=[50.0, 0, 0], s3=[60.0, 0, 0])
     stages = []
     report = _fake_build(
         tmp_path / "b", [1, 2, 3], progress=lambda stage, msg, t: stages.append((stage, msg))
@@ -922,7 +934,7 @@ def test_build_tries_seeds_in_parallel_and_keeps_the_first_that_meets_timing(
         {"seed": 1, "fmax_mhz": 45.0, "timing_met": False},
         {"seed": 2, "fmax_mhz": 50.0, "timing_met": True},
     ]
-    assert sorted(log.read_text().split()) == ["1", "2"]  # 1 and 2 at once; 3 never started
+    assert _started(log) == ["1", "2"]  # 1 and 2 at once; 3 never started
     out = tmp_path / "b"
     assert (out / "top.bin").read_text() == "placed with seed 2\n"
     assert "seed 2" in (out / "top.tim").read_text()
@@ -936,19 +948,19 @@ def test_build_tries_seeds_in_parallel_and_keeps_the_first_that_meets_timing(
 
 @needs_boards
 def test_build_stops_later_seeds_once_an_earlier_one_meets_timing(tmp_path, fake_toolchain):
-    log = fake_toolchain(s1=[50.0, 0.1, 0], s2=[60.0, 60.0, 0])
+    log = fake_toolchain(s1=[50.0, 0.05, 0], s2=[60.0, 60.0, 0])
     t0 = time.monotonic()
     report = _fake_build(tmp_path / "b", [1, 2])
     assert time.monotonic() - t0 < 30  # seed 2's nextpnr was stopped, not waited for
     assert report["seed"] == 1 and report["seeds_tried"] == [
         {"seed": 1, "fmax_mhz": 50.0, "timing_met": True}
     ]
-    assert sorted(log.read_text().split()) == ["1", "2"]
+    assert _started(log) == ["1", "2"]
 
 
 @needs_boards
 def test_build_reports_the_best_seed_when_none_meets_timing(tmp_path, fake_toolchain):
-    fake_toolchain(s1=[44.0, 0.1, 0], s2=[47.0, 0.1, 0], s3=[0, 0.1, 1])
+    fake_toolchain(s1=[44.0, 0, 0], s2=[47.0, 0, 0], s3=[0, 0, 1])
     with pytest.raises(TimingError, match=r"needs 48\.00 MHz \(seed 2, the best of seeds 1, 2, 3"):
         _fake_build(tmp_path / "b", [1, 2, 3], jobs=1)
     report = json.loads((tmp_path / "b" / "build.json").read_text())
@@ -959,7 +971,7 @@ def test_build_reports_the_best_seed_when_none_meets_timing(tmp_path, fake_toolc
 
 @needs_boards
 def test_build_fails_when_every_seed_fails(tmp_path, fake_toolchain):
-    fake_toolchain(s4=[0, 0.1, 1], s5=[0, 0.1, 1])
+    fake_toolchain(s4=[0, 0, 1], s5=[0, 0, 1])
     with pytest.raises(BuildError, match=r"failed in the 'pnr' stage \(seed 4, exit code 1\)"):
         _fake_build(tmp_path / "b", [4, 5])
     assert not (tmp_path / "b" / "top.bin").exists()

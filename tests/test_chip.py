@@ -162,6 +162,7 @@ def test_the_demo_runs_on_the_virtual_board_and_agrees_with_golden(board):
     assert res["samples"] == 12
 
 
+@pytest.mark.slow
 def test_bit_level_uart_identify_in_the_amaranth_simulator():
     """IDENTIFY through the real UART PHY: host bytes -> UART bits -> chip -> UART bits."""
     from amaranth.hdl import Module

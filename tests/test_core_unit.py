@@ -232,7 +232,9 @@ def test_accumulation_back_to_back_same_neuron(weight_banks, fast):
     _simulate(core, bench)
 
 
-@pytest.mark.parametrize("lanes", [1, 2, 4])
+@pytest.mark.parametrize(
+    "lanes", [1, pytest.param(2, marks=pytest.mark.slow), pytest.param(4, marks=pytest.mark.slow)]
+)
 def test_dense_event_stream_initiation_interval(lanes):
     """A dense fan-out of 64 runs at one operation group (``lanes`` synapses) per clock: events
     back to back cost 64 / lanes + a small constant clocks each."""
@@ -432,7 +434,9 @@ def test_core_matches_golden(seed, lanes, weight_banks, fast):
     assert res["status"]["STEPS"] == len(events)
 
 
-@pytest.mark.parametrize("lanes", [1, 2, 4])
+@pytest.mark.parametrize(
+    "lanes", [1, pytest.param(2, marks=pytest.mark.slow), pytest.param(4, marks=pytest.mark.slow)]
+)
 def test_idle_step_costs_one_clock_per_neuron(lanes):
     cfg = CoreConfig(n_neurons=64, n_inputs=4, n_populations=2, synapse_words=1024,
                      lanes=lanes)
@@ -582,7 +586,9 @@ def test_populations_sharing_one_bitmap_word():
     _run_and_compare(net, cfg, [[0], [1], [0, 1], [], [0], []])
 
 
-@pytest.mark.parametrize(("weight_banks", "fast"), [(1, False), (2, True)])
+@pytest.mark.parametrize(
+    ("weight_banks", "fast"), [(1, False), pytest.param(2, True, marks=pytest.mark.slow)]
+)
 def test_recurrent_walk_stops_at_the_population_end(weight_banks, fast):
     """A recurrent walk over three bitmap words reads only its population's bits of the first
     and last word, although its neighbours spiked too.  The probe: a hand-made block whose rows

@@ -203,7 +203,8 @@ def status_words(link_out: bytes):
     return struct.unpack(f"<{(len(body) - 3) // 4}I", body[2:-1])
 
 
-@pytest.mark.parametrize("fast", [pytest.param(False, marks=pytest.mark.slow), True])
+@pytest.mark.slow
+@pytest.mark.parametrize("fast", [False, True])
 def test_every_command_round_trip(fast):
     """Every command against the reference; with ``fast`` (the fast build's skid buffer in
     front of the reply encoder and registered range check) the replies are the same bytes."""
