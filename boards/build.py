@@ -1002,7 +1002,7 @@ def _cmd_build(args):
                 args.out,
                 progress=progress,
                 clock_mhz=args.clock_mhz,
-                seeds=args.seeds if args.seeds is not None else [args.seed],
+                seeds=args.seeds or [1 if args.seed is None else args.seed],
                 jobs=args.jobs,
                 check_timing=not args.allow_timing_fail,
             )
@@ -1054,7 +1054,9 @@ def register(subparsers):
     p.add_argument("--out", type=Path, default=None, help="build directory (build/boards/BOARD)")
     p.add_argument("--clock-mhz", type=float, default=None, help="override the target clock")
     placement = p.add_mutually_exclusive_group()
-    placement.add_argument("--seed", type=int, default=1, help="nextpnr placement seed (default 1)")
+    placement.add_argument(
+        "--seed", type=int, default=None, help="nextpnr placement seed (default 1)"
+    )
     placement.add_argument(
         "--seeds",
         type=parse_seeds,

@@ -992,6 +992,11 @@ def test_build_seed_arguments(monkeypatch):
     assert calls[-1]["seeds"] == [7]
     assert _cli(["build", "--board", "icebreaker", "-q"]) == 0
     assert calls[-1]["seeds"] == [1]
-    for bad in (["--seeds", "1,x"], ["--seeds", "1", "--seed", "2"]):
+    # --seed and --seeds exclude each other, even when --seed names the default
+    for bad in (
+        ["--seeds", "1,x"],
+        ["--seeds", "1", "--seed", "2"],
+        ["--seed", "1", "--seeds", "2"],
+    ):
         with pytest.raises(SystemExit):
             _cli(["build", "--board", "icebreaker", "-q", *bad])
