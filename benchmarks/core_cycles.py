@@ -19,10 +19,11 @@ import sys
 
 import numpy as np
 
+from spikeforge.host.image import compile_blocks
 from spikeforge.hw.core_sim import run_network
-from spikeforge.hw.image import CoreConfig, compile_blocks
+from spikeforge.hw.image import CoreConfig
+from spikeforge.network import INPUT, Network, NeuronParams, Population, Projection
 from spikeforge.sim.golden import GoldenChip
-from spikeforge.sim.network import INPUT, Network, NeuronParams, Population, Projection
 
 
 def _sops(net, cfg, events, golden_spikes):

@@ -31,8 +31,8 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from spikeforge.network import INPUT, Network, NeuronParams, Population, Projection  # noqa: E402
 from spikeforge.sim.golden import GoldenChip  # noqa: E402
-from spikeforge.sim.network import INPUT, Network, NeuronParams, Population, Projection  # noqa: E402
 
 N_IN, N_HID, N_OUT, T = 64, 256, 10, 25
 BATCHES = (1, 256)

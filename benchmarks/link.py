@@ -22,8 +22,8 @@ import numpy as np
 
 from spikeforge.hw.chip import Chip
 from spikeforge.hw.image import CoreConfig
+from spikeforge.network import INPUT, Network, NeuronParams, Population, Projection
 from spikeforge.protocol import MAX_EVENTS, Op, Status, events_efficiency, reply, request, u16s
-from spikeforge.sim.network import INPUT, Network, NeuronParams, Population, Projection
 
 
 def _network(rng):

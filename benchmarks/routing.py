@@ -28,8 +28,8 @@ from spikeforge.hw.core_sim import bus_write_block, run_network
 from spikeforge.hw.image import CoreConfig
 from spikeforge.hw.multicore_sim import run_multicore
 from spikeforge.hw.router import Router, RouterConfig, RouterRegion, dest_core, router_address
+from spikeforge.network import INPUT, Network, NeuronParams, Population, Projection
 from spikeforge.sim.golden import GoldenChip
-from spikeforge.sim.network import INPUT, Network, NeuronParams, Population, Projection
 
 
 def router_throughput(fanout: int, n_events: int = 64) -> dict:

@@ -2,9 +2,9 @@
 
 Spec: ``docs/boards.md``.  A :class:`Board` is plain data: where its Amaranth platform lives, its
 FPGA, oscillator, UART and programmer, and a :class:`ChipParams` that sizes the chip for that
-FPGA (the gateware maps it to ``spikeforge.hw.image.CoreConfig``).  Nothing here imports
-``amaranth_boards`` until a platform is asked for, so the registry loads without the
-``[boards]`` extra.
+FPGA (:meth:`ChipParams.to_core_config` maps it to ``spikeforge.hw.image.CoreConfig``, the
+only place the two are translated).  Nothing here imports ``amaranth_boards`` until a platform
+is asked for, so the registry loads without the ``[boards]`` extra.
 """
 
 import importlib
@@ -29,9 +29,10 @@ class ChipParams:
     populations : int
         Populations (layers) the core can hold.
     synapses : int
-        8-bit synaptic weights in the weight memory.
+        8-bit synaptic weights in the weight memory (the core's ``synapse_words`` are these
+        divided by its ``weights_per_word``, see :meth:`to_core_config`).
     lanes : int
-        Synapses accumulated per clock cycle (the core implements 1 so far).
+        Synapses accumulated per clock cycle: 1, 2 or 4 (``CoreConfig.lanes``).
     clock_mhz : float
         Target core clock in MHz (the PLL's requested output).
     baud : int
@@ -70,12 +71,23 @@ class ChipParams:
         if not isinstance(self.clock_mhz, (int, float)) or not 1 <= self.clock_mhz <= 500:
             raise ConfigError(f"ChipParams.clock_mhz={self.clock_mhz!r} must be in 1..500 MHz")
 
+    def core_options(self):
+        """The core's timing options (:class:`~spikeforge.hw.core.CoreOptions`)."""
+        from ..hw.core import CoreOptions
+
+        return CoreOptions(fast=self.fast, weight_banks=self.weight_banks)
+
     def as_dict(self):
         """The fields as a ``dict`` (what the build report and the CoreConfig mapping read)."""
         return {f.name: getattr(self, f.name) for f in fields(self)}
 
     def to_core_config(self, **overrides):
-        """The ``spikeforge.hw.image.CoreConfig`` of this chip (two weights per synapse word).
+        """The ``spikeforge.hw.image.CoreConfig`` of this chip: the one translation of these
+        fields to the gateware's names (``neurons`` -> ``n_neurons``, ...).
+
+        ``synapse_words`` holds at least ``synapses`` weights: ``synapses`` divided (rounded
+        up) by the ``weights_per_word`` of the configuration itself (``max(2, lanes)`` weights
+        per word), so the weights-per-word rule lives only in ``CoreConfig``.
 
         Parameters
         ----------
@@ -84,15 +96,16 @@ class ChipParams:
         """
         from ..hw.image import CoreConfig
 
-        return CoreConfig(
+        sized = CoreConfig(
             n_neurons=self.neurons,
             n_inputs=self.inputs,
             n_populations=self.populations,
-            synapse_words=(self.synapses + 1) // 2,
+            synapse_words=1,  # replaced below, once the configuration says its word size
             lanes=self.lanes,
             per_neuron_threshold=self.per_neuron_threshold,
             **overrides,
         )
+        return replace(sized, synapse_words=-(-self.synapses // sized.weights_per_word))
 
 
 @dataclass(frozen=True)

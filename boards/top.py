@@ -96,8 +96,7 @@ def default_chip_factory(chip_params, clk_freq_hz):
         clk_freq_hz,
         uart_errors=True,
         cores=getattr(chip_params, "cores", 1),
-        weight_banks=chip_params.weight_banks,
-        fast=chip_params.fast,
+        options=chip_params.core_options(),
     )
 
 

@@ -2,11 +2,14 @@
 
 Spec: the golden model API (``spikeforge.sim.golden``) and the raster convention of
 ``spikeforge.host.coding``.  Every backend takes the same integer
-:class:`~spikeforge.sim.network.Network` and returns the spikes of all neurons, so the demo and
+:class:`~spikeforge.network.Network` and returns the spikes of all neurons, so the demo and
 ``spikeforge run`` can swap the chip for its golden model and compare them.
 
-A chip backend (UART link to a board or to the virtual board) implements :class:`Backend` and
-is made reachable from ``--port URL`` with one call::
+The interface every backend implements (:class:`Backend`, :func:`check_raster`) is
+:mod:`spikeforge.host.backend`, re-exported here; this module has the golden backend and the
+registry.  A chip backend (UART link to a board or to the virtual board,
+:mod:`spikeforge.host.chip_backend`) implements :class:`Backend` and is made reachable from
+``--port URL`` with one call::
 
     register_backend("url", lambda port: ChipBackend(port))
 """
@@ -16,9 +19,10 @@ from __future__ import annotations
 import numpy as np
 
 from ..errors import ConfigError
+from ..network import Network
 from ..sim.golden import GoldenChip
-from ..sim.network import Network
 from ..spec import DEFAULT_FORMAT, Format
+from .backend import Backend, check_raster
 
 __all__ = [
     "Backend",
@@ -31,70 +35,6 @@ __all__ = [
 
 DEFAULT_BACKEND = "virtual"
 """Backend used when no ``--port`` is given: the virtual board."""
-
-
-def check_raster(raster, n_inputs):
-    """Return ``raster`` as a ``(T, batch, n_inputs)`` array of non-negative integer counts."""
-    r = np.asarray(raster)
-    if r.ndim == 2:
-        r = r[:, None, :]
-    if r.ndim != 3 or r.shape[2] != n_inputs:
-        raise ConfigError(
-            f"raster has shape {np.shape(raster)}, expected (T, batch, n_inputs={n_inputs})"
-        )
-    if r.size and (np.any(r < 0) or np.any(r != np.round(r))):
-        raise ConfigError("raster entries must be non-negative integer event counts")
-    return r
-
-
-class Backend:
-    """Runs an integer network on rasters.
-
-    Subclasses implement :meth:`load` and :meth:`run`; :meth:`run_membrane` is optional (a
-    backend that cannot read membranes raises ``NotImplementedError``).
-
-    Attributes
-    ----------
-    name : str
-        Shown by the demo.
-    net : Network or None
-        The loaded network.
-    """
-
-    name = "backend"
-    reports_all_neurons = True
-    """False for a chip that only sends the output populations' spikes to the host: it leaves
-    the other neurons' entries False, and comparisons use the output populations only."""
-
-    def __init__(self):
-        self.net = None
-
-    def load(self, net: Network) -> None:
-        """Configure the backend with an integer network (weights, parameters, routing)."""
-        raise NotImplementedError
-
-    def run(self, raster) -> np.ndarray:
-        """Run a raster ``(T, batch, n_inputs)``; every sample starts from the reset state.
-
-        Returns
-        -------
-        ndarray of bool, shape (T, batch, n_neurons)
-            Spikes of all neurons (global neuron order, ``net.base(pop) + i``).
-        """
-        raise NotImplementedError
-
-    def run_membrane(self, raster):
-        """Like :meth:`run` but returns ``(spikes, v)`` with the membranes ``(T, batch, n)``."""
-        raise NotImplementedError(f"backend {self.name!r} cannot read membranes")
-
-    def close(self) -> None:
-        """Release the device (nothing to do for in-process backends)."""
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.close()
 
 
 class GoldenBackend(Backend):
@@ -147,6 +87,8 @@ class GoldenBackend(Backend):
         return self._run(raster, True)
 
 
+# The chip backends are imported when first opened: they pull in the gateware package (and the
+# virtual board, Verilator).  chip_backend imports only host.backend, not this module: no cycle.
 def _chip(port):
     from .chip_backend import ChipBackend
 

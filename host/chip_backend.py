@@ -17,14 +17,15 @@ import sys
 
 import numpy as np
 
-from ..errors import ConfigError, FitError
+from ..errors import ConfigError
 from ..hw.chip import chip_config_from_ident, config_from_ident
-from ..hw.image import Region, StatusWord, address, build_image, decode_state, fit_problems
+from ..hw.image import Region, StatusWord, address
 from ..hw.router import RouterConfig, RouterRegion, RouterStatusWord, core_address, router_address
-from ..sim.golden import validate_network
-from ..sim.network import Network
-from .backends import Backend, check_raster
+from ..network import Network
+from .backend import Backend, check_raster
 from .device import Device
+from .image import build_image, decode_state
+from .partition import partition
 
 __all__ = ["ChipBackend", "VirtualChipBackend", "DEFAULT_BAUD"]
 
@@ -98,19 +99,25 @@ class ChipBackend(Backend):
             )
 
     def load(self, net: Network) -> None:
-        """Check that ``net`` fits and write its memory image (weights, parameters, routing)."""
-        validate_network(net, "int", self.config.fmt)
-        if self.router_config is not None:
-            from .partition import partition
+        """Check that ``net`` fits and write its memory image (weights, parameters, routing).
 
+        The network is checked against what the chip reported and compiled once
+        (:func:`~spikeforge.host.image.check_fit` inside
+        :func:`~spikeforge.host.image.build_image`; on a multi-core chip once per candidate
+        sub-network, inside :func:`~spikeforge.host.partition.partition`).
+
+        Raises
+        ------
+        FitError
+            Listing every reason why ``net`` does not fit (invalid parameters or weights
+            included); nothing is written then.
+        """
+        if self.router_config is not None:
             rc = self.router_config
             mapping = partition(net, rc.cores, rc.core, router=rc, **self.partition_options)
             blocks = mapping.core_images(rc.core, rc.cores) + mapping.router_image(rc)
             self.mapping = mapping
         else:
-            problems = fit_problems(net, self.config)
-            if problems:
-                raise FitError(problems)
             blocks = build_image(net, self.config)
         for addr, words in blocks:
             self.device.write_mem(addr, words)

@@ -1,7 +1,7 @@
 """The model compiler: trained models -> float Network -> integer Network -> fit check.
 
 Spec: ``docs/compiler.md`` (the flow, the NIR mapping table, what is refused and why),
-``docs/neuron.md`` (the integer neuron) and ``sim/network.py`` (the network description).
+``docs/neuron.md`` (the integer neuron) and ``spikeforge/network.py`` (the network description).
 
 The flow (after Rockpool's Xylo flow)::
 
@@ -20,10 +20,10 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ..errors import ConfigError, FitError, SpikeforgeError, UnsupportedError
-from ..sim.golden import population_arrays
-from ..sim.network import INPUT, Network, NeuronParams, Population, Projection
+from ..errors import ConfigError, UnsupportedError
+from ..network import INPUT, Network, NeuronParams, Population, Projection
 from ..spec import DEFAULT_FORMAT, Format, LeakMode, NeuronModel
+from .image import Fit, build_image, check_fit, fit_problems
 from .nir_import import READOUT_THRESHOLD, Settings, from_nir, is_readout, read_nir
 from .quantize import Quantized, QuantReport, compare, quantize
 
@@ -37,6 +37,7 @@ __all__ = [
     "Quantized",
     "compare",
     "QuantReport",
+    "fit_problems",
     "check_fit",
     "compile",
     "Compiled",
@@ -327,64 +328,12 @@ def load_model(path, settings: Settings | None = None) -> Network:
     raise ConfigError(f"model file {path!r}: unknown extension {ext!r}: allowed .nir, .npz")
 
 
-# --- fit check -----------------------------------------------------------------------------------
+# --- fit check: spikeforge.host.image.fit_problems / check_fit ----------------------------------
 def _is_integer(net):
     for proj in net.projections:
         if not np.issubdtype(np.asarray(net.dense_weights(proj)).dtype, np.integer):
             return False
     return True
-
-
-def check_fit(net: Network, config=None, fmt: Format = DEFAULT_FORMAT) -> list:
-    """Every reason an integer network does not fit the chip, one string each (empty: fits).
-
-    Checks each population's parameters and each projection's weights against ``fmt`` (all of
-    them, not just the first failure), the accumulator bound, then, when the gateware package
-    provides it and ``config`` is given, ``spikeforge.hw.image.fit_problems(net, config)``
-    (memory sizes, neuron and synapse counts of the chip configuration ``config``, a
-    ``spikeforge.hw.image.CoreConfig``).  ``fmt`` defaults to ``config.fmt`` when it has one.
-    """
-    fmt = getattr(config, "fmt", fmt)
-    from ..sim.golden import validate_network
-
-    problems = []
-    for pop in net.populations:
-        try:
-            population_arrays(pop.params, pop.size, pop.name, "int", fmt)
-        except SpikeforgeError as e:
-            problems.append(str(e))
-    lo, hi = fmt.weight_range
-    for proj in net.projections:
-        label = f"projection {proj.src}->{proj.dst}"
-        try:
-            w = net.dense_weights(proj)
-        except SpikeforgeError as e:
-            problems.append(str(e))
-            continue
-        wf = np.asarray(w, dtype=np.float64)
-        if not np.all(np.isfinite(wf)) or np.any(wf != np.round(wf)):
-            problems.append(f"{label}: weights must be integers (quantize the float network)")
-            continue
-        bad = (wf < lo) | (wf > hi)
-        if np.any(bad):
-            r, c = np.argwhere(bad)[0]
-            problems.append(
-                f"{label}: {int(bad.sum())} weights out of range, e.g. weight[{r}, {c}]="
-                f"{wf[r, c]:g}: allowed {lo}..{hi} ({fmt.weight_bits}-bit signed)"
-            )
-    if not problems:
-        try:
-            validate_network(net, "int", fmt)
-        except SpikeforgeError as e:
-            problems.append(str(e))
-    try:
-        from ..hw import image as hw_image
-    except ImportError:
-        hw_image = None
-    fit = getattr(hw_image, "fit_problems", None)
-    if fit is not None and config is not None:
-        problems += [str(p) for p in fit(net, config)]
-    return list(dict.fromkeys(problems))  # each problem once, in order
 
 
 # --- all in one ----------------------------------------------------------------------------------
@@ -406,6 +355,9 @@ class Compiled:
         Quantization notes.
     config : object
         The chip configuration it was checked against.
+    fit : Fit or None
+        The passed fit check (:func:`~spikeforge.host.image.check_fit`) that :meth:`image`
+        reuses for ``config``.
     """
 
     net: Network
@@ -415,22 +367,23 @@ class Compiled:
     notes: list = field(default_factory=list)
     config: object = None
     fmt: Format = DEFAULT_FORMAT
+    fit: Fit | None = field(default=None, repr=False, compare=False)
 
     @property
     def quantized(self) -> Quantized:
         return Quantized(self.net, self.float_net, self.scales, self.fmt, self.notes)
 
     def image(self, config=None):
-        """The chip's memory image: ``spikeforge.hw.image.build_image(net, config)``.
+        """The chip's memory image: ``spikeforge.host.image.build_image(net, config)``.
 
-        ``config`` defaults to the one the network was checked against.
+        ``config`` defaults to the one the network was checked against (then it is not checked
+        and compiled again).
         """
-        from ..hw import image as hw_image
-
         config = self.config if config is None else config
         if config is None:
             raise ConfigError("Compiled.image() needs a chip configuration (a CoreConfig)")
-        return hw_image.build_image(self.net, config)
+        fit = self.fit if self.fit is not None and self.fit.config == config else None
+        return build_image(self.net, config, fit)
 
     def report(self, raster, labels=None, decoder="count") -> QuantReport:
         """Quantization report on ``raster`` (see :func:`compare`)."""
@@ -487,7 +440,9 @@ def compile(
         module (with ``n_inputs``), a scikit-learn MLP (with ``calibration``) or a list of
         weight matrices.  An already integer ``Network`` is checked, not quantized again.
     config
-        Chip configuration passed to ``spikeforge.hw.image.fit_problems``.
+        Chip configuration (a ``spikeforge.hw.image.CoreConfig``) to check the network against
+        with :func:`~spikeforge.host.image.check_fit`; without it only the number format is
+        checked.
     settings : Settings
         NIR settings (``dt``, reset).
     fmt, per_neuron, leak
@@ -496,7 +451,7 @@ def compile(
     Raises
     ------
     FitError
-        With every problem found by :func:`check_fit`.
+        With every problem found by :func:`~spikeforge.host.image.check_fit`.
     UnsupportedError, ConfigError
         From the importers and the quantizer.
     """
@@ -511,7 +466,5 @@ def compile(
     else:
         q = quantize(float_net, fmt, per_neuron=per_neuron, leak=leak)
         int_net, scales, notes = q.net, q.scales, q.notes
-    problems = check_fit(int_net, config, fmt)
-    if problems:
-        raise FitError(problems)
-    return Compiled(int_net, float_net, scales, settings, notes, config, fmt)
+    fit = check_fit(int_net, config, fmt=fmt)
+    return Compiled(int_net, float_net, scales, settings, notes, config, fmt, fit)

@@ -1,4 +1,4 @@
-"""Import NIR graphs into a float :class:`~spikeforge.sim.network.Network`.
+"""Import NIR graphs into a float :class:`~spikeforge.network.Network`.
 
 Spec: the NIR node definitions (``nir`` 1.0.8), the integer neuron of ``docs/neuron.md`` and
 ``docs/compiler.md`` (the mapping table and what is refused).
@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ..errors import ConfigError, UnsupportedError
-from ..sim.network import INPUT, Network, NeuronParams, Population, Projection
+from ..network import INPUT, Network, NeuronParams, Population, Projection
 
 __all__ = [
     "Settings",

@@ -2,7 +2,7 @@
 
 Spec: ``docs/routing.md`` (partition, table format, queue sizing) and ``docs/network.md`` (when
 a spike arrives).  Pure Python / NumPy; the table's word format comes from
-``spikeforge.hw.router`` and each core's memory image from ``spikeforge.hw.image.build_image``
+``spikeforge.hw.router`` and each core's memory image from ``spikeforge.host.image.build_image``
 (used as a black box).
 
 Populations are assigned to cores in update order, contiguously: core ``a`` holds populations
@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ..errors import ConfigError, FitError
-from ..hw.image import CoreConfig, Region, address, build_image, fit_problems
+from ..hw.image import ConfigWord, CoreConfig, Region, Span, address, pack
 from ..hw.router import (
     RouterConfig,
     RouterConfigWord,
@@ -35,7 +35,8 @@ from ..hw.router import (
     dest_host,
     router_address,
 )
-from ..sim.network import INPUT, Network, Projection
+from ..network import INPUT, Network, Projection
+from .image import build_image, check_fit
 
 __all__ = ["ChipMapping", "partition", "subnetwork"]
 
@@ -65,6 +66,11 @@ class ChipMapping:
         Source -> list of destinations.  Sources: ``("input", c)`` or ``("core", k, n)`` (local
         neuron ``n`` of core ``k``); destinations: ``("host", g)`` or
         ``("core", b, channel, delayed)``.
+    fits : list of Fit
+        The passed fit check of each used core's sub-network (what
+        :func:`~spikeforge.host.image.check_fit` returned for the core configuration of
+        :func:`partition`): :meth:`core_images` builds the images from them without checking
+        and compiling again.
     """
 
     net: Network
@@ -75,6 +81,7 @@ class ChipMapping:
     core_of: dict
     local_base: dict
     routes: dict = field(default_factory=dict)
+    fits: list = field(default_factory=list, repr=False)
 
     @property
     def used_cores(self) -> int:
@@ -139,7 +146,9 @@ class ChipMapping:
             dests = self.routes[source]
             if not dests:
                 continue
-            src_words[self._source_index(source, router)] = len(dest_words) | len(dests) << 16
+            src_words[self._source_index(source, router)] = pack(
+                Span, first=len(dest_words), count=len(dests)
+            )
             for d in dests:
                 dest_words.append(dest_host(d[1]) if d[0] == "host" else dest_core(*d[1:]))
         blocks = [
@@ -164,11 +173,12 @@ class ChipMapping:
         Cores beyond the used ones (up to ``n_cores``) get no populations and no inputs, and
         forget any pending spikes, so they finish a timestep at once and emit nothing.
         """
-        from ..hw.image import ConfigWord
-
         blocks = []
         for k, sub in enumerate(self.subnets):
-            for addr, words in build_image(sub, config):
+            fit = self.fits[k] if k < len(self.fits) else None
+            if fit is not None and fit.config != config:
+                fit = None  # another configuration: check_fit again
+            for addr, words in build_image(sub, config, fit):
                 blocks.append((core_address(k, addr), words))
         for k in range(self.used_cores, n_cores or self.used_cores):
             blocks += [
@@ -265,20 +275,18 @@ def _check_assign(net, assign, n_cores):
     return groups
 
 
-def _groups_fill(net, n_cores, config):
+def _groups_fill(net, n_cores, problems_of):
     """Greedy: each core takes populations (in order) while its sub-network still fits."""
     names = [p.name for p in net.populations]
     groups, start = [], 0
     while start < len(names):
         end = start + 1
-        sub, _ = subnetwork(net, names[start:end])
-        problems = fit_problems(sub, config)
+        problems = problems_of(names[start:end])
         if problems:
             raise FitError(
                 [f"population {names[start]!r} alone does not fit one core:"] + problems
             )
-        while end < len(names) and not fit_problems(subnetwork(net, names[start : end + 1])[0],
-                                                    config):
+        while end < len(names) and not problems_of(names[start : end + 1]):
             end += 1
         groups.append(names[start:end])
         start = end
@@ -290,7 +298,7 @@ def _groups_fill(net, n_cores, config):
     return groups
 
 
-def _groups_balance(net, n_cores, config):
+def _groups_balance(net, n_cores, problems_of):
     """The contiguous split over at most ``n_cores`` cores, every core's sub-network fitting,
     with the fewest neurons on its largest core (ties: the split over more cores).
 
@@ -298,17 +306,13 @@ def _groups_balance(net, n_cores, config):
     names = [p.name for p in net.populations]
     sizes = np.cumsum([0] + [p.size for p in net.populations])
     n_pops = len(names)
-    fit_cache, first_problems = {}, []
+    first_problems = []
 
     def fits(a, b):  # populations a .. b-1 on one core
-        if (a, b) not in fit_cache:
-            problems = fit_problems(subnetwork(net, names[a:b])[0], config)
-            fit_cache[(a, b)] = not problems
-            if problems and not first_problems:
-                first_problems.extend(
-                    [f"populations {names[a:b]} on one core:"] + problems
-                )
-        return fit_cache[(a, b)]
+        problems = problems_of(names[a:b])
+        if problems and not first_problems:
+            first_problems.extend([f"populations {names[a:b]} on one core:"] + problems)
+        return not problems
 
     inf = float("inf")
     # best[c][b]: (largest core, split) for populations 0 .. b-1 on exactly c cores
@@ -344,7 +348,8 @@ def partition(net: Network, n_cores: int, core_config: CoreConfig, *, strategy: 
         Cores available.
     core_config : CoreConfig
         Configuration of each core; every sub-network must pass
-        :func:`~spikeforge.hw.image.fit_problems` for it.
+        :func:`~spikeforge.host.image.check_fit` for it (each candidate sub-network is checked
+        once; the mapping keeps the chosen ones' fits for :meth:`ChipMapping.core_images`).
     strategy : {"fill", "balance"}
         ``"fill"``: greedy, each core takes populations in update order while its sub-network
         still fits (fewest cores).  ``"balance"``: among the contiguous splits over up to
@@ -372,16 +377,29 @@ def partition(net: Network, n_cores: int, core_config: CoreConfig, *, strategy: 
         raise ConfigError(f"n_cores={n_cores!r} is out of range: allowed >= 1")
     if backward not in ("queue", "direct"):
         raise ConfigError(f"backward={backward!r} is not valid: allowed 'queue', 'direct'")
+    checked = {}  # populations -> (sub-network, channels, Fit or None, problems)
+
+    def problems_of(group):
+        """The fit problems of the sub-network of ``group`` on one core (checked once)."""
+        key = tuple(group)
+        if key not in checked:
+            sub, chans = subnetwork(net, group)
+            try:
+                checked[key] = (sub, chans, check_fit(sub, core_config), [])
+            except FitError as exc:
+                checked[key] = (sub, chans, None, exc.problems)
+        return checked[key][3]
+
     if assign is not None:
         groups = _check_assign(net, assign, n_cores)
     elif strategy == "fill":
-        groups = _groups_fill(net, n_cores, core_config)
+        groups = _groups_fill(net, n_cores, problems_of)
     elif strategy == "balance":
-        groups = _groups_balance(net, n_cores, core_config)
+        groups = _groups_balance(net, n_cores, problems_of)
     else:
         raise ConfigError(f"strategy={strategy!r} is not valid: allowed 'fill', 'balance'")
 
-    core_of, local_base, subnets, channels = {}, {}, [], []
+    core_of, local_base, subnets, channels, fits = {}, {}, [], [], []
     problems = []
     for k, group in enumerate(groups):
         offset = 0
@@ -389,15 +407,17 @@ def partition(net: Network, n_cores: int, core_config: CoreConfig, *, strategy: 
             core_of[p] = k
             local_base[p] = offset
             offset += net.population(p).size
-        sub, chans = subnetwork(net, group)
-        for msg in fit_problems(sub, core_config):
+        for msg in problems_of(group):
             problems.append(f"core {k} ({', '.join(group)}): {msg}")
+        sub, chans, fit, _ = checked[tuple(group)]
         subnets.append(sub)
         channels.append(chans)
+        fits.append(fit)
     if problems:
         raise FitError(problems)
 
-    mapping = ChipMapping(net, n_cores, groups, subnets, channels, core_of, local_base)
+    mapping = ChipMapping(net, n_cores, groups, subnets, channels, core_of, local_base,
+                          fits=fits)
     routes = {}
     for b, chans in enumerate(channels):
         for ch, (kind, idx) in enumerate(chans):

@@ -1,4 +1,4 @@
-"""Quantize a float :class:`~spikeforge.sim.network.Network` to the chip's integer format.
+"""Quantize a float :class:`~spikeforge.network.Network` to the chip's integer format.
 
 Spec: ``docs/neuron.md`` (the integer neuron and its widths), ``spikeforge.spec.Format`` and
 ``docs/compiler.md``.
@@ -19,8 +19,8 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 
 from ..errors import ConfigError, UnsupportedError
+from ..network import Network, NeuronParams, Population, Projection
 from ..sim.golden import GoldenChip, validate_network
-from ..sim.network import Network, NeuronParams, Population, Projection
 from ..spec import DEFAULT_FORMAT, Format, LeakMode
 from .nir_import import is_readout
 

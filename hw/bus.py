@@ -12,6 +12,8 @@ from amaranth import Module, Mux, Signal
 from amaranth.lib import data, wiring
 from amaranth.lib.wiring import In, Out
 
+from .compare import below
+
 __all__ = ["MemBusSignature", "BusSlave", "BusRequest", "BUS_ADDR_BITS", "BUS_DATA_BITS"]
 
 BUS_ADDR_BITS = 28
@@ -116,7 +118,10 @@ class BusSlave(wiring.Component):
         self.region_bits = addr_width - region_shift if region_bits is None else region_bits
         self.registered_decode = bool(registered_decode)
         self.read_latency = read_latency
-        self.request_layout = BusRequest(region_shift, data_width)
+        largest = max((size for _, size, _ in self.regions), default=1)
+        self.request_layout = BusRequest(
+            min(region_shift, max(1, (largest - 1).bit_length())), data_width
+        )
         super().__init__(
             {
                 "bus": In(MemBusSignature(addr_width, data_width)),
@@ -139,7 +144,7 @@ class BusSlave(wiring.Component):
         with m.Switch(region):
             for reg, size, can_write in self.regions:
                 with m.Case(reg):
-                    m.d.comb += [in_range.eq(offset < size), writable.eq(can_write)]
+                    m.d.comb += [in_range.eq(below(offset, size)), writable.eq(can_write)]
         ready = self.serve
         if self.registered_decode:
             seen = Signal()  # the request has been on the bus for a clock: its decode is ready
@@ -164,7 +169,7 @@ class BusSlave(wiring.Component):
             self.req.we.eq(good & bus.w_en),
             self.req.re.eq(good & bus.r_en),
             self.req.region.eq(region),
-            self.req.offset.eq(offset),
+            self.req.offset.eq(offset),  # (only as wide as the largest region)
             self.req.data.eq(bus.w_data),
         ]
         # every read answers (a refused one with 0), read_latency + 2 clocks after it is taken

@@ -17,12 +17,13 @@ from amaranth.lib.wiring import In, Out
 
 from ..errors import ConfigError
 from ..spec import Format
-from .bus import MemBusSignature
 from .core import CoreOptions, NeuronCore
-from .image import ConfigWord, CoreConfig, Region, address
+from .image import CoreConfig
 from .link import Link
+from .multicore import MultiCore
 from .router import RouterConfig
 from .skid import StreamRegister
+from .state_clear import StateClear
 from .uart import UARTRx, UARTTx
 
 __all__ = [
@@ -114,59 +115,6 @@ def chip_config_from_ident(words) -> CoreConfig | RouterConfig:
                         delay_depth=delay)
 
 
-class StateClear(wiring.Component):
-    """Clears the neuron state over the memory bus when ``start`` pulses (RESET_STATE).
-
-    Writes 0 to every word of the V, I and ACC regions and 1 to ``CONFIG.CONTROL`` (forget the
-    pending recurrent spikes), one write per cycle the core is ready.  Parameters, weights and
-    routing are kept.
-
-    Attributes
-    ----------
-    start : In(1)
-        One-cycle pulse.
-    busy : Out(1)
-        High from the cycle after ``start`` until the last write was taken.
-    bus : Out(MemBusSignature())
-        Master of the core's bus while ``busy``.
-    """
-
-    def __init__(self, config: CoreConfig):
-        self.config = config
-        super().__init__(
-            {"start": In(1), "busy": Out(1), "bus": Out(MemBusSignature())}
-        )
-
-    def elaborate(self, platform):
-        m = Module()
-        n = self.config.n_neurons
-        regions = [Region.V, Region.I, Region.ACC]
-        region = Signal(range(len(regions) + 1))
-        offset = Signal(range(max(n, 2)))
-        addr = Signal.like(self.bus.addr)
-        with m.Switch(region):
-            for k, reg in enumerate(regions):
-                with m.Case(k):
-                    m.d.comb += addr.eq(address(reg) + offset)
-            with m.Default():
-                m.d.comb += addr.eq(address(Region.CONFIG, ConfigWord.CONTROL.value))
-        m.d.comb += [
-            self.bus.addr.eq(addr),
-            self.bus.w_data.eq(region == len(regions)),  # CONTROL bit 0: forget pending spikes
-            self.bus.w_en.eq(self.busy),
-        ]
-        with m.If(self.start & ~self.busy):
-            m.d.sync += [self.busy.eq(1), region.eq(0), offset.eq(0)]
-        with m.Elif(self.busy & self.bus.ready):
-            with m.If(region == len(regions)):
-                m.d.sync += self.busy.eq(0)
-            with m.Elif(offset == n - 1):
-                m.d.sync += [region.eq(region + 1), offset.eq(0)]
-            with m.Else():
-                m.d.sync += offset.eq(offset + 1)
-        return m
-
-
 class Chip(wiring.Component):
     """Host link and neuron core(s), on byte streams.
 
@@ -186,12 +134,10 @@ class Chip(wiring.Component):
     inputs, route_entries, delay_depth : int, optional
         With ``cores > 1``: host input channels, routing-table entries and delayed-queue depth
         (:class:`~spikeforge.hw.router.RouterConfig`; defaults from there).
-    weight_banks : int
-        One-core chips: the core's weight memory in this many output-registered banks
-        (:class:`~spikeforge.hw.core.NeuronCore`; for large ECP5 weight memories).
-    fast : bool
-        One-core chips: the fast build of the core (:class:`~spikeforge.hw.core.NeuronCore`)
-        and of the link (:class:`~spikeforge.hw.link.Link`), for clocks near 100 MHz.
+    options : CoreOptions, optional
+        One-core chips: the core's timing options (:class:`~spikeforge.hw.core.CoreOptions`;
+        weight banks for large ECP5 weight memories, the fast build of the core and of the
+        link (:class:`~spikeforge.hw.link.Link`) for clocks near 100 MHz).
 
     Attributes
     ----------
@@ -207,8 +153,7 @@ class Chip(wiring.Component):
 
     def __init__(self, config: CoreConfig, clk_freq: int, *, uart_errors: bool = False,
                  cores: int = 1, inputs: int | None = None, route_entries: int | None = None,
-                 delay_depth: int | None = None, weight_banks: int = 1,
-                 fast: bool = False):
+                 delay_depth: int | None = None, options: CoreOptions | None = None):
         self._MustUse__silence = True  # a refused configuration is not an unused elaboratable
         if not isinstance(config, CoreConfig):
             raise ConfigError(f"config={config!r} is not a CoreConfig")
@@ -228,14 +173,15 @@ class Chip(wiring.Component):
                     "chip has no router)"
                 )
             self.router_config = None
-        if (weight_banks != 1 or fast) and cores > 1:
+        options = CoreOptions() if options is None else options
+        if not isinstance(options, CoreOptions):
+            raise ConfigError(f"Chip options={options!r} is not a CoreOptions")
+        if options != CoreOptions() and cores > 1:
             raise ConfigError(
-                f"Chip: weight_banks={weight_banks!r} / fast={fast!r} are "
-                "for one-core chips (the router's bus expects every core to answer a read after "
-                "the same number of clocks)"
+                f"Chip: options={options!r} are for one-core chips (the router's bus expects "
+                "every core to answer a read after the same number of clocks)"
             )
-        self.weight_banks = weight_banks
-        self.fast = fast
+        self.options = options
         self._MustUse__silence = False
         members = {"rx": In(stream.Signature(8)), "tx": Out(stream.Signature(8))}
         if uart_errors:
@@ -249,7 +195,7 @@ class Chip(wiring.Component):
             clk_freq=self.clk_freq,
             ident_words=ident_words(self.router_config if multi else self.config),
             step_timeout=STEP_TIMEOUT_CYCLES,
-            fast=self.fast,
+            fast=self.options.fast,
         )
         wiring.connect(m, wiring.flipped(self.rx), link.rx)
         wiring.connect(m, link.tx, wiring.flipped(self.tx))
@@ -259,14 +205,10 @@ class Chip(wiring.Component):
                 link.rx_overrun.eq(self.rx_overrun),
             ]
         if multi:
-            from .multicore import MultiCore
-
             m.submodules.cores = target = MultiCore(self.router_config)
             spike_bits = 16
         else:
-            m.submodules.core = target = NeuronCore(
-                self.config, CoreOptions(weight_banks=self.weight_banks, fast=self.fast)
-            )
+            m.submodules.core = target = NeuronCore(self.config, self.options)
             spike_bits = self.config.neuron_bits
         # registered stages: no combinational path from the link's state machine into the
         # core's walker / fan-out engine (spikes.ready) or back (events.ready).  One item every
@@ -333,7 +275,7 @@ class UARTChip(Elaboratable):
         Clock frequency in Hz.
     baud : int
         UART baud rate.
-    cores, weight_banks, fast
+    cores, options
         See :class:`Chip`.
 
     Attributes
@@ -345,11 +287,10 @@ class UARTChip(Elaboratable):
     """
 
     def __init__(self, config: CoreConfig, clk_freq: int, baud: int, *, cores: int = 1,
-                 weight_banks: int = 1, fast: bool = False):
+                 options: CoreOptions | None = None):
         self.config, self.clk_freq, self.baud = config, int(clk_freq), int(baud)
         self.cores = cores
-        self.weight_banks = weight_banks
-        self.fast = fast
+        self.options = options
         self.rx = Signal(init=1)
         self.tx = Signal(init=1)
 
@@ -358,8 +299,7 @@ class UARTChip(Elaboratable):
         m.submodules.uart_rx = urx = UARTRx(self.clk_freq, self.baud)
         m.submodules.uart_tx = utx = UARTTx(self.clk_freq, self.baud)
         m.submodules.chip = chip = Chip(self.config, self.clk_freq, uart_errors=True,
-                                        cores=self.cores, weight_banks=self.weight_banks,
-                                        fast=self.fast)
+                                        cores=self.cores, options=self.options)
         m.d.comb += [urx.rx.eq(self.rx), self.tx.eq(utx.tx)]
         wiring.connect(m, urx.data, chip.rx)
         wiring.connect(m, chip.tx, utx.data)

@@ -11,13 +11,13 @@ from __future__ import annotations
 import numpy as np
 from amaranth.sim import Simulator
 
+from ..host.image import build_image
 from .core import CoreOptions, NeuronCore
 from .image import (
     CoreConfig,
     Region,
     StatusWord,
     address,
-    build_image,
     decode_signed,
 )
 

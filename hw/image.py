@@ -2,8 +2,8 @@
 
 Spec: ``docs/core.md`` (architecture, fan-out organisation, memory map) and ``docs/neuron.md``
 (the integer neuron).  The gateware (:mod:`spikeforge.hw.core`) takes every width and address from
-here, and the host turns a :class:`~spikeforge.sim.network.Network` into bus writes with
-:func:`build_image`.
+here, and the host turns a :class:`~spikeforge.network.Network` into bus writes with
+:func:`spikeforge.host.image.build_image`.
 
 Address map
 -----------
@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from amaranth.lib import data, enum
 
-from ..errors import ConfigError, FitError
+from ..errors import ConfigError
 from ..spec import DEFAULT_FORMAT, Format, LeakMode, NeuronModel, ResetMode
 
 __all__ = [
@@ -33,6 +33,7 @@ __all__ = [
     "REGION_SHIFT",
     "EVENT_BITS",
     "POP_WORDS",
+    "POP_WORD_BITS",
     "DESC_WORDS",
     "LIST_BITS",
     "BITMAP_BITS",
@@ -44,13 +45,7 @@ __all__ = [
     "region_size",
     "address",
     "pop_options",
-    "build_image",
-    "fit_problems",
-    "check_fit",
-    "compile_blocks",
-    "Block",
     "decode_signed",
-    "decode_state",
 ]
 
 REGION_SHIFT = 20
@@ -61,6 +56,9 @@ EVENT_BITS = 16
 
 POP_WORDS = 8
 """Words per population in :attr:`Region.POP` (see :class:`PopWord`)."""
+
+POP_WORD_BITS = 16
+"""Width of a word of :attr:`Region.POP`."""
 
 DESC_WORDS = 4
 """Words per fan-out block descriptor in :attr:`Region.DESC` (see :class:`DescWord`)."""
@@ -370,236 +368,3 @@ def decode_signed(word: int, bits: int) -> int:
     """Interpret the low ``bits`` bits of a bus word as a two's-complement integer."""
     word &= (1 << bits) - 1
     return word - (1 << bits) if word >> (bits - 1) else word
-
-
-def decode_state(words, fmt: Format = DEFAULT_FORMAT) -> np.ndarray:
-    """Membrane or synaptic-current words read from ``V`` / ``I`` as signed integers."""
-    return np.array([decode_signed(int(w), fmt.state_bits) for w in words], dtype=np.int64)
-
-
-# --- compiling a network ----------------------------------------------------------------------
-def _uniform(value, name, pop):
-    arr = np.asarray(value)
-    if arr.ndim == 0 or arr.size == 0 or np.all(arr == arr.ravel()[0]):
-        return None
-    return (
-        f"population {pop!r}: per-neuron {name} is not supported by the core (one {name} per "
-        f"population); got {arr.size} different values"
-    )
-
-
-@dataclass(frozen=True)
-class Block:
-    """One fan-out block descriptor (see :class:`DescWord`) and where its weights are."""
-
-    target: int  #: first target neuron (global index)
-    length: int  #: targets per source
-    slot: int  #: first weight slot (row ``o - first`` starts at ``slot + (o - first) * stride``)
-    first: int  #: first source of the group the block covers
-    count: int  #: sources covered
-    stride: int | None = None  #: slots from row to row (default: ``length``)
-
-    def words(self) -> list[int]:
-        """The block's :class:`DescWord` words."""
-        stride = self.length if self.stride is None else self.stride
-        return [self.target | self.length << 16, self.slot, self.first | self.count << 16, stride]
-
-
-def _groups(net):
-    """Fan-out groups in table order: the input channels, then per population forward and
-    recurrent; each as ``(key, projections)``."""
-    from ..sim.network import INPUT
-
-    keys = [("input", None)]
-    for pop in net.populations:
-        keys += [("forward", pop.name), ("recurrent", pop.name)]
-    groups = {k: [] for k in keys}
-    for proj in net.projections:
-        if proj.src == INPUT:
-            groups[("input", None)].append(proj)
-        else:
-            kind = "recurrent" if net.is_recurrent(proj) else "forward"
-            groups[(kind, proj.src)].append(proj)
-    return list(groups.items())
-
-
-def compile_blocks(net, config: CoreConfig):
-    """Lay out every projection of ``net`` as a dense block of weights.
-
-    Each projection becomes one :class:`Block`: the bounding box of its non-zero weights (rows
-    are sources, columns targets); a projection without a non-zero weight takes none.  Zero
-    weights inside the box cost one clock and one weight slot each.  With several lanes each row
-    starts at a slot congruent to its first target modulo ``lanes`` and the stride is a multiple
-    of ``lanes`` (the padding slots hold zeros).
-
-    Returns
-    -------
-    lists : dict
-        ``("input", None)``, ``("forward", pop)``, ``("recurrent", pop)`` -> ``(first, count)``,
-        the group's run of consecutive descriptors.
-    blocks : list of Block
-    slots : list of int
-        Weight of every slot (signed).
-    """
-    lists, blocks, slots = {}, [], []
-    for key, projections in _groups(net):
-        first = len(blocks)
-        for proj in projections:
-            w = np.asarray(net.dense_weights(proj)).astype(np.int64)
-            rows = np.flatnonzero(w.any(axis=1))
-            cols = np.flatnonzero(w.any(axis=0))
-            if not len(rows):
-                continue
-            r0, r1, c0, c1 = rows[0], rows[-1] + 1, cols[0], cols[-1] + 1
-            lanes = config.lanes
-            target = net.base(proj.dst) + int(c0)
-            length = int(c1 - c0)
-            stride = -(-length // lanes) * lanes
-            slots.extend([0] * ((target - len(slots)) % lanes))  # align the first row
-            box = np.zeros((r1 - r0, stride), dtype=np.int64)
-            box[:, :length] = w[r0:r1, c0:c1]
-            blocks.append(
-                Block(target, length, len(slots), int(r0), int(r1 - r0),
-                      stride if lanes > 1 else None)
-            )
-            slots.extend(int(x) for x in box.ravel())
-        lists[key] = (first, len(blocks) - first)
-    return lists, blocks, slots
-
-
-def fit_problems(net, config: CoreConfig) -> list[str]:
-    """Every reason why ``net`` does not fit ``config`` (an empty list: it fits)."""
-    from ..sim.golden import validate_network
-
-    problems = []
-    try:
-        validate_network(net, "int", config.fmt)
-    except ConfigError as exc:
-        problems.append(str(exc))
-    if net.n_neurons > config.n_neurons:
-        problems.append(
-            f"the network has {net.n_neurons} neurons, the core holds {config.n_neurons}"
-        )
-    if net.n_inputs > config.n_inputs:
-        problems.append(
-            f"the network has {net.n_inputs} input channels, the core takes {config.n_inputs}"
-        )
-    if len(net.populations) > config.n_populations:
-        problems.append(
-            f"the network has {len(net.populations)} populations, the core's table holds "
-            f"{config.n_populations}"
-        )
-    names = ("beta", "alpha") + (() if config.per_neuron_threshold else ("threshold",))
-    for pop in net.populations:
-        for name in names:
-            p = _uniform(getattr(pop.params, name), name, pop.name)
-            if p:
-                problems.append(p)
-    if net.n_neurons <= config.n_neurons and net.n_inputs <= config.n_inputs:
-        try:
-            lists, blocks, slots = compile_blocks(net, config)
-        except ConfigError as exc:
-            problems.append(str(exc))
-        else:
-            if len(blocks) > config.descriptors:
-                problems.append(
-                    f"the fan-out needs {len(blocks)} block descriptors (one per projection), "
-                    f"the core's descriptor table holds {config.descriptors}"
-                )
-            words = -(-len(slots) // config.weights_per_word)
-            if words > config.synapse_words:
-                problems.append(
-                    f"the weights need {words} synapse words ({len(slots)} weight slots, the "
-                    f"bounding boxes of the projections' non-zero weights), the core's weight "
-                    f"memory holds {config.synapse_words}"
-                )
-            for key, (_, count) in lists.items():
-                if count >= 1 << LIST_BITS:
-                    problems.append(
-                        f"{key[0]} fan-out of {key[1] or 'the input'} has {count} projections, "
-                        f"a descriptor list holds at most {(1 << LIST_BITS) - 1}"
-                    )
-    return problems
-
-
-def check_fit(net, config: CoreConfig):
-    """Raise :class:`~spikeforge.errors.FitError` listing every problem if ``net`` does not fit."""
-    problems = fit_problems(net, config)
-    if problems:
-        raise FitError(problems)
-
-
-def _scalar(value):
-    return int(np.asarray(value).ravel()[0])
-
-
-def build_image(net, config: CoreConfig) -> list[tuple[int, list[int]]]:
-    """Encode ``net`` as ``(address, words)`` blocks of bus writes.
-
-    Writing every block (in order, while the core is idle) loads the network and resets its state
-    (membrane, current, accumulator, pending recurrent spikes) to zero, as
-    :meth:`~spikeforge.sim.golden.GoldenChip.reset`.
-    """
-    from ..sim.golden import population_arrays
-
-    check_fit(net, config)
-    fmt = config.fmt
-    lists, blocks, slots = compile_blocks(net, config)
-
-    def list_word(key):
-        first, count = lists[key]
-        return first | count << LIST_BITS if count else 0
-
-    n = net.n_neurons
-    pop_words, thr, bias = [], [], []
-    for pop in net.populations:
-        arr = population_arrays(pop.params, pop.size, pop.name, "int", fmt)
-        opts = pop_options(
-            pop.params,
-            pop.name in net.outputs,
-            lists[("forward", pop.name)][1] > 0,
-            lists[("recurrent", pop.name)][1] > 0,
-        )
-        beta = _scalar(pop.params.beta) if pop.params.leak != LeakMode.NONE else 0
-        alpha = (
-            _scalar(pop.params.alpha)
-            if pop.params.model == NeuronModel.CUBA and pop.params.leak != LeakMode.NONE
-            else 0
-        )
-        words = {
-            PopWord.BASE: net.base(pop.name),
-            PopWord.SIZE: pop.size,
-            PopWord.OPTIONS: opts,
-            PopWord.BETA: beta,
-            PopWord.ALPHA: alpha,
-            PopWord.FORWARD: list_word(("forward", pop.name)),
-            PopWord.RECURRENT: list_word(("recurrent", pop.name)),
-            PopWord.THRESHOLD: int(arr["threshold"][0]),
-        }
-        pop_words += [words[w] for w in PopWord]
-        thr += [int(x) for x in arr["threshold"]]
-        bias += [int(x) & 0xFFFFFFFF for x in arr["bias"]]
-    desc_words = [w for b in blocks for w in b.words()]
-    mask = (1 << fmt.weight_bits) - 1
-    per_word = config.weights_per_word
-    slots = slots + [0] * (-len(slots) % per_word)
-    weight_words = [
-        sum((slots[k + j] & mask) << (j * fmt.weight_bits) for j in range(per_word))
-        for k in range(0, len(slots), per_word)
-    ]
-    blocks_out = [
-        (address(Region.CONFIG, ConfigWord.N_POPULATIONS.value), [0]),
-        (address(Region.POP), pop_words),
-        (address(Region.THR), thr if config.per_neuron_threshold else []),
-        (address(Region.BIAS), bias),
-        (address(Region.V), [0] * n),
-        (address(Region.I), [0] * n),
-        (address(Region.ACC), [0] * n),
-        (address(Region.DESC), desc_words),
-        (address(Region.WEIGHT), weight_words),
-        (address(Region.CONFIG, ConfigWord.N_INPUTS.value), [net.n_inputs]),
-        (address(Region.CONFIG, ConfigWord.INPUT_LIST.value), [list_word(("input", None))]),
-        (address(Region.CONFIG, ConfigWord.CONTROL.value), [1]),
-        (address(Region.CONFIG, ConfigWord.N_POPULATIONS.value), [len(net.populations)]),
-    ]
-    return [(a, w) for a, w in blocks_out if w]

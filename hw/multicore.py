@@ -19,6 +19,7 @@ from .core import NeuronCore
 from .image import EVENT_BITS
 from .router import CORE_SHIFT, ROUTER_SELECT, Router, RouterConfig
 from .skid import StreamRegister
+from .state_clear import StateClear
 
 __all__ = ["MultiCore"]
 
@@ -70,8 +71,6 @@ class MultiCore(wiring.Component):
         )
 
     def elaborate(self, platform):
-        from .chip import StateClear  # chip.py imports this module
-
         m = Module()
         cfg = self.config
         m.submodules.router = router = Router(cfg)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..host.partition import partition
 from .core_sim import bus_read_block, bus_write_block, send_events, simulate
 from .image import Region, address, decode_signed
 from .multicore import MultiCore
@@ -51,8 +52,6 @@ def run_multicore(net, config: RouterConfig, events, *, mapping=None, read_v=Tru
         ``event_cycles`` (clocks handing each step's events over), ``step_cycles`` (clocks from
         the ``step`` pulse to ``done``), ``router`` (status after the run), ``mapping``.
     """
-    from ..host.partition import partition
-
     if mapping is None:
         mapping = partition(net, config.cores, config.core, router=config)
     image = mapping.core_images(config.core, config.cores) + mapping.router_image(config)

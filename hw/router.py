@@ -328,30 +328,7 @@ class Router(wiring.Component):
 
         # --- registers and counters -------------------------------------------------------
         n_inputs = Signal(range(cfg.n_inputs + 1), init=cfg.n_inputs)
-        cnt = {w: Signal(32, name=f"cnt_{w.name.lower()}") for w in RouterStatusWord}
-        caps = {
-            RouterStatusWord.CAP_CORES: n_cores,
-            RouterStatusWord.CAP_INPUTS: cfg.n_inputs,
-            RouterStatusWord.CAP_SOURCES: cfg.n_sources,
-            RouterStatusWord.CAP_ENTRIES: cfg.entries,
-            RouterStatusWord.CAP_DELAY: cfg.delay_depth,
-        }
-        strobe = {
-            w: Signal(name=f"inc_{w.name.lower()}")
-            for w in (
-                RouterStatusWord.EVENTS_REFUSED,
-                RouterStatusWord.ROUTE_ERRORS,
-                RouterStatusWord.DELAY_OVERFLOWS,
-                RouterStatusWord.BUS_REFUSED,
-                RouterStatusWord.ROUTED,
-            )
-        }
-        for w, s in strobe.items():
-            # saturating; registered strobe keeps the adders off the routing path
-            r = Signal(name=f"inc_{w.name.lower()}_r")
-            m.d.sync += r.eq(s)
-            with m.If(r & (cnt[w] != 0xFFFFFFFF)):
-                m.d.sync += cnt[w].eq(cnt[w] + 1)
+        cnt, caps, strobe = self._status(m)
 
         wr_ptr = Signal(range(cfg.delay_depth + 1))  # queued entries (delayed deliveries)
         with m.If(wr_ptr > cnt[RouterStatusWord.DELAY_PEAK]):
@@ -565,6 +542,51 @@ class Router(wiring.Component):
         m.d.comb += self.busy.eq(~sched_idle | ~engine_idle | self.events.valid)
 
         # --- bus ----------------------------------------------------------------------------
+        self._bus(
+            m,
+            serve=sched_idle & engine_idle & ~self.events.valid,
+            pend=b_pend,
+            registers=(n_inputs, wr_ptr, cnt, caps, strobe),
+            tables=(src_rd, src_wr, dst_rd, dst_wr),
+            entry_bits=entry_bits,
+        )
+        return m
+
+    def _status(self, m):
+        """The STATUS counters (saturating) and capacities; the strobes that count."""
+        cfg = self.config
+        cnt = {w: Signal(32, name=f"cnt_{w.name.lower()}") for w in RouterStatusWord}
+        caps = {
+            RouterStatusWord.CAP_CORES: cfg.cores,
+            RouterStatusWord.CAP_INPUTS: cfg.n_inputs,
+            RouterStatusWord.CAP_SOURCES: cfg.n_sources,
+            RouterStatusWord.CAP_ENTRIES: cfg.entries,
+            RouterStatusWord.CAP_DELAY: cfg.delay_depth,
+        }
+        strobe = {
+            w: Signal(name=f"inc_{w.name.lower()}")
+            for w in (
+                RouterStatusWord.EVENTS_REFUSED,
+                RouterStatusWord.ROUTE_ERRORS,
+                RouterStatusWord.DELAY_OVERFLOWS,
+                RouterStatusWord.BUS_REFUSED,
+                RouterStatusWord.ROUTED,
+            )
+        }
+        for w, s in strobe.items():
+            # saturating; registered strobe keeps the adders off the routing path
+            r = Signal(name=f"inc_{w.name.lower()}_r")
+            m.d.sync += r.eq(s)
+            with m.If(r & (cnt[w] != 0xFFFFFFFF)):
+                m.d.sync += cnt[w].eq(cnt[w] + 1)
+
+        return cnt, caps, strobe
+
+    def _bus(self, m, *, serve, pend, registers, tables, entry_bits):
+        """The router's memory-bus slave: its registers and tables, read and written."""
+        cfg = self.config
+        n_inputs, wr_ptr, cnt, caps, strobe = registers
+        src_rd, src_wr, dst_rd, dst_wr = tables
         m.submodules.bus = slave = BusSlave(
             [(r.value, router_region_size(r, cfg), r != RouterRegion.STATUS)
              for r in RouterRegion],
@@ -574,8 +596,8 @@ class Router(wiring.Component):
         wiring.connect(m, wiring.flipped(self.mem), slave.bus)
         req = slave.req
         m.d.comb += [
-            slave.serve.eq(sched_idle & engine_idle & ~self.events.valid),
-            b_pend.eq(slave.pend),
+            slave.serve.eq(serve),
+            pend.eq(slave.pend),
             strobe[RouterStatusWord.BUS_REFUSED].eq(slave.refused),
         ]
         r_region = Signal(4)
@@ -631,4 +653,3 @@ class Router(wiring.Component):
                 )
             ),
         ]
-        return m

@@ -16,8 +16,8 @@ from __future__ import annotations
 import numpy as np
 
 from ..errors import ConfigError
+from ..network import INPUT, Network, NeuronParams
 from ..spec import DEFAULT_FORMAT, Format, LeakMode, NeuronModel, ResetMode
-from .network import INPUT, Network, NeuronParams
 
 __all__ = [
     "GoldenChip",
@@ -25,6 +25,7 @@ __all__ = [
     "decay",
     "saturate",
     "validate_network",
+    "network_problems",
     "population_arrays",
 ]
 
@@ -363,52 +364,93 @@ def population_arrays(
     return out
 
 
-def validate_network(net: Network, arithmetic="int", fmt: Format = DEFAULT_FORMAT):
-    """Check every parameter and weight of ``net`` for ``arithmetic``.
+def _weight_problem(w, label, arithmetic, fmt):
+    """Why the dense weights ``w`` of a projection are not valid (``None``: they are)."""
+    if not np.all(np.isfinite(w.astype(np.float64))):
+        return f"{label}: weights contain a non-finite value"
+    if arithmetic != "int":
+        return None
+    lo, hi = fmt.weight_range
+    if not np.issubdtype(w.dtype, np.integer) and np.any(w != np.round(w)):
+        r, c = np.argwhere(w != np.round(w))[0]
+        return (
+            f"{label}: weights must be integers: weight[{r}, {c}]={w[r, c].item()!r} is not an "
+            f"integer; integer arithmetic takes integer weights in {lo}..{hi} (quantize the "
+            f"float network first)"
+        )
+    bad = (w < lo) | (w > hi)
+    if np.any(bad):
+        r, c = np.argwhere(bad)[0]
+        more = int(bad.sum()) - 1
+        return (
+            f"{label}: weight[{r}, {c}]={w[r, c].item()!r} is out of range: allowed "
+            f"{lo}..{hi} ({fmt.weight_bits}-bit signed)"
+            + (f"; {more} more weights are out of range" if more else "")
+        )
+    return None
 
-    Integer mode also checks that no neuron's input accumulator can overflow:
+
+def network_problems(net: Network, arithmetic="int", fmt: Format = DEFAULT_FORMAT):
+    """Every reason why ``net`` is not a valid network for ``arithmetic`` and ``fmt``.
+
+    Checks every population's parameters (:func:`population_arrays`) and every projection's
+    weights (shape, finite, and in integer mode integers within ``fmt.weight_range``), then in
+    integer mode, if all of that passed, that no neuron's input accumulator can overflow:
     ``sum(|w|) + |bias|`` over a neuron's incoming synapses must fit ``fmt.acc_bits``.
 
-    Returns the per-population arrays (a list of dicts, see :func:`population_arrays`).
+    Returns
+    -------
+    problems : list of str
+        One message per problem (empty: the network is valid), in population then projection
+        order.
+    arrays : list of dict or None
+        The per-population arrays (see :func:`population_arrays`) when there is no problem.
     """
     _check_arithmetic(arithmetic)
-    arrays = [
-        population_arrays(p.params, p.size, p.name, arithmetic, fmt) for p in net.populations
-    ]
+    problems, arrays = [], []
+    for p in net.populations:
+        try:
+            arrays.append(population_arrays(p.params, p.size, p.name, arithmetic, fmt))
+        except ConfigError as exc:
+            problems.append(str(exc))
     fan_in = [np.zeros(p.size, dtype=np.float64) for p in net.populations]
     for proj in net.projections:
-        w = net.dense_weights(proj)
-        label = f"projection {proj.src}->{proj.dst}"
-        if not np.all(np.isfinite(w.astype(np.float64))):
-            raise ConfigError(f"{label}: weights contain a non-finite value")
-        if arithmetic == "int":
-            lo, hi = fmt.weight_range
-            if not np.issubdtype(w.dtype, np.integer) and np.any(w != np.round(w)):
-                r, c = np.argwhere(w != np.round(w))[0]
-                raise ConfigError(
-                    f"{label}: weight[{r}, {c}]={w[r, c].item()!r} is not an integer: integer "
-                    f"arithmetic takes integer weights in {lo}..{hi} (quantize first)"
-                )
-            bad = (w < lo) | (w > hi)
-            if np.any(bad):
-                r, c = np.argwhere(bad)[0]
-                raise ConfigError(
-                    f"{label}: weight[{r}, {c}]={w[r, c].item()!r} is out of range: allowed "
-                    f"{lo}..{hi} ({fmt.weight_bits}-bit signed)"
-                )
+        try:
+            w = net.dense_weights(proj)
+        except ConfigError as exc:
+            problems.append(str(exc))
+            continue
+        problem = _weight_problem(w, f"projection {proj.src}->{proj.dst}", arithmetic, fmt)
+        if problem:
+            problems.append(problem)
+            continue
         fan_in[net.index(proj.dst)] += np.abs(w.astype(np.float64)).sum(axis=0)
+    if problems:
+        return problems, None
     if arithmetic == "int":
         acc_max = fmt.acc_range[1]
         for pop, arr, f in zip(net.populations, arrays, fan_in, strict=True):
             worst = f + np.abs(arr["bias"])
             if np.any(worst > acc_max):
                 k = int(np.argmax(worst))
-                raise ConfigError(
+                problems.append(
                     f"population {pop.name!r}: neuron {k} can receive sum(|w|) + |bias| = "
                     f"{int(worst[k])} in one timestep, which overflows the {fmt.acc_bits}-bit "
                     f"accumulator (allowed up to {acc_max}); scale the weights down or split "
                     f"the fan-in"
                 )
+    return problems, (None if problems else arrays)
+
+
+def validate_network(net: Network, arithmetic="int", fmt: Format = DEFAULT_FORMAT):
+    """Check every parameter and weight of ``net`` for ``arithmetic`` (:func:`network_problems`).
+
+    Returns the per-population arrays (a list of dicts, see :func:`population_arrays`); raises
+    :class:`~spikeforge.errors.ConfigError` with the first problem otherwise.
+    """
+    problems, arrays = network_problems(net, arithmetic, fmt)
+    if problems:
+        raise ConfigError(problems[0])
     return arrays
 
 

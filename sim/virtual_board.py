@@ -801,8 +801,7 @@ def chip_for_board(board: str = "ulx3s-85f"):
 
     params = get_board(board).chip
     return Chip(params.to_core_config(), int(round(params.clock_mhz * 1e6)),
-                cores=int(getattr(params, "cores", 1)), weight_banks=params.weight_banks,
-                fast=params.fast)
+                cores=int(getattr(params, "cores", 1)), options=params.core_options())
 
 
 def register(subparsers):

@@ -1,8 +1,9 @@
 """A deliberately plain, per-neuron, pure-Python reference of the spikeforge chip.
 
 Written from ``docs/neuron.md`` (one neuron's timestep) and the routing rules of
-``sim/network.py`` (when a spike arrives), *not* from ``sim/golden.py``: no NumPy arithmetic, no
-vectorisation, one Python ``int`` per quantity and one loop iteration per neuron and per synapse.
+``spikeforge/network.py`` (when a spike arrives), *not* from ``sim/golden.py``: no NumPy
+arithmetic, no vectorisation, one Python ``int`` per quantity and one loop iteration per neuron
+and per synapse.
 The tests compare the golden model against it; two independent readings of the spec that agree
 bit for bit are the evidence that the golden model implements the spec.
 

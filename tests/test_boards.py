@@ -194,7 +194,7 @@ def test_registry_targets():
     # EBR blocks (the 400k would take 196 of the 208 blocks, and the neuron state needs
     # 21); test_build_the_whole_chip_for_the_ulx3s_and_meet_timing builds it.
     assert ulx.chip.neurons >= 4096 and ulx.chip.synapses >= 352 * 1024
-    assert -(-ulx.chip.synapses // 2 // 1024) + 21 < 208
+    assert -(-ulx.chip.to_core_config().synapse_words // 1024) + 21 < 208
     # the 100 MHz, which the PLL makes exactly (25 MHz x 4); 3 Mbaud is divisor 33,
     # 1 % fast, within the UART's tolerance
     assert ulx.chip.clock_mhz >= 100
@@ -221,7 +221,7 @@ def test_registry_board_matches_platform(name):
     # The lead maps the plain data to the core's configuration.
     cfg = board.chip.to_core_config()
     assert cfg.n_neurons == board.chip.neurons
-    assert 2 * cfg.synapse_words >= board.chip.synapses
+    assert cfg.weight_slots >= board.chip.synapses > cfg.weight_slots - cfg.weights_per_word
 
 
 def test_get_board():

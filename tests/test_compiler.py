@@ -11,6 +11,7 @@ from spikeforge.host.compiler import (
     check_fit,
     compare,
     compile,
+    fit_problems,
     from_nir,
     from_sklearn,
     from_weights,
@@ -503,20 +504,23 @@ def test_check_fit_lists_every_problem():
         Population("b", 2, NeuronParams(beta=100, threshold=10)),
     ], [Projection("input", "a", np.full((4, 3), 200)),
         Projection("a", "b", np.full((3, 2), 0.5))])
-    problems = check_fit(net)
+    problems = fit_problems(net)
     text = "\n".join(problems)
     assert len(problems) >= 3, problems
     assert "population 'a'" in text and "beta" in text
     assert "projection input->a" in text and "allowed -128..127" in text
     assert "projection a->b: weights must be integers" in text
+    with pytest.raises(FitError) as e:  # the raising wrapper: the same list
+        check_fit(net)
+    assert e.value.problems == problems
 
 
 def test_check_fit_against_a_core_config():
     image = pytest.importorskip("spikeforge.hw.image")
     q = quantize(from_weights([RNG.normal(size=(8, 40)), RNG.normal(size=(40, 4))]))
-    assert check_fit(q.net, image.CoreConfig(n_neurons=64, n_inputs=8)) == []
+    assert fit_problems(q.net, image.CoreConfig(n_neurons=64, n_inputs=8)) == []
     small = image.CoreConfig(n_neurons=16, n_inputs=4, synapse_words=16)
-    problems = check_fit(q.net, small)
+    problems = fit_problems(q.net, small)
     assert any("44 neurons" in p for p in problems)
     assert any("8 input channels" in p for p in problems)
     with pytest.raises(FitError) as e:

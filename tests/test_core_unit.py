@@ -6,6 +6,14 @@ import pytest
 from amaranth.sim import Simulator
 
 from spikeforge.errors import ConfigError, FitError
+from spikeforge.host.image import (
+    Block,
+    build_image,
+    check_fit,
+    compile_blocks,
+    decode_state,
+    fit_problems,
+)
 from spikeforge.hw.core import CoreOptions, NeuronCore
 from spikeforge.hw.core_neuron import NeuronDatapath
 from spikeforge.hw.core_sim import (
@@ -17,7 +25,6 @@ from spikeforge.hw.core_sim import (
     send_event,
 )
 from spikeforge.hw.image import (
-    Block,
     ConfigWord,
     CoreConfig,
     DescWord,
@@ -26,12 +33,7 @@ from spikeforge.hw.image import (
     Region,
     StatusWord,
     address,
-    build_image,
-    check_fit,
-    compile_blocks,
     decode_signed,
-    decode_state,
-    fit_problems,
     pop_options,
     region_size,
 )
@@ -372,9 +374,12 @@ def test_bad_parameters_are_skipped_and_counted():
 
 
 # --- whole networks against the golden model ---------------------------------------------------
-def _random_net(rng, n_inputs=10):
+def _random_net(rng, n_inputs=10, per_neuron_threshold=True):
+    thr1 = rng.integers(40, 200, 12)
+    if not per_neuron_threshold:  # (the same draws either way)
+        thr1 = int(thr1[0])
     p1 = NeuronParams(model="lif", leak="mult", beta=int(rng.integers(2000, 4097)),
-                      threshold=rng.integers(40, 200, 12), bias=rng.integers(-5, 6, 12),
+                      threshold=thr1, bias=rng.integers(-5, 6, 12),
                       reset="subtract", reset_delay=False)
     p2 = NeuronParams(model="cuba", leak="shift", beta=3, alpha=2, threshold=90,
                       reset="zero", reset_delay=True)
@@ -397,26 +402,28 @@ def _random_net(rng, n_inputs=10):
     )
 
 
+#: every legal combination of the core's options (docs/core.md, "Timing options")
+OPTION_MATRIX = list(itertools.product([1, 2, 4], [1, 3], [False, True], [True, False]))
+#: the combinations in the fast loop (pytest -m "not slow"; the others take 4-14 s each):
+#: every value of every option but lanes > 1
+FAST_OPTIONS = {(1, 1, False, True), (1, 3, True, False)}
+
+
 @pytest.mark.parametrize(
-    ("lanes", "weight_banks", "fast"),
-    [
-        (1, 1, False),  # the fast loop's case; the others take 4-14 s each
-        pytest.param(2, 1, False, marks=pytest.mark.slow),
-        pytest.param(4, 1, False, marks=pytest.mark.slow),
-        pytest.param(1, 3, True, marks=pytest.mark.slow),
-        pytest.param(2, 4, True, marks=pytest.mark.slow),
-    ],
+    ("lanes", "weight_banks", "fast", "per_neuron_threshold"),
+    [o if o in FAST_OPTIONS else pytest.param(*o, marks=pytest.mark.slow) for o in OPTION_MATRIX],
 )
 @pytest.mark.parametrize("seed", [0, pytest.param(1, marks=pytest.mark.slow)])
-def test_core_matches_golden(seed, lanes, weight_banks, fast):
-    """Populations of 12, 7 and 5 neurons: with several lanes their bases are not aligned to a
-    neuron group, so the first and last groups run with some lanes masked.  With weight banks
-    the weight word arrives a clock later (and bus reads take a clock more); with registered
-    state the datapaths see the neuron memories a clock later."""
+def test_core_matches_golden(seed, lanes, weight_banks, fast, per_neuron_threshold):
+    """The option matrix: lanes x weight banks x fast build x threshold mode, each against the
+    golden model.  Populations of 12, 7 and 5 neurons: with several lanes their bases are not
+    aligned to a neuron group, so the first and last groups run with some lanes masked.  With
+    weight banks the weight word arrives a clock later (and bus reads take a clock more); with
+    registered state the datapaths see the neuron memories a clock later."""
     rng = np.random.default_rng(seed)
-    net = _random_net(rng)
+    net = _random_net(rng, per_neuron_threshold=per_neuron_threshold)
     cfg = CoreConfig(n_neurons=32, n_inputs=12, n_populations=4, synapse_words=256,
-                     lanes=lanes)
+                     lanes=lanes, per_neuron_threshold=per_neuron_threshold)
     # each channel at most once per timestep (docs/network.md), in random order
     events = [list(rng.permutation(net.n_inputs)[: rng.integers(0, 11)]) for _ in range(10)]
     events[3] = list(range(net.n_inputs))  # every channel, back to back

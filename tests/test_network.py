@@ -8,9 +8,17 @@ from hypothesis import strategies as st
 from reference_loop import ReferenceChip
 
 from spikeforge.errors import ConfigError
+from spikeforge.network import INPUT, Network, NeuronParams, Population, Projection, Sparse
 from spikeforge.sim.golden import GoldenChip, validate_network
-from spikeforge.sim.network import INPUT, Network, NeuronParams, Population, Projection, Sparse
 from spikeforge.spec import DEFAULT_FORMAT, Format, LeakMode, NeuronModel, ResetMode
+
+
+def test_the_older_import_path_is_the_same_module():
+    from spikeforge.sim import network as old
+
+    assert (old.Network, old.Population, old.Projection, old.NeuronParams, old.Sparse,
+            old.INPUT) == (Network, Population, Projection, NeuronParams, Sparse, INPUT)
+    assert sorted(old.__all__) == sorted(__import__("spikeforge.network").network.__all__)
 
 
 # --- random networks -----------------------------------------------------------------------------

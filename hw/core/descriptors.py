@@ -12,6 +12,7 @@ from amaranth import Cat, Const, Module, Signal
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
+from ..compare import at_most
 from ..image import DESC_WORDS, LIST_BITS, CoreConfig, DescList, DescWord, Span
 from .issuer import segment_layout
 
@@ -140,7 +141,7 @@ class DescriptorEngine(wiring.Component):
         target = Span(word)
         tgt, length = target.first, target.count
         m.d.sync += [
-            self._ok.eq((length != 0) & (tgt + length <= cfg.n_neurons)),
+            self._ok.eq((length != 0) & at_most(tgt + length, cfg.n_neurons)),
             self._prod.eq(self._diff * self._stride),
         ]
         if L == 1:

@@ -44,8 +44,9 @@ class NeuronLanes(wiring.Component):
         The accumulator words: as read (:class:`RegisteredNeuronLanes`: registered).
     acc_wr_valid, acc_wr_group, acc_wr_sum : In
         The accumulation pipeline writes a group's accumulators (lanes ``acc_wr_valid``).
-    req : In(BusRequest), bus_pend : In(1)
-        The bus: read or write a neuron word (V, I, ACC, BIAS, THR).
+    req : In(request_layout), bus_pend : In(1)
+        The bus (:attr:`~spikeforge.hw.bus.BusSlave.req`): read or write a neuron word (V, I,
+        ACC, BIAS, THR).
     r_region, r_lane : In
         Select the neuron word of :attr:`r_word` (a read's region and lane, delayed to match).
     r_word : Out(32)
@@ -55,8 +56,10 @@ class NeuronLanes(wiring.Component):
     #: clocks from a state memory's address to the datapath's input register
     state_latency = 1
 
-    def __init__(self, config: CoreConfig):
+    def __init__(self, config: CoreConfig, request_layout=None):
         self.config = config
+        if request_layout is None:
+            request_layout = BusRequest(REGION_SHIFT)
         L = config.lanes
         fmt = config.fmt
         gbits = max(1, (config.n_neurons // L - 1).bit_length())
@@ -78,7 +81,7 @@ class NeuronLanes(wiring.Component):
                 "acc_wr_valid": In(L),
                 "acc_wr_group": In(gbits),
                 "acc_wr_sum": In(acc),
-                "req": In(BusRequest(REGION_SHIFT)),
+                "req": In(request_layout),
                 "bus_pend": In(1),
                 "r_region": In(4),
                 "r_lane": In(max(config.lane_bits, 1)),

@@ -15,6 +15,7 @@ from ..bus import BUS_DATA_BITS, BusSlave, MemBusSignature
 from ..image import (
     DESC_WORDS,
     EVENT_BITS,
+    POP_WORD_BITS,
     POP_WORDS,
     REGION_SHIFT,
     CoreConfig,
@@ -101,7 +102,7 @@ class NeuronCore(wiring.Component):
             registered_decode=fast,
             read_latency=self.read_latency,
         )
-        m.submodules.registers = regs = CoreRegisters(cfg)
+        m.submodules.registers = regs = CoreRegisters(cfg, opts, bus.request_layout)
         m.submodules.sequencer = seq = (RegisteredSequencer if fast else Sequencer)(cfg)
         m.submodules.descriptors = desc = (
             RegisteredDescriptorEngine if fast else DescriptorEngine
@@ -111,16 +112,18 @@ class NeuronCore(wiring.Component):
         m.submodules.accumulate = acc = (RegisteredAccumulatePipe if fast else AccumulatePipe)(
             cfg, weights.latency
         )
-        m.submodules.lanes = lanes = (RegisteredNeuronLanes if fast else NeuronLanes)(cfg)
+        m.submodules.lanes = lanes = (RegisteredNeuronLanes if fast else NeuronLanes)(
+            cfg, bus.request_layout
+        )
         m.submodules.bitmap = bitmap = SpikeBitmap(cfg)
         m.submodules.walker = walker = (RegisteredWalker if fast else Walker)(cfg)
 
-        # the population table (POP_WORDS 16-bit words per population, loaded into the
+        # the population table (POP_WORDS words per population, loaded into the
         # sequencer's registers before a population is run) and the fan-out block descriptors
         # (DESC_WORDS 32-bit words each, read one by one)
         attrs = opts.table_attrs(platform)
         m.submodules.pop_mem = pop_mem = Memory(
-            shape=unsigned(16), depth=POP_WORDS * cfg.n_populations, init=[], attrs=attrs
+            shape=unsigned(POP_WORD_BITS), depth=POP_WORDS * cfg.n_populations, init=[], attrs=attrs
         )
         m.submodules.desc_mem = desc_mem = Memory(
             shape=unsigned(32), depth=DESC_WORDS * cfg.descriptors, init=[], attrs=attrs
@@ -138,7 +141,7 @@ class NeuronCore(wiring.Component):
         connect(m, flipped(self.mem), bus.bus)
         req, pend = bus.req, bus.pend
         m.d.comb += [
-            bus.serve.eq(seq.serve),
+            bus.serve.eq(seq.serve & ~regs.busy),
             regs.req.eq(req),
             regs.w_data.eq(bus.w_data),
             regs.bus_refused.eq(bus.refused),
@@ -292,7 +295,7 @@ class NeuronCore(wiring.Component):
                 with m.Case(*(r.value for r in neuron)):
                     m.d.comb += second.eq(lanes.r_word)
                 # the table words, registered straight from the block RAMs
-                pop_q = Signal(16)
+                pop_q = Signal(POP_WORD_BITS)
                 m.d.sync += pop_q.eq(pop_word)
                 with m.Case(Region.POP.value):
                     m.d.comb += second.eq(pop_q)

@@ -4,12 +4,15 @@ Spec: ``docs/core.md`` ("Memory map"), :class:`~spikeforge.hw.image.ConfigWord` 
 :class:`~spikeforge.hw.image.StatusWord`.
 """
 
-from amaranth import Module, Mux, Signal
+from amaranth import Cat, Module, Mux, Signal
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
 from ..bus import BUS_DATA_BITS, BusRequest
+from ..compare import at_most
+from ..counters import FlopCounters, RamCounters
 from ..image import REGION_SHIFT, ConfigWord, CoreConfig, DescList, Region, StatusWord
+from .options import CoreOptions
 from .sequencer import list_ok
 
 __all__ = ["CoreRegisters"]
@@ -20,8 +23,8 @@ class CoreRegisters(wiring.Component):
 
     Attributes
     ----------
-    req : In(BusRequest)
-        The bus slave's registered request.
+    req : In(request_layout)
+        The bus slave's registered request (:attr:`~spikeforge.hw.bus.BusSlave.req`).
     w_data : In(32)
         The request's data as it is on the bus (a list word is checked a clock early).
     n_inputs, n_pops, input_list : Out
@@ -34,13 +37,18 @@ class CoreRegisters(wiring.Component):
         The sequencer's step: counted, and its clocks counted.
     r_word : Out(32)
         The word read from CONFIG or STATUS, a clock after ``req.re`` (0 for other regions).
+    busy : Out(1)
+        A counted event is not readable yet: the bus waits.
     """
 
-    def __init__(self, config: CoreConfig):
+    def __init__(self, config: CoreConfig, options: CoreOptions, request_layout=None):
         self.config = config
+        self.options = options
+        if request_layout is None:
+            request_layout = BusRequest(REGION_SHIFT)
         super().__init__(
             {
-                "req": In(BusRequest(REGION_SHIFT)),
+                "req": In(request_layout),
                 "w_data": In(BUS_DATA_BITS),
                 "n_inputs": Out(16, init=config.n_inputs),
                 "n_pops": Out(range(config.n_populations + 1)),
@@ -53,6 +61,7 @@ class CoreRegisters(wiring.Component):
                 "in_step": In(1),
                 "done": In(1),
                 "r_word": Out(BUS_DATA_BITS),
+                "busy": Out(1),
             }
         )
 
@@ -60,10 +69,18 @@ class CoreRegisters(wiring.Component):
         m = Module()
         cfg = self.config
         req = self.req
-        cnt_events_refused = Signal(32)
-        cnt_bus_refused = Signal(32)
-        cnt_param = Signal(32)
-        cnt_steps = Signal(32)
+        # the event counters (StatusWord 0 .. 3): in a block RAM in the small build
+        counted = [
+            (StatusWord.EVENTS_REFUSED, self.event_refused),
+            (StatusWord.BUS_REFUSED, self.bus_refused),
+            (StatusWord.PARAM_ERRORS, None),  # (param_err, below)
+            (StatusWord.STEPS, self.done),
+        ]
+        assert [w.value for w, _ in counted] == list(range(len(counted)))
+        kind = FlopCounters if self.options.fast else RamCounters
+        m.submodules.counters = counters = kind(
+            len(counted), 32, attrs=self.options.table_attrs(platform)
+        )
         # cycles of the running step; it stops at the step's end, so between steps (when the bus
         # is served) it is the last step's count (LAST_STEP_CYCLES)
         step_cycles = Signal(32)
@@ -78,11 +95,11 @@ class CoreRegisters(wiring.Component):
             with m.Switch(req.offset):
                 with m.Case(ConfigWord.N_INPUTS.value):
                     m.d.sync += self.n_inputs.eq(
-                        Mux(req.data > cfg.n_inputs, cfg.n_inputs, req.data)
+                        Mux(at_most(req.data, cfg.n_inputs), req.data, cfg.n_inputs)
                     )
                 with m.Case(ConfigWord.N_POPULATIONS.value):
                     m.d.sync += self.n_pops.eq(
-                        Mux(req.data > cfg.n_populations, cfg.n_populations, req.data)
+                        Mux(at_most(req.data, cfg.n_populations), req.data, cfg.n_populations)
                     )
                 with m.Case(ConfigWord.CONTROL.value):
                     m.d.comb += self.clear_spikes.eq(req.data[0])
@@ -93,28 +110,15 @@ class CoreRegisters(wiring.Component):
                     with m.If(list_bad):
                         m.d.comb += param_err.eq(1)
 
-        # the pulses are registered before they are counted (the counters are off their paths)
-        for pulse, counter in [
-            (param_err, cnt_param),
-            (self.event_refused, cnt_events_refused),
-            (self.bus_refused, cnt_bus_refused),
-        ]:
-            pulse_r = Signal()
-            m.d.sync += pulse_r.eq(pulse)
-            with m.If(pulse_r):
-                m.d.sync += counter.eq(counter + 1)
+        m.d.comb += counters.inc.eq(
+            Cat(param_err if pulse is None else pulse for _, pulse in counted)
+        )
         with m.If(self.in_step & ~self.done):
             m.d.sync += step_cycles.eq(step_cycles + 1)
         with m.If(self.step_start):
             m.d.sync += step_cycles.eq(1)
-        with m.If(self.done):
-            m.d.sync += cnt_steps.eq(cnt_steps + 1)
 
         status = {
-            StatusWord.EVENTS_REFUSED: cnt_events_refused,
-            StatusWord.BUS_REFUSED: cnt_bus_refused,
-            StatusWord.PARAM_ERRORS: cnt_param,
-            StatusWord.STEPS: cnt_steps,
             StatusWord.LAST_STEP_CYCLES: step_cycles,
             StatusWord.CAP_NEURONS: cfg.n_neurons,
             StatusWord.CAP_INPUTS: cfg.n_inputs,
@@ -130,12 +134,29 @@ class CoreRegisters(wiring.Component):
             ConfigWord.CONTROL: 0,
             ConfigWord.INPUT_LIST: self.input_list,
         }
+        # the read is selected when it is taken and the word picked a clock later (the bus is
+        # served only between steps, when none of these words changes)
+        status_read = req.re & (req.region == Region.STATUS.value)
+        sel_status, sel_config = Signal(), Signal()
+        sel_word = Signal(range(max(len(StatusWord), len(ConfigWord))))
+        m.d.comb += [
+            counters.hold.eq(status_read),
+            counters.rd_addr.eq(req.offset),
+            self.busy.eq(counters.busy),
+        ]
         with m.If(req.re):
-            m.d.sync += self.r_word.eq(0)
-            for region, words in [(Region.STATUS, status), (Region.CONFIG, config_words)]:
-                with m.If(req.region == region.value):
-                    with m.Switch(req.offset):
-                        for word, value in words.items():
-                            with m.Case(word.value):
-                                m.d.sync += self.r_word.eq(value)
+            m.d.sync += [
+                sel_status.eq(status_read),
+                sel_config.eq(req.region == Region.CONFIG.value),
+                sel_word.eq(req.offset),
+            ]
+        for selected, words in [(sel_status, status), (sel_config, config_words)]:
+            with m.If(selected):
+                with m.Switch(sel_word):
+                    for w, value in words.items():
+                        with m.Case(w.value):
+                            m.d.comb += self.r_word.eq(value)
+                    if words is status:
+                        with m.Case(*(w.value for w, _ in counted)):
+                            m.d.comb += self.r_word.eq(counters.rd_data)
         return m

@@ -13,7 +13,16 @@ from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from ...spec import LeakMode, NeuronModel
-from ..image import EVENT_BITS, POP_WORDS, CoreConfig, DescList, PopOptions, PopWord
+from ..compare import at_most, below
+from ..image import (
+    EVENT_BITS,
+    POP_WORD_BITS,
+    POP_WORDS,
+    CoreConfig,
+    DescList,
+    PopOptions,
+    PopWord,
+)
 from .bitmap import walk_layout
 from .descriptors import source_layout
 
@@ -24,14 +33,14 @@ def population_layout() -> data.StructLayout:
     """The population being run: its table entry (:class:`~spikeforge.hw.image.PopWord`)."""
     return data.StructLayout(
         {
-            "base": 16,
-            "size": 16,
+            "base": POP_WORD_BITS,
+            "size": POP_WORD_BITS,
             "options": PopOptions,
-            "beta": 16,
-            "alpha": 16,
+            "beta": POP_WORD_BITS,
+            "alpha": POP_WORD_BITS,
             "forward": DescList,
             "recurrent": DescList,
-            "threshold": 16,
+            "threshold": POP_WORD_BITS,
         }
     )
 
@@ -39,7 +48,7 @@ def population_layout() -> data.StructLayout:
 def list_ok(word, config: CoreConfig):
     """A descriptor list (:data:`DescList`) stays inside the table."""
     lst = DescList(word[: DescList.size])
-    return (lst.count == 0) | (lst.first + lst.count <= config.descriptors)
+    return (lst.count == 0) | at_most(lst.first + lst.count, config.descriptors)
 
 
 class Sequencer(wiring.Component):
@@ -109,7 +118,7 @@ class Sequencer(wiring.Component):
                 "serve": Out(1),
                 "drained": In(1),
                 "pop_addr": Out(range(POP_WORDS * config.n_populations)),
-                "pop_data": In(16),
+                "pop_data": In(POP_WORD_BITS),
                 "pop": Out(population_layout()),
                 "sweep_issue": Out(1),
                 "sweep_group": Out(gbits),
@@ -191,13 +200,13 @@ class Sequencer(wiring.Component):
         def decay_ok(code):
             return (
                 (leak == LeakMode.NONE)
-                | ((leak == LeakMode.MULT) & (code <= one))
-                | ((leak == LeakMode.SHIFT) & (code >= k_lo) & (code <= k_hi))
+                | ((leak == LeakMode.MULT) & at_most(code, one))
+                | ((leak == LeakMode.SHIFT) & ~below(code, k_lo) & at_most(code, k_hi))
             )
 
         pop_checks = Cat(
             pop.size != 0,
-            pop.base + pop.size <= N,
+            at_most(pop.base + pop.size, N),
             leak.as_value() != 3,
             reset.as_value() != 3,
             decay_ok(pop.beta),
@@ -210,7 +219,8 @@ class Sequencer(wiring.Component):
 
         # the sweep: the population's neuron groups, and the lanes of its first and last group
         sweep_g = Signal.like(self.sweep_group)
-        sweep_left = Signal(16)  # groups left to issue, and a registered "this is the last"
+        # groups left to issue, and a registered "this is the last"
+        sweep_left = Signal(POP_WORD_BITS)
         sweep_last = Signal()
         sweep_first = Signal()
         fmask, lmask = Signal(L), Signal(L)
@@ -221,7 +231,7 @@ class Sequencer(wiring.Component):
                 1 if L == 1 else Mux(sweep_first, fmask, -1) & Mux(sweep_last, lmask, -1)
             ),
         ]
-        p_groups = pop.size if L == 1 else Signal(16)
+        p_groups = pop.size if L == 1 else Signal(POP_WORD_BITS)
         wb_g = self.wb_group
         with m.If(self.results):
             m.d.sync += wb_g.eq(wb_g + 1)

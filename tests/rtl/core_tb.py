@@ -9,15 +9,14 @@ import numpy as np
 from cocotb.clock import Clock
 from cocotb.triggers import ReadOnly, RisingEdge
 
+from spikeforge.host.image import build_image, fit_problems
 from spikeforge.hw.image import (
     ConfigWord,
     CoreConfig,
     Region,
     StatusWord,
     address,
-    build_image,
     decode_signed,
-    fit_problems,
 )
 from spikeforge.sim.golden import GoldenChip
 from spikeforge.sim.network import INPUT, Network, NeuronParams, Population, Projection, Sparse
