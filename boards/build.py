@@ -9,6 +9,7 @@ and checks that the design meets its clock.
 
 from __future__ import annotations
 
+import argparse
 import importlib.metadata
 import json
 import os
@@ -22,7 +23,8 @@ import time
 from pathlib import Path
 
 from ..errors import ConfigError, SpikeforgeError
-from .configs import BOARDS, get_board
+from .configs import BOARDS, default_out_dir, get_board
+from .flash import register as _register_flash
 
 __all__ = [
     "ToolchainError",
@@ -35,6 +37,8 @@ __all__ = [
     "register",
     "default_out_dir",
     "drop_zero_meminit",
+    "select_seed",
+    "parse_seeds",
 ]
 
 #: The tool each family needs: Amaranth's environment variable -> the YoWASP command.
@@ -142,11 +146,6 @@ def drop_zero_meminit(text):
         return match.group(0)
 
     return _MEMINIT_CELL.sub(keep_or_drop, text), removed
-
-
-def default_out_dir(board):
-    """``build/boards/<name>`` under the current directory."""
-    return Path("build") / "boards" / get_board(board).name
 
 
 def toolchain_env(family, env=None):
@@ -301,115 +300,332 @@ class _LogTail:
         return parts
 
 
-def _run_script(out_dir, name, env, family, progress, start=None):
-    """Run Amaranth's build script in ``out_dir``, reporting stages from the tools' logs."""
-    ext = "asc" if family == "ice40" else "config"
-    stages = [
-        ("synth", out_dir / f"{name}.rpt"),
-        ("pnr", out_dir / f"{name}.tim"),
-        ("pack", out_dir / f"{name}.{ext}"),
+#: Seconds between two looks at the running tools (progress, finished runs).
+_POLL_S = 0.25
+
+
+class _Job:
+    """One tool running in ``cwd``: its process and what it printed (read by a thread)."""
+
+    def __init__(self, argv, cwd, env, log=None):
+        self.argv = list(argv)
+        self.cwd = Path(cwd)
+        self.log = None if log is None else Path(log)
+        self.tail = None if log is None else _LogTail(log)
+        self.output = []
+        self._lines = queue.SimpleQueue()
+        try:
+            self.proc = subprocess.Popen(
+                self.argv,
+                cwd=self.cwd,
+                env=env,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                text=True,
+                errors="replace",
+            )
+        except OSError as exc:
+            raise ToolchainError(f"{self.argv[0]} cannot start: {exc}") from exc
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def _read(self):
+        for line in self.proc.stdout:
+            self._lines.put(line.rstrip("\n"))
+
+    def poll(self):
+        """``(returncode or None, the lines printed since the last poll)``."""
+        code = self.proc.poll()
+        if code is not None:
+            self._reader.join(timeout=5)
+        new = []
+        while not self._lines.empty():
+            new.append(self._lines.get())
+        self.output.extend(new)
+        return code, new
+
+    def kill(self):
+        if self.proc.poll() is None:
+            self.proc.kill()
+        self.proc.wait()
+        self._reader.join(timeout=5)
+
+
+class _StageReporter:
+    """Calls ``progress(stage, message, elapsed_s)``; every stage is reported, in order, even
+    one that was over between two polls."""
+
+    ORDER = ("synth", "pnr", "pack")
+
+    def __init__(self, progress, start):
+        self.progress = progress
+        self.start = start
+        self.reported = []
+
+    def __call__(self, stage, message):
+        if self.progress is None:
+            return
+        elapsed = time.monotonic() - self.start
+        if stage in self.ORDER:
+            last = self.ORDER.index(self.reported[-1]) if self.reported else -1
+            for skipped in self.ORDER[last + 1 : self.ORDER.index(stage)]:
+                self.reported.append(skipped)
+                self.progress(skipped, None, elapsed)
+            if stage not in self.reported:
+                self.reported.append(stage)
+        self.progress(stage, message, elapsed)
+
+    def tool_output(self, lines):
+        """The last line worth showing from a tool's output; reports the ``prepare`` stage."""
+        message = None
+        for line in lines:
+            match = _YOWASP_PREPARE.match(line.strip())
+            if match:
+                self(
+                    "prepare",
+                    f"compiling {match.group(1)} to machine code (first use only; cached after)",
+                )
+            elif line.strip():
+                message = line.strip()
+        return message
+
+
+def _tool_commands(out_dir, name, env):
+    """Amaranth's build commands (``build_<name>.json``), split into synthesis, place and route
+    and packing, each tool resolved through its environment variable (``YOSYS``, ...)."""
+    commands = json.loads((out_dir / f"build_{name}.json").read_text())["commands"]
+    kinds = {}
+    for argv in commands:
+        tool = argv[0]
+        kind = "synth" if tool == "yosys" else "pnr" if tool.startswith("nextpnr-") else "pack"
+        if kind in kinds:
+            raise BuildError(f"unexpected build commands in build_{name}.json: {commands}")
+        chosen = env.get(tool.upper().replace("-", "_"), tool)
+        kinds[kind] = [shutil.which(chosen, path=env.get("PATH")) or chosen, *argv[1:]]
+    if set(kinds) != {"synth", "pnr", "pack"}:
+        raise BuildError(f"unexpected build commands in build_{name}.json: {commands}")
+    return kinds["synth"], kinds["pnr"], kinds["pack"]
+
+
+#: nextpnr options that name a file it writes.
+_NEXTPNR_OUTPUTS = {
+    "--log",
+    "--report",
+    "--asc",
+    "--textcfg",
+    "--write",
+    "--sdf",
+    "--placed-svg",
+    "--routed-svg",
+}
+
+
+def _nextpnr_for_seed(argv, seed, seed_dir):
+    """nextpnr's command for one seed, run in the build directory (a YoWASP tool sees only the
+    directory it runs in and what is below): the outputs (log, report, placed design) go into
+    ``seed_dir``, relative to the build directory; the inputs are the build directory's."""
+    out = []
+    args = iter(argv)
+    for arg in args:
+        if arg == "--seed":
+            next(args, None)
+        elif arg in _NEXTPNR_OUTPUTS:
+            out += [arg, (Path(seed_dir) / next(args)).as_posix()]
+        else:
+            out.append(arg)
+    return [*out, "--seed", str(seed)]
+
+
+def _failure(job, stage, log_lines=(), what=None):
+    """A :class:`BuildError` that says why a tool failed, from its output and its log."""
+    log_lines = list(log_lines)
+    errors = [
+        line.strip()
+        for line in [*job.output, *log_lines]
+        if line.strip().upper().startswith("ERROR")
     ]
-    if sys.platform == "win32":  # pragma: no cover - the script Amaranth writes for Windows
-        cmd = ["cmd", "/c", f"call build_{name}.bat"]
-    else:
-        cmd = ["sh", f"build_{name}.sh"]
-    start = time.monotonic() if start is None else start
-    output = []
-    proc = subprocess.Popen(
-        cmd,
-        cwd=out_dir,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        errors="replace",
-    )
+    errors = list(dict.fromkeys(errors))  # each once, in order
+    where = f"{what}, " if what else ""
+    message = f"the build failed in the '{stage}' stage ({where}exit code {job.proc.returncode})"
+    if errors:
+        message += ": " + errors[0]
+    hint = _hint(errors, log_lines)
+    if hint:
+        message += f"\n{hint}"
+    message += f"\nThe logs are in {job.cwd if job.log is None else job.log.parent}"
+    tail = job.output[-10:]
+    if job.log is not None:
+        tail += [f"[{job.log.name}] {line}" for line in log_lines[-15:]]
+    return BuildError(message, "\n".join(tail))
 
-    lines = queue.SimpleQueue()
 
-    def read_output():
-        for line in proc.stdout:
-            lines.put(line.rstrip("\n"))
+def _log_lines(job):
+    if job.log is None or not job.log.exists():
+        return []
+    return job.log.read_text(errors="replace").splitlines()
 
-    def _stage():
-        current = "synth"
-        for stage, path in stages:
-            if path.exists():
-                current = stage
-        return current
 
-    order = [stage for stage, _ in stages]
-    reported = []
+def _margin(parsed):
+    """How far the slowest clock of a nextpnr result is above (>1) or below its constraint."""
+    clocks = parsed["clocks"].values()
+    return min((c["fmax_mhz"] / c["constraint_mhz"] for c in clocks), default=float("inf"))
 
-    def report(stage, message):
-        # Every stage is reported, in order, even one that was over between two polls.
-        if stage in order:
-            last = order.index(reported[-1]) if reported else -1
-            for skipped in order[last + 1 : order.index(stage)]:
-                reported.append(skipped)
-                progress(skipped, None, time.monotonic() - start)
-            if stage not in reported:
-                reported.append(stage)
-        progress(stage, message, time.monotonic() - start)
 
-    reader = threading.Thread(target=read_output, daemon=True)
-    reader.start()
-    tails = {"synth": _LogTail(stages[0][1]), "pnr": _LogTail(stages[1][1])}
-    while True:
-        done = proc.poll() is not None
-        if done:
-            reader.join(timeout=5)
-        new_output = []
-        while not lines.empty():
-            new_output.append(lines.get())
-        output.extend(new_output)
-        if progress is not None:
-            stage = _stage()
+def select_seed(seeds, results):
+    """Which placement seed a build keeps, from the nextpnr runs that have finished so far.
+
+    The first seed, in the order given, whose run meets timing is kept, once every seed before
+    it has finished; when every run has finished and none meets timing, the best one (the
+    largest ratio of Fmax to constraint over its clocks; the earlier seed on a tie).
+
+    Parameters
+    ----------
+    seeds : list of int
+        The seeds, in order of preference.
+    results : dict
+        ``{seed: result}`` for the finished runs: the dict :func:`parse_nextpnr_report`
+        returns (``timing_met``, ``clocks``), or an exception for a run that failed.
+
+    Returns
+    -------
+    tuple of (int or None, list of int)
+        The seed to keep (``None``: not decided yet, or every run failed) and the seeds not
+        worth running any more (after a seed known to meet timing).
+    """
+    order = list(seeds)
+    ok = [s for s in order if isinstance(results.get(s), dict)]
+    met = [s for s in ok if results[s]["timing_met"]]
+    if met:
+        index = order.index(met[0])
+        decided = all(s in results for s in order[:index])
+        return (met[0] if decided else None), order[index + 1 :]
+    if ok and all(s in results for s in order):
+        best = max(ok, key=lambda s: (_margin(results[s]), -order.index(s)))
+        return best, []
+    return None, []
+
+
+def _cpus():
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover - not Linux
+        return os.cpu_count() or 1
+
+
+def _place_and_route(pnr_argv, seeds, jobs, out_dir, name, env, family, clock_mhz, report):
+    """nextpnr for each seed, ``jobs`` at a time, each in ``out_dir/seeds/<seed>/``, until
+    :func:`select_seed` decides; returns ``(kept seed or None, {seed: result})``."""
+    seeds_root = out_dir / "seeds"
+    pending = list(seeds)
+    running = {}
+    results = {}
+    several = len(seeds) > 1
+    try:
+        while True:
+            chosen, stop = select_seed(seeds, results)
+            for seed in stop:
+                if seed in running:
+                    running.pop(seed).kill()
+                if seed in pending:
+                    pending.remove(seed)
+            if chosen is not None or not (pending or running):
+                break
+            while pending and len(running) < jobs:
+                seed = pending.pop(0)
+                seed_dir = seeds_root / str(seed)
+                seed_dir.mkdir(parents=True, exist_ok=True)
+                running[seed] = _Job(
+                    _nextpnr_for_seed(pnr_argv, seed, seed_dir.relative_to(out_dir)),
+                    out_dir,
+                    env,
+                    log=seed_dir / f"{name}.tim",
+                )
             message = None
-            for line in tails["synth"].lines():
-                match = _YOSYS_STEP.match(line)
-                if match:
-                    message = f"yosys: {match.group(1)}"
-            for line in tails["pnr"].lines():
-                if _NEXTPNR_KEY.match(line):
-                    message = "nextpnr: " + line.split(": ", 1)[1].strip()
-            for line in new_output:
-                match = _YOWASP_PREPARE.match(line.strip())
-                if match:
-                    progress(
-                        "prepare",
-                        f"compiling {match.group(1)} to machine code (first use only; cached "
-                        "after)",
-                        time.monotonic() - start,
-                    )
-                elif line.strip():
-                    message = line.strip()
-            report(stage, message)
-        if done:
+            for seed, job in list(running.items()):
+                code, new = job.poll()
+                prefix = f"nextpnr seed {seed}" if several else "nextpnr"
+                line_message = report.tool_output(new)
+                if line_message:
+                    message = line_message
+                for line in job.tail.lines():
+                    if _NEXTPNR_KEY.match(line):
+                        message = f"{prefix}: " + line.split(": ", 1)[1].strip()
+                if code is None:
+                    continue
+                del running[seed]
+                if code != 0:
+                    results[seed] = _failure(job, "pnr", _log_lines(job), f"seed {seed}")
+                    message = f"{prefix}: failed (exit code {code})"
+                    continue
+                try:
+                    path = seeds_root / str(seed) / "report.json"
+                    results[seed] = parse_nextpnr_report(path, family, clock_mhz)
+                except (OSError, ValueError, BuildError) as exc:
+                    results[seed] = BuildError(f"seed {seed}: no usable nextpnr report: {exc}")
+                    continue
+                r = results[seed]
+                verdict = "timing met" if r["timing_met"] else "timing not met"
+                fmax = "-" if r["fmax_mhz"] is None else f"{r['fmax_mhz']:.2f} MHz"
+                message = f"{prefix}: {fmax}, {verdict}"
+            report("pnr", message)
+            time.sleep(_POLL_S)
+    finally:
+        for job in running.values():  # only when interrupted (an exception)
+            job.kill()
+    return chosen, results
+
+
+def _run_tools(out_dir, name, env, family, seeds, jobs, progress, start, clock_mhz):
+    """Yosys once, then nextpnr for each seed (``jobs`` at a time, each in ``seeds/<seed>/``),
+    then the packer on the kept seed's placement, copied into ``out_dir``.
+
+    Returns ``(seed, {seed: result})``: the kept seed and the results of the runs that finished
+    (:func:`parse_nextpnr_report`'s dict, or the :class:`BuildError` of a failed run).
+    """
+    synth_argv, pnr_argv, pack_argv = _tool_commands(out_dir, name, env)
+    placed = f"{name}.asc" if family == "ice40" else f"{name}.config"
+    report = _StageReporter(progress, start)
+
+    # synthesis
+    job = _Job(synth_argv, out_dir, env, log=out_dir / f"{name}.rpt")
+    while True:
+        code, new = job.poll()
+        message = report.tool_output(new)
+        for line in job.tail.lines():
+            match = _YOSYS_STEP.match(line)
+            if match:
+                message = f"yosys: {match.group(1)}"
+        report("synth", message)
+        if code is not None:
             break
-        time.sleep(0.25)
-    if proc.returncode != 0:
-        stage = _stage()
-        log_path = dict(stages).get(stage)
-        log_lines = []
-        if log_path is not None and log_path.exists() and stage != "pack":
-            log_lines = log_path.read_text(errors="replace").splitlines()
-        errors = [
-            line.strip()
-            for line in [*output, *log_lines]
-            if line.strip().upper().startswith("ERROR")
-        ]
-        errors = list(dict.fromkeys(errors))  # each once, in order
-        message = f"the build failed in the '{stage}' stage (exit code {proc.returncode})"
-        if errors:
-            message += ": " + errors[0]
-        hint = _hint(errors, log_lines)
-        if hint:
-            message += f"\n{hint}"
-        message += f"\nThe logs are in {out_dir}"
-        tail = output[-10:] + [f"[{log_path.name}] {line}" for line in log_lines[-15:]]
-        raise BuildError(message, "\n".join(tail))
-    return output
+        time.sleep(_POLL_S)
+    if code != 0:
+        raise _failure(job, "synth", _log_lines(job))
+
+    # place and route: one nextpnr per seed, several at a time
+    seeds_root = out_dir / "seeds"
+    chosen, results = _place_and_route(
+        pnr_argv, seeds, jobs, out_dir, name, env, family, clock_mhz, report
+    )
+    if chosen is None:  # every run failed: the first seed's error
+        raise next(results[s] for s in seeds if s in results)
+
+    # the kept placement becomes the build directory's, and is packed there
+    for product in ["report.json", f"{name}.tim"]:
+        shutil.copyfile(seeds_root / str(chosen) / product, out_dir / product)
+    os.replace(seeds_root / str(chosen) / placed, out_dir / placed)
+    for seed in seeds:
+        (seeds_root / str(seed) / placed).unlink(missing_ok=True)  # large; the logs stay
+    job = _Job(pack_argv, out_dir, env)
+    while True:
+        code, new = job.poll()
+        report("pack", report.tool_output(new))
+        if code is not None:
+            break
+        time.sleep(_POLL_S)
+    if code != 0:
+        raise _failure(job, "pack")
+    return chosen, results
 
 
 _CELL_NAMES = {
@@ -465,6 +681,8 @@ def build(
     design_name=None,
     clock_mhz=None,
     seed=1,
+    seeds=None,
+    jobs=None,
     check_timing=True,
     name="top",
 ):
@@ -494,7 +712,15 @@ def build(
     clock_mhz : float, optional
         Override the board's target clock.
     seed : int
-        nextpnr's placement seed.
+        nextpnr's placement seed (when ``seeds`` is not given).
+    seeds : list of int, optional
+        Placement seeds to try, in order of preference: Yosys runs once, then nextpnr once per
+        seed (``jobs`` at a time, each in ``out_dir/seeds/<seed>/``), and the build keeps the
+        first seed in this order that meets timing (runs of later seeds are stopped once that
+        is known); when none does, the best one.  The report's ``seed`` is the kept seed,
+        ``seeds_tried`` the runs that finished.
+    jobs : int, optional
+        How many nextpnr runs at a time (default: one per CPU core, at most one per seed).
     check_timing : bool
         Raise :class:`TimingError` when a clock misses its constraint (the report is written
         first).
@@ -507,7 +733,9 @@ def build(
         ``timing_met``, ``clocks``, the chip's ``neurons``, ``inputs``, ``populations``,
         ``synapses``, ``lanes``, ``baud``, the resources from :func:`parse_nextpnr_report`
         (``luts_used``, ``luts_total``, ``rams_used``, ...), ``bitstream``, ``build_s``,
-        ``seed``, ``tools``.
+        ``seed`` (the kept one), ``seeds_tried`` (``seed``, ``fmax_mhz``, ``timing_met`` of
+        each finished nextpnr run, in the order given; a failed run also has ``error``),
+        ``tools``.
 
     Raises
     ------
@@ -522,8 +750,10 @@ def build(
 
     board = get_board(board)
     out_dir = Path(default_out_dir(board) if out_dir is None else out_dir).resolve()
-    if not isinstance(seed, int) or seed < 0:
-        raise ConfigError(f"seed={seed!r} must be a non-negative integer")
+    seeds = _check_seeds([seed] if seeds is None else seeds)
+    jobs = min(len(seeds), _cpus()) if jobs is None else jobs
+    if not isinstance(jobs, int) or isinstance(jobs, bool) or jobs < 1:
+        raise ConfigError(f"jobs={jobs!r} must be a positive integer")
     env = toolchain_env(board.family)
     try:
         platform = board.make_platform()
@@ -548,8 +778,8 @@ def build(
         "--report",
         "report.json",
         "--timing-allow-fail",  # the report decides, with a message that says what to do
-        "--seed",
-        str(seed),
+        "--seed",  # each run's own seed replaces it (_nextpnr_for_seed)
+        str(seeds[0]),
         *board.nextpnr_opts,
     ]
     overrides = {"nextpnr_opts": " ".join(nextpnr_opts)}
@@ -562,18 +792,21 @@ def build(
     stale = [f"{name}.{e}" for e in ("rpt", "tim", "json", "asc", "config", "bin", "bit", "svf")]
     for product in [*stale, "report.json", "build.json"]:
         (out_dir / product).unlink(missing_ok=True)
+    shutil.rmtree(out_dir / "seeds", ignore_errors=True)
     plan.extract(out_dir)
     if board.family == "ice40":
         # SPRAM inference needs memories without initial contents (drop_zero_meminit).
         il_path = out_dir / f"{name}.il"
         il_path.write_text(drop_zero_meminit(il_path.read_text())[0])
     t_tools = time.monotonic()
-    _run_script(out_dir, name, env, board.family, progress, start=t0)
+    seed, results = _run_tools(
+        out_dir, name, env, board.family, seeds, jobs, progress, t0, pll.f_out_mhz
+    )
     elapsed_tools = time.monotonic() - t_tools
 
     if not bitstream.exists():
         raise BuildError(f"the tools finished but wrote no bitstream {bitstream}")
-    parsed = parse_nextpnr_report(out_dir / "report.json", board.family, pll.f_out_mhz)
+    parsed = results[seed]
     if design is None and (
         parsed["constraint_mhz"] is None
         or abs(parsed["constraint_mhz"] - pll.f_out_mhz) > 0.005 * pll.f_out_mhz
@@ -611,6 +844,7 @@ def build(
         "build_s": round(time.monotonic() - t0, 1),
         "tools_s": round(elapsed_tools, 1),
         "seed": seed,
+        "seeds_tried": _seeds_tried(seeds, results),
         "tools": _tool_versions(board.family),
     }
     (out_dir / "build.json").write_text(json.dumps(report, indent=2) + "\n")
@@ -622,14 +856,47 @@ def build(
             for n, c in parsed["clocks"].items()
             if not c["met"]
         ]
+        tried = report["seeds_tried"]
+        which = (
+            f" (seed {seed}, the best of seeds {', '.join(str(t['seed']) for t in tried)})"
+            if len(tried) > 1
+            else f" (seed {seed})"
+        )
         raise TimingError(
-            f"timing not met on {board.title}: " + "; ".join(failing) + ". Lower the clock "
-            f"(requested {pll.f_req_mhz:g} MHz: ChipParams.clock_mhz of board {board.name!r}, "
-            f"or --clock-mhz), or try another --seed. The bitstream and the report are in "
-            f"{out_dir}",
+            f"timing not met on {board.title}: " + "; ".join(failing) + which + ". Lower the "
+            f"clock (requested {pll.f_req_mhz:g} MHz: ChipParams.clock_mhz of board "
+            f"{board.name!r}, or --clock-mhz), or try other placement seeds (--seeds 1,2,3). "
+            f"The bitstream and the report are in {out_dir}",
             report,
         )
     return report
+
+
+def _check_seeds(seeds):
+    """The seeds as a list of distinct non-negative ints, in the order given."""
+    if isinstance(seeds, int) or not seeds:
+        raise ConfigError(f"seeds={seeds!r} must be a non-empty list of seeds")
+    out = []
+    for seed in seeds:
+        if not isinstance(seed, int) or isinstance(seed, bool) or seed < 0:
+            raise ConfigError(f"seed={seed!r} must be a non-negative integer")
+        if seed not in out:
+            out.append(seed)
+    return out
+
+
+def _seeds_tried(seeds, results):
+    tried = []
+    for seed in seeds:
+        if seed not in results:
+            continue
+        r = results[seed]
+        if isinstance(r, dict):
+            tried.append({"seed": seed, "fmax_mhz": r["fmax_mhz"], "timing_met": r["timing_met"]})
+        else:
+            error = str(r).splitlines()[0]
+            tried.append({"seed": seed, "fmax_mhz": None, "timing_met": False, "error": error})
+    return tried
 
 
 def _factory_name(factory):
@@ -662,6 +929,13 @@ def format_report(report):
         f"  chip      {report['neurons']} neurons, {report['synapses']} synapses, "
         f"{report['inputs']} inputs, UART {report['baud']} baud"
     )
+    tried = report.get("seeds_tried") or []
+    if len(tried) > 1:
+        runs = ", ".join(
+            f"{t['seed']}: " + ("failed" if t["fmax_mhz"] is None else f"{t['fmax_mhz']:.2f}")
+            for t in tried
+        )
+        lines.append(f"  seed      {report['seed']}  (nextpnr seeds tried, fmax MHz: {runs})")
     lines.append(f"  bitstream {report['bitstream']} ({report['build_s']:.0f} s)")
     return "\n".join(lines)
 
@@ -728,7 +1002,8 @@ def _cmd_build(args):
                 args.out,
                 progress=progress,
                 clock_mhz=args.clock_mhz,
-                seed=args.seed,
+                seeds=args.seeds or [1 if args.seed is None else args.seed],
+                jobs=args.jobs,
                 check_timing=not args.allow_timing_fail,
             )
         except TimingError as exc:
@@ -745,14 +1020,25 @@ def _cmd_build(args):
     return 0
 
 
+def parse_seeds(text):
+    """``"1,2,3"`` -> ``[1, 2, 3]`` (the ``--seeds`` argument)."""
+    try:
+        seeds = [int(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        seeds = []
+    if not seeds or any(seed < 0 for seed in seeds):
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a comma-separated list of non-negative integers (e.g. 1,2,3)"
+        )
+    return seeds
+
+
 def _public(report):
     return {k: v for k, v in report.items() if k != "utilization"}
 
 
 def register(subparsers):
     """Add ``build`` and ``flash`` to the ``spikeforge`` command line."""
-    from .flash import register as register_flash
-
     p = subparsers.add_parser(
         "build",
         help="build the bitstream for a board (open toolchain from PyPI)",
@@ -767,11 +1053,28 @@ def register(subparsers):
     p.add_argument("--list", action="store_true", help="list the boards and exit")
     p.add_argument("--out", type=Path, default=None, help="build directory (build/boards/BOARD)")
     p.add_argument("--clock-mhz", type=float, default=None, help="override the target clock")
-    p.add_argument("--seed", type=int, default=1, help="nextpnr placement seed (default 1)")
+    placement = p.add_mutually_exclusive_group()
+    placement.add_argument(
+        "--seed", type=int, default=None, help="nextpnr placement seed (default 1)"
+    )
+    placement.add_argument(
+        "--seeds",
+        type=parse_seeds,
+        default=None,
+        metavar="S1,S2,...",
+        help="try these placement seeds (one synthesis, then nextpnr for each, in parallel) "
+        "and keep the first, in this order, that meets timing",
+    )
+    p.add_argument(
+        "--jobs",
+        type=int,
+        default=None,
+        help="nextpnr runs at a time with --seeds (default: one per CPU core)",
+    )
     p.add_argument(
         "--allow-timing-fail", action="store_true", help="exit 0 even when timing is not met"
     )
     p.add_argument("--json", action="store_true", help="print the report as one JSON object")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress output")
     p.set_defaults(func=_cmd_build)
-    register_flash(subparsers)
+    _register_flash(subparsers)

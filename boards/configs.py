@@ -9,11 +9,12 @@ is asked for, so the registry loads without the ``[boards]`` extra.
 
 import importlib
 from dataclasses import dataclass, fields, replace
+from pathlib import Path
 
 from ..errors import ConfigError
 from ..protocol import DEFAULT_BAUD
 
-__all__ = ["ChipParams", "Board", "BOARDS", "get_board", "board_names"]
+__all__ = ["ChipParams", "Board", "BOARDS", "get_board", "board_names", "default_out_dir"]
 
 
 @dataclass(frozen=True)
@@ -309,3 +310,9 @@ def get_board(board):
     if key not in BOARDS:
         raise ConfigError(f"unknown board {board!r}; known boards: {', '.join(BOARDS)}")
     return BOARDS[key]
+
+
+def default_out_dir(board):
+    """``build/boards/<name>`` under the current directory: where ``spikeforge build`` writes a
+    board's bitstream and where ``spikeforge flash`` looks for it."""
+    return Path("build") / "boards" / get_board(board).name

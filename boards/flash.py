@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import SpikeforgeError
-from .configs import BOARDS, get_board
+from .configs import BOARDS, default_out_dir, get_board
 
 __all__ = [
     "FlashError",
@@ -285,8 +285,6 @@ def flash(
     FlashError
         With a ``reason`` (see :class:`FlashError`) and a message that says what to do.
     """
-    from .build import default_out_dir
-
     board = get_board(board)
     if bitstream is None:
         bitstream = default_out_dir(board) / f"top.{board.bitstream_ext}"

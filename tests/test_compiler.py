@@ -25,7 +25,12 @@ from spikeforge.sim.golden import GoldenChip
 from spikeforge.sim.network import Network, NeuronParams, Population, Projection
 from spikeforge.spec import DEFAULT_FORMAT, LeakMode, NeuronModel, ResetMode
 
-nir = pytest.importorskip("nir")
+try:
+    import nir
+except ImportError:  # the [models] extra: only the tests marked @needs_nir skip
+    nir = None
+
+needs_nir = pytest.mark.needs("nir")
 
 DT = 1e-3
 
@@ -57,6 +62,7 @@ def _lif(n=3, tau=0.01, r=None, v_leak=0.0, thr=1.0, v_reset=0.0):
 
 
 # --- NIR round trips, one per supported node --------------------------------------------------
+@needs_nir
 def test_affine_lif_roundtrip(tmp_path):
     g = _graph({"fc": nir.Affine(weight=W, bias=B), "lif": _lif()},
                [("input", "fc"), ("fc", "lif")], 4)
@@ -73,6 +79,7 @@ def test_affine_lif_roundtrip(tmp_path):
     np.testing.assert_allclose(proj.weights, W.T, rtol=1e-6)
 
 
+@needs_nir
 def test_lif_gain_and_leak_fold_into_weights_and_bias(tmp_path):
     # r = 2 * tau / dt doubles the input; v_leak = 0.5 adds dt/tau * 0.5 every step
     g = _graph({"fc": nir.Linear(weight=W), "lif": _lif(r=2 * 0.01 / DT, v_leak=0.5)},
@@ -82,6 +89,7 @@ def test_lif_gain_and_leak_fold_into_weights_and_bias(tmp_path):
     assert net.populations[0].params.bias == pytest.approx(0.5 * DT / 0.01)
 
 
+@needs_nir
 def test_lif_matches_the_discretised_equation(tmp_path):
     g = _graph({"fc": nir.Linear(weight=W), "lif": _lif(tau=0.005, thr=0.7)},
                [("input", "fc"), ("fc", "lif")], 4)
@@ -96,6 +104,7 @@ def test_lif_matches_the_discretised_equation(tmp_path):
         v = np.where(s, 0.0, v)
 
 
+@needs_nir
 def test_scale_node(tmp_path):
     g = _graph({"fc": nir.Linear(weight=W), "sc": nir.Scale(scale=np.array([1.0, 2.0, 3.0])),
                 "lif": _lif()}, [("input", "fc"), ("fc", "sc"), ("sc", "lif")], 4)
@@ -103,6 +112,7 @@ def test_scale_node(tmp_path):
     np.testing.assert_allclose(net.projections[0].weights, W.T * [1, 2, 3], rtol=1e-6)
 
 
+@needs_nir
 def test_if_node(tmp_path):
     g = _graph({"fc": nir.Linear(weight=W),
                 "if": nir.IF(r=np.full(3, 0.5), v_threshold=np.full(3, 2.0),
@@ -114,6 +124,7 @@ def test_if_node(tmp_path):
     np.testing.assert_allclose(net.projections[0].weights, 0.5 * W.T, rtol=1e-6)
 
 
+@needs_nir
 def test_cubalif_node(tmp_path):
     n = 3
     cuba = nir.CubaLIF(tau_syn=np.full(n, 0.002), tau_mem=np.full(n, 0.01),
@@ -128,6 +139,7 @@ def test_cubalif_node(tmp_path):
     np.testing.assert_allclose(net.projections[0].weights, W.T, rtol=1e-5)
 
 
+@needs_nir
 @pytest.mark.parametrize("kind", ["LI", "CubaLI"])
 def test_leaky_integrator_readout(tmp_path, kind):
     n = 3
@@ -164,6 +176,7 @@ def _recurrent_subgraph(n=3):
     return sub, wrec
 
 
+@needs_nir
 def test_nested_recurrent_subgraph(tmp_path):
     sub, wrec = _recurrent_subgraph()
     g = _graph({"fc": nir.Linear(weight=W), "rnn": sub}, [("input", "fc"), ("fc", "rnn")], 4)
@@ -175,6 +188,7 @@ def test_nested_recurrent_subgraph(tmp_path):
     assert net.outputs == ["rnn.lif"]
 
 
+@needs_nir
 def test_flattened_cycle_between_populations_is_recurrent(tmp_path):
     g = _graph({"fc": nir.Linear(weight=W), "a": _lif(), "ab": nir.Linear(weight=np.eye(3)),
                 "b": _lif(), "ba": nir.Linear(weight=0.5 * np.eye(3))},
@@ -186,6 +200,7 @@ def test_flattened_cycle_between_populations_is_recurrent(tmp_path):
     assert back.dst == "a" and net.is_recurrent(back)
 
 
+@needs_nir
 def test_settings_stored_in_graph_metadata(tmp_path):
     g = _graph({"fc": nir.Linear(weight=W), "lif": _lif()}, [("input", "fc"), ("fc", "lif")], 4)
     g.metadata = {"spikeforge": json.dumps({"dt": DT, "reset": "subtract",
@@ -195,6 +210,7 @@ def test_settings_stored_in_graph_metadata(tmp_path):
     assert p.beta == pytest.approx(0.9) and p.reset == ResetMode.SUBTRACT and p.reset_delay
 
 
+@needs_nir
 def test_settings_from_sidecar_json(tmp_path):
     g = _graph({"fc": nir.Linear(weight=W), "lif": _lif()}, [("input", "fc"), ("fc", "lif")], 4)
     nir.write(tmp_path / "m.nir", g)
@@ -204,6 +220,7 @@ def test_settings_from_sidecar_json(tmp_path):
 
 
 # --- refusals --------------------------------------------------------------------------------
+@needs_nir
 @pytest.mark.parametrize("make,kind", [
     (lambda: nir.Conv2d(input_shape=(8, 8), weight=np.ones((1, 1, 3, 3)), stride=1, padding=1,
                         dilation=1, groups=1, bias=np.zeros(1)), "Conv2d"),
@@ -223,6 +240,7 @@ def test_unsupported_nodes_are_refused_by_name(make, kind):
     assert "'bad'" in msg and kind in msg and "supported node types" in msg and "LIF" in msg
 
 
+@needs_nir
 @pytest.mark.parametrize("kw,needle", [
     (dict(v_reset=0.5), "v_reset=0.5"),
     (dict(thr=-1.0), "v_threshold=-1.0"),
@@ -235,6 +253,7 @@ def test_unsupported_parameters_are_refused(kw, needle):
     assert "'lif'" in str(e.value)
 
 
+@needs_nir
 def test_tau_shorter_than_dt_is_refused():
     g = _graph({"fc": nir.Linear(weight=W), "lif": _lif(tau=1e-4)},
                [("input", "fc"), ("fc", "lif")], 4)
@@ -242,6 +261,7 @@ def test_tau_shorter_than_dt_is_refused():
         from_nir(g, Settings(dt=DT))
 
 
+@needs_nir
 def test_cuba_v_leak_is_refused():
     n = 3
     cuba = nir.CubaLIF(tau_syn=np.full(n, 0.002), tau_mem=np.full(n, 0.01), r=np.ones(n),
@@ -251,6 +271,7 @@ def test_cuba_v_leak_is_refused():
         from_nir(g, Settings(dt=DT))
 
 
+@needs_nir
 def test_affine_feeding_output_is_refused():
     g = _graph({"fc": nir.Linear(weight=W), "lif": _lif(), "fc2": nir.Linear(weight=W[:, :3])},
                [("input", "fc"), ("fc", "lif"), ("lif", "fc2")], 4)
@@ -329,6 +350,7 @@ def test_snntorch_export_import_equals_snntorch(kind, reset, delay):
 
 
 def test_snntorch_unsupported_feature_is_refused():
+    pytest.importorskip("snntorch")
     pytest.importorskip("nirtorch")
     from spikeforge.host.compiler import from_snntorch
 
@@ -343,11 +365,13 @@ def test_snntorch_unsupported_feature_is_refused():
 # --- scikit-learn ---------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def digits():
+    pytest.importorskip("sklearn", reason="needs scikit-learn (the [models] extra)")
     from spikeforge.host.demo import load_digits_split
 
     return load_digits_split()
 
 
+@pytest.mark.slow
 def test_sklearn_conversion_accuracy(digits):
     import warnings
 
@@ -456,6 +480,7 @@ def test_quantize_threshold_too_small_for_the_weights():
         quantize(_float_net(threshold=1e-3))
 
 
+@pytest.mark.needs("nir", "sklearn")
 def test_bundled_model_quantizes_within_one_point():
     """The acceptance figure: integer accuracy within 1 pp of the float SNN on the test split."""
     from spikeforge.host.coding import rate_encode

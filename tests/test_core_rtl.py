@@ -90,7 +90,8 @@ class _Builds:
 
 
 @pytest.fixture(scope="session")
-def core_build():
+def core_build(verilator_toolchain):
+    pytest.importorskip("cocotb_tools", reason="the cocotb tests need the [sim] extra")
     return _Builds()
 
 

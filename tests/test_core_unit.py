@@ -234,7 +234,9 @@ def test_accumulation_back_to_back_same_neuron(weight_banks, fast):
     _simulate(core, bench)
 
 
-@pytest.mark.parametrize("lanes", [1, 2, 4])
+@pytest.mark.parametrize(
+    "lanes", [1, pytest.param(2, marks=pytest.mark.slow), pytest.param(4, marks=pytest.mark.slow)]
+)
 def test_dense_event_stream_initiation_interval(lanes):
     """A dense fan-out of 64 runs at one operation group (``lanes`` synapses) per clock: events
     back to back cost 64 / lanes + a small constant clocks each."""
@@ -402,10 +404,15 @@ def _random_net(rng, n_inputs=10, per_neuron_threshold=True):
 
 #: every legal combination of the core's options (docs/core.md, "Timing options")
 OPTION_MATRIX = list(itertools.product([1, 2, 4], [1, 3], [False, True], [True, False]))
+#: the combinations in the fast loop (pytest -m "not slow"; the others take 4-14 s each):
+#: every value of every option but lanes > 1
+FAST_OPTIONS = {(1, 1, False, True), (1, 3, True, False)}
 
 
-@pytest.mark.parametrize(("lanes", "weight_banks", "fast", "per_neuron_threshold"),
-                         OPTION_MATRIX)
+@pytest.mark.parametrize(
+    ("lanes", "weight_banks", "fast", "per_neuron_threshold"),
+    [o if o in FAST_OPTIONS else pytest.param(*o, marks=pytest.mark.slow) for o in OPTION_MATRIX],
+)
 @pytest.mark.parametrize("seed", [0, pytest.param(1, marks=pytest.mark.slow)])
 def test_core_matches_golden(seed, lanes, weight_banks, fast, per_neuron_threshold):
     """The option matrix: lanes x weight banks x fast build x threshold mode, each against the
@@ -434,7 +441,9 @@ def test_core_matches_golden(seed, lanes, weight_banks, fast, per_neuron_thresho
     assert res["status"]["STEPS"] == len(events)
 
 
-@pytest.mark.parametrize("lanes", [1, 2, 4])
+@pytest.mark.parametrize(
+    "lanes", [1, pytest.param(2, marks=pytest.mark.slow), pytest.param(4, marks=pytest.mark.slow)]
+)
 def test_idle_step_costs_one_clock_per_neuron(lanes):
     cfg = CoreConfig(n_neurons=64, n_inputs=4, n_populations=2, synapse_words=1024,
                      lanes=lanes)
@@ -584,7 +593,9 @@ def test_populations_sharing_one_bitmap_word():
     _run_and_compare(net, cfg, [[0], [1], [0, 1], [], [0], []])
 
 
-@pytest.mark.parametrize(("weight_banks", "fast"), [(1, False), (2, True)])
+@pytest.mark.parametrize(
+    ("weight_banks", "fast"), [(1, False), pytest.param(2, True, marks=pytest.mark.slow)]
+)
 def test_recurrent_walk_stops_at_the_population_end(weight_banks, fast):
     """A recurrent walk over three bitmap words reads only its population's bits of the first
     and last word, although its neighbours spiked too.  The probe: a hand-made block whose rows

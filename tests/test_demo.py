@@ -11,7 +11,11 @@ from spikeforge.host import backends
 from spikeforge.host.backends import Backend, GoldenBackend, open_backend, register_backend
 from spikeforge.host.demo import load_bundled, register, run_demo
 
+#: the bundled snnTorch model (a NIR graph) on scikit-learn's digits: the [models] extra
+needs_digits = pytest.mark.needs("nir", "sklearn")
 
+
+@needs_digits
 def test_demo_golden_backend_agrees_with_golden():
     res = run_demo(GoldenBackend(), samples=40, progress=False)
     assert res["samples"] == 40 and res["timesteps"] == 25
@@ -22,6 +26,7 @@ def test_demo_golden_backend_agrees_with_golden():
     assert res["throughput"]["events"] > 0 and res["throughput"]["samples_per_s"] > 0
 
 
+@pytest.mark.needs("sklearn")
 def test_demo_sklearn_model():
     res = run_demo(samples=20, progress=False, model="sklearn", timesteps=30)
     assert res["identical"] and res["timesteps"] == 30 and res["accuracy_chip"] > 0.75
@@ -38,6 +43,7 @@ class _FlippingBackend(GoldenBackend):
         return s
 
 
+@needs_digits
 def test_demo_reports_disagreement():
     res = run_demo(_FlippingBackend(), samples=10, progress=False)
     assert not res["identical"]
@@ -54,11 +60,13 @@ class _WrongShape(Backend):
         return np.zeros((1, 1, 1), dtype=bool)
 
 
+@needs_digits
 def test_demo_checks_backend_output_shape():
     with pytest.raises(ConfigError, match="backend 'wrong' returned spikes of shape"):
         run_demo(_WrongShape(), samples=2, progress=False)
 
 
+@needs_digits
 def test_demo_argument_errors():
     with pytest.raises(ConfigError, match="samples=0 is out of range: allowed 1..360"):
         run_demo(samples=0, progress=False)
@@ -66,6 +74,7 @@ def test_demo_argument_errors():
         run_demo(samples=1, progress=False, model="mnist")
 
 
+@pytest.mark.needs("nir")
 def test_golden_backend_membrane_and_errors():
     b = GoldenBackend()
     with pytest.raises(ConfigError, match="no network loaded"):
@@ -99,12 +108,14 @@ def _cli(argv):
     return args.func(args)
 
 
+@needs_digits
 def test_cli_demo_json(capsys):
     assert _cli(["demo", "--samples", "5", "--json", "--port", "golden"]) == 0
     res = json.loads(capsys.readouterr().out)
     assert res["samples"] == 5 and res["backend"] == "golden" and res["identical"]
 
 
+@needs_digits
 def test_cli_demo_text_and_error(capsys):
     assert _cli(["demo", "--samples", "3", "--port", "golden"]) == 0
     out = capsys.readouterr().out
@@ -113,7 +124,9 @@ def test_cli_demo_text_and_error(capsys):
     assert "/dev/ttyNOPE" in capsys.readouterr().err
 
 
-def test_cli_run_with_labels_and_plot(tmp_path, capsys):
+@pytest.mark.needs("nir", "sklearn", "matplotlib")
+def test_cli_run_with_labels_and_plot(tmp_path, capsys, verilator_toolchain):
+    # `spikeforge run` without --port starts a virtual board: rtl (conftest.py)
     from spikeforge.host.coding import rate_encode
     from spikeforge.host.demo import load_digits_split
 
@@ -145,6 +158,7 @@ class _OutputsOnly(GoldenBackend):
         return s
 
 
+@needs_digits
 def test_demo_with_an_outputs_only_backend():
     res = run_demo(_OutputsOnly(), samples=8, progress=False)
     assert res["identical"] and res["spike_agreement"] == 1.0

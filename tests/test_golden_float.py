@@ -22,11 +22,8 @@ import zlib
 import numpy as np
 import pytest
 
-torch = pytest.importorskip("torch")
-snn = pytest.importorskip("snntorch")
-
-from spikeforge.sim.golden import GoldenChip, neuron_update, population_arrays  # noqa: E402
-from spikeforge.sim.network import (  # noqa: E402
+from spikeforge.sim.golden import GoldenChip, neuron_update, population_arrays
+from spikeforge.sim.network import (
     INPUT,
     Network,
     NeuronParams,
@@ -34,6 +31,14 @@ from spikeforge.sim.network import (  # noqa: E402
     Projection,
     Sparse,
 )
+
+try:
+    import snntorch as snn
+    import torch
+except ImportError:  # the [train] extra: only the tests marked @needs_snntorch skip
+    torch = snn = None
+
+needs_snntorch = pytest.mark.needs("torch", "snntorch")
 
 RESETS = ["subtract", "zero", "none"]
 T = 50
@@ -65,6 +70,7 @@ def _params(rng, n, per_neuron):
     return 0.9, 0.8, 1.25
 
 
+@needs_snntorch
 @pytest.mark.parametrize("per_neuron", [False, True])
 @pytest.mark.parametrize("reset_delay", [True, False])
 @pytest.mark.parametrize("reset", RESETS)
@@ -105,6 +111,7 @@ def test_single_layer_is_exact(model, reset, reset_delay, per_neuron):
     assert n_spikes > T * batch * n // 8  # the neurons did spike often
 
 
+@needs_snntorch
 def test_leak_none_is_beta_one():
     """IF (``leak="none"``) is snnTorch with ``beta = 1``."""
     rng = np.random.default_rng(5)
@@ -177,6 +184,7 @@ def _ff_case(rng, dyadic, model, reset, reset_delay, batch):
     return net, raster, torch_run
 
 
+@needs_snntorch
 @pytest.mark.parametrize("reset_delay", [True, False])
 @pytest.mark.parametrize("reset", RESETS)
 @pytest.mark.parametrize("model", ["lif", "cuba"])
@@ -190,6 +198,7 @@ def test_feed_forward_network_is_exact_with_exact_sums(model, reset, reset_delay
     assert ts.sum() > 200
 
 
+@needs_snntorch
 @pytest.mark.parametrize("batch", [1, 8])
 def test_feed_forward_network_float_weights_within_ulps(batch):
     """Arbitrary float weights: same spikes, membranes within a few float32 ulps (torch picks
@@ -203,6 +212,7 @@ def test_feed_forward_network_float_weights_within_ulps(batch):
     assert ulps.max() <= 64, ulps.max()
 
 
+@needs_snntorch
 @pytest.mark.parametrize("reset_delay", [True, False])
 @pytest.mark.parametrize("reset", RESETS)
 @pytest.mark.parametrize("all_to_all", [True, False])
@@ -250,6 +260,7 @@ def test_rleaky(all_to_all, reset, reset_delay):
     assert out["spikes"].sum() > 100
 
 
+@needs_snntorch
 def test_rleaky_zero_reset_is_not_leaky_zero_reset():
     """Documents the snnTorch quirk: mapping RLeaky(zero) to a LIF population is wrong."""
     lif = snn.RLeaky(beta=1.0, V=0.0, all_to_all=False, reset_mechanism="zero")

@@ -165,6 +165,7 @@ def _run_both(fmt, pa, v0, i0, accs):
     return v, i
 
 
+@pytest.mark.slow  # 200 random cases; the fixed-value tests below stay in the fast loop
 @SETTINGS
 @given(data=st.data())
 def test_neuron_update_matches_reference(data):

@@ -215,6 +215,7 @@ def status_words(link_out: bytes):
     return struct.unpack(f"<{(len(body) - 3) // 4}I", body[2:-1])
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("fast", [False, True])
 def test_every_command_round_trip(fast):
     """Every command against the reference; with ``fast`` (the fast build's skid buffer in
@@ -348,6 +349,7 @@ def overlong_block(body):
     return bytes(enc) + b"\x00"
 
 
+@pytest.mark.slow
 def test_random_bytes_then_good_frame():
     rng = random.Random(5)
     for trial in range(3):
@@ -412,6 +414,7 @@ def test_step_timeout():
     assert status_words(encode_frame(bodies[1]))[names.index("step_timeouts")] == 1
 
 
+@pytest.mark.slow
 def test_host_device_on_gateware():
     """The host library against the simulated gateware (in-process transport)."""
     sim = SimLink(stall=False)
@@ -426,6 +429,7 @@ def test_host_device_on_gateware():
     assert st["core"] == [2, 0] and st["crc_errors"] == 0
 
 
+@pytest.mark.slow
 def test_host_retry_against_gateware():
     """A corrupt STEP request is retried and executed once; a lost STEP reply is reported."""
     sim = SimLink(stall=False)

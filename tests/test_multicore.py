@@ -513,6 +513,7 @@ def _compare(net, res, raster):
         assert np.array_equal(res["v"][t], gold.v[0]), f"step {t}: membranes"
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(("throttle", "backward"),
                          [(False, "queue"), (True, "queue"), (False, "direct")])
 def test_multicore_matches_golden_with_forward_recurrent_and_backward_edges(throttle, backward):
@@ -537,7 +538,7 @@ CLK = 24_000_000
 
 
 @pytest.fixture(scope="module")
-def board():
+def board(verilator_toolchain):
     """One 3-core virtual board for the module (built once, reloaded per test)."""
     from spikeforge.host.chip_backend import ChipBackend
     from spikeforge.sim.virtual_board import VirtualBoard
@@ -654,6 +655,7 @@ def test_chip_bus_decoding_and_fit_refusal_through_the_host_library(board):
         board.load(big)
 
 
+@pytest.mark.slow
 def test_multicore_with_two_lane_cores_matches_golden():
     """Cores with two lanes behind the router: the partition lays every core's blocks out for
     its lanes, and the whole network still matches the golden model."""

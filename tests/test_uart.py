@@ -50,7 +50,7 @@ def loopback(clk, baud, data, ready_p=1.0, seed=0):
         (48_000_000, 3_000_000),
         (12_000_000, 3_000_000),
         (25_000_000, 1_000_000),
-        (12_000_000, 115_200),
+        pytest.param(12_000_000, 115_200, marks=pytest.mark.slow),  # 100+ clocks per bit
     ],
 )
 def test_loopback_back_to_back(clk, baud):

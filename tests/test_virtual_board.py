@@ -143,17 +143,17 @@ def _build(top, name, **kwargs):
 
 
 @pytest.fixture(scope="session")
-def echo_exe():
+def echo_exe(verilator_toolchain):
     return _build(EchoTop(), "vb_echo")
 
 
 @pytest.fixture(scope="session")
-def addone_exe():
+def addone_exe(verilator_toolchain):
     return _build(AddOneTop(), "vb_addone")
 
 
 @pytest.fixture(scope="session")
-def count_exe():
+def count_exe(verilator_toolchain):
     return _build(COUNT_TOP_V, "count_top", ports=COUNT_PORTS)
 
 
@@ -547,22 +547,53 @@ def test_no_orphan_when_the_parent_dies(echo_exe):
     assert _wait_gone(pid), f"virtual board {pid} outlived its parent"
 
 
-@pytest.mark.rtl
-def test_serve_runs_in_the_foreground_until_interrupted(echo_exe):
-    script = f"from spikeforge.sim.virtual_board import serve; serve({str(echo_exe)!r})"
+def _serve_in_a_child(echo_exe, sigint):
+    """``serve()`` in a child Python whose SIGINT disposition is set, not inherited (``pytest &``
+    from a non-interactive shell starts with SIGINT ignored): ``"default"`` or ``"ignore"``."""
+    handler = {"default": "signal.default_int_handler", "ignore": "signal.SIG_IGN"}[sigint]
+    script = textwrap.dedent(f"""
+        import signal
+        signal.signal(signal.SIGINT, {handler})
+        from spikeforge.sim.virtual_board import serve
+        serve({str(echo_exe)!r})
+    """)
     proc = subprocess.Popen(
         [sys.executable, "-c", script], cwd=REPO, stdout=subprocess.PIPE,
         stderr=subprocess.DEVNULL, text=True,
     )  # fmt: skip
+    line = proc.stdout.readline()
+    assert "listening on socket://127.0.0.1:" in line, line
+    return proc, line.split()[4]
+
+
+@pytest.mark.rtl
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+def test_serve_runs_in_the_foreground_until_interrupted(echo_exe, signum):
+    proc, url = _serve_in_a_child(echo_exe, "default")
     try:
-        line = proc.stdout.readline()
-        assert "listening on socket://127.0.0.1:" in line, line
-        url = line.split()[4]
         assert _exchange(url, b"hello board") == b"hello board"
-        proc.send_signal(signal.SIGINT)
+        proc.send_signal(signum)
         rest = proc.communicate(timeout=30)[0]
         assert proc.returncode == 0
         assert "stopped after" in rest and "11 bytes in" in rest
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
+@pytest.mark.rtl
+def test_serve_keeps_an_inherited_ignored_sigint_and_stops_on_sigterm(echo_exe):
+    proc, url = _serve_in_a_child(echo_exe, "ignore")
+    try:
+        proc.send_signal(signal.SIGINT)
+        time.sleep(0.5)
+        assert proc.poll() is None
+        assert _exchange(url, b"still here") == b"still here"
+        proc.send_signal(signal.SIGTERM)
+        rest = proc.communicate(timeout=30)[0]
+        assert proc.returncode == 0
+        assert "stopped after" in rest and "10 bytes in" in rest
     finally:
         if proc.poll() is None:
             proc.kill()
