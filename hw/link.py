@@ -7,6 +7,9 @@ generic: everything it knows of the core is passed in at construction (capabilit
 IDENTIFY, the number of core status words for STATUS).
 """
 
+from operator import attrgetter
+from types import SimpleNamespace
+
 from amaranth.hdl import Array, C, Cat, Const, Module, Mux, Signal
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.memory import Memory
@@ -286,6 +289,7 @@ class Link(wiring.Component):
         done_seen = Signal()
         aborted = Signal()
         in_spikes = Signal()  # the reply being sent is a spike frame of a STEP
+        timer = timer_load = None
         if self.step_timeout is not None:
             # counts down from step_timeout - 1: the timeout is when it wraps below 0
             timer_load = self.step_timeout - 1
@@ -331,300 +335,366 @@ class Link(wiring.Component):
         def duplicate():
             return last_valid & (last_seq == seq)
 
+        # the command engine's states, in groups; they share the registers above
+        c = SimpleNamespace(
+            m=m, aborted=aborted, addr=addr, addr_hi=addr_hi, bidx=bidx, blen=blen,
+            body=body, chunk=chunk, count=count, done_seen=done_seen,
+            duplicate=duplicate, emit=emit, fail=fail, ident_arr=ident_arr,
+            in_spikes=in_spikes, last_seq=last_seq, last_valid=last_valid,
+            n_ident=n_ident, n_status=n_status, nwords=nwords, oidx=oidx, op=op,
+            outn=outn, pend=pend, pidx=pidx, plen_param=plen_param, reply=reply,
+            rx_byte=rx_byte, rx_done=rx_done, rx_last=rx_last, rxf=rxf, rxo=rxo,
+            seq=seq, sidx=sidx, status=status, status_word=status_word,
+            strobes=strobes, svc_write=svc_write, take_params=take_params,
+            timer=timer, timer_load=timer_load, total=total, use_status=use_status,
+            widx=widx, word=word,
+        )
         with m.FSM():
-            with m.State("HEADER"):
-                # op, seq shift in (bidx is 0 here)
+            self._request_states(c)
+            self._write_states(c)
+            self._step_states(c)
+            self._reply_states(c)
+        return m
+
+    def _request_states(self, c):
+        """HEADER, DISPATCH, DRAIN, PARAM, RANGE, EXEC: a request's header, checks and fields."""
+        (
+            m, aborted, addr, addr_hi, bidx, blen, count, duplicate, fail, last_seq,
+            last_valid, n_ident, n_status, nwords, oidx, op, outn, pidx, plen_param,
+            reply, rx_byte, rx_done, rx_last, rxf, rxo, seq, sidx, status, strobes,
+            take_params, total, use_status, widx,
+        ) = attrgetter(
+            "m", "aborted", "addr", "addr_hi", "bidx", "blen", "count", "duplicate",
+            "fail", "last_seq", "last_valid", "n_ident", "n_status", "nwords", "oidx",
+            "op", "outn", "pidx", "plen_param", "reply", "rx_byte", "rx_done",
+            "rx_last", "rxf", "rxo", "seq", "sidx", "status", "strobes", "take_params",
+            "total", "use_status", "widx",
+        )(c)
+        with m.State("HEADER"):
+            # op, seq shift in (bidx is 0 here)
+            m.d.comb += rxo.ready.eq(1)
+            with m.If(rxo.valid):
+                m.d.sync += [
+                    Cat(op, seq).eq(Cat(seq, rx_byte)),
+                    blen.eq(rxf.length),
+                    rx_done.eq(rx_last),
+                    bidx.eq(bidx + 1),
+                ]
+                with m.If(bidx[0]):
+                    m.d.sync += bidx.eq(0)
+                    m.next = "DISPATCH"
+
+        with m.State("DISPATCH"):
+            # checks in the reference's order: opcode, payload length (on the body length,
+            # payload + 2), sequence number
+            known = (op[3:] == 0) & (op[:3] != 0)
+            len_ok = Signal()
+            # (the lengths of ``spikeforge.protocol.payload_length_ok``)
+            with m.Switch(op[:3]):
+                with m.Case(Op.WRITE.value):
+                    wr_head = HEADER_BYTES + WRITE_HEADER.size
+                    m.d.comb += len_ok.eq(
+                        (blen >= wr_head + WORD_BYTES)
+                        & (blen[:_WORD_SHIFT] == wr_head % WORD_BYTES)
+                    )
+                with m.Case(Op.READ.value):
+                    m.d.comb += len_ok.eq(blen == HEADER_BYTES + READ_REQUEST.size)
+                with m.Case(Op.EVENTS.value):
+                    m.d.comb += len_ok.eq(~blen[0])  # whole events after op, seq
+                with m.Case(Op.STEP.value):
+                    m.d.comb += len_ok.eq(blen == HEADER_BYTES + STEP_REQUEST.size)
+                with m.Default():  # IDENTIFY, RESET_STATE, STATUS
+                    m.d.comb += len_ok.eq(blen == HEADER_BYTES)
+            seq_op = (op == Op.RESET_STATE) | (op == Op.EVENTS) | (op == Op.STEP)
+            with m.If(~known):
+                fail(Status.UNKNOWN_OP, "unknown_op")
+            with m.Elif(~len_ok):
+                fail(Status.BAD_LENGTH)
+            with m.Elif(seq_op & duplicate()):
+                fail(Status.DUPLICATE, "duplicates")
+            with m.Else():
+                with m.If(seq_op):
+                    m.d.sync += [last_seq.eq(seq), last_valid.eq(1)]
+                with m.Switch(op[:3]):
+                    with m.Case(Op.IDENTIFY.value):
+                        m.d.sync += [
+                            last_valid.eq(0),
+                            use_status.eq(0),
+                            widx.eq(0),
+                            nwords.eq(n_ident),
+                        ]
+                        reply(_BODY_WORDS)
+                    with m.Case(Op.STATUS.value):
+                        m.d.sync += [use_status.eq(1), widx.eq(0), nwords.eq(n_status)]
+                        reply(_BODY_WORDS)
+                    with m.Case(Op.WRITE.value):
+                        take_params(0, WRITE_HEADER.size)
+                    with m.Case(Op.READ.value):
+                        take_params(0, READ_REQUEST.size)
+                    with m.Case(Op.RESET_STATE.value):
+                        m.next = "RS_WAIT"
+                    with m.Case(Op.EVENTS.value):
+                        m.d.sync += [sidx.eq(0), outn.eq(EVENTS_REPLY.size), oidx.eq(0)]
+                        with m.If(rx_done):
+                            reply(_BODY_BYTES)
+                        with m.Else():
+                            m.next = "WR_BYTE"
+                    with m.Default():  # STEP
+                        take_params(_COUNT_AT, _COUNT_AT + STEP_REQUEST.size)
+
+        with m.State("DRAIN"):
+            with m.If(rx_done):
+                m.next = "R_OP"
+            with m.Else():
+                m.d.comb += rxo.ready.eq(1)
+                with m.If(rxo.valid & rx_last):
+                    m.d.sync += rx_done.eq(1)
+
+        # --- request fields ---------------------------------------------------------------
+        # bytes 0..3 (u32 address) shift into ``addr_hi, addr``, bytes 4, 5 (u16) into
+        # ``count``; STEP's u16 starts at byte 4.
+        with m.State("PARAM"):
+            with m.If(pidx == plen_param):
+                m.next = "RANGE" if self.fast else "EXEC"
+            with m.Else():
                 m.d.comb += rxo.ready.eq(1)
                 with m.If(rxo.valid):
-                    m.d.sync += [
-                        Cat(op, seq).eq(Cat(seq, rx_byte)),
-                        blen.eq(rxf.length),
-                        rx_done.eq(rx_last),
-                        bidx.eq(bidx + 1),
-                    ]
+                    m.d.sync += [pidx.eq(pidx + 1), rx_done.eq(rx_last)]
+                    with m.If(pidx[2]):
+                        m.d.sync += count.eq(Cat(count[8:], rx_byte))
+                    with m.Else():
+                        m.d.sync += Cat(addr, addr_hi).eq(Cat(addr[8:], addr_hi, rx_byte))
+        # WRITE (op[0] == 0): words blen // 4 - 1; READ: ``count`` words
+        is_read = op[0]
+        n_w = Mux(is_read, count[:7], blen[_WORD_SHIFT:] - 1)
+        end = Signal(ADDR_BITS + 1)
+        m.d.comb += end.eq(addr + n_w)
+        range_bad = (addr_hi != 0) | end[ADDR_BITS] & (end[:ADDR_BITS] != 0)
+        if self.fast:
+            range_bad_q = Signal()
+            with m.State("RANGE"):  # the range check, registered
+                m.d.sync += range_bad_q.eq(range_bad)
+                m.next = "EXEC"
+            range_bad = range_bad_q
+        with m.State("EXEC"):
+            with m.Switch(op):
+                with m.Case(Op.WRITE):
+                    with m.If(range_bad):
+                        fail(Status.BAD_ARG)
+                    with m.Else():
+                        m.d.sync += status.eq(Status.OK)
+                        m.next = "WR_BYTE"
+                with m.Case(Op.READ):
+                    with m.If(range_bad | (count > MAX_READ_WORDS)):
+                        m.d.comb += strobes["bad_length"].eq(1)
+                        reply(_BODY_NONE, Status.BAD_ARG)
+                    with m.Else():
+                        reply(_BODY_READ)
+                with m.Default():  # STEP: u16 n in ``count``
+                    m.d.sync += [sidx.eq(0), total.eq(0), aborted.eq(0)]
+                    m.next = "ST_CHECK"
+
+
+    def _write_states(self, c):
+        """WR_BYTE, WR_BUS, RS_*, EV_PUSH: WRITE, RESET_STATE and EVENTS."""
+        (
+            m, addr, bidx, body, op, reply, rx_byte, rx_done, rx_last, rxo, sidx,
+            status, strobes, word,
+        ) = attrgetter(
+            "m", "addr", "bidx", "body", "op", "reply", "rx_byte", "rx_done", "rx_last",
+            "rxo", "sidx", "status", "strobes", "word",
+        )(c)
+        # --- WRITE and EVENTS ---------------------------------------------------------------
+        with m.State("WR_BYTE"):
+            m.d.comb += rxo.ready.eq(1)
+            with m.If(rxo.valid):
+                m.d.sync += [
+                    word.eq(Cat(word[8:], rx_byte)),
+                    bidx.eq(bidx + 1),
+                    rx_done.eq(rx_last),
+                ]
+                with m.If(op[2]):  # EVENTS: an event is two bytes
                     with m.If(bidx[0]):
-                        m.d.sync += bidx.eq(0)
-                        m.next = "DISPATCH"
-
-            with m.State("DISPATCH"):
-                # checks in the reference's order: opcode, payload length (on the body length,
-                # payload + 2), sequence number
-                known = (op[3:] == 0) & (op[:3] != 0)
-                len_ok = Signal()
-                # (the lengths of ``spikeforge.protocol.payload_length_ok``)
-                with m.Switch(op[:3]):
-                    with m.Case(Op.WRITE.value):
-                        wr_head = HEADER_BYTES + WRITE_HEADER.size
-                        m.d.comb += len_ok.eq(
-                            (blen >= wr_head + WORD_BYTES)
-                            & (blen[:_WORD_SHIFT] == wr_head % WORD_BYTES)
-                        )
-                    with m.Case(Op.READ.value):
-                        m.d.comb += len_ok.eq(blen == HEADER_BYTES + READ_REQUEST.size)
-                    with m.Case(Op.EVENTS.value):
-                        m.d.comb += len_ok.eq(~blen[0])  # whole events after op, seq
-                    with m.Case(Op.STEP.value):
-                        m.d.comb += len_ok.eq(blen == HEADER_BYTES + STEP_REQUEST.size)
-                    with m.Default():  # IDENTIFY, RESET_STATE, STATUS
-                        m.d.comb += len_ok.eq(blen == HEADER_BYTES)
-                seq_op = (op == Op.RESET_STATE) | (op == Op.EVENTS) | (op == Op.STEP)
-                with m.If(~known):
-                    fail(Status.UNKNOWN_OP, "unknown_op")
-                with m.Elif(~len_ok):
-                    fail(Status.BAD_LENGTH)
-                with m.Elif(seq_op & duplicate()):
-                    fail(Status.DUPLICATE, "duplicates")
-                with m.Else():
-                    with m.If(seq_op):
-                        m.d.sync += [last_seq.eq(seq), last_valid.eq(1)]
-                    with m.Switch(op[:3]):
-                        with m.Case(Op.IDENTIFY.value):
-                            m.d.sync += [
-                                last_valid.eq(0),
-                                use_status.eq(0),
-                                widx.eq(0),
-                                nwords.eq(n_ident),
-                            ]
-                            reply(_BODY_WORDS)
-                        with m.Case(Op.STATUS.value):
-                            m.d.sync += [use_status.eq(1), widx.eq(0), nwords.eq(n_status)]
-                            reply(_BODY_WORDS)
-                        with m.Case(Op.WRITE.value):
-                            take_params(0, WRITE_HEADER.size)
-                        with m.Case(Op.READ.value):
-                            take_params(0, READ_REQUEST.size)
-                        with m.Case(Op.RESET_STATE.value):
-                            m.next = "RS_WAIT"
-                        with m.Case(Op.EVENTS.value):
-                            m.d.sync += [sidx.eq(0), outn.eq(EVENTS_REPLY.size), oidx.eq(0)]
-                            with m.If(rx_done):
-                                reply(_BODY_BYTES)
-                            with m.Else():
-                                m.next = "WR_BYTE"
-                        with m.Default():  # STEP
-                            take_params(_COUNT_AT, _COUNT_AT + STEP_REQUEST.size)
-
-            with m.State("DRAIN"):
+                        m.d.sync += self.events.valid.eq(1)
+                        m.next = "EV_PUSH"
+                with m.Elif(bidx == 3):
+                    m.next = "WR_BUS"
+        with m.State("WR_BUS"):
+            m.d.comb += self.bus.w_en.eq(1)
+            with m.If(self.bus.ready):
+                with m.If(self.bus.error):
+                    m.d.comb += strobes["bus_errors"].eq(1)
+                    m.d.sync += status.eq(Status.BUS_ERROR)
+                m.d.sync += addr.eq(addr + 1)
                 with m.If(rx_done):
+                    m.d.sync += body.eq(_BODY_NONE)
                     m.next = "R_OP"
                 with m.Else():
-                    m.d.comb += rxo.ready.eq(1)
-                    with m.If(rxo.valid & rx_last):
-                        m.d.sync += rx_done.eq(1)
+                    m.next = "WR_BYTE"
 
-            # --- request fields ---------------------------------------------------------------
-            # bytes 0..3 (u32 address) shift into ``addr_hi, addr``, bytes 4, 5 (u16) into
-            # ``count``; STEP's u16 starts at byte 4.
-            with m.State("PARAM"):
-                with m.If(pidx == plen_param):
-                    m.next = "RANGE" if self.fast else "EXEC"
+        # --- RESET_STATE ------------------------------------------------------------------
+        with m.State("RS_WAIT"):
+            with m.If(~self.busy):
+                m.d.comb += self.reset_state.eq(1)
+                m.next = "RS_GAP"
+        with m.State("RS_GAP"):
+            m.next = "RS_DONE"
+        with m.State("RS_DONE"):
+            with m.If(~self.busy):
+                reply(_BODY_NONE)
+
+        # --- EVENTS (the two bytes of each event shift into ``word`` in WR_BYTE) ------------
+        with m.State("EV_PUSH"):
+            with m.If(self.events.ready):
+                m.d.sync += [self.events.valid.eq(0), sidx.eq(sidx + 1)]
+                with m.If(rx_done):
+                    reply(_BODY_BYTES)
                 with m.Else():
-                    m.d.comb += rxo.ready.eq(1)
-                    with m.If(rxo.valid):
-                        m.d.sync += [pidx.eq(pidx + 1), rx_done.eq(rx_last)]
-                        with m.If(pidx[2]):
-                            m.d.sync += count.eq(Cat(count[8:], rx_byte))
-                        with m.Else():
-                            m.d.sync += Cat(addr, addr_hi).eq(Cat(addr[8:], addr_hi, rx_byte))
-            # WRITE (op[0] == 0): words blen // 4 - 1; READ: ``count`` words
-            is_read = op[0]
-            n_w = Mux(is_read, count[:7], blen[_WORD_SHIFT:] - 1)
-            end = Signal(ADDR_BITS + 1)
-            m.d.comb += end.eq(addr + n_w)
-            range_bad = (addr_hi != 0) | end[ADDR_BITS] & (end[:ADDR_BITS] != 0)
-            if self.fast:
-                range_bad_q = Signal()
-                with m.State("RANGE"):  # the range check, registered
-                    m.d.sync += range_bad_q.eq(range_bad)
-                    m.next = "EXEC"
-                range_bad = range_bad_q
-            with m.State("EXEC"):
-                with m.Switch(op):
-                    with m.Case(Op.WRITE):
-                        with m.If(range_bad):
-                            fail(Status.BAD_ARG)
-                        with m.Else():
-                            m.d.sync += status.eq(Status.OK)
-                            m.next = "WR_BYTE"
-                    with m.Case(Op.READ):
-                        with m.If(range_bad | (count > MAX_READ_WORDS)):
-                            m.d.comb += strobes["bad_length"].eq(1)
-                            reply(_BODY_NONE, Status.BAD_ARG)
-                        with m.Else():
-                            reply(_BODY_READ)
-                    with m.Default():  # STEP: u16 n in ``count``
-                        m.d.sync += [sidx.eq(0), total.eq(0), aborted.eq(0)]
-                        m.next = "ST_CHECK"
+                    m.next = "WR_BYTE"
 
-            # --- WRITE and EVENTS ---------------------------------------------------------------
-            with m.State("WR_BYTE"):
-                m.d.comb += rxo.ready.eq(1)
-                with m.If(rxo.valid):
-                    m.d.sync += [
-                        word.eq(Cat(word[8:], rx_byte)),
-                        bidx.eq(bidx + 1),
-                        rx_done.eq(rx_last),
-                    ]
-                    with m.If(op[2]):  # EVENTS: an event is two bytes
-                        with m.If(bidx[0]):
-                            m.d.sync += self.events.valid.eq(1)
-                            m.next = "EV_PUSH"
-                    with m.Elif(bidx == 3):
-                        m.next = "WR_BUS"
-            with m.State("WR_BUS"):
-                m.d.comb += self.bus.w_en.eq(1)
-                with m.If(self.bus.ready):
-                    with m.If(self.bus.error):
-                        m.d.comb += strobes["bus_errors"].eq(1)
-                        m.d.sync += status.eq(Status.BUS_ERROR)
-                    m.d.sync += addr.eq(addr + 1)
-                    with m.If(rx_done):
-                        m.d.sync += body.eq(_BODY_NONE)
-                        m.next = "R_OP"
-                    with m.Else():
-                        m.next = "WR_BYTE"
 
-            # --- RESET_STATE ------------------------------------------------------------------
-            with m.State("RS_WAIT"):
-                with m.If(~self.busy):
-                    m.d.comb += self.reset_state.eq(1)
-                    m.next = "RS_GAP"
-            with m.State("RS_GAP"):
-                m.next = "RS_DONE"
-            with m.State("RS_DONE"):
-                with m.If(~self.busy):
-                    reply(_BODY_NONE)
-
-            # --- EVENTS (the two bytes of each event shift into ``word`` in WR_BYTE) ------------
-            with m.State("EV_PUSH"):
-                with m.If(self.events.ready):
-                    m.d.sync += [self.events.valid.eq(0), sidx.eq(sidx + 1)]
-                    with m.If(rx_done):
-                        reply(_BODY_BYTES)
-                    with m.Else():
-                        m.next = "WR_BYTE"
-
-            # --- STEP -------------------------------------------------------------------------
-            with m.State("ST_CHECK"):
-                with m.If(aborted | (sidx == count)):
-                    m.d.sync += [outn.eq(STEP_FINAL.size), oidx.eq(0), in_spikes.eq(0)]
-                    reply(_BODY_BYTES, Mux(aborted, Status.STEP_TIMEOUT, Status.OK))
-                with m.Elif(~self.busy):
-                    m.d.comb += self.step.eq(1)
-                    m.d.sync += [done_seen.eq(0), chunk.eq(0)]
-                    if self.step_timeout is not None:
-                        m.d.sync += timer.eq(timer_load)
+    def _step_states(self, c):
+        """ST_CHECK, ST_RUN, SP_LO, SP_HI: STEP, its spikes streamed in frames."""
+        (
+            m, aborted, chunk, count, done_seen, emit, in_spikes, oidx, outn, reply,
+            sidx, strobes, timer, timer_load, total,
+        ) = attrgetter(
+            "m", "aborted", "chunk", "count", "done_seen", "emit", "in_spikes", "oidx",
+            "outn", "reply", "sidx", "strobes", "timer", "timer_load", "total",
+        )(c)
+        # --- STEP -------------------------------------------------------------------------
+        with m.State("ST_CHECK"):
+            with m.If(aborted | (sidx == count)):
+                m.d.sync += [outn.eq(STEP_FINAL.size), oidx.eq(0), in_spikes.eq(0)]
+                reply(_BODY_BYTES, Mux(aborted, Status.STEP_TIMEOUT, Status.OK))
+            with m.Elif(~self.busy):
+                m.d.comb += self.step.eq(1)
+                m.d.sync += [done_seen.eq(0), chunk.eq(0)]
+                if self.step_timeout is not None:
+                    m.d.sync += timer.eq(timer_load)
+                m.next = "ST_RUN"
+        with m.State("ST_RUN"):
+            if self.step_timeout is not None:
+                m.d.sync += timer.eq(timer - 1)
+            with m.If(self.spikes.valid):
+                if self.step_timeout is not None:
+                    m.d.sync += timer.eq(timer_load)
+                with m.If(chunk == 0):
+                    # a spike frame: op, seq, u16 step index, spikes..., MORE
+                    m.d.sync += [in_spikes.eq(1), outn.eq(SPIKE_FRAME_HEADER.size), oidx.eq(0)]
+                    reply(_BODY_BYTES, Status.MORE)
+                with m.Else():
+                    m.next = "SP_LO"
+            with m.Elif(done_seen | aborted):
+                with m.If(chunk != 0):
+                    m.next = "R_STATUS"
+                with m.Elif(aborted):
+                    m.next = "ST_CHECK"
+                with m.Else():
+                    m.d.sync += sidx.eq(sidx + 1)
+                    m.next = "ST_CHECK"
+            if self.step_timeout is not None:
+                with m.Elif(timer[-1]):
+                    m.d.comb += strobes["step_timeouts"].eq(1)
+                    m.d.sync += aborted.eq(1)
+        with m.State("SP_LO"):
+            with m.If(emit(self.spikes.payload[:8])):
+                m.next = "SP_HI"
+        with m.State("SP_HI"):
+            with m.If(emit(self.spikes.payload[8:])):
+                m.d.comb += self.spikes.ready.eq(1)
+                m.d.sync += [chunk.eq(chunk + 1), total.eq(total + 1)]
+                with m.If(chunk == MAX_SPIKES - 1):
+                    m.next = "R_STATUS"
+                with m.Else():
                     m.next = "ST_RUN"
-            with m.State("ST_RUN"):
-                if self.step_timeout is not None:
-                    m.d.sync += timer.eq(timer - 1)
-                with m.If(self.spikes.valid):
-                    if self.step_timeout is not None:
-                        m.d.sync += timer.eq(timer_load)
-                    with m.If(chunk == 0):
-                        # a spike frame: op, seq, u16 step index, spikes..., MORE
-                        m.d.sync += [in_spikes.eq(1), outn.eq(SPIKE_FRAME_HEADER.size), oidx.eq(0)]
-                        reply(_BODY_BYTES, Status.MORE)
-                    with m.Else():
-                        m.next = "SP_LO"
-                with m.Elif(done_seen | aborted):
-                    with m.If(chunk != 0):
-                        m.next = "R_STATUS"
-                    with m.Elif(aborted):
-                        m.next = "ST_CHECK"
-                    with m.Else():
-                        m.d.sync += sidx.eq(sidx + 1)
-                        m.next = "ST_CHECK"
-                if self.step_timeout is not None:
-                    with m.Elif(timer[-1]):
-                        m.d.comb += strobes["step_timeouts"].eq(1)
-                        m.d.sync += aborted.eq(1)
-            with m.State("SP_LO"):
-                with m.If(emit(self.spikes.payload[:8])):
-                    m.next = "SP_HI"
-            with m.State("SP_HI"):
-                with m.If(emit(self.spikes.payload[8:])):
-                    m.d.comb += self.spikes.ready.eq(1)
-                    m.d.sync += [chunk.eq(chunk + 1), total.eq(total + 1)]
-                    with m.If(chunk == MAX_SPIKES - 1):
-                        m.next = "R_STATUS"
-                    with m.Else():
-                        m.next = "ST_RUN"
 
-            # --- reply --------------------------------------------------------------------
-            with m.State("R_OP"):
-                with m.If(emit(op)):
-                    m.next = "R_SEQ"
-            with m.State("R_SEQ"):
-                with m.If(emit(seq)):
-                    with m.Switch(body):
-                        with m.Case(_BODY_NONE):
-                            m.next = "R_STATUS"
-                        with m.Case(_BODY_WORDS):
-                            m.next = "R_WORDS"
-                        with m.Case(_BODY_READ):
-                            m.next = "RD_REQ"
-                        with m.Case(_BODY_BYTES):
-                            m.next = "R_BYTES"
-            with m.State("R_WORDS"):
-                # ``ctr_rd.addr`` is ``widx`` unless a counter update starts: STATUS waits
-                # until every counted event is in the RAM.
-                with m.If(widx == nwords):
-                    m.next = "R_STATUS"
-                with m.Elif(~use_status | ((pend == 0) & ~svc_write)):
-                    m.next = "R_WLOAD"
-            with m.State("R_WLOAD"):
-                m.d.sync += [
-                    word.eq(Mux(use_status, status_word, ident_arr[widx])),
-                    widx.eq(widx + 1),
-                ]
-                m.next = "RD_BYTES"
-            with m.State("R_BYTES"):
-                with m.If(oidx == outn):
-                    with m.If(in_spikes):
-                        m.next = "SP_LO"
-                    with m.Else():
+
+    def _reply_states(self, c):
+        """R_*, RD_*: the reply (header, words, bytes, READ data, status)."""
+        (
+            m, addr, bidx, body, chunk, count, emit, ident_arr, in_spikes, nwords, oidx,
+            op, outn, pend, rx_byte, seq, sidx, status, status_word, strobes, svc_write,
+            total, use_status, widx, word,
+        ) = attrgetter(
+            "m", "addr", "bidx", "body", "chunk", "count", "emit", "ident_arr",
+            "in_spikes", "nwords", "oidx", "op", "outn", "pend", "rx_byte", "seq",
+            "sidx", "status", "status_word", "strobes", "svc_write", "total",
+            "use_status", "widx", "word",
+        )(c)
+        # --- reply --------------------------------------------------------------------
+        with m.State("R_OP"):
+            with m.If(emit(op)):
+                m.next = "R_SEQ"
+        with m.State("R_SEQ"):
+            with m.If(emit(seq)):
+                with m.Switch(body):
+                    with m.Case(_BODY_NONE):
                         m.next = "R_STATUS"
+                    with m.Case(_BODY_WORDS):
+                        m.next = "R_WORDS"
+                    with m.Case(_BODY_READ):
+                        m.next = "RD_REQ"
+                    with m.Case(_BODY_BYTES):
+                        m.next = "R_BYTES"
+        with m.State("R_WORDS"):
+            # ``ctr_rd.addr`` is ``widx`` unless a counter update starts: STATUS waits
+            # until every counted event is in the RAM.
+            with m.If(widx == nwords):
+                m.next = "R_STATUS"
+            with m.Elif(~use_status | ((pend == 0) & ~svc_write)):
+                m.next = "R_WLOAD"
+        with m.State("R_WLOAD"):
+            m.d.sync += [
+                word.eq(Mux(use_status, status_word, ident_arr[widx])),
+                widx.eq(widx + 1),
+            ]
+            m.next = "RD_BYTES"
+        with m.State("R_BYTES"):
+            with m.If(oidx == outn):
+                with m.If(in_spikes):
+                    m.next = "SP_LO"
                 with m.Else():
-                    with m.If(emit(Cat(sidx, total).word_select(oidx, 8))):
-                        m.d.sync += oidx.eq(oidx + 1)
-            with m.State("RD_REQ"):
-                with m.If(count == 0):
                     m.next = "R_STATUS"
-                with m.Else():
-                    m.d.comb += self.bus.r_en.eq(1)
-                with m.If((count != 0) & self.bus.ready):
-                    with m.If(self.bus.error):
-                        m.d.comb += strobes["bus_errors"].eq(1)
-                        m.d.sync += status.eq(Status.BUS_ERROR)
-                    m.d.sync += [addr.eq(addr + 1), count[:7].eq(count[:7] - 1)]
-                    with m.If(self.bus.r_valid):
-                        m.d.sync += word.eq(self.bus.r_data)
-                        m.next = "RD_BYTES"
-                    with m.Else():
-                        m.next = "RD_WAIT"
-            with m.State("RD_WAIT"):
+            with m.Else():
+                with m.If(emit(Cat(sidx, total).word_select(oidx, 8))):
+                    m.d.sync += oidx.eq(oidx + 1)
+        with m.State("RD_REQ"):
+            with m.If(count == 0):
+                m.next = "R_STATUS"
+            with m.Else():
+                m.d.comb += self.bus.r_en.eq(1)
+            with m.If((count != 0) & self.bus.ready):
+                with m.If(self.bus.error):
+                    m.d.comb += strobes["bus_errors"].eq(1)
+                    m.d.sync += status.eq(Status.BUS_ERROR)
+                m.d.sync += [addr.eq(addr + 1), count[:7].eq(count[:7] - 1)]
                 with m.If(self.bus.r_valid):
                     m.d.sync += word.eq(self.bus.r_data)
                     m.next = "RD_BYTES"
-            with m.State("RD_BYTES"):
-                # the bytes of ``word``: a READ word or an IDENTIFY / STATUS word
-                with m.If(emit(word[:8])):
-                    m.d.sync += [word.eq(Cat(word[8:], rx_byte)), bidx.eq(bidx + 1)]
-                    with m.If(bidx == 3):
-                        with m.If(body == _BODY_WORDS):
-                            m.next = "R_WORDS"
-                        with m.Else():
-                            m.next = "RD_REQ"
-            with m.State("R_STATUS"):
-                with m.If(emit(status)):
-                    m.next = "R_END"
-            with m.State("R_END"):
-                with m.If(emit(0, end=True)):
-                    with m.If(in_spikes):
-                        m.d.sync += chunk.eq(0)
-                        m.next = "ST_RUN"
+                with m.Else():
+                    m.next = "RD_WAIT"
+        with m.State("RD_WAIT"):
+            with m.If(self.bus.r_valid):
+                m.d.sync += word.eq(self.bus.r_data)
+                m.next = "RD_BYTES"
+        with m.State("RD_BYTES"):
+            # the bytes of ``word``: a READ word or an IDENTIFY / STATUS word
+            with m.If(emit(word[:8])):
+                m.d.sync += [word.eq(Cat(word[8:], rx_byte)), bidx.eq(bidx + 1)]
+                with m.If(bidx == 3):
+                    with m.If(body == _BODY_WORDS):
+                        m.next = "R_WORDS"
                     with m.Else():
-                        m.d.sync += bidx.eq(0)
-                        m.next = "HEADER"
-        return m
+                        m.next = "RD_REQ"
+        with m.State("R_STATUS"):
+            with m.If(emit(status)):
+                m.next = "R_END"
+        with m.State("R_END"):
+            with m.If(emit(0, end=True)):
+                with m.If(in_spikes):
+                    m.d.sync += chunk.eq(0)
+                    m.next = "ST_RUN"
+                with m.Else():
+                    m.d.sync += bidx.eq(0)
+                    m.next = "HEADER"
