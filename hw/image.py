@@ -44,6 +44,7 @@ __all__ = [
     "Span",
     "DescList",
     "pack",
+    "unpack",
     "region_size",
     "address",
     "pop_options",
@@ -79,6 +80,11 @@ BITMAP_BITS = 1 << BITMAP_SHIFT
 def pack(layout: data.Layout, **fields) -> int:
     """The integer value of a packed word of ``layout`` with ``fields`` (the others zero)."""
     return layout.const(fields).as_bits()
+
+
+def unpack(layout: data.StructLayout, word: int) -> dict[str, int]:
+    """The fields of a packed word of ``layout``, as integers (bits above it are ignored)."""
+    return {name: int(word) >> f.offset & ((1 << f.width) - 1) for name, f in layout}
 
 
 DescList = data.StructLayout({"first": LIST_BITS, "count": LIST_BITS})

@@ -32,14 +32,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from amaranth.hdl import Array, Cat, Module, Mux, Signal, unsigned
-from amaranth.lib import enum, stream, wiring
+from amaranth.lib import data, enum, stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
 from ..errors import ConfigError
 from ..protocol import ADDR_BITS
 from .bus import BUS_DATA_BITS, BusSlave, MemBusSignature
-from .image import EVENT_BITS, REGION_SHIFT, CoreConfig, Span
+from .image import EVENT_BITS, REGION_SHIFT, CoreConfig, Span, pack, unpack
 from .skid import StreamRegister
 from .util import bits_for
 
@@ -53,6 +53,7 @@ __all__ = [
     "CORE_SHIFT",
     "ROUTER_SELECT",
     "MAX_CORES",
+    "DestEntry",
     "DEST_CORE_SHIFT",
     "DEST_DELAYED",
     "DEST_HOST",
@@ -76,17 +77,26 @@ ROUTER_SELECT = (1 << _SELECT_BITS) - 1
 MAX_CORES = ROUTER_SELECT
 """Cores a chip can have (``select`` values 0 .. ``MAX_CORES - 1``; the next is the router)."""
 
-DEST_CORE_SHIFT = 16
-DEST_DELAYED = 1 << 20
-DEST_HOST = 1 << 21
-_DEST_BITS = 22
+DestEntry = data.StructLayout(
+    {"addr": EVENT_BITS, "core": _SELECT_BITS, "delayed": 1, "host": 1}
+)
+"""Layout of a ``DEST`` entry: ``host``: send global neuron index ``addr`` to the host; else
+deliver to input channel ``addr`` of ``core``, at the next timestep if ``delayed``."""
+
+DEST_CORE_SHIFT = DestEntry["core"].offset
+DEST_DELAYED = 1 << DestEntry["delayed"].offset
+DEST_HOST = 1 << DestEntry["host"].offset
+_DEST_BITS = DestEntry.size
+_ADDR_MAX = (1 << EVENT_BITS) - 1
 
 
 def dest_host(neuron: int) -> int:
     """A ``DEST`` entry sending global neuron index ``neuron`` to the host."""
     if not 0 <= neuron < 1 << EVENT_BITS:
-        raise ConfigError(f"host neuron index {neuron} is out of range: allowed 0..65535")
-    return DEST_HOST | int(neuron)
+        raise ConfigError(
+            f"host neuron index {neuron} is out of range: allowed 0..{_ADDR_MAX}"
+        )
+    return pack(DestEntry, host=1, addr=int(neuron))
 
 
 def dest_core(core: int, channel: int, delayed: bool) -> int:
@@ -94,15 +104,16 @@ def dest_core(core: int, channel: int, delayed: bool) -> int:
     if not 0 <= core < MAX_CORES:
         raise ConfigError(f"core={core} is out of range: allowed 0..{MAX_CORES - 1}")
     if not 0 <= channel < 1 << EVENT_BITS:
-        raise ConfigError(f"channel={channel} is out of range: allowed 0..65535")
-    return int(core) << DEST_CORE_SHIFT | int(channel) | (DEST_DELAYED if delayed else 0)
+        raise ConfigError(f"channel={channel} is out of range: allowed 0..{_ADDR_MAX}")
+    return pack(DestEntry, core=int(core), addr=int(channel), delayed=int(bool(delayed)))
 
 
 def decode_dest(word: int) -> tuple:
     """``("host", neuron)`` or ``("core", core, channel, delayed)`` of a ``DEST`` entry."""
-    if word & DEST_HOST:
-        return ("host", word & 0xFFFF)
-    return ("core", (word >> DEST_CORE_SHIFT) & 0xF, word & 0xFFFF, bool(word & DEST_DELAYED))
+    fields = unpack(DestEntry, word)
+    if fields["host"]:
+        return ("host", fields["addr"])
+    return ("core", fields["core"], fields["addr"], bool(fields["delayed"]))
 
 
 class RouterRegion(enum.Enum, shape=4):
@@ -370,11 +381,11 @@ class Router(wiring.Component):
         # deliver: the buffer's registered output
         draining = Signal()  # scheduler in DRAIN
         d_taken = Signal()
-        ent = buf.o.payload
-        is_host = ent[21]
-        d_delayed = ent[20]
-        d_core = ent[16:20]
-        d_addr = ent[:16]
+        ent = DestEntry(buf.o.payload)
+        is_host = ent.host
+        d_delayed = ent.delayed
+        d_core = ent.core
+        d_addr = ent.addr
         d_valid = buf.o.valid
         d_ok = Signal()
         # same-step delivery: to any core from the host (or the queue); from core k to any other
