@@ -134,6 +134,16 @@ class DescriptorEngine(wiring.Component):
             self._in.eq((self._o >= span.first) & (diff < span.count)),
         ]
 
+    def _stride_then(self, word, state):
+        """From the STRIDE word: the stride; then ``state`` if the source is one of the block's
+        rows, else the next descriptor."""
+        m = self._m
+        m.d.sync += self._stride.eq(word)
+        with m.If(self._in):
+            m.next = state
+        with m.Else():
+            self._next_descriptor()
+
     def _block_fields(self, word):
         """From the TARGET word: validity, first group, groups, lane masks; row * stride."""
         m, cfg = self._m, self.config
@@ -189,11 +199,7 @@ class DescriptorEngine(wiring.Component):
             m.next = "A2"
         with m.State("A2"):
             self._read(DescWord.TARGET)
-            m.d.sync += self._stride.eq(data)  # STRIDE
-            with m.If(self._in):
-                m.next = "A3"
-            with m.Else():
-                self._next_descriptor()  # the source is not one of this block's rows
+            self._stride_then(data, "A3")  # STRIDE
         with m.State("A3"):
             self._read(DescWord.SLOT)
             self._block_fields(data)  # TARGET
@@ -220,11 +226,7 @@ class RegisteredDescriptorEngine(DescriptorEngine):
             m.next = "A3"
         with m.State("A3"):
             self._read(DescWord.SLOT)
-            m.d.sync += self._stride.eq(data)  # STRIDE
-            with m.If(self._in):
-                m.next = "A4"
-            with m.Else():
-                self._next_descriptor()
+            self._stride_then(data, "A4")  # STRIDE
         with m.State("A4"):
             self._read(DescWord.SLOT)  # (and in PUSH: the register holds SLOT until then)
             self._block_fields(data)  # TARGET
