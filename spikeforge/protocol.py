@@ -387,30 +387,37 @@ def decode_read(payload: bytes) -> tuple[int, int]:
     return READ_REQUEST.unpack(payload, "READ request")
 
 
+def _pack_array(code: str, values) -> bytes:
+    """Little-endian integers of the ``struct`` format ``code``, back to back."""
+    values = list(values)
+    return struct.pack(f"<{len(values)}{code}", *values)
+
+
+def _unpack_array(code: str, size: int, payload: bytes, what: str) -> tuple:
+    """The integers of :func:`_pack_array`; ``what`` names them when ``payload`` is cut."""
+    if len(payload) % size:
+        raise PayloadError(f"{len(payload)} bytes are not a whole number of {what}")
+    return struct.unpack(f"<{len(payload) // size}{code}", payload)
+
+
 def encode_words(words) -> bytes:
     """u32 words (READ reply, STATUS reply, WRITE and IDENTIFY after their headers)."""
-    words = list(words)
-    return struct.pack(f"<{len(words)}{_WORD_CODE}", *words)
+    return _pack_array(_WORD_CODE, words)
 
 
 def decode_words(payload: bytes) -> tuple:
     """The u32 words of ``payload``."""
-    if len(payload) % WORD_BYTES:
-        raise PayloadError(f"{len(payload)} bytes are not a whole number of u32 words")
-    return struct.unpack(f"<{len(payload) // WORD_BYTES}{_WORD_CODE}", payload)
+    return _unpack_array(_WORD_CODE, WORD_BYTES, payload, "u32 words")
 
 
 def encode_events(addresses: Iterable[int]) -> bytes:
     """Event or spike addresses (EVENTS request, STEP spike frame after its header)."""
-    addresses = list(addresses)
-    return struct.pack(f"<{len(addresses)}{_EVENT_CODE}", *addresses)
+    return _pack_array(_EVENT_CODE, addresses)
 
 
 def decode_events(payload: bytes) -> tuple:
     """The event or spike addresses of ``payload``."""
-    if len(payload) % EVENT_BYTES:
-        raise PayloadError(f"{len(payload)} bytes are not a whole number of u{EVENT_BITS} events")
-    return struct.unpack(f"<{len(payload) // EVENT_BYTES}{_EVENT_CODE}", payload)
+    return _unpack_array(_EVENT_CODE, EVENT_BYTES, payload, f"u{EVENT_BITS} events")
 
 
 def encode_events_reply(count: int) -> bytes:
