@@ -47,6 +47,9 @@ class ChipParams:
         The fast build of the core and the link (every block-RAM output registered, registered
         sequencer branches and bus decode; ``spikeforge.hw.core.NeuronCore``): a few hundred
         more flip-flops, a few clocks more per population.
+    rx_window : int
+        Bytes of the link's receive ring (a power of two, at least ``MAX_FRAME``): how many
+        request bytes the host may keep in flight (``docs/protocol.md``, flow control).
     """
 
     neurons: int
@@ -59,10 +62,11 @@ class ChipParams:
     per_neuron_threshold: bool = True
     weight_banks: int = 1
     fast: bool = False
+    rx_window: int = 1024
 
     def __post_init__(self):
         for name in ("neurons", "inputs", "populations", "synapses", "lanes", "baud",
-                     "weight_banks"):
+                     "weight_banks", "rx_window"):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise ConfigError(f"ChipParams.{name}={value!r} must be a positive integer")
@@ -255,6 +259,8 @@ _BOARDS = [
             baud=DEFAULT_BAUD,
             weight_banks=16,
             fast=True,
+            # one 18-kbit block RAM holds 2 kB: four full request frames in flight
+            rx_window=2048,
         ),
         openfpgaloader_board="ulx3s",
         alt_programmer=("fujprog",),

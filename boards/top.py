@@ -98,6 +98,7 @@ def default_chip_factory(chip_params, clk_freq_hz):
         uart_errors=True,
         cores=getattr(chip_params, "cores", 1),
         options=chip_params.core_options(),
+        rx_window=getattr(chip_params, "rx_window", 1024),
     )
 
 

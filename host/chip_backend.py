@@ -4,8 +4,10 @@ Spec: ``docs/protocol.md`` (the link), ``docs/core.md`` (the memory image), ``do
 (several cores).
 
 :class:`ChipBackend` identifies the chip, checks that a network fits the configuration the chip
-reports, writes the memory image, and runs rasters one sample at a time: RESET_STATE, then for
-each timestep EVENTS (the sample's input spikes) and STEP, collecting the output spikes.  On a
+reports, writes the memory image, and streams rasters: every sample is a state reset and its
+timesteps' input events, all samples back to back in RUN requests that keep the link busy
+(:meth:`~spikeforge.host.device.Device.run_items`), the output spikes coming back as they are
+produced.  A request or reply lost on the way costs a rerun from the sample it hit.  On a
 multi-core chip it splits the network over the cores (``spikeforge.host.partition``), loads
 every core's image and the router's table, and gathers the membranes back into global order;
 the rest is the same.
@@ -13,7 +15,7 @@ the rest is the same.
 
 from __future__ import annotations
 
-import sys
+import itertools
 
 import numpy as np
 
@@ -22,9 +24,9 @@ from ..hw.chip import chip_config_from_ident, config_from_ident
 from ..hw.image import Region, StatusWord, address
 from ..hw.router import RouterConfig, RouterRegion, RouterStatusWord, core_address, router_address
 from ..network import Network
-from ..protocol import DEFAULT_BAUD
+from ..protocol import DEFAULT_BAUD, run_items
 from .backend import Backend, check_raster
-from .device import Device
+from .device import Device, StepLostError
 from .image import build_image, decode_state
 from .partition import partition
 
@@ -80,6 +82,8 @@ class ChipBackend(Backend):
         self.progress = progress
         self.events_sent = 0
         self.steps_run = 0
+        #: Streams started again after a request or reply was lost on the way.
+        self.reruns = 0
 
     def reconnect(self) -> None:
         """Close and reopen the link (after a cable drop or a crashed client), and identify.
@@ -123,24 +127,33 @@ class ChipBackend(Backend):
         self.net = net
         self._outputs = net.output_indices()
 
-    def _sample(self, raster_b, on_step=None):
-        """Run one sample ``(T, n_inputs)`` from the reset state; return the output spikes."""
-        dev = self.device
-        dev.reset_state()
-        n_steps = raster_b.shape[0]
-        spikes = np.zeros((n_steps, self.net.n_neurons), dtype=bool)
-        for t in range(n_steps):
-            events = np.flatnonzero(raster_b[t])
-            if events.size:
-                dev.send_events(events.tolist())
-                self.events_sent += int(events.size)
-            (out,) = dev.step(1)
-            if out:
-                spikes[t, out] = True
-            self.steps_run += 1
-            if on_step is not None:
-                on_step(t)
-        return spikes
+    def _sample_items(self, raster, b):
+        """RUN items of sample ``b`` of ``raster`` (T, batch, n_inputs): a reset, then its
+        timesteps."""
+        steps = (np.flatnonzero(raster[t, b]).tolist() for t in range(raster.shape[0]))
+        return run_items(steps, reset=True)
+
+    def _stream(self, raster, first, out):
+        """Stream samples ``first..`` of ``raster`` into ``out``; return how many samples were
+        completed (all of them, or up to the one a lost frame hit)."""
+        n_steps, batch, _ = raster.shape
+        items = itertools.chain.from_iterable(
+            self._sample_items(raster, b) for b in range(first, batch)
+        )
+        done = 0
+        try:
+            for k, spikes in enumerate(self.device.run_items(items)):
+                b, t = divmod(k, n_steps)
+                if spikes:
+                    out[t, first + b, spikes] = True
+                done = k + 1
+                if t == n_steps - 1:
+                    self.steps_run += n_steps
+                    if self.progress is not None:
+                        self.progress(first + b + 1, batch)
+        except StepLostError:
+            return done // n_steps
+        return batch - first
 
     def run(self, raster) -> np.ndarray:
         if self.net is None:
@@ -152,14 +165,32 @@ class ChipBackend(Backend):
             )
         n_steps, batch, _ = raster.shape
         out = np.zeros((n_steps, batch, self.net.n_neurons), dtype=bool)
-        for b in range(batch):
-            out[:, b] = self._sample(raster[:, b])
-            if self.progress is not None:
-                self.progress(b + 1, batch)
+        if n_steps == 0 or batch == 0:
+            return out
+        self.events_sent += int(np.count_nonzero(raster))
+        first, failures = 0, 0
+        while first < batch:
+            done = self._stream(raster, first, out)
+            if first + done < batch:
+                # a frame was lost: rerun from the sample it hit (each sample starts from a
+                # reset, so nothing carries over); give up after a few losses in a row
+                failures = failures + 1 if done == 0 else 1
+                self.reruns += 1
+                if failures > self.device.retries:
+                    raise StepLostError(
+                        f"the link to {self.url} lost data {failures} times in a row at sample "
+                        f"{first + done}: check the cable and the baud rate "
+                        f"({self.device.rx_errors} corrupt frames received)",
+                        (first + done) * n_steps,
+                    )
+                out[:, first + done :] = False
+                self.device.reset_state()  # resynchronises the sequence numbers
+            first += done
         return out
 
     def run_membrane(self, raster):
-        """Like :meth:`run`, and read every membrane back after every timestep (slow: debug)."""
+        """Like :meth:`run`, and read every membrane back after every timestep (slow: one
+        stop-and-wait READ per timestep; for debugging)."""
         if self.net is None:
             raise ConfigError("no network loaded: call load(net) first")
         raster = check_raster(raster, self.net.n_inputs)
@@ -167,10 +198,15 @@ class ChipBackend(Backend):
         n = self.net.n_neurons
         spikes = np.zeros((n_steps, batch, n), dtype=bool)
         vs = np.zeros((n_steps, batch, n), dtype=np.int64)
+        dev = self.device
         for b in range(batch):
-            def read_v(t, b=b):
+            dev.reset_state()
+            for t in range(n_steps):
+                (out,) = dev.run([np.flatnonzero(raster[t, b]).tolist()])
+                if out:
+                    spikes[t, b, out] = True
                 vs[t, b] = self.read_membrane()
-            spikes[:, b] = self._sample(raster[:, b], on_step=read_v)
+                self.steps_run += 1
         return spikes, vs
 
     def read_membrane(self) -> np.ndarray:
@@ -237,11 +273,6 @@ class VirtualChipBackend(ChipBackend):
         from ..sim.virtual_board import VirtualBoard, chip_for_board
 
         self.board = board
-        print(
-            f"starting the virtual board ({board} chip in Verilator; the first run builds it, "
-            f"about a minute, later runs reuse the build)...",
-            file=sys.stderr, flush=True,
-        )
         top = chip_for_board(board)
         self.vb = VirtualBoard(top, name=f"spikeforge_{board.replace('-', '_')}")
         self.vb.__enter__()

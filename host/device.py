@@ -5,43 +5,57 @@
 ...     for spikes in dev.run(input_events_per_step):
 ...         ...
 
-One request is in flight at a time (stop-and-wait); each carries a sequence number that its
-replies echo.  A request whose reply is lost or corrupt is sent again with the same sequence
-number; the device does not execute an EVENTS, STEP or RESET_STATE twice (it answers DUPLICATE),
-so retries never double an input or a timestep.  The spikes of a STEP whose reply was lost cannot
-be fetched again: that raises :class:`StepLostError`.
+Two ways of talking:
+
+* **Stop-and-wait** for IDENTIFY, WRITE, READ, RESET_STATE and STATUS: one request in flight,
+  each carrying a sequence number that its replies echo.  A request whose reply is lost or
+  corrupt is sent again with the same sequence number; the device does not execute a
+  RESET_STATE twice (it answers DUPLICATE).
+* **Streaming** for input: :meth:`Device.run_items` (and :meth:`Device.run`,
+  :meth:`Device.send_events`, :meth:`Device.step` on top of it) sends RUN requests back to back,
+  keeping as many in flight as the chip's receive window (IDENTIFY) holds, and yields each
+  timestep's spikes as the replies come.  A lost RUN request or reply cannot be repaired
+  in place (the chip has moved on): it raises :class:`StepLostError` with the number of
+  timesteps whose spikes did arrive, after draining the link, so the caller can clear the state
+  and run again from there (:class:`~spikeforge.host.chip_backend.ChipBackend` does).
+
+Every wait has a deadline: ``timeout`` seconds without a reply frame of the request waited for
+(garbage does not count) end it.
 """
 
 from __future__ import annotations
 
 import itertools
 import operator
+import time
+from collections import deque
 from collections.abc import Iterable, Iterator
 
 from ..protocol import (
     ADDR_BITS,
+    CHANNEL_BITS,
     DEFAULT_BAUD,
-    EVENT_BITS,
-    MAX_EVENTS,
     MAX_READ_WORDS,
-    MAX_STEPS,
+    MAX_RUN_ITEMS,
+    MAX_RUN_STEPS,
     MAX_WRITE_WORDS,
+    RUN_COMMAND,
+    RUN_RESET,
+    RUN_STEP_AFTER,
     FrameDecoder,
     FrameError,
     Identity,
     Op,
     PayloadError,
+    RunDecoder,
     Status,
-    decode_events_reply,
     decode_identify,
-    decode_spike_frame,
     decode_status,
-    decode_step_final,
     decode_words,
-    encode_events,
+    encode_items,
     encode_read,
-    encode_step,
     encode_write,
+    frame_bytes,
     request,
 )
 from .transport import InProcessTransport, LinkError, PortError, SerialTransport, Transport
@@ -82,7 +96,18 @@ class DeviceError(LinkError):
 
 
 class StepLostError(LinkError):
-    """The chip ran timesteps but their spikes did not reach the host intact."""
+    """The chip ran timesteps but their spikes did not reach the host intact.
+
+    Attributes
+    ----------
+    steps_done : int
+        Timesteps of the stream whose spikes did arrive, in order (the first ``steps_done``
+        yielded by :meth:`Device.run_items` are good).
+    """
+
+    def __init__(self, message, steps_done=0):
+        super().__init__(message)
+        self.steps_done = steps_done
 
 
 _STATUS_HELP = {
@@ -91,6 +116,7 @@ _STATUS_HELP = {
     Status.BAD_ARG: " (address range past the end of the memory bus?)",
     Status.BUS_ERROR: " (an address is not mapped, or the memory is read-only)",
     Status.STEP_TIMEOUT: " (the core did not finish a timestep; is it configured?)",
+    Status.OUT_OF_ORDER: " (a request before it was lost on the way)",
 }
 
 
@@ -111,12 +137,20 @@ class Device:
         self.retries = retries
         self._seq = 0
         self._decoder = FrameDecoder()
+        self._frames: deque = deque()  # decoded frames (bytes or FrameError) not yet looked at
         self._resync = True
         self.identity: Identity | None = None
         #: Corrupt frames the host received (and recovered from or reported).
         self.rx_errors = 0
         #: Requests sent again.
         self.retried = 0
+        #: Times the host waited for a reply with nothing else to send: one per stop-and-wait
+        #: request (and retry), one per :meth:`run_items` stream (its final drain).
+        self.round_trips = 0
+        #: Times a stream waited for a reply because the receive window was full.
+        self.window_waits = 0
+        #: RUN request frames sent.
+        self.run_frames = 0
 
     # --- opening --------------------------------------------------------------------------
     @classmethod
@@ -129,7 +163,7 @@ class Device:
         try:
             transport.flush_input()  # stale bytes of an earlier session
             dev.identify()
-        except BaseException:
+        except (LinkError, KeyboardInterrupt):
             transport.close()
             raise
         return dev
@@ -151,60 +185,81 @@ class Device:
         self.close()
 
     # --- requests -------------------------------------------------------------------------
-    def _collect(self, op: Op, seq: int, on_more):
-        """Read frames until the final reply to ``(op, seq)`` or a timeout.
-
-        Returns ``(final, got_more, corrupt)``; ``final`` is ``(payload, Status)`` or None.
-        """
-        got_more = corrupt = False
-        while True:
+    def _next_frame(self, deadline: float):
+        """The next decoded frame (bytes) or :class:`FrameError`, or None at the deadline or
+        when the transport times out with nothing received."""
+        while not self._frames:
+            if time.monotonic() > deadline:
+                return None
             data = self.transport.read(4096)
             if not data:
-                return None, got_more, corrupt
-            for item in self._decoder.feed(data):
-                if isinstance(item, FrameError):
-                    self.rx_errors += 1
-                    corrupt = True
-                    continue
-                if len(item) < 3 or item[0] != op.value or item[1] != seq:
-                    continue  # a stale reply to an earlier attempt or request
-                payload, status = item[2:-1], item[-1]
-                try:
-                    status = Status(status)
-                except ValueError:
-                    raise LinkError(f"{op.name} reply has unknown status 0x{status:02x}") from None
-                if status == Status.MORE:
-                    got_more = True
-                    on_more(payload)
-                    continue
-                return (payload, status), got_more, corrupt
+                return None
+            self._frames.extend(self._decoder.feed(data))
+        return self._frames.popleft()
 
-    def _transact(self, op: Op, payload: bytes = b"", on_more=None):
-        """Send one request, retrying on silence or corruption; return ``(payload, Status)``."""
+    def _reply_frames(self, op: Op, seqs):
+        """Yield ``(seq, payload, Status)`` of the reply frames to requests ``(op, s in seqs)``,
+        or ``None`` once per corrupt frame, until ``timeout`` passes without one; frames of
+        other requests (late answers to earlier attempts) are skipped.  The deadline is renewed
+        by every matching frame."""
+        timeout = self.transport.timeout
+        deadline = time.monotonic() + timeout
+        while True:
+            item = self._next_frame(deadline)
+            if item is None:
+                return
+            if isinstance(item, FrameError):
+                self.rx_errors += 1
+                yield None
+                continue
+            if len(item) < 3 or item[0] != op.value or item[1] not in seqs:
+                continue
+            try:
+                status = Status(item[-1])
+            except ValueError:
+                raise LinkError(f"{op.name} reply has unknown status 0x{item[-1]:02x}") from None
+            deadline = time.monotonic() + timeout
+            yield item[1], item[2:-1], status
+
+    def _collect(self, op: Op, seq: int):
+        """Read frames until the final reply to ``(op, seq)`` or a timeout.
+
+        Returns ``(final, corrupt)``; ``final`` is ``(payload, Status)`` or None.
+        """
+        corrupt = False
+        for frame in self._reply_frames(op, (seq,)):
+            if frame is None:
+                corrupt = True
+                continue
+            _, payload, status = frame
+            if status == Status.MORE:
+                raise LinkError(f"{op.name} got a multi-frame reply (status MORE)")
+            return (payload, status), corrupt
+        return None, corrupt
+
+    def _next_seq(self) -> int:
         self._seq = (self._seq + 1) & 0xFF
-        seq = self._seq
+        return self._seq
+
+    def _send(self, wire: bytes, resync: bool = False) -> None:
+        # A leading delimiter ends whatever partial frame the device may hold.
+        self.transport.write((b"\x00" if self._resync or resync else b"") + wire)
+        self._resync = False
+
+    def _transact(self, op: Op, payload: bytes = b""):
+        """Send one request, retrying on silence or corruption; return ``(payload, Status)``."""
+        seq = self._next_seq()
         wire = request(op, seq, payload)
         saw_corrupt = False
         for attempt in range(self.retries + 1):
             if attempt:
                 self.retried += 1
-            # A leading delimiter ends whatever partial frame the device may hold.
-            self.transport.write((b"\x00" if self._resync or attempt else b"") + wire)
-            self._resync = False
-            final, got_more, corrupt = self._collect(op, seq, on_more or _no_more(op))
+            self._send(wire, resync=bool(attempt))
+            self.round_trips += 1
+            final, corrupt = self._collect(op, seq)
             saw_corrupt |= corrupt
             if final is not None:
-                if op == Op.STEP and corrupt:
-                    raise StepLostError(
-                        "a STEP reply frame was corrupt (CRC error); the chip ran the steps but "
-                        "some of their spikes are lost: reset_state() and run again"
-                    )
                 return final
-            if got_more:
-                raise StepLostError(
-                    f"the final STEP reply did not come within {self.transport.timeout}s after "
-                    "spike frames did; the chip state is unknown: reset_state() and run again"
-                )
         if saw_corrupt:
             raise LinkError(
                 f"{op.name}: every reply from {self.transport.description} was corrupt after "
@@ -281,79 +336,220 @@ class Device:
         _, status = self._transact(Op.RESET_STATE)
         self._check(Op.RESET_STATE, status, ok=(Status.OK, Status.DUPLICATE))
 
+    @property
+    def rx_window(self) -> int:
+        """Bytes of RUN requests the chip can hold (IDENTIFY); frames in flight stay within it."""
+        if self.identity is None:
+            self.identify()
+        return self.identity.rx_window
+
+    def run_items(self, items: Iterable[int]) -> Iterator[list[int]]:
+        """Stream RUN request items (``spikeforge.protocol.run_items``); yield each timestep's
+        output spikes (neuron addresses, in device order) as the replies arrive.
+
+        Requests are sent back to back while their frames fit the chip's receive window; the
+        iterable is consumed lazily, so a stream of any length needs little memory.
+
+        Raises
+        ------
+        StepLostError
+            A request or reply was lost or corrupt; ``steps_done`` says how many timesteps'
+            spikes were yielded.  The link is drained first, so the device can be used again
+            (clear the state and run again from there).
+        DeviceError
+            The chip refused a request (e.g. ``STEP_TIMEOUT``).
+        """
+        window = self.rx_window
+        per_frame = min(MAX_RUN_ITEMS, (window // 2 - frame_bytes(0)) // 2)
+        it = iter(items)
+        inflight: deque = deque()  # (seq, bytes of the receive window)
+        used = 0
+        decoder = RunDecoder()
+        yielded = 0
+        payload = None
+        exhausted = False
+        try:
+            while True:
+                while not exhausted:
+                    if payload is None:
+                        try:
+                            chunk = list(itertools.islice(it, per_frame))
+                        except BaseException:
+                            self._drain(inflight)  # a bad input: stop cleanly
+                            raise
+                        if not chunk:
+                            exhausted = True
+                            break
+                        for x in chunk:
+                            if not isinstance(x, int) or not 0 <= x <= 0xFFFF:
+                                self._drain(inflight)
+                                raise ValueError(f"RUN item {x!r} is not a u16")
+                        payload = encode_items(chunk)
+                    size = frame_bytes(len(payload))
+                    if inflight and used + size > window:
+                        break
+                    seq = self._next_seq()
+                    self._send(request(Op.RUN, seq, payload))
+                    self.run_frames += 1
+                    inflight.append((seq, size))
+                    used += size
+                    payload = None
+                if not inflight:
+                    return
+                if exhausted and len(inflight) == 1:
+                    self.round_trips += 1
+                elif not exhausted:
+                    self.window_waits += 1
+                seq, size = inflight[0]
+                status = self._run_reply(seq, inflight, decoder, yielded)
+                if status != Status.OK:
+                    self._drain(inflight)
+                    if status == Status.OUT_OF_ORDER:
+                        raise StepLostError(
+                            f"a RUN request to {self.transport.description} was lost on the "
+                            f"way (the chip refused the next one: OUT_OF_ORDER) after "
+                            f"{yielded} timesteps; clear the state and run again",
+                            yielded,
+                        )
+                    self._check(Op.RUN, status)
+                inflight.popleft()
+                used -= size
+                for spikes in decoder.take():
+                    yielded += 1
+                    yield spikes
+        except GeneratorExit:
+            self._drain(inflight)
+            raise
+
+    def _run_reply(self, seq, inflight, decoder, yielded) -> Status:
+        """Collect the reply frames of RUN request ``seq`` (the oldest in flight) into
+        ``decoder``; return its final status.  Raise :class:`StepLostError` (after draining)
+        if a reply frame is lost or corrupt."""
+        seqs = {s for s, _ in inflight}
+        for frame in self._reply_frames(Op.RUN, seqs):
+            if frame is None:
+                self._drain(inflight)
+                raise StepLostError(
+                    f"a RUN reply from {self.transport.description} was corrupt (CRC error) "
+                    f"after {yielded} timesteps; its spikes are lost: clear the state and run "
+                    "again",
+                    yielded,
+                )
+            s, payload, status = frame
+            if s != seq:
+                self._drain(inflight)
+                raise StepLostError(
+                    f"the reply to a RUN request was lost on the way from "
+                    f"{self.transport.description} after {yielded} timesteps: clear the state "
+                    "and run again",
+                    yielded,
+                )
+            if status in (Status.MORE, Status.OK):
+                try:
+                    decoder.feed(payload)
+                except PayloadError as e:
+                    self._drain(inflight)
+                    raise StepLostError(f"malformed RUN reply: {e}", yielded) from None
+                if status == Status.MORE:
+                    continue
+                if decoder.dangling:
+                    raise LinkError("RUN reply ended without the mark of its last timestep")
+            return status
+        self._drain(inflight)
+        raise StepLostError(
+            f"no RUN reply from {self.transport.description} within "
+            f"{self.transport.timeout}s after {yielded} timesteps (board unplugged? a timestep "
+            "longer than the timeout?): clear the state and run again",
+            yielded,
+        )
+
+    def _drain(self, inflight) -> None:
+        """Wait (bounded by the timeout) until every request in flight was answered, so that
+        the link is quiet before the next request; forget their replies."""
+        seqs = {s for s, _ in inflight}
+        if seqs:
+            last = inflight[-1][0]
+            for frame in self._reply_frames(Op.RUN, seqs):
+                if frame is not None and frame[0] == last and frame[2] != Status.MORE:
+                    break
+        inflight.clear()
+        self._frames.clear()
+        self._resync = True
+
+    def run(self, inputs: Iterable[Iterable[int]], *, reset: bool = False) -> Iterator[list[int]]:
+        """For each timestep's input channels, run the timestep; yield that step's spikes.
+
+        Streams (:meth:`run_items`); with ``reset``, the state is cleared first.
+        """
+        def items():
+            if reset:
+                yield RUN_RESET
+            for t, events in enumerate(inputs):
+                yield from self._step_items(events, t)
+
+        return self.run_items(items())
+
+    def _step_items(self, events, t):
+        limit = 1 << CHANNEL_BITS
+        n_inputs = self._chip_inputs()
+        last = None
+        for e in events:
+            e = operator.index(e)
+            if not 0 <= e < min(limit, n_inputs):
+                raise ValueError(
+                    f"input channel {e!r} at timestep {t} is out of range: the chip has "
+                    f"{min(limit, n_inputs)} input channels (0..{min(limit, n_inputs) - 1})"
+                )
+            if last is not None:
+                yield last
+            last = e
+        yield (last | RUN_STEP_AFTER) if last is not None else (RUN_COMMAND | 1)
+
+    def _chip_inputs(self) -> int:
+        """Input channels the chip has (from IDENTIFY), or 2**CHANNEL_BITS if it does not say."""
+        if self.identity is None:
+            return 1 << CHANNEL_BITS
+        try:
+            from ..hw.chip import chip_config_from_ident
+
+            cfg = chip_config_from_ident(self.identity.words)
+        except Exception:  # an identity without the core's words (tests' reference link)
+            return 1 << CHANNEL_BITS
+        return int(getattr(cfg, "n_inputs", 1 << CHANNEL_BITS))
+
     def send_events(self, addresses: Iterable[int]) -> int:
-        """Send input events (channel addresses) for the current timestep; return the count."""
-        it = iter(addresses)
-        sent = 0
-        while True:
-            batch = list(itertools.islice(it, MAX_EVENTS))
-            if not batch:
-                return sent
-            for i, a in enumerate(batch):
-                a = operator.index(a)
-                if not 0 <= a < 1 << EVENT_BITS:
-                    raise ValueError(
-                        f"event address {a!r} is out of range: allowed 0..{(1 << EVENT_BITS) - 1}"
-                    )
-                batch[i] = a
-            payload, status = self._transact(Op.EVENTS, encode_events(batch))
-            self._check(Op.EVENTS, status, ok=(Status.OK, Status.DUPLICATE))
-            if status == Status.OK and _or_none(decode_events_reply, payload) != len(batch):
-                raise LinkError(f"EVENTS of {len(batch)} events was acknowledged as {payload!r}")
-            sent += len(batch)
-            if len(batch) < MAX_EVENTS:
-                return sent
+        """Send input events (channel addresses) for the next timestep; return the count.
+
+        A debugging aid: the events are held by the chip until :meth:`step` runs the timestep.
+        """
+        limit = min(1 << CHANNEL_BITS, self._chip_inputs())
+        items = []
+        for a in addresses:
+            a = operator.index(a)
+            if not 0 <= a < limit:
+                raise ValueError(
+                    f"input channel {a!r} is out of range: the chip has {limit} input channels "
+                    f"(0..{limit - 1})"
+                )
+            items.append(a)
+        for _ in self.run_items(items):
+            raise LinkError("RUN of events only answered a timestep")
+        return len(items)
 
     def step(self, n: int = 1) -> list[list[int]]:
         """Run ``n`` timesteps; return, per step, the output spike addresses in device order."""
-        if not isinstance(n, int) or n < 0:
+        if not isinstance(n, int) or isinstance(n, bool) or n < 0:
             raise ValueError(f"n={n!r} must be an integer >= 0")
-        out: list[list[int]] = []
-        while len(out) < n or n == 0:
-            k = min(MAX_STEPS, n - len(out))
-            out += self._step_chunk(k)
-            if n == 0:
-                break
+        items = []
+        left = n
+        while left:
+            k = min(left, MAX_RUN_STEPS)
+            items.append(RUN_COMMAND | k)
+            left -= k
+        out = list(self.run_items(items))
+        if len(out) != n:
+            raise StepLostError(f"step({n}) ran {len(out)} timesteps", len(out))
         return out
-
-    def _step_chunk(self, n: int) -> list[list[int]]:
-        steps: list[list[int]] = [[] for _ in range(n)]
-        received = 0
-
-        def on_more(payload):
-            nonlocal received
-            try:
-                idx, spikes = decode_spike_frame(payload)
-            except PayloadError as e:
-                raise LinkError(str(e)) from None
-            if idx >= n:
-                raise LinkError(f"STEP spike frame for step {idx} of a {n}-step request")
-            steps[idx] += spikes
-            received += len(spikes)
-
-        payload, status = self._transact(Op.STEP, encode_step(n), on_more)
-        if status == Status.DUPLICATE:
-            raise StepLostError(
-                f"the chip ran these {n} step(s) already but their replies were lost; "
-                "reset_state() and run again"
-            )
-        done, total = _or_none(decode_step_final, payload) or (None, None)
-        self._check(Op.STEP, status, ok=(Status.OK,))
-        if done != n or total != received:
-            raise StepLostError(
-                f"STEP({n}) reply says {done} steps and {total} spikes, "
-                f"the host received {received} spikes"
-            )
-        return steps
-
-    def run(self, inputs: Iterable[Iterable[int]]) -> Iterator[list[int]]:
-        """For each step's input events: send them, run one step, yield that step's spikes.
-
-        Consumes ``inputs`` lazily, so an input stream of any length needs little memory.
-        """
-        for events in inputs:
-            self.send_events(events)
-            yield self.step(1)[0]
 
     def status(self) -> dict:
         """The link's error counters, ``busy`` and the core's status words (``core``)."""
@@ -363,18 +559,3 @@ class Device:
             return decode_status(payload)
         except PayloadError as e:
             raise LinkError(str(e)) from None
-
-
-def _or_none(decode, payload):
-    """``decode(payload)``, or None if the payload is malformed."""
-    try:
-        return decode(payload)
-    except PayloadError:
-        return None
-
-
-def _no_more(op):
-    def on_more(payload):
-        raise LinkError(f"{op.name} got a multi-frame reply (status MORE)")
-
-    return on_more

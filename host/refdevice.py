@@ -11,27 +11,32 @@ from __future__ import annotations
 
 from ..protocol import (
     ADDR_BITS,
+    CHANNEL_BITS,
     CRC_INIT,
     LINK_COUNTERS,
     MAX_FRAME,
     MAX_READ_WORDS,
-    MAX_SPIKES,
+    MAX_REPLY_ITEMS,
+    MAX_RUN_STEPS,
+    REPLY_MARK,
+    RUN_COMMAND,
+    RUN_STEP_AFTER,
     Op,
     Status,
     crc16,
-    decode_events,
+    decode_items,
     decode_read,
-    decode_step,
     decode_write,
-    encode_events_reply,
     encode_identify,
-    encode_spike_frame,
+    encode_items,
     encode_status,
-    encode_step_final,
     encode_words,
     payload_length_ok,
     reply,
 )
+
+#: Largest count of timesteps one reply mark carries.
+_MAX_MARK = REPLY_MARK - 1
 
 __all__ = ["RefCore", "RefLink"]
 
@@ -111,11 +116,16 @@ class RefLink:
         Capability words reported by IDENTIFY.
     counter_bits : int
         Width of the saturating error counters (as the gateware's ``counter_bits``).
+    rx_window : int
+        Receive window reported by IDENTIFY (this model executes each frame as it arrives, so
+        it never runs out of room).
     """
 
-    def __init__(self, core, *, clk_hz: int = 48_000_000, ident_words=(), counter_bits: int = 16):
+    def __init__(self, core, *, clk_hz: int = 48_000_000, ident_words=(), counter_bits: int = 16,
+                 rx_window: int = 2 * MAX_FRAME):
         self.core = core
         self.clk_hz = clk_hz
+        self.rx_window = rx_window
         self.ident_words = [int(w) & 0xFFFFFFFF for w in ident_words]
         self.counter_max = (1 << counter_bits) - 1
         self.counters = {name: 0 for name, _ in LINK_COUNTERS if name != "flags"}
@@ -192,16 +202,22 @@ class RefLink:
             self._count("bad_length")
             self._reply(op.value, seq, b"", Status.BAD_LENGTH)
             return
-        if op in (Op.RESET_STATE, Op.EVENTS, Op.STEP):
-            if self.last_seq == seq:
-                self._count("duplicates")
-                self._reply(op.value, seq, b"", Status.DUPLICATE)
-                return
+        if op in (Op.RESET_STATE, Op.RUN) and self.last_seq == seq:
+            self._count("duplicates")
+            self._reply(op.value, seq, b"", Status.DUPLICATE)
+            return
+        if op == Op.RUN and self.last_seq is not None and seq != (self.last_seq + 1) & 0xFF:
+            self._count("out_of_order")
+            self._reply(op.value, seq, b"", Status.OUT_OF_ORDER)
+            return
+        # every accepted request is remembered (a RUN must follow the last one's seq)
+        self.last_seq = seq
         getattr(self, "_op_" + op.name.lower())(op.value, seq, p)
 
     def _op_identify(self, op, seq, p):
         self.last_seq = None
-        self._reply(op, seq, encode_identify(self.clk_hz, self.ident_words), Status.OK)
+        payload = encode_identify(self.clk_hz, self.ident_words, rx_window=self.rx_window)
+        self._reply(op, seq, payload, Status.OK)
 
     def _op_write(self, op, seq, p):
         addr, words = decode_write(p)
@@ -230,28 +246,50 @@ class RefLink:
         self._reply(op, seq, encode_words(data), Status.BUS_ERROR if errors else Status.OK)
 
     def _op_reset_state(self, op, seq, p):
-        self.last_seq = seq
         self.core.reset_state()
         self._reply(op, seq, b"", Status.OK)
 
-    def _op_events(self, op, seq, p):
-        self.last_seq = seq
-        addrs = decode_events(p)
-        for a in addrs:
-            self.core.event(a)
-        self._reply(op, seq, encode_events_reply(len(addrs)), Status.OK)
+    def _op_run(self, op, seq, p):
+        out: list[int] = []
+        pend = 0  # timesteps ended since the last mark
 
-    def _op_step(self, op, seq, p):
-        self.last_seq = seq
-        n = decode_step(p)
-        total = 0
-        for i in range(n):
-            spikes = self.core.step()
-            total += len(spikes)
-            for k in range(0, len(spikes), MAX_SPIKES):
-                chunk = spikes[k : k + MAX_SPIKES]
-                self._reply(op, seq, encode_spike_frame(i, chunk), Status.MORE)
-        self._reply(op, seq, encode_step_final(n, total), Status.OK)
+        def emit(item):
+            if len(out) == MAX_REPLY_ITEMS:
+                self._reply(op, seq, encode_items(out), Status.MORE)
+                out.clear()
+            out.append(item)
+
+        def step():
+            nonlocal pend
+            if pend == _MAX_MARK:
+                emit(REPLY_MARK | pend)
+                pend = 0
+            for s in self.core.step():
+                if pend:
+                    emit(REPLY_MARK | pend)
+                    pend = 0
+                emit(s)
+            pend += 1
+
+        status = Status.OK
+        for it in decode_items(p):
+            kind = it & (RUN_STEP_AFTER | RUN_COMMAND)
+            if kind == RUN_COMMAND:
+                k = it & MAX_RUN_STEPS
+                if k == 0:
+                    self.core.reset_state()
+                for _ in range(k):
+                    step()
+            elif kind == RUN_STEP_AFTER | RUN_COMMAND:  # reserved: skipped
+                self._count("bad_length")
+                status = Status.BAD_ARG
+            else:
+                self.core.event(it & ((1 << CHANNEL_BITS) - 1))
+                if kind == RUN_STEP_AFTER:
+                    step()
+        if pend:
+            emit(REPLY_MARK | pend)
+        self._reply(op, seq, encode_items(out), status)
 
     def _op_status(self, op, seq, p):
         # flags: the reference core is never busy between requests

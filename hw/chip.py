@@ -18,7 +18,7 @@ from amaranth.lib import stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from ..errors import ConfigError
-from ..protocol import EVENT_BITS
+from ..protocol import CHANNEL_BITS, EVENT_BITS, NEURON_BITS
 from ..spec import Format
 from .core import CoreOptions, NeuronCore
 from .image import CoreConfig
@@ -165,6 +165,9 @@ class Chip(wiring.Component):
         One-core chips: the core's timing options (:class:`~spikeforge.hw.core.CoreOptions`;
         weight banks for large ECP5 weight memories, the fast build of the core and of the
         link (:class:`~spikeforge.hw.link.Link`) for clocks near 100 MHz).
+    rx_window : int
+        Bytes of the link's receive ring (:class:`~spikeforge.hw.link.Link`), reported by
+        IDENTIFY.
 
     Attributes
     ----------
@@ -184,7 +187,8 @@ class Chip(wiring.Component):
 
     def __init__(self, config: CoreConfig, clk_freq: int, *, uart_errors: bool = False,
                  cores: int = 1, inputs: int | None = None, route_entries: int | None = None,
-                 delay_depth: int | None = None, options: CoreOptions | None = None):
+                 delay_depth: int | None = None, options: CoreOptions | None = None,
+                 rx_window: int = 1024):
         with refusing_unused(self):  # a refused configuration is not an unused elaboratable
             if not isinstance(config, CoreConfig):
                 raise ConfigError(f"config={config!r} is not a CoreConfig")
@@ -213,6 +217,15 @@ class Chip(wiring.Component):
                     "expects every core to answer a read after the same number of clocks)"
                 )
             self.options = options
+            self.rx_window = rx_window
+            # the wire's RUN items carry 14-bit input channels and 15-bit neuron addresses
+            n_in = self.router_config.n_inputs if cores > 1 else config.n_inputs
+            n_out = cores * config.n_neurons
+            if n_in > 1 << CHANNEL_BITS or n_out > 1 << NEURON_BITS:
+                raise ConfigError(
+                    f"Chip: {n_in} input channels and {n_out} neurons do not fit the link's "
+                    f"RUN items: allowed at most {1 << CHANNEL_BITS} and {1 << NEURON_BITS}"
+                )
         members = {
             "rx": In(stream.Signature(8)),
             "tx": Out(stream.Signature(8)),
@@ -229,6 +242,7 @@ class Chip(wiring.Component):
             clk_freq=self.clk_freq,
             ident_words=ident_words(self.router_config if multi else self.config),
             step_timeout=STEP_TIMEOUT_CYCLES,
+            rx_window=self.rx_window,
             fast=self.options.fast,
         )
         wiring.connect(m, wiring.flipped(self.rx), link.rx)
@@ -310,7 +324,7 @@ class UARTChip(Elaboratable):
         Clock frequency in Hz.
     baud : int
         UART baud rate.
-    cores, options
+    cores, options, rx_window
         See :class:`Chip`.
 
     Attributes
@@ -322,10 +336,11 @@ class UARTChip(Elaboratable):
     """
 
     def __init__(self, config: CoreConfig, clk_freq: int, baud: int, *, cores: int = 1,
-                 options: CoreOptions | None = None):
+                 options: CoreOptions | None = None, rx_window: int = 1024):
         self.config, self.clk_freq, self.baud = config, int(clk_freq), int(baud)
         self.cores = cores
         self.options = options
+        self.rx_window = rx_window
         self.rx = Signal(init=1)
         self.tx = Signal(init=1)
 
@@ -334,7 +349,8 @@ class UARTChip(Elaboratable):
         m.submodules.uart_rx = urx = UARTRx(self.clk_freq, self.baud)
         m.submodules.uart_tx = utx = UARTTx(self.clk_freq, self.baud)
         m.submodules.chip = chip = Chip(self.config, self.clk_freq, uart_errors=True,
-                                        cores=self.cores, options=self.options)
+                                        cores=self.cores, options=self.options,
+                                        rx_window=self.rx_window)
         m.d.comb += [urx.rx.eq(self.rx), self.tx.eq(utx.tx)]
         wiring.connect(m, urx.data, chip.rx)
         wiring.connect(m, chip.tx, utx.data)

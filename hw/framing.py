@@ -53,19 +53,27 @@ def crc16_next(crc, byte):
 
 
 class FrameReceiver(wiring.Component):
-    """COBS decoder, CRC checker and frame buffer.
+    """COBS decoder, CRC checker and a ring buffer of received frames (the receive window).
 
-    Received bytes are decoded into a ``max_frame``-byte block RAM while the CRC runs over them.
-    At each ``0x00`` delimiter the frame is checked: a good one (at least 4 bytes, well-formed
-    COBS, CRC residue 0) is streamed out on ``o`` without its CRC, and ``i`` takes no byte until
-    the last byte of ``o`` was taken; a bad one is dropped with a ``crc_error`` or ``oversize``
-    strobe.  Whatever the input, the receiver starts over at the next ``0x00``.  An empty frame
+    Received bytes are decoded into a ``window``-byte block RAM ring while the CRC runs over
+    them.  At each ``0x00`` delimiter the frame is checked: a good one (at least 4 bytes,
+    well-formed COBS, CRC residue 0) stays in the ring without its CRC and its body length is
+    queued; a bad one is dropped (its bytes are given back) with a ``crc_error``, ``oversize`` or
+    ``overrun`` strobe.  Meanwhile the frames in the ring are handed on, in order, on ``o``.
+    ``i`` is always ready: a byte that finds the ring full is lost and its frame dropped
+    (``overrun``), which a host that keeps within the window (``docs/protocol.md``) never
+    causes.  Whatever the input, the receiver starts over at the next ``0x00``.  An empty frame
     (two delimiters in a row) is ignored.
 
     Parameters
     ----------
     max_frame : int
         Largest decoded frame (CRC included), in bytes.
+    window : int
+        Bytes of the ring (a power of two, at least ``max_frame``): frames whose decoded bytes
+        (CRC included) add up to at most this always fit.
+    mem_attrs : dict, optional
+        Attributes of the ring's memory.
 
     Attributes
     ----------
@@ -75,16 +83,31 @@ class FrameReceiver(wiring.Component):
         Body (``op, seq, payload``) of each good frame.
     length : Out(range(max_frame + 1))
         Body length of the frame on ``o``; stable while ``o.valid``.
-    crc_error, oversize : Out(1)
-        One-cycle strobes: a frame was dropped.
+    crc_error, oversize, overrun : Out(1)
+        One-cycle strobes: a frame was dropped (bad CRC or COBS, longer than ``max_frame``, the
+        ring or its length queue was full).
     pending : Out(1)
-        A good frame is being handed on (high from its delimiter until its last byte was taken).
+        A good frame is queued or being handed on.
     """
 
-    def __init__(self, max_frame=MAX_FRAME, *, mem_attrs=None):
+    #: Entries of the queue of frame lengths (one block RAM).
+    QUEUE = 256
+
+    def __init__(self, max_frame=MAX_FRAME, *, window=2 * MAX_FRAME, mem_attrs=None):
         if not isinstance(max_frame, int) or not 4 <= max_frame <= 65535:
             raise ConfigError(f"max_frame={max_frame!r} is out of range: allowed 4..65535")
+        if (
+            not isinstance(window, int)
+            or window < max_frame
+            or window & (window - 1)
+            or window > 1 << 16
+        ):
+            raise ConfigError(
+                f"window={window!r} is out of range: a power of two from max_frame={max_frame} "
+                "to 65536"
+            )
         self.max_frame = max_frame
+        self.window = window
         self.mem_attrs = mem_attrs
         super().__init__(
             {
@@ -93,6 +116,7 @@ class FrameReceiver(wiring.Component):
                 "length": Out(range(max_frame + 1)),
                 "crc_error": Out(1),
                 "oversize": Out(1),
+                "overrun": Out(1),
                 "pending": Out(1),
             }
         )
@@ -100,82 +124,123 @@ class FrameReceiver(wiring.Component):
     def elaborate(self, platform):
         m = Module()
         n = self.max_frame
-        m.submodules.mem = mem = Memory(shape=8, depth=n, init=[], attrs=self.mem_attrs)
+        aw = self.window.bit_length() - 1
+        m.submodules.mem = mem = Memory(shape=8, depth=self.window, init=[], attrs=self.mem_attrs)
         wr = mem.write_port()
         rd = mem.read_port()
+        qd = self.QUEUE
+        qw = qd.bit_length() - 1
+        m.submodules.lengths = lengths = Memory(shape=range(n + 1), depth=qd, init=[])
+        lwr = lengths.write_port()
+        lrd = lengths.read_port()
 
-        # ``count`` is the write address while a frame comes in, then the read address
-        count = Signal(range(n + 1))
-        count_next = Signal.like(count)
+        # ring pointers with a wrap bit: write, start of the frame coming in, read
+        wp = Signal(aw + 1)
+        fs = Signal(aw + 1)
+        rp = Signal(aw + 1)
+        full = Signal()
+        m.d.comb += full.eq((wp[:aw] == rp[:aw]) & (wp[aw] != rp[aw]))
+        # length queue pointers
+        lw = Signal(qw + 1)
+        lr = Signal(qw + 1)
+        lfull = Signal()
+        m.d.comb += lfull.eq((lw[:qw] == lr[:qw]) & (lw[qw] != lr[qw]))
+
+        count = Signal(range(n + 1))  # decoded bytes of the frame coming in
         left = Signal(8, init=1)  # 1 + bytes left in the COBS block: 1 = a code byte is next
         pending_zero = Signal()
         overflow = Signal()
+        lost = Signal()
         seen = Signal()
         crc = Signal(16, init=CRC_INIT)
-        valid = Signal()
-        last = Signal()
 
         put = Signal()
         put_data = Signal(8)
         m.d.comb += [
-            count_next.eq(count + 1),
-            wr.addr.eq(count),
+            wr.addr.eq(wp[:aw]),
             wr.data.eq(put_data),
-            rd.addr.eq(count),
-            self.o.valid.eq(valid),
-            self.o.payload.data.eq(rd.data),
-            self.o.payload.last.eq(last),
+            lwr.addr.eq(lw[:qw]),
+            lwr.data.eq(count - 2),
+            self.i.ready.eq(1),
         ]
         with m.If(put):
             with m.If(count == n):
                 m.d.sync += overflow.eq(1)
+            with m.Elif(full):
+                m.d.sync += lost.eq(1)
             with m.Else():
                 m.d.comb += wr.en.eq(1)
-                m.d.sync += [count.eq(count_next), crc.eq(crc16_next(crc, put_data))]
+                m.d.sync += [
+                    wp.eq(wp + 1),
+                    count.eq(count + 1),
+                    crc.eq(crc16_next(crc, put_data)),
+                ]
 
-        with m.FSM() as fsm:
-            m.d.comb += self.pending.eq(fsm.ongoing("SEND"))
-            with m.State("RECV"):
-                m.d.comb += self.i.ready.eq(1)
-                with m.If(self.i.valid):
-                    b = self.i.payload
-                    with m.If(b != 0):
-                        m.d.sync += seen.eq(1)
-                        with m.If(left == 1):
-                            m.d.comb += [put.eq(pending_zero), put_data.eq(0)]
-                            m.d.sync += [left.eq(b), pending_zero.eq(b != 0xFF)]
-                        with m.Else():
-                            m.d.comb += [put.eq(1), put_data.eq(b)]
-                            m.d.sync += left.eq(left - 1)
+        with m.If(self.i.valid):
+            b = self.i.payload
+            with m.If(b != 0):
+                m.d.sync += seen.eq(1)
+                with m.If(left == 1):
+                    m.d.comb += [put.eq(pending_zero), put_data.eq(0)]
+                    m.d.sync += [left.eq(b), pending_zero.eq(b != 0xFF)]
+                with m.Else():
+                    m.d.comb += [put.eq(1), put_data.eq(b)]
+                    m.d.sync += left.eq(left - 1)
+            with m.Else():
+                m.d.sync += [
+                    count.eq(0),
+                    left.eq(1),
+                    pending_zero.eq(0),
+                    overflow.eq(0),
+                    lost.eq(0),
+                    seen.eq(0),
+                    crc.eq(CRC_INIT),
+                    wp.eq(fs),  # a dropped frame gives its bytes back
+                ]
+                with m.If(seen):
+                    with m.If(overflow):
+                        m.d.comb += self.oversize.eq(1)
+                    with m.Elif(lost | lfull):
+                        m.d.comb += self.overrun.eq(1)
+                    with m.Elif((left != 1) | (count < 4) | (crc != 0)):
+                        m.d.comb += self.crc_error.eq(1)
                     with m.Else():
-                        m.d.sync += [
-                            count.eq(0),
-                            left.eq(1),
-                            pending_zero.eq(0),
-                            overflow.eq(0),
-                            seen.eq(0),
-                            crc.eq(CRC_INIT),
-                            self.length.eq(count - 2),
-                        ]
-                        with m.If(seen):
-                            with m.If(overflow):
-                                m.d.comb += self.oversize.eq(1)
-                            with m.Elif((left != 1) | (count < 4) | (crc != 0)):
-                                m.d.comb += self.crc_error.eq(1)
-                            with m.Else():
-                                m.next = "SEND"
+                        # keep the body, give the CRC's two bytes back, queue the length
+                        m.d.comb += lwr.en.eq(1)
+                        m.d.sync += [wp.eq(wp - 2), fs.eq(wp - 2), lw.eq(lw + 1)]
+
+        # --- hand the frames on, in order ---------------------------------------------------
+        rcount = Signal(range(n + 1))  # bytes of the frame on ``o`` read so far
+        valid = Signal()
+        last = Signal()
+        m.d.comb += [
+            lrd.addr.eq(lr[:qw]),
+            rd.addr.eq(rp[:aw]),
+            self.o.valid.eq(valid),
+            self.o.payload.data.eq(rd.data),
+            self.o.payload.last.eq(last),
+        ]
+        with m.FSM() as fsm:
+            m.d.comb += self.pending.eq(~fsm.ongoing("IDLE") | (lw != lr))
+            with m.State("IDLE"):
+                with m.If(lw != lr):  # the length at ``lr`` is read in this cycle
+                    m.next = "LOAD"
+            with m.State("LOAD"):
+                m.d.sync += [self.length.eq(lrd.data), rcount.eq(0)]
+                m.next = "SEND"
             with m.State("SEND"):
                 m.d.comb += rd.en.eq(~valid | self.o.ready)
                 with m.If(rd.en):
-                    with m.If(count != self.length):
+                    with m.If(rcount != self.length):
                         m.d.sync += [
-                            count.eq(count_next),
+                            rp.eq(rp + 1),
+                            rcount.eq(rcount + 1),
                             valid.eq(1),
-                            last.eq(count_next == self.length),
+                            last.eq(rcount + 1 == self.length),
                         ]
                     with m.Else():
-                        m.d.sync += [valid.eq(0), count.eq(0)]
-                        m.next = "RECV"
+                        m.d.sync += [valid.eq(0), lr.eq(lr + 1)]
+                        m.next = "IDLE"
         return m
 
 

@@ -18,21 +18,20 @@ from amaranth.lib.wiring import In, Out
 from ..errors import ConfigError
 from ..protocol import (
     ADDR_BITS,
+    CHANNEL_BITS,
     EVENT_BITS,
-    EVENT_BYTES,
-    EVENTS_REPLY,
     HEADER_BYTES,
     IDENT_HEADER_WORDS,
     LINK_COUNTERS,
     MAX_FRAME,
     MAX_READ_WORDS,
-    MAX_SPIKES,
+    MAX_REPLY_ITEMS,
     MAX_WRITE_WORDS,
     READ_REQUEST,
+    REPLY_MARK,
     REPLY_OVERHEAD,
-    SPIKE_FRAME_HEADER,
-    STEP_FINAL,
-    STEP_REQUEST,
+    RUN_COMMAND,
+    RUN_STEP_AFTER,
     WORD_BYTES,
     WRITE_HEADER,
     Op,
@@ -40,7 +39,7 @@ from ..protocol import (
     identify_words,
 )
 from .bus import MemBusSignature
-from .framing import FrameReceiver, FrameSender, TxByte
+from .framing import FrameReceiver, FrameSender, RxByte, TxByte
 from .skid import StreamRegister
 from .util import refusing_unused
 
@@ -53,24 +52,28 @@ assert MAX_READ_WORDS < 1 << 7 and MAX_WRITE_WORDS < 1 << 7  # the range checks 
 _WORD_BITS = 8 * WORD_BYTES
 _WORD_SHIFT = WORD_BYTES.bit_length() - 1
 assert WORD_BYTES == 1 << _WORD_SHIFT
-# a request's address (WRITE, READ) shifts into ``addr_hi, addr`` from byte 0; READ's count and
-# STEP's timesteps into ``count`` from byte ``_COUNT_AT`` (``pidx[2]``)
+# a request's address (WRITE, READ) shifts into ``addr_hi, addr`` from byte 0; READ's count into
+# ``count`` from byte ``_COUNT_AT`` (``pidx[2]``)
 _COUNT_AT = READ_REQUEST.offset("count")
 assert WRITE_HEADER.offset("addr") == READ_REQUEST.offset("addr") == 0
 assert WRITE_HEADER.bits("addr") == READ_REQUEST.bits("addr") == _WORD_BITS
-assert _COUNT_AT == 4 and READ_REQUEST.size == _COUNT_AT + STEP_REQUEST.size
-assert READ_REQUEST.bits("count") == STEP_REQUEST.bits("steps")
+assert _COUNT_AT == 4 and READ_REQUEST.size == _COUNT_AT + 2
 # a WRITE body is op, seq, address, then whole words (``blen >> _WORD_SHIFT`` counts them)
 assert (HEADER_BYTES + WRITE_HEADER.size) // WORD_BYTES == 1
-# ``Cat(sidx, total)`` is the final STEP reply; its first field is also the EVENTS reply (events
-# taken) and the header of a spike frame (step index)
-assert STEP_FINAL.names == ("steps", "spikes") and STEP_FINAL.offset("spikes") == EVENTS_REPLY.size
-assert EVENTS_REPLY.size == SPIKE_FRAME_HEADER.size
-# an event comes in and a spike goes out in two bytes (``~blen[0]``, ``SP_LO``, ``SP_HI``)
-assert EVENT_BYTES == 2 and HEADER_BYTES % EVENT_BYTES == 0
+# a RUN item comes in (into ``word[16:]``) and goes out (from ``word[:16]``) in two bytes; its
+# two top bits say what it is
+assert EVENT_BITS == 16 and HEADER_BYTES % 2 == 0
+assert RUN_STEP_AFTER == 1 << 15 and RUN_COMMAND == 1 << 14 and CHANNEL_BITS == 14
+assert REPLY_MARK == 1 << 15
+# the ops are told apart by their low three bits; RESET_STATE and RUN share the state reset
+# (``op[0]`` says which); READ and WRITE the range check (``op[0]``)
+assert Op.RESET_STATE.value == 4 and Op.RUN.value == 5 and Op.WRITE.value == 2
+assert Op.READ.value == 3
 
 # What follows ``op, seq`` in a reply, before the status byte.
-_BODY_NONE, _BODY_WORDS, _BODY_READ, _BODY_BYTES = range(4)
+_BODY_NONE, _BODY_WORDS, _BODY_READ, _BODY_RUN = range(4)
+#: Most timesteps one reply mark counts (``REPLY_MARK | k``).
+_MAX_MARK = REPLY_MARK - 1
 
 
 class Link(wiring.Component):
@@ -89,11 +92,15 @@ class Link(wiring.Component):
     step_timeout : int or None
         Abort a STEP with ``STEP_TIMEOUT`` if the core neither sends a spike nor finishes the
         timestep for this many cycles; None waits forever.
+    rx_window : int
+        Bytes of the receive ring (:class:`~spikeforge.hw.framing.FrameReceiver`), a power of
+        two >= ``MAX_FRAME``, reported by IDENTIFY: the host keeps the frames in flight within
+        it.
     fast : bool
-        For fast clocks: skid buffers in front of and behind the reply encoder, a request's
-        address range checked a clock before it is used (a few clocks more per reply; the
-        replies are the same), and the frame buffers and counters in LUT RAM
-        (``ram_style = "distributed"``).
+        For fast clocks: skid buffers in front of and behind the reply encoder and behind the
+        receive ring, a request's address range checked a clock before it is used (a few
+        clocks more per reply; the replies are the same), and the reply buffer and counters in
+        LUT RAM (``ram_style = "distributed"``).
 
     Attributes
     ----------
@@ -106,21 +113,21 @@ class Link(wiring.Component):
     bus : Out(MemBusSignature())
         Master of the core's memory bus (WRITE, READ).
     events : Out(stream.Signature(EVENT_BITS))
-        Input events of the current timestep (EVENTS), pushed only after the whole frame passed
-        its CRC and length checks.
+        Input events of the next timestep (RUN), pushed only after the whole frame passed its
+        CRC and length checks.
     step : Out(1)
-        One-cycle pulse: run one timestep (STEP).  Sent only while ``busy`` is low.
+        One-cycle pulse: run one timestep (RUN).  Sent only while ``busy`` is low.
     done : In(1)
         Strobe from the core: the timestep is finished and its last spike was transferred.
     busy : In(1)
-        The core is working; STEP and RESET_STATE wait for it to be low before they pulse, and
-        RESET_STATE replies once it is low again (the core raises it in the cycle after
-        ``reset_state`` if resetting takes time).
+        The core is working; a timestep and a state reset wait for it to be low before they
+        pulse, and a state reset ends once it is low again (the core raises it in the cycle
+        after ``reset_state`` if resetting takes time).
     reset_state : Out(1)
-        One-cycle pulse: clear the neuron state (RESET_STATE).
+        One-cycle pulse: clear the neuron state (RESET_STATE, or a RUN reset item).
     spikes : In(stream.Signature(EVENT_BITS))
-        Output spikes of the running timestep (neuron addresses); taken only during a STEP and
-        stalled while a reply block is sent.
+        Output spikes of the running timestep (neuron addresses below ``2**15``); taken only
+        during a timestep of a RUN and stalled while a reply block is sent.
     core_status : In(data.ArrayLayout(32, n_core_status))
         Core counters, reported by STATUS.
     idle : Out(1)
@@ -136,6 +143,7 @@ class Link(wiring.Component):
         n_core_status=0,
         counter_bits=16,
         step_timeout=None,
+        rx_window=2 * MAX_FRAME,
         fast=False,
     ):
         # a refused configuration is not an unused elaboratable
@@ -164,6 +172,16 @@ class Link(wiring.Component):
                 raise ConfigError(
                     f"step_timeout={step_timeout!r} is out of range: allowed None or 1..2**32-1"
                 )
+            if (
+                not isinstance(rx_window, int)
+                or not MAX_FRAME <= rx_window <= 1 << 16
+                or rx_window & (rx_window - 1)
+            ):
+                raise ConfigError(
+                    f"rx_window={rx_window!r} is out of range: a power of two from "
+                    f"MAX_FRAME={MAX_FRAME} to 65536"
+                )
+        self.rx_window = rx_window
         self.clk_freq = clk_freq
         self.ident_words = ident_words
         self.n_core_status = n_core_status
@@ -191,16 +209,24 @@ class Link(wiring.Component):
     @property
     def ident_block(self):
         """The u32 words of the IDENTIFY reply (``spikeforge.protocol.identify_words``)."""
-        return identify_words(self.clk_freq, self.ident_words)
+        return identify_words(self.clk_freq, self.ident_words, rx_window=self.rx_window)
 
     def elaborate(self, platform):
         m = Module()
         # the fast build keeps the small buffers in LUT RAM, next to their logic (on a device
-        # whose block RAMs are nearly all taken, the free ones can be far away)
+        # whose block RAMs are nearly all taken, the free ones can be far away); the receive
+        # ring is too large for that and gets a register behind its block RAM instead
         mem_attrs = {"ram_style": "distributed"} if self.fast else None
-        m.submodules.rxf = rxf = FrameReceiver(MAX_FRAME, mem_attrs=mem_attrs)
+        m.submodules.rxf = rxf = FrameReceiver(MAX_FRAME, window=self.rx_window)
         m.submodules.txf = txf = FrameSender(mem_attrs=mem_attrs)
         wiring.connect(m, wiring.flipped(self.rx), rxf.i)
+        rxo = rxf.o
+        rx_quiet = ~rxf.pending
+        if self.fast:
+            m.submodules.rx_reg = rx_reg = StreamRegister(RxByte)
+            wiring.connect(m, rxf.o, rx_reg.i)
+            rxo = rx_reg.o
+            rx_quiet &= ~rx_reg.o.valid
         tx_quiet = txf.idle
         if self.fast:
             # and one behind it: the UART's shift register loads from a flop, not the
@@ -211,7 +237,7 @@ class Link(wiring.Component):
             tx_quiet = txf.idle & ~tx_out.o.valid
         else:
             wiring.connect(m, txf.o, wiring.flipped(self.tx))
-        rxo, txi = rxf.o, txf.i
+        txi = txf.i
         if self.fast:
             # a skid buffer between the command engine and the frame encoder: no path from
             # the engine's state machine into the encoder's buffer write
@@ -262,7 +288,7 @@ class Link(wiring.Component):
             strobes["crc_errors"].eq(rxf.crc_error),
             strobes["oversize"].eq(rxf.oversize),
             strobes["framing_errors"].eq(self.rx_framing_error),
-            strobes["overruns"].eq(self.rx_overrun),
+            strobes["overruns"].eq(self.rx_overrun | rxf.overrun),
         ]
 
         # --- registers ----------------------------------------------------------------------
@@ -277,6 +303,8 @@ class Link(wiring.Component):
 
         pidx = Signal(range(READ_REQUEST.size + 1))
         plen_param = Signal(range(READ_REQUEST.size + 1))
+        # a WRITE / READ / IDENTIFY / STATUS word; a RUN item comes in to ``word[16:]`` and an
+        # item of its reply goes out from ``word[:16]``
         word = Signal(_WORD_BITS)
         bidx = Signal(2)  # byte of ``word``; 0 at DISPATCH and when a word starts
         n_status = n_ctr + 1 + self.n_core_status
@@ -286,16 +314,15 @@ class Link(wiring.Component):
         use_status = Signal()
         addr = Signal(ADDR_BITS)
         addr_hi = Signal(READ_REQUEST.bits("addr") - ADDR_BITS)  # must be 0
-        count = Signal(READ_REQUEST.bits("count"))  # READ: words left; STEP: timesteps asked
-        outn = Signal(range(STEP_FINAL.size + 1))
-        oidx = Signal(range(STEP_FINAL.size + 1))
+        # READ: words left; RUN: timesteps left of the item being executed
+        count = Signal(max(READ_REQUEST.bits("count"), CHANNEL_BITS))
 
-        sidx = Signal(STEP_FINAL.bits("steps"))
-        total = Signal(STEP_FINAL.bits("spikes"))
-        chunk = Signal(range(MAX_SPIKES + 1))
+        chunk = Signal(range(MAX_REPLY_ITEMS + 1))  # items in the reply frame being sent
+        marks = Signal(range(_MAX_MARK + 1))  # timesteps ended since the last reply mark
+        more = Signal()  # the reply frame being closed is not the last one (MORE)
+        in_step = Signal()  # an item is being sent from inside a timestep
         done_seen = Signal()
         aborted = Signal()
-        in_spikes = Signal()  # the reply being sent is a spike frame of a STEP
         timer = timer_load = None
         if self.step_timeout is not None:
             # counts down from step_timeout - 1: the timeout is when it wraps below 0
@@ -317,7 +344,8 @@ class Link(wiring.Component):
         m.d.comb += [
             self.bus.addr.eq(addr),
             self.bus.w_data.eq(word),
-            self.events.payload.eq(word[_WORD_BITS - EVENT_BITS :]),
+            # an input event: the item's channel bits
+            self.events.payload.eq(word[_WORD_BITS - EVENT_BITS :][:CHANNEL_BITS]),
         ]
         rx_byte = rxo.payload.data
         rx_last = rxo.payload.last
@@ -339,44 +367,37 @@ class Link(wiring.Component):
             m.d.sync += [pidx.eq(first), plen_param.eq(n)]
             m.next = "PARAM"
 
-        def duplicate():
-            return last_valid & (last_seq == seq)
-
         # the command engine's states, in groups; they share the registers above
         c = SimpleNamespace(
             m=m, aborted=aborted, addr=addr, addr_hi=addr_hi, bidx=bidx, blen=blen,
-            body=body, chunk=chunk, count=count, done_seen=done_seen,
-            duplicate=duplicate, emit=emit, fail=fail, ident_arr=ident_arr,
-            in_spikes=in_spikes, last_seq=last_seq, last_valid=last_valid,
-            n_ident=n_ident, n_status=n_status, nwords=nwords, oidx=oidx, op=op,
-            outn=outn, pend=pend, pidx=pidx, plen_param=plen_param, reply=reply,
-            rx_byte=rx_byte, rx_done=rx_done, rx_last=rx_last, rxf=rxf, rxo=rxo,
-            seq=seq, sidx=sidx, status=status, status_word=status_word,
-            strobes=strobes, svc_write=svc_write, take_params=take_params,
-            timer=timer, timer_load=timer_load, total=total, use_status=use_status,
-            widx=widx, word=word,
+            body=body, chunk=chunk, count=count, done_seen=done_seen, emit=emit, fail=fail,
+            ident_arr=ident_arr, in_step=in_step, last_seq=last_seq, last_valid=last_valid,
+            marks=marks, more=more, n_ident=n_ident, n_status=n_status, nwords=nwords, op=op,
+            pend=pend, pidx=pidx, plen_param=plen_param, reply=reply, rx_byte=rx_byte,
+            rx_done=rx_done, rx_last=rx_last, rxf=rxf, rxo=rxo, seq=seq, status=status,
+            status_word=status_word, strobes=strobes, svc_write=svc_write,
+            take_params=take_params, timer=timer, timer_load=timer_load,
+            use_status=use_status, widx=widx, word=word,
         )
         with m.FSM() as fsm:
-            m.d.comb += self.idle.eq(fsm.ongoing("HEADER") & ~rxf.pending & tx_quiet)
+            m.d.comb += self.idle.eq(fsm.ongoing("HEADER") & rx_quiet & tx_quiet)
             self._request_states(c)
             self._write_states(c)
-            self._step_states(c)
+            self._run_states(c)
             self._reply_states(c)
         return m
 
     def _request_states(self, c):
         """HEADER, DISPATCH, DRAIN, PARAM, RANGE, EXEC: a request's header, checks and fields."""
         (
-            m, aborted, addr, addr_hi, bidx, blen, count, duplicate, fail, last_seq,
-            last_valid, n_ident, n_status, nwords, oidx, op, outn, pidx, plen_param,
-            reply, rx_byte, rx_done, rx_last, rxf, rxo, seq, sidx, status, strobes,
-            take_params, total, use_status, widx,
+            m, addr, addr_hi, bidx, blen, chunk, count, fail, last_seq, last_valid, marks,
+            more, aborted, n_ident, n_status, nwords, op, pidx, plen_param, reply, rx_byte,
+            rx_done, rx_last, rxf, rxo, seq, status, strobes, take_params, use_status, widx,
         ) = attrgetter(
-            "m", "aborted", "addr", "addr_hi", "bidx", "blen", "count", "duplicate",
-            "fail", "last_seq", "last_valid", "n_ident", "n_status", "nwords", "oidx",
-            "op", "outn", "pidx", "plen_param", "reply", "rx_byte", "rx_done",
-            "rx_last", "rxf", "rxo", "seq", "sidx", "status", "strobes", "take_params",
-            "total", "use_status", "widx",
+            "m", "addr", "addr_hi", "bidx", "blen", "chunk", "count", "fail", "last_seq",
+            "last_valid", "marks", "more", "aborted", "n_ident", "n_status", "nwords", "op",
+            "pidx", "plen_param", "reply", "rx_byte", "rx_done", "rx_last", "rxf", "rxo", "seq",
+            "status", "strobes", "take_params", "use_status", "widx",
         )(c)
         with m.State("HEADER"):
             # op, seq shift in (bidx is 0 here)
@@ -395,7 +416,7 @@ class Link(wiring.Component):
         with m.State("DISPATCH"):
             # checks in the reference's order: opcode, payload length (on the body length,
             # payload + 2), sequence number
-            known = (op[3:] == 0) & (op[:3] != 0)
+            known = (op[3:] == 0) & (op[:3] != 0) & (op[:3] != 6)
             len_ok = Signal()
             # (the lengths of ``spikeforge.protocol.payload_length_ok``)
             with m.Switch(op[:3]):
@@ -407,22 +428,24 @@ class Link(wiring.Component):
                     )
                 with m.Case(Op.READ.value):
                     m.d.comb += len_ok.eq(blen == HEADER_BYTES + READ_REQUEST.size)
-                with m.Case(Op.EVENTS.value):
-                    m.d.comb += len_ok.eq(~blen[0])  # whole events after op, seq
-                with m.Case(Op.STEP.value):
-                    m.d.comb += len_ok.eq(blen == HEADER_BYTES + STEP_REQUEST.size)
+                with m.Case(Op.RUN.value):
+                    m.d.comb += len_ok.eq(~blen[0])  # whole items after op, seq
                 with m.Default():  # IDENTIFY, RESET_STATE, STATUS
                     m.d.comb += len_ok.eq(blen == HEADER_BYTES)
-            seq_op = (op == Op.RESET_STATE) | (op == Op.EVENTS) | (op == Op.STEP)
+            # RESET_STATE and RUN are not executed twice; a RUN must follow the last request
+            seq_op = op[2] & ~op[1]
+            duplicate = last_valid & (last_seq == seq)
+            in_order = ~last_valid | (seq == (last_seq + 1)[:8])
             with m.If(~known):
                 fail(Status.UNKNOWN_OP, "unknown_op")
             with m.Elif(~len_ok):
                 fail(Status.BAD_LENGTH)
-            with m.Elif(seq_op & duplicate()):
+            with m.Elif(seq_op & duplicate):
                 fail(Status.DUPLICATE, "duplicates")
+            with m.Elif(seq_op & op[0] & ~in_order):
+                fail(Status.OUT_OF_ORDER, "out_of_order")
             with m.Else():
-                with m.If(seq_op):
-                    m.d.sync += [last_seq.eq(seq), last_valid.eq(1)]
+                m.d.sync += [last_seq.eq(seq), last_valid.eq(1)]
                 with m.Switch(op[:3]):
                     with m.Case(Op.IDENTIFY.value):
                         m.d.sync += [
@@ -441,14 +464,9 @@ class Link(wiring.Component):
                         take_params(0, READ_REQUEST.size)
                     with m.Case(Op.RESET_STATE.value):
                         m.next = "RS_WAIT"
-                    with m.Case(Op.EVENTS.value):
-                        m.d.sync += [sidx.eq(0), outn.eq(EVENTS_REPLY.size), oidx.eq(0)]
-                        with m.If(rx_done):
-                            reply(_BODY_BYTES)
-                        with m.Else():
-                            m.next = "WR_BYTE"
-                    with m.Default():  # STEP
-                        take_params(_COUNT_AT, _COUNT_AT + STEP_REQUEST.size)
+                    with m.Default():  # RUN: the reply's header first, then the items
+                        m.d.sync += [marks.eq(0), chunk.eq(0), more.eq(0), aborted.eq(0)]
+                        reply(_BODY_RUN)
 
         with m.State("DRAIN"):
             with m.If(rx_done):
@@ -460,7 +478,7 @@ class Link(wiring.Component):
 
         # --- request fields ---------------------------------------------------------------
         # bytes 0..3 (u32 address) shift into ``addr_hi, addr``, bytes 4, 5 (u16) into
-        # ``count``; STEP's u16 starts at byte 4.
+        # ``count``
         with m.State("PARAM"):
             with m.If(pidx == plen_param):
                 m.next = "RANGE" if self.fast else "EXEC"
@@ -469,7 +487,7 @@ class Link(wiring.Component):
                 with m.If(rxo.valid):
                     m.d.sync += [pidx.eq(pidx + 1), rx_done.eq(rx_last)]
                     with m.If(pidx[2]):
-                        m.d.sync += count.eq(Cat(count[8:], rx_byte))
+                        m.d.sync += count.eq(Cat(count[8:16], rx_byte))
                     with m.Else():
                         m.d.sync += Cat(addr, addr_hi).eq(Cat(addr[8:], addr_hi, rx_byte))
         # WRITE (op[0] == 0): words blen // 4 - 1; READ: ``count`` words
@@ -485,34 +503,27 @@ class Link(wiring.Component):
                 m.next = "EXEC"
             range_bad = range_bad_q
         with m.State("EXEC"):
-            with m.Switch(op):
-                with m.Case(Op.WRITE):
-                    with m.If(range_bad):
-                        fail(Status.BAD_ARG)
-                    with m.Else():
-                        m.d.sync += status.eq(Status.OK)
-                        m.next = "WR_BYTE"
-                with m.Case(Op.READ):
-                    with m.If(range_bad | (count > MAX_READ_WORDS)):
-                        m.d.comb += strobes["bad_length"].eq(1)
-                        reply(_BODY_NONE, Status.BAD_ARG)
-                    with m.Else():
-                        reply(_BODY_READ)
-                with m.Default():  # STEP: u16 n in ``count``
-                    m.d.sync += [sidx.eq(0), total.eq(0), aborted.eq(0)]
-                    m.next = "ST_CHECK"
-
+            with m.If(is_read):
+                with m.If(range_bad | (count > MAX_READ_WORDS)):
+                    m.d.comb += strobes["bad_length"].eq(1)
+                    reply(_BODY_NONE, Status.BAD_ARG)
+                with m.Else():
+                    reply(_BODY_READ)
+            with m.Else():  # WRITE
+                with m.If(range_bad):
+                    fail(Status.BAD_ARG)
+                with m.Else():
+                    m.d.sync += status.eq(Status.OK)
+                    m.next = "WR_BYTE"
 
     def _write_states(self, c):
-        """WR_BYTE, WR_BUS, RS_*, EV_PUSH: WRITE, RESET_STATE and EVENTS."""
-        (
-            m, addr, bidx, body, op, reply, rx_byte, rx_done, rx_last, rxo, sidx,
-            status, strobes, word,
-        ) = attrgetter(
-            "m", "addr", "bidx", "body", "op", "reply", "rx_byte", "rx_done", "rx_last",
-            "rxo", "sidx", "status", "strobes", "word",
+        """WR_BYTE, WR_BUS, RS_*: WRITE and the state reset (RESET_STATE, a RUN reset item)."""
+        (m, addr, bidx, body, op, reply, rx_byte, rx_done, rx_last, rxo, status, strobes,
+         word) = attrgetter(
+            "m", "addr", "bidx", "body", "op", "reply", "rx_byte", "rx_done", "rx_last", "rxo",
+            "status", "strobes", "word",
         )(c)
-        # --- WRITE and EVENTS ---------------------------------------------------------------
+        # --- WRITE ----------------------------------------------------------------------------
         with m.State("WR_BYTE"):
             m.d.comb += rxo.ready.eq(1)
             with m.If(rxo.valid):
@@ -521,11 +532,7 @@ class Link(wiring.Component):
                     bidx.eq(bidx + 1),
                     rx_done.eq(rx_last),
                 ]
-                with m.If(op[2]):  # EVENTS: an event is two bytes
-                    with m.If(bidx[0]):
-                        m.d.sync += self.events.valid.eq(1)
-                        m.next = "EV_PUSH"
-                with m.Elif(bidx == 3):
+                with m.If(bidx == 3):
                     m.next = "WR_BUS"
         with m.State("WR_BUS"):
             m.d.comb += self.bus.w_en.eq(1)
@@ -540,7 +547,7 @@ class Link(wiring.Component):
                 with m.Else():
                     m.next = "WR_BYTE"
 
-        # --- RESET_STATE ------------------------------------------------------------------
+        # --- state reset ------------------------------------------------------------------
         with m.State("RS_WAIT"):
             with m.If(~self.busy):
                 m.d.comb += self.reset_state.eq(1)
@@ -549,35 +556,80 @@ class Link(wiring.Component):
             m.next = "RS_DONE"
         with m.State("RS_DONE"):
             with m.If(~self.busy):
-                reply(_BODY_NONE)
+                with m.If(op[0]):  # a RUN item: on with the next one
+                    m.next = "ST_CHECK"
+                with m.Else():
+                    reply(_BODY_NONE)
 
-        # --- EVENTS (the two bytes of each event shift into ``word`` in WR_BYTE) ------------
+    def _run_states(self, c):
+        """RUN_ITEM, RUN_DEC, EV_PUSH, ST_CHECK, ST_RUN, EMIT, E_LO, E_HI: a RUN request, its
+        items executed in order and its reply items (spikes, step marks) streamed in frames."""
+        (
+            m, aborted, bidx, chunk, count, done_seen, emit, in_step, marks, more, rx_byte,
+            rx_done, rx_last, rxo, status, strobes, timer, timer_load, word,
+        ) = attrgetter(
+            "m", "aborted", "bidx", "chunk", "count", "done_seen", "emit", "in_step", "marks",
+            "more", "rx_byte", "rx_done", "rx_last", "rxo", "status", "strobes", "timer",
+            "timer_load", "word",
+        )(c)
+        item = word[_WORD_BITS - EVENT_BITS :]
+
+        def send_mark():
+            # ``REPLY_MARK | marks``: the timesteps ended since the last mark
+            m.d.sync += [word[:16].eq(Cat(marks, C(1, 1))), marks.eq(0)]
+            m.next = "EMIT"
+
+        # --- the items ----------------------------------------------------------------------
+        with m.State("RUN_ITEM"):
+            with m.If(rx_done):
+                with m.If(marks != 0):
+                    m.d.sync += in_step.eq(0)
+                    send_mark()
+                with m.Else():
+                    m.next = "R_STATUS"
+            with m.Else():
+                m.d.comb += rxo.ready.eq(1)
+                with m.If(rxo.valid):
+                    m.d.sync += [
+                        word.eq(Cat(word[8:], rx_byte)),
+                        bidx.eq(bidx + 1),
+                        rx_done.eq(rx_last),
+                    ]
+                    # after a step timeout the rest of the request is read and skipped
+                    with m.If(bidx[0] & ~aborted):
+                        m.d.sync += bidx.eq(0)
+                        m.next = "RUN_DEC"
+        with m.State("RUN_DEC"):
+            m.d.sync += count.eq(item[15])  # an event: one timestep after it if flagged
+            with m.Switch(item[14:]):
+                with m.Case(0b01):  # RUN_COMMAND | k
+                    m.d.sync += count.eq(item[:CHANNEL_BITS])
+                    with m.If(item[:CHANNEL_BITS] == 0):
+                        m.next = "RS_WAIT"
+                    with m.Else():
+                        m.next = "ST_CHECK"
+                with m.Case(0b11):  # reserved: skipped, and the request says BAD_ARG
+                    m.d.comb += strobes["bad_length"].eq(1)
+                    m.d.sync += status.eq(Status.BAD_ARG)
+                    m.next = "RUN_ITEM"
+                with m.Default():  # an input event
+                    m.d.sync += self.events.valid.eq(1)
+                    m.next = "EV_PUSH"
         with m.State("EV_PUSH"):
             with m.If(self.events.ready):
-                m.d.sync += [self.events.valid.eq(0), sidx.eq(sidx + 1)]
-                with m.If(rx_done):
-                    reply(_BODY_BYTES)
-                with m.Else():
-                    m.next = "WR_BYTE"
+                m.d.sync += self.events.valid.eq(0)
+                m.next = "ST_CHECK"
 
-
-    def _step_states(self, c):
-        """ST_CHECK, ST_RUN, SP_LO, SP_HI: STEP, its spikes streamed in frames."""
-        (
-            m, aborted, chunk, count, done_seen, emit, in_spikes, oidx, outn, reply,
-            sidx, strobes, timer, timer_load, total,
-        ) = attrgetter(
-            "m", "aborted", "chunk", "count", "done_seen", "emit", "in_spikes", "oidx",
-            "outn", "reply", "sidx", "strobes", "timer", "timer_load", "total",
-        )(c)
-        # --- STEP -------------------------------------------------------------------------
+        # --- timesteps ----------------------------------------------------------------------
         with m.State("ST_CHECK"):
-            with m.If(aborted | (sidx == count)):
-                m.d.sync += [outn.eq(STEP_FINAL.size), oidx.eq(0), in_spikes.eq(0)]
-                reply(_BODY_BYTES, Mux(aborted, Status.STEP_TIMEOUT, Status.OK))
+            with m.If(count == 0):
+                m.next = "RUN_ITEM"
+            with m.Elif(marks == _MAX_MARK):
+                m.d.sync += in_step.eq(0)
+                send_mark()
             with m.Elif(~self.busy):
                 m.d.comb += self.step.eq(1)
-                m.d.sync += [done_seen.eq(0), chunk.eq(0)]
+                m.d.sync += [done_seen.eq(0), in_step.eq(1)]
                 if self.step_timeout is not None:
                     m.d.sync += timer.eq(timer_load)
                 m.next = "ST_RUN"
@@ -587,48 +639,53 @@ class Link(wiring.Component):
             with m.If(self.spikes.valid):
                 if self.step_timeout is not None:
                     m.d.sync += timer.eq(timer_load)
-                with m.If(chunk == 0):
-                    # a spike frame: op, seq, u16 step index, spikes..., MORE
-                    m.d.sync += [in_spikes.eq(1), outn.eq(SPIKE_FRAME_HEADER.size), oidx.eq(0)]
-                    reply(_BODY_BYTES, Status.MORE)
+                with m.If(marks != 0):
+                    send_mark()  # the spike waits for it
                 with m.Else():
-                    m.next = "SP_LO"
-            with m.Elif(done_seen | aborted):
-                with m.If(chunk != 0):
-                    m.next = "R_STATUS"
-                with m.Elif(aborted):
-                    m.next = "ST_CHECK"
-                with m.Else():
-                    m.d.sync += sidx.eq(sidx + 1)
-                    m.next = "ST_CHECK"
+                    m.d.comb += self.spikes.ready.eq(1)
+                    m.d.sync += word[:16].eq(self.spikes.payload)
+                    m.next = "EMIT"
+            with m.Elif(done_seen):
+                m.d.sync += [marks.eq(marks + 1), count.eq(count - 1), in_step.eq(0)]
+                m.next = "ST_CHECK"
             if self.step_timeout is not None:
                 with m.Elif(timer[-1]):
                     m.d.comb += strobes["step_timeouts"].eq(1)
-                    m.d.sync += aborted.eq(1)
-        with m.State("SP_LO"):
-            with m.If(emit(self.spikes.payload[:8])):
-                m.next = "SP_HI"
-        with m.State("SP_HI"):
-            with m.If(emit(self.spikes.payload[8:])):
-                m.d.comb += self.spikes.ready.eq(1)
-                m.d.sync += [chunk.eq(chunk + 1), total.eq(total + 1)]
-                with m.If(chunk == MAX_SPIKES - 1):
-                    m.next = "R_STATUS"
-                with m.Else():
-                    m.next = "ST_RUN"
+                    m.d.sync += [
+                        aborted.eq(1),
+                        status.eq(Status.STEP_TIMEOUT),
+                        count.eq(0),
+                        in_step.eq(0),
+                    ]
+                    m.next = "RUN_ITEM"
 
+        # --- reply items ----------------------------------------------------------------------
+        with m.State("EMIT"):
+            with m.If(chunk == MAX_REPLY_ITEMS):
+                m.d.sync += more.eq(1)  # close this frame (MORE); a new one follows
+                m.next = "R_STATUS"
+            with m.Else():
+                m.next = "E_LO"
+        with m.State("E_LO"):
+            with m.If(emit(word[:8])):
+                m.next = "E_HI"
+        with m.State("E_HI"):
+            with m.If(emit(word[8:16])):
+                m.d.sync += chunk.eq(chunk + 1)
+                with m.If(in_step):
+                    m.next = "ST_RUN"
+                with m.Else():
+                    m.next = "ST_CHECK"
 
     def _reply_states(self, c):
-        """R_*, RD_*: the reply (header, words, bytes, READ data, status)."""
+        """R_*, RD_*: the reply (header, words, READ data, RUN items, status)."""
         (
-            m, addr, bidx, body, chunk, count, emit, ident_arr, in_spikes, nwords, oidx,
-            op, outn, pend, rx_byte, seq, sidx, status, status_word, strobes, svc_write,
-            total, use_status, widx, word,
+            m, addr, bidx, body, chunk, count, emit, ident_arr, more, nwords, op, pend,
+            rx_byte, seq, status, status_word, strobes, svc_write, use_status, widx, word,
         ) = attrgetter(
-            "m", "addr", "bidx", "body", "chunk", "count", "emit", "ident_arr",
-            "in_spikes", "nwords", "oidx", "op", "outn", "pend", "rx_byte", "seq",
-            "sidx", "status", "status_word", "strobes", "svc_write", "total",
-            "use_status", "widx", "word",
+            "m", "addr", "bidx", "body", "chunk", "count", "emit", "ident_arr", "more",
+            "nwords", "op", "pend", "rx_byte", "seq", "status", "status_word", "strobes",
+            "svc_write", "use_status", "widx", "word",
         )(c)
         # --- reply --------------------------------------------------------------------
         with m.State("R_OP"):
@@ -643,8 +700,14 @@ class Link(wiring.Component):
                         m.next = "R_WORDS"
                     with m.Case(_BODY_READ):
                         m.next = "RD_REQ"
-                    with m.Case(_BODY_BYTES):
-                        m.next = "R_BYTES"
+                    with m.Case(_BODY_RUN):
+                        # a RUN reply goes on with its items (after a MORE frame, with the
+                        # item that did not fit)
+                        m.d.sync += [more.eq(0), chunk.eq(0)]
+                        with m.If(more):
+                            m.next = "EMIT"
+                        with m.Else():
+                            m.next = "RUN_ITEM"
         with m.State("R_WORDS"):
             # ``ctr_rd.addr`` is ``widx`` unless a counter update starts: STATUS waits
             # until every counted event is in the RAM.
@@ -658,21 +721,12 @@ class Link(wiring.Component):
                 widx.eq(widx + 1),
             ]
             m.next = "RD_BYTES"
-        with m.State("R_BYTES"):
-            with m.If(oidx == outn):
-                with m.If(in_spikes):
-                    m.next = "SP_LO"
-                with m.Else():
-                    m.next = "R_STATUS"
-            with m.Else():
-                with m.If(emit(Cat(sidx, total).word_select(oidx, 8))):
-                    m.d.sync += oidx.eq(oidx + 1)
         with m.State("RD_REQ"):
-            with m.If(count == 0):
+            with m.If(count[:7] == 0):
                 m.next = "R_STATUS"
             with m.Else():
                 m.d.comb += self.bus.r_en.eq(1)
-            with m.If((count != 0) & self.bus.ready):
+            with m.If((count[:7] != 0) & self.bus.ready):
                 with m.If(self.bus.error):
                     m.d.comb += strobes["bus_errors"].eq(1)
                     m.d.sync += status.eq(Status.BUS_ERROR)
@@ -696,13 +750,12 @@ class Link(wiring.Component):
                     with m.Else():
                         m.next = "RD_REQ"
         with m.State("R_STATUS"):
-            with m.If(emit(status)):
+            with m.If(emit(Mux(more, Status.MORE, status))):
                 m.next = "R_END"
         with m.State("R_END"):
             with m.If(emit(0, end=True)):
-                with m.If(in_spikes):
-                    m.d.sync += chunk.eq(0)
-                    m.next = "ST_RUN"
+                with m.If(more):
+                    m.next = "R_OP"  # the next frame of a long RUN reply
                 with m.Else():
                     m.d.sync += bidx.eq(0)
                     m.next = "HEADER"

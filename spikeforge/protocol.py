@@ -10,6 +10,7 @@ CRC is appended most significant byte first, so that the CRC of a whole good fra
 
 from __future__ import annotations
 
+import binascii
 import struct
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -30,9 +31,15 @@ __all__ = [
     "MAX_REPLY_PAYLOAD",
     "MAX_WRITE_WORDS",
     "MAX_READ_WORDS",
-    "MAX_EVENTS",
-    "MAX_SPIKES",
-    "MAX_STEPS",
+    "MAX_RUN_ITEMS",
+    "MAX_REPLY_ITEMS",
+    "MAX_RUN_STEPS",
+    "CHANNEL_BITS",
+    "NEURON_BITS",
+    "RUN_STEP_AFTER",
+    "RUN_COMMAND",
+    "RUN_RESET",
+    "REPLY_MARK",
     "ADDR_BITS",
     "WORD_BYTES",
     "EVENT_BITS",
@@ -46,10 +53,6 @@ __all__ = [
     "IDENT_HEADER_WORDS",
     "WRITE_HEADER",
     "READ_REQUEST",
-    "EVENTS_REPLY",
-    "STEP_REQUEST",
-    "SPIKE_FRAME_HEADER",
-    "STEP_FINAL",
     "PAYLOADS",
     "PayloadError",
     "Identity",
@@ -63,16 +66,12 @@ __all__ = [
     "decode_read",
     "encode_words",
     "decode_words",
-    "encode_events",
-    "decode_events",
-    "encode_events_reply",
-    "decode_events_reply",
-    "encode_step",
-    "decode_step",
-    "encode_spike_frame",
-    "decode_spike_frame",
-    "encode_step_final",
-    "decode_step_final",
+    "encode_items",
+    "decode_items",
+    "run_items",
+    "RunReply",
+    "decode_run_reply",
+    "RunDecoder",
     "encode_status",
     "decode_status",
     "CRC_INIT",
@@ -88,15 +87,16 @@ __all__ = [
     "reply",
     "encoded_size",
     "events_efficiency",
+    "frame_bytes",
     "describe",
 ]
 
 #: Version of this protocol; IDENTIFY returns it and the host refuses any other.
-PROTOCOL_VERSION = 1
+PROTOCOL_VERSION = 2
 #: First word of the IDENTIFY reply ("SPKF" as a little-endian u32: bytes ``S P K F``).
 MAGIC = 0x464B5053
 #: Largest decoded frame (header, payload, status and CRC) either side may send, in bytes.
-#: 512 bytes is one iCE40 block RAM (4 kbit) for the gateware receive buffer.
+#: The gateware's receive buffer holds several (its size, the *receive window*, is in IDENTIFY).
 MAX_FRAME = 512
 #: ``op`` and ``seq``.
 HEADER_BYTES = 2
@@ -112,12 +112,29 @@ MAX_REPLY_PAYLOAD = MAX_FRAME - REPLY_OVERHEAD
 ADDR_BITS = 28
 #: Bytes of a memory word on the wire (WRITE, READ, IDENTIFY, STATUS): u32.
 WORD_BYTES = 4
-#: Width of an event or spike address: an input channel in EVENTS, a neuron in a STEP spike
-#: frame, and the gateware's ``events`` / ``spikes`` streams (``spikeforge.hw.image.EVENT_BITS``
-#: is this).
+#: Width of an item of a RUN request or reply on the wire (an input event, a step command, a
+#: spike, a step mark), and of the gateware's ``events`` / ``spikes`` streams
+#: (``spikeforge.hw.image.EVENT_BITS`` is this).
 EVENT_BITS = 16
-#: Bytes of an event or spike address on the wire.
+#: Bytes of an item on the wire.
 EVENT_BYTES = EVENT_BITS // 8
+#: Width of an input channel in a RUN request item (channels 0 .. 2**14 - 1).
+CHANNEL_BITS = 14
+#: Width of a neuron address in a RUN reply item (neurons 0 .. 2**15 - 1).
+NEURON_BITS = 15
+#: RUN request item flag: an input event (channel in the low ``CHANNEL_BITS``) after which one
+#: timestep runs (the last event of its timestep).
+RUN_STEP_AFTER = 0x8000
+#: RUN request item flag: a command, ``RUN_COMMAND | k``: run ``k`` timesteps (1 <= k <=
+#: ``MAX_RUN_STEPS``), or, with ``k = 0`` (:data:`RUN_RESET`), clear the neuron state.
+RUN_COMMAND = 0x4000
+#: RUN request item: clear the neuron state (as RESET_STATE).
+RUN_RESET = RUN_COMMAND
+#: Most timesteps one RUN command item runs.
+MAX_RUN_STEPS = (1 << CHANNEL_BITS) - 1
+#: RUN reply item flag: ``REPLY_MARK | k``: ``k`` timesteps (1 <= k < 2**15) ended since the
+#: previous mark; any other item is a spike (a neuron address) of the current timestep.
+REPLY_MARK = 0x8000
 #: UART baud rate of the host link unless a board or the user says otherwise.
 DEFAULT_BAUD = 3_000_000
 
@@ -128,8 +145,9 @@ CRC_INIT = 0xFFFF
 class Op(enum.Enum, shape=8):
     """Request opcodes (the first byte of a request and of its replies)."""
 
-    #: -> u32 words: MAGIC, version | max_frame << 16, clock Hz, n, then n capability words.
-    #: Also forgets the last sequence number (a new host session starts after IDENTIFY).
+    #: -> u32 words: MAGIC, version | max_frame << 16, clock Hz, receive window (bytes), n,
+    #: then n capability words.  Also forgets the last sequence number (a new host session
+    #: starts after IDENTIFY).
     IDENTIFY = 0x01
     #: u32 addr, u32 words... -> (nothing).  Writes the words at addr, addr+1, ...
     WRITE = 0x02
@@ -137,11 +155,10 @@ class Op(enum.Enum, shape=8):
     READ = 0x03
     #: (nothing) -> (nothing).  Pulses ``reset_state``; waits until the core is not busy.
     RESET_STATE = 0x04
-    #: u16 addresses... -> u16 count.  Input events of the current timestep.
-    EVENTS = 0x05
-    #: u16 n -> spike frames (status MORE: u16 step index, u16 neuron addresses...) and a final
-    #: frame (u16 steps done, u32 spikes sent).
-    STEP = 0x06
+    #: u16 items... -> u16 items.  Input events, timesteps and state resets, executed in order;
+    #: the reply streams the spikes with step marks (frames with status MORE while it is
+    #: longer than ``MAX_REPLY_ITEMS``).  Several may be in flight (``docs/protocol.md``).
+    RUN = 0x05
     #: (nothing) -> u32 counters (``LINK_COUNTERS``) then the core's status words.
     STATUS = 0x07
 
@@ -151,10 +168,10 @@ class Status(enum.Enum, shape=8):
 
     #: Done.
     OK = 0x00
-    #: One of several reply frames of this request; more follow (STEP spike frames).
+    #: One of several reply frames of this request; more follow (a long RUN reply).
     MORE = 0x01
-    #: The request repeats the sequence number of the last executed EVENTS, STEP or RESET_STATE
-    #: request: it was executed before and was not executed again.
+    #: A RUN or RESET_STATE request repeats the sequence number of the last executed request:
+    #: it was executed before and was not executed again.
     DUPLICATE = 0x02
     #: The opcode is not one of ``Op``.
     UNKNOWN_OP = 0x10
@@ -164,21 +181,27 @@ class Status(enum.Enum, shape=8):
     BAD_ARG = 0x12
     #: The memory bus refused at least one access (the data of a refused read is 0).
     BUS_ERROR = 0x13
-    #: The core did not finish a timestep within the link's step timeout.
+    #: The core did not finish a timestep within the link's step timeout (the rest of the RUN
+    #: request was skipped).
     STEP_TIMEOUT = 0x14
+    #: A RUN request whose sequence number does not follow the last executed request's: a
+    #: request before it was lost.  Not executed.
+    OUT_OF_ORDER = 0x15
 
 
 #: The link's own counters, in the order STATUS returns them (each a u32 on the wire, saturating).
 LINK_COUNTERS = (
     ("crc_errors", "received frames dropped: CRC mismatch, malformed COBS or shorter than 4 bytes"),
     ("framing_errors", "UART bytes with a bad stop bit"),
-    ("overruns", "UART bytes lost because the link was busy (the host broke stop-and-wait)"),
+    ("overruns", "received frames dropped: the receive window was full (the host broke flow "
+     "control), or UART bytes lost"),
     ("oversize", f"received frames dropped: longer than MAX_FRAME={MAX_FRAME} bytes decoded"),
     ("unknown_op", "requests with an unknown opcode"),
     ("bad_length", "requests refused with BAD_LENGTH or BAD_ARG"),
     ("bus_errors", "memory bus accesses refused by the core"),
     ("duplicates", "requests answered with DUPLICATE"),
-    ("step_timeouts", "STEP requests aborted with STEP_TIMEOUT"),
+    ("step_timeouts", "RUN requests aborted with STEP_TIMEOUT"),
+    ("out_of_order", "RUN requests refused with OUT_OF_ORDER"),
     ("flags", "bit 0: the core is busy"),
 )
 
@@ -264,7 +287,7 @@ class Fields:
 #: ``version | max_frame << 16``, clock Hz, ``count``.
 IDENT_HEADER = Fields(
     "IDENTIFY reply, then `count` u32 capability words",
-    magic=4, version=2, max_frame=2, clk_hz=4, count=4,
+    magic=4, version=2, max_frame=2, clk_hz=4, rx_window=4, count=4,
 )
 #: IDENTIFY words before the capability words.
 IDENT_HEADER_WORDS = IDENT_HEADER.size // WORD_BYTES
@@ -272,25 +295,11 @@ IDENT_HEADER_WORDS = IDENT_HEADER.size // WORD_BYTES
 WRITE_HEADER = Fields("WRITE request, then the u32 words", addr=WORD_BYTES)
 #: READ request.
 READ_REQUEST = Fields("READ request", addr=WORD_BYTES, count=2)
-#: EVENTS reply: events taken.
-EVENTS_REPLY = Fields("EVENTS reply", count=2)
-#: STEP request: timesteps to run.
-STEP_REQUEST = Fields("STEP request", steps=2)
-#: STEP spike frame (status MORE), before the spike addresses.
-SPIKE_FRAME_HEADER = Fields(
-    f"STEP spike frame (MORE), then u{EVENT_BITS} neuron addresses", step=2
-)
-#: STEP final reply.
-STEP_FINAL = Fields("STEP final reply", steps=2, spikes=4)
 #: Every fixed layout, by name (``docs/protocol.md``).
 PAYLOADS = {
     "IDENT_HEADER": IDENT_HEADER,
     "WRITE_HEADER": WRITE_HEADER,
     "READ_REQUEST": READ_REQUEST,
-    "EVENTS_REPLY": EVENTS_REPLY,
-    "STEP_REQUEST": STEP_REQUEST,
-    "SPIKE_FRAME_HEADER": SPIKE_FRAME_HEADER,
-    "STEP_FINAL": STEP_FINAL,
 }
 
 assert READ_REQUEST.bits("addr") == WRITE_HEADER.bits("addr") >= ADDR_BITS
@@ -299,12 +308,10 @@ assert READ_REQUEST.bits("addr") == WRITE_HEADER.bits("addr") >= ADDR_BITS
 MAX_WRITE_WORDS = (MAX_REQUEST_PAYLOAD - WRITE_HEADER.size) // WORD_BYTES
 #: READ reply payload: the words.
 MAX_READ_WORDS = MAX_REPLY_PAYLOAD // WORD_BYTES
-#: EVENTS payload: input channel addresses.
-MAX_EVENTS = MAX_REQUEST_PAYLOAD // EVENT_BYTES
-#: STEP spike reply payload: step index then neuron addresses.
-MAX_SPIKES = (MAX_REPLY_PAYLOAD - SPIKE_FRAME_HEADER.size) // EVENT_BYTES
-#: STEP request: number of timesteps.
-MAX_STEPS = (1 << STEP_REQUEST.bits("steps")) - 1
+#: RUN request payload: items.
+MAX_RUN_ITEMS = MAX_REQUEST_PAYLOAD // EVENT_BYTES
+#: RUN reply frame payload: items.
+MAX_REPLY_ITEMS = MAX_REPLY_PAYLOAD // EVENT_BYTES
 
 
 def payload_length_ok(op: Op, n: int) -> bool:
@@ -314,10 +321,8 @@ def payload_length_ok(op: Op, n: int) -> bool:
         return n >= WRITE_HEADER.size + WORD_BYTES and (n - WRITE_HEADER.size) % WORD_BYTES == 0
     if op == Op.READ:
         return n == READ_REQUEST.size
-    if op == Op.EVENTS:
+    if op == Op.RUN:
         return n % EVENT_BYTES == 0
-    if op == Op.STEP:
-        return n == STEP_REQUEST.size
     return n == 0  # IDENTIFY, RESET_STATE, STATUS
 
 
@@ -328,19 +333,22 @@ class Identity:
     version: int
     max_frame: int
     clk_hz: int
+    rx_window: int
     words: tuple
 
 
-def encode_identify(clk_hz: int, caps=(), *, version: int = PROTOCOL_VERSION,
-                    max_frame: int = MAX_FRAME) -> bytes:
+def encode_identify(clk_hz: int, caps=(), *, rx_window: int = MAX_FRAME,
+                    version: int = PROTOCOL_VERSION, max_frame: int = MAX_FRAME) -> bytes:
     """IDENTIFY reply payload: :data:`IDENT_HEADER` then the capability words ``caps``."""
     caps = list(caps)
-    return IDENT_HEADER.pack(MAGIC, version, max_frame, clk_hz, len(caps)) + encode_words(caps)
+    return IDENT_HEADER.pack(
+        MAGIC, version, max_frame, clk_hz, rx_window, len(caps)
+    ) + encode_words(caps)
 
 
-def identify_words(clk_hz: int, caps=()) -> list[int]:
+def identify_words(clk_hz: int, caps=(), *, rx_window: int = MAX_FRAME) -> list[int]:
     """The IDENTIFY reply as u32 words (what the gateware sends, word by word)."""
-    return list(decode_words(encode_identify(clk_hz, caps)))
+    return list(decode_words(encode_identify(clk_hz, caps, rx_window=rx_window)))
 
 
 def decode_identify(payload: bytes) -> Identity:
@@ -348,9 +356,9 @@ def decode_identify(payload: bytes) -> Identity:
 
     Raises :class:`PayloadError` if it is not a spikeforge identity of this protocol version.
     """
-    if len(payload) < IDENT_HEADER.size or len(payload) % WORD_BYTES:
+    if len(payload) < 8:
         raise PayloadError(f"IDENTIFY reply of {len(payload)} bytes is not a spikeforge identity")
-    magic, version, max_frame, clk_hz, n = IDENT_HEADER.unpack_from(payload, "IDENTIFY reply")
+    magic, version = struct.unpack_from("<IH", payload)
     if magic != MAGIC:
         raise PayloadError(f"not a spikeforge device: magic 0x{magic:08x}, expected 0x{MAGIC:08x}")
     if version != PROTOCOL_VERSION:
@@ -358,10 +366,15 @@ def decode_identify(payload: bytes) -> Identity:
             f"device speaks protocol version {version}, this host library speaks "
             f"{PROTOCOL_VERSION}: rebuild the bitstream or install the matching spikeforge"
         )
+    if len(payload) < IDENT_HEADER.size or len(payload) % WORD_BYTES:
+        raise PayloadError(f"IDENTIFY reply of {len(payload)} bytes is not a spikeforge identity")
+    _, _, max_frame, clk_hz, rx_window, n = IDENT_HEADER.unpack_from(payload, "IDENTIFY reply")
     words = decode_words(payload[IDENT_HEADER.size :])
     if len(words) != n:
         raise PayloadError(f"IDENTIFY says {n} words but sent {len(words)}")
-    return Identity(version, max_frame, clk_hz, words)
+    if rx_window < max_frame:
+        raise PayloadError(f"IDENTIFY: receive window {rx_window} < MAX_FRAME {max_frame}")
+    return Identity(version, max_frame, clk_hz, rx_window, words)
 
 
 def encode_write(addr: int, words) -> bytes:
@@ -410,57 +423,100 @@ def decode_words(payload: bytes) -> tuple:
     return _unpack_array(_WORD_CODE, WORD_BYTES, payload, "u32 words")
 
 
-def encode_events(addresses: Iterable[int]) -> bytes:
-    """Event or spike addresses (EVENTS request, STEP spike frame after its header)."""
-    return _pack_array(_EVENT_CODE, addresses)
+def encode_items(items: Iterable[int]) -> bytes:
+    """u16 items of a RUN request or reply payload."""
+    return _pack_array(_EVENT_CODE, items)
 
 
-def decode_events(payload: bytes) -> tuple:
-    """The event or spike addresses of ``payload``."""
-    return _unpack_array(_EVENT_CODE, EVENT_BYTES, payload, f"u{EVENT_BITS} events")
+def decode_items(payload: bytes) -> tuple:
+    """The u16 items of a RUN request or reply payload."""
+    return _unpack_array(_EVENT_CODE, EVENT_BYTES, payload, f"u{EVENT_BITS} items")
 
 
-def encode_events_reply(count: int) -> bytes:
-    """EVENTS reply payload: the number of events taken."""
-    return EVENTS_REPLY.pack(count)
+def run_items(steps: Iterable[Iterable[int]], *, reset: bool = False) -> list[int]:
+    """RUN request items for one input sequence: per timestep, its input channels.
+
+    Each timestep with events is its events, the last one flagged :data:`RUN_STEP_AFTER`; runs
+    of timesteps without events become ``RUN_COMMAND | k`` items.  With ``reset``, the items
+    begin with :data:`RUN_RESET` (the sequence starts from the cleared state).
+
+    Raises ``ValueError`` for a channel outside ``0 .. 2**CHANNEL_BITS - 1``.
+    """
+    items = [RUN_RESET] if reset else []
+    empty = 0
+    limit = 1 << CHANNEL_BITS
+    for t, events in enumerate(steps):
+        events = [int(e) for e in events]
+        if not events:
+            empty += 1
+            if empty == MAX_RUN_STEPS:
+                items.append(RUN_COMMAND | empty)
+                empty = 0
+            continue
+        if empty:
+            items.append(RUN_COMMAND | empty)
+            empty = 0
+        for e in events:
+            if not 0 <= e < limit:
+                raise ValueError(
+                    f"input channel {e} at timestep {t} is out of range: allowed 0..{limit - 1}"
+                )
+        items += events
+        items[-1] |= RUN_STEP_AFTER
+    if empty:
+        items.append(RUN_COMMAND | empty)
+    return items
 
 
-def decode_events_reply(payload: bytes) -> int:
-    return EVENTS_REPLY.unpack(payload, "EVENTS reply")[0]
+@dataclass
+class RunReply:
+    """The decoded items of RUN replies: per timestep, its spikes (:func:`decode_run_reply`)."""
+
+    #: Spikes (neuron addresses) of each finished timestep, in order.
+    steps: list
+    #: Spikes of the timestep not yet ended by a mark.
+    open_step: list
 
 
-def encode_step(steps: int) -> bytes:
-    """STEP request payload."""
-    return STEP_REQUEST.pack(steps)
+def decode_run_reply(items: Iterable[int], state: RunReply | None = None) -> RunReply:
+    """Fold RUN reply items into per-timestep spike lists (continuing ``state`` if given)."""
+    state = RunReply([], []) if state is None else state
+    for it in items:
+        if it & REPLY_MARK:
+            k = it & ~REPLY_MARK
+            if k == 0:
+                raise PayloadError("RUN reply has a step mark of 0 timesteps")
+            state.steps.append(state.open_step)
+            state.steps.extend([] for _ in range(k - 1))
+            state.open_step = []
+        else:
+            state.open_step.append(it)
+    return state
 
 
-def decode_step(payload: bytes) -> int:
-    return STEP_REQUEST.unpack(payload, "STEP request")[0]
+class RunDecoder:
+    """Incremental :func:`decode_run_reply`: feed reply payloads, take finished timesteps."""
 
+    def __init__(self):
+        self._state = RunReply([], [])
+        #: Timesteps ended so far (taken or not).
+        self.steps_done = 0
 
-def encode_spike_frame(step: int, spikes) -> bytes:
-    """Payload of a STEP spike frame (status MORE): step index, then neuron addresses."""
-    return SPIKE_FRAME_HEADER.pack(step) + encode_events(spikes)
+    def feed(self, payload: bytes) -> None:
+        """Add the items of one reply frame's payload."""
+        before = len(self._state.steps)
+        decode_run_reply(decode_items(payload), self._state)
+        self.steps_done += len(self._state.steps) - before
 
+    def take(self) -> list:
+        """The finished timesteps' spike lists since the last call."""
+        out, self._state.steps = self._state.steps, []
+        return out
 
-def decode_spike_frame(payload: bytes) -> tuple[int, tuple]:
-    """``(step, spikes)`` of a STEP spike frame payload."""
-    if len(payload) < SPIKE_FRAME_HEADER.size or (len(payload) - SPIKE_FRAME_HEADER.size) % (
-        EVENT_BYTES
-    ):
-        raise PayloadError(f"STEP spike frame of {len(payload)} bytes is malformed")
-    (step,) = SPIKE_FRAME_HEADER.unpack_from(payload, "STEP spike frame")
-    return step, decode_events(payload[SPIKE_FRAME_HEADER.size :])
-
-
-def encode_step_final(steps: int, spikes: int) -> bytes:
-    """Payload of the final STEP reply: steps done, spikes sent (modulo 2**32)."""
-    return STEP_FINAL.pack(steps, spikes & 0xFFFFFFFF)
-
-
-def decode_step_final(payload: bytes) -> tuple[int, int]:
-    """``(steps, spikes)`` of the final STEP reply."""
-    return STEP_FINAL.unpack(payload, "STEP final reply")
+    @property
+    def dangling(self) -> int:
+        """Spikes received after the last step mark (0 at the end of a well-formed reply)."""
+        return len(self._state.open_step)
 
 
 def encode_status(counters: Mapping[str, int], busy: bool, core=()) -> bytes:
@@ -502,7 +558,14 @@ def crc16(data: bytes, crc: int = CRC_INIT) -> int:
     """CRC-16/CCITT-FALSE (poly 0x1021, init 0xFFFF, not reflected, no final xor).
 
     ``crc16(b"123456789") == 0x29B1``.  Over a frame with its CRC appended MSB first, it is 0.
+    Computed by the standard library's C ``binascii.crc_hqx`` (the same CRC);
+    :func:`crc16_table` is the table-driven reference it is tested against.
     """
+    return binascii.crc_hqx(data, crc)
+
+
+def crc16_table(data: bytes, crc: int = CRC_INIT) -> int:
+    """Table-driven pure-Python :func:`crc16` (the reference of the gateware's CRC tests)."""
     for b in data:
         crc = ((crc << 8) & 0xFFFF) ^ _CRC_TABLE[(crc >> 8) ^ b]
     return crc
@@ -661,11 +724,17 @@ def encoded_size(decoded_len: int) -> int:
 
 
 def events_efficiency(n_events: int) -> tuple[int, float]:
-    """Wire bytes of one EVENTS request with ``n_events`` events, and its payload efficiency."""
-    if not 0 < n_events <= MAX_EVENTS:
-        raise ValueError(f"n_events={n_events} is out of range: allowed 1..{MAX_EVENTS}")
+    """Wire bytes of one RUN request of ``n_events`` items, and its payload efficiency."""
+    if not 0 < n_events <= MAX_RUN_ITEMS:
+        raise ValueError(f"n_events={n_events} is out of range: allowed 1..{MAX_RUN_ITEMS}")
     wire = encoded_size(REQUEST_OVERHEAD + 2 * n_events)
     return wire, 2 * n_events / wire
+
+
+def frame_bytes(payload_len: int, reply: bool = False) -> int:
+    """Decoded bytes of a frame with ``payload_len`` payload bytes, CRC included: what it
+    occupies of the receive window."""
+    return payload_len + (REPLY_OVERHEAD if reply else REQUEST_OVERHEAD)
 
 
 def u16s(values) -> bytes:
@@ -689,14 +758,18 @@ def describe() -> str:
         "MAX_FRAME",
         "MAX_WRITE_WORDS",
         "MAX_READ_WORDS",
-        "MAX_EVENTS",
-        "MAX_SPIKES",
-        "MAX_STEPS",
+        "MAX_RUN_ITEMS",
+        "MAX_REPLY_ITEMS",
+        "MAX_RUN_STEPS",
+        "CHANNEL_BITS",
+        "NEURON_BITS",
         "ADDR_BITS",
         "EVENT_BITS",
         "DEFAULT_BAUD",
     ):
         lines.append(f"| `{name}` | {globals()[name]} |")
+    for name in ("RUN_STEP_AFTER", "RUN_COMMAND", "REPLY_MARK"):
+        lines.append(f"| `{name}` | 0x{globals()[name]:04X} |")
     lines.append(f"| `MAGIC` | 0x{MAGIC:08X} |")
     lines += ["", "| payload layout | fields (little-endian) | bytes | what |", "|---|---|---|---|"]
     for name, fields in PAYLOADS.items():

@@ -18,14 +18,17 @@ from spikeforge.host.device import (
     StepLostError,
 )
 from spikeforge.host.refdevice import RefCore, RefLink
+from spikeforge.host.transport import InProcessTransport
 from spikeforge.protocol import (
     ADDR_BITS,
-    MAX_EVENTS,
+    MAX_FRAME,
     MAX_READ_WORDS,
+    MAX_RUN_ITEMS,
     MAX_WRITE_WORDS,
     FrameDecoder,
     Op,
     Status,
+    frame_bytes,
 )
 
 
@@ -37,7 +40,7 @@ def make(tamper=None, **kwargs):
 
 def test_all_methods_against_reference():
     dev, core, _ = make()
-    assert dev.identity.version == 1
+    assert dev.identity.version == 2
     assert dev.identity.clk_hz == 12_000_000
     assert dev.identity.words == (3, 1, 4)
     words = [random.Random(2).randrange(1 << 32) for _ in range(3 * MAX_WRITE_WORDS + 5)]
@@ -47,7 +50,7 @@ def test_all_methods_against_reference():
     assert len(words) > MAX_READ_WORDS
     assert dev.write_mem(0, [-1]) == 1 and core.mem[0] == 0xFFFFFFFF
 
-    events = list(range(600))  # more than MAX_EVENTS: three EVENTS frames
+    events = list(range(600))  # more than MAX_RUN_ITEMS: three RUN frames
     assert dev.send_events(events) == 600
     spikes = dev.step(5)
     assert spikes[0] == core.spikes_for(0, events)  # 600 spikes: three spike frames
@@ -82,8 +85,10 @@ def test_bad_arguments_raise_before_sending():
     dev, _, link = make()
     with pytest.raises(ValueError, match="addr"):
         dev.write_mem((1 << ADDR_BITS) - 1, [1, 2])
-    with pytest.raises(ValueError, match="event address 70000"):
+    with pytest.raises(ValueError, match="input channel 70000 is out of range"):
         dev.send_events([1, 70000])
+    with pytest.raises(ValueError, match="input channel -1 at timestep 1"):
+        list(dev.run([[1], [-1]]))
     with pytest.raises(ValueError, match="does not fit 32 bits"):
         dev.write_mem(0, [1 << 32])
     with pytest.raises(ValueError, match="n="):
@@ -111,14 +116,24 @@ def flip_nth(direction_wanted, nth, predicate=lambda body: True):
     return tamper, state
 
 
-def test_corrupt_reply_is_retried_without_doubling_events():
-    tamper, _ = flip_nth("to_host", 1, lambda b: b[0] == Op.EVENTS.value)
+def test_corrupt_reset_reply_is_retried_without_resetting_twice():
+    tamper, _ = flip_nth("to_host", 1, lambda b: b[0] == Op.RESET_STATE.value)
     dev, core, link = make(tamper=tamper)
-    dev.send_events([1, 2, 3])
-    assert core.pending == [1, 2, 3]  # executed once: the retry was answered DUPLICATE
+    dev.reset_state()
+    assert core.resets == 1  # executed once: the retry was answered DUPLICATE
     assert dev.retried == 1
     assert dev.rx_errors == 1
     assert link.counters["duplicates"] == 1
+
+
+def test_corrupt_run_reply_raises_step_lost_and_runs_nothing_twice():
+    tamper, _ = flip_nth("to_host", 1, lambda b: b[0] == Op.RUN.value)
+    dev, core, link = make(tamper=tamper)
+    with pytest.raises(StepLostError, match="corrupt.*clear the state") as e:
+        list(dev.run([[1, 2, 3]]))
+    assert e.value.steps_done == 0
+    assert core.events_log == [[1, 2, 3]]  # executed once, not retried
+    assert link.counters["duplicates"] == 0
 
 
 def test_corrupt_request_is_retried():
@@ -130,34 +145,91 @@ def test_corrupt_request_is_retried():
     assert link.counters["crc_errors"] == 1
 
 
-def test_lost_step_reply_raises_step_lost():
-    tamper, _ = flip_nth("to_host", 1, lambda b: b[0] == Op.STEP.value)
-    dev, core, _ = make(tamper=tamper)
-    dev.send_events([7])
-    with pytest.raises(StepLostError, match="reset_state"):
-        dev.step(2)
-    assert core.t == 2  # the steps ran once; the host did not run them again
-    dev.reset_state()
-    dev.send_events([7])
-    assert dev.step(1) == [[21]]
+def test_lost_run_reply_raises_step_lost():
+    dev2, core2, _ = make(tamper=flip_nth("to_host", 1, lambda b: b[0] == Op.RUN.value)[0])
+    with pytest.raises(StepLostError, match="clear the state"):
+        dev2.step(2)
+    assert core2.t == 2  # the steps ran once; the host did not run them again
+    dev2.reset_state()
+    dev2.send_events([7])
+    assert dev2.step(1) == [[21]]
 
 
-def test_dropped_step_reply_is_not_rerun():
+def test_dropped_run_reply_is_not_rerun():
     state = {"dropped": False}
 
     def drop(direction, data):
         if direction == "to_host" and not state["dropped"]:
             if any(
-                isinstance(b, bytes) and b[0] == Op.STEP.value for b in FrameDecoder().feed(data)
+                isinstance(b, bytes) and b[0] == Op.RUN.value for b in FrameDecoder().feed(data)
             ):
                 state["dropped"] = True
                 return b""
         return data
 
     dev, core, _ = make(tamper=drop)
-    with pytest.raises(StepLostError, match="ran these 3 step"):
+    with pytest.raises(StepLostError, match="no RUN reply"):
         dev.step(3)
     assert core.t == 3
+
+
+class SlowChip(RefLink):
+    """A reference link that executes one received frame per ``read`` (a slow chip): it checks
+    that the host never has more request bytes in flight than the receive window."""
+
+    def __init__(self, core, window):
+        super().__init__(core, rx_window=window)
+        self.queue = []
+        self.most = 0
+        self.window = window
+
+    def write(self, data):
+        for body in FrameDecoder().feed(data):
+            if isinstance(body, bytes):
+                self.queue.append(body)
+        held = sum(frame_bytes(len(b) - 2) for b in self.queue)
+        self.most = max(self.most, held)
+        assert held <= self.window, f"{held} bytes in flight, window {self.window}"
+
+    def read(self):
+        if self.queue:
+            self._execute(self.queue.pop(0))
+        return super().read()
+
+
+def test_streaming_keeps_within_the_window_and_pipelines():
+    core = RefCore()
+    chip = SlowChip(core, window=2 * MAX_FRAME)
+    dev = Device(InProcessTransport(chip))
+    dev.identify()
+    rng = random.Random(3)
+    steps = [[rng.randrange(1000) for _ in range(rng.randrange(0, 30))] for _ in range(200)]
+    got = list(dev.run(steps, reset=True))
+    gold = RefCore()
+    want = []
+    for ev in steps:
+        for e in ev:
+            gold.event(e)
+        want.append(gold.step())
+    assert got == want
+    assert dev.run_frames > 2
+    assert chip.most > MAX_FRAME  # more than one frame was in flight at a time
+    assert dev.round_trips == 2  # IDENTIFY, and the stream's final wait
+
+
+def test_garbage_peer_does_not_hang_open():
+    """A peer that streams garbage forever: the open gives up after its deadline."""
+
+    class Babbler:
+        def write(self, data):
+            pass
+
+        def read(self):
+            return bytes(random.Random(1).randrange(1, 256) for _ in range(64)) + b"\x00"
+
+    dev = Device(InProcessTransport(Babbler(), timeout=0.05), retries=1)
+    with pytest.raises(LinkError, match="IDENTIFY"):
+        dev.identify()
 
 
 class Silent:
@@ -189,11 +261,11 @@ def test_always_corrupt():
 
 class OldFirmware(RefLink):
     def _op_identify(self, op, seq, p):
-        self._reply(op, seq, struct.pack("<4I", 0x464B5053, 99 | 512 << 16, 1, 0), Status.OK)
+        self._reply(op, seq, struct.pack("<4I", 0x464B5053, 1 | 512 << 16, 1, 0), Status.OK)
 
 
 def test_protocol_version_mismatch():
-    with pytest.raises(ProtocolVersionError, match="version 99.*speaks 1"):
+    with pytest.raises(ProtocolVersionError, match="version 1.*speaks 2.*rebuild the bitstream"):
         Device.in_process(OldFirmware(RefCore()))
 
 
@@ -255,8 +327,10 @@ def test_socket_url_with_reference_server():
             assert dev.identity.words == (42,)
             dev.write_mem(0, range(MAX_WRITE_WORDS + 1))
             assert dev.read_mem(MAX_WRITE_WORDS - 1, 2) == [MAX_WRITE_WORDS - 1, MAX_WRITE_WORDS]
-            dev.send_events(range(MAX_EVENTS + 3))
-            assert len(dev.step(1)[0]) == MAX_EVENTS + 3
+            dev.send_events(range(MAX_RUN_ITEMS + 3))
+            assert len(dev.step(1)[0]) == MAX_RUN_ITEMS + 3
+            steps = [[1, 2], [], [3]] * 200
+            assert len(list(dev.run(steps, reset=True))) == 600
     finally:
         srv.close()
         t.join(timeout=5)

@@ -13,8 +13,8 @@ from stream_tb import send
 from spikeforge import protocol
 from spikeforge.hw.framing import FrameReceiver, FrameSender
 from spikeforge.protocol import (
-    MAX_EVENTS,
     MAX_FRAME,
+    MAX_RUN_ITEMS,
     FrameDecoder,
     FrameError,
     Op,
@@ -34,6 +34,13 @@ def test_crc_check_value_and_residue():
     body = b"\x05\x01hello"
     c = crc16(body)
     assert crc16(body + bytes((c >> 8, c & 0xFF))) == 0
+
+
+@given(st.binary(max_size=600), st.integers(0, 0xFFFF))
+@settings(max_examples=200, deadline=None)
+def test_crc_in_c_is_the_table_reference(data, init):
+    """``crc16`` (the standard library's C ``binascii.crc_hqx``) is the table-driven CRC."""
+    assert crc16(data, init) == protocol.crc16_table(data, init)
 
 
 def test_opcodes_are_8_bit_enums():
@@ -88,10 +95,10 @@ def test_events_efficiency():
     wire, eff = events_efficiency(250)
     assert wire == 507  # 500 payload + op, seq, CRC (4) + COBS code bytes (2) + delimiter (1)
     assert eff > 0.98
-    assert events_efficiency(MAX_EVENTS)[1] > 0.98
+    assert events_efficiency(MAX_RUN_ITEMS)[1] > 0.98
     assert events_efficiency(64)[1] > 0.90
     with pytest.raises(ValueError, match="n_events"):
-        events_efficiency(MAX_EVENTS + 1)
+        events_efficiency(MAX_RUN_ITEMS + 1)
 
 
 def test_docs_tables_match_protocol_module():
@@ -134,12 +141,13 @@ def rtl_send(bodies, seed=0):
     return bytes(out)
 
 
-def rtl_receive(wire, seed=0):
-    """Return the frames the gateware receiver passes on, and its error strobe counts."""
-    dut = FrameReceiver()
+def rtl_receive(wire, seed=0, window=4096, hold=0):
+    """Return the frames the gateware receiver passes on, and its error strobe counts; the
+    reader takes nothing for the first ``hold`` cycles."""
+    dut = FrameReceiver(window=window)
     rng = random.Random(seed)
     frames, cur = [], bytearray()
-    counts = {"crc": 0, "oversize": 0}
+    counts = {"crc": 0, "oversize": 0, "overrun": 0}
     sim = Simulator(dut)
     sim.add_clock(1e-6)
 
@@ -147,13 +155,15 @@ def rtl_receive(wire, seed=0):
         await send(ctx, dut.i, wire)
 
     async def sink(ctx):
-        for _ in range(3 * len(wire) + 3 * MAX_FRAME + 100):
-            ctx.set(dut.o.ready, rng.random() < 0.6)
-            _, _, v, r, p, n, ce, ov = await ctx.tick().sample(
-                dut.o.valid, dut.o.ready, dut.o.payload, dut.length, dut.crc_error, dut.oversize
+        for i in range(hold + 3 * len(wire) + 3 * MAX_FRAME + 100):
+            ctx.set(dut.o.ready, i >= hold and rng.random() < 0.6)
+            _, _, v, r, p, n, ce, ov, orun = await ctx.tick().sample(
+                dut.o.valid, dut.o.ready, dut.o.payload, dut.length, dut.crc_error, dut.oversize,
+                dut.overrun,
             )
             counts["crc"] += ce
             counts["oversize"] += ov
+            counts["overrun"] += orun
             if v and r:
                 cur.append(p.data)
                 if p.last:
@@ -187,7 +197,25 @@ def test_rtl_receiver_matches_reference():
     wire = b"".join(encode_frame(b) for b in bodies)
     frames, counts = rtl_receive(wire)
     assert frames == bodies
-    assert counts == {"crc": 0, "oversize": 0}
+    assert counts == {"crc": 0, "oversize": 0, "overrun": 0}
+
+
+def test_rtl_receiver_ring_keeps_what_fits_and_drops_the_rest():
+    """Frames that fit the window in flight are all kept while the reader is slow; a frame
+    that finds the ring full is dropped whole (``overrun``) and the next one that fits is good."""
+    rng = random.Random(6)
+    fit = [random_body(rng, 250) for _ in range(4)]  # 4 x 252 bytes with CRC <= 1024
+    wire = b"".join(encode_frame(b) for b in fit)
+    frames, counts = rtl_receive(wire, window=1024, hold=2 * len(wire))
+    assert frames == fit and counts["overrun"] == 0
+    extra = [random_body(rng, 300) for _ in range(5)]  # 5 x 302 > 1024: some are lost
+    wire = b"".join(encode_frame(b) for b in extra)
+    frames, counts = rtl_receive(wire, window=1024, hold=2 * len(wire))
+    assert frames == extra[:3]  # 3 x 302 fit; the 4th and 5th found the ring full
+    assert counts["overrun"] == 2
+    # once the reader has made room, frames are received again
+    frames, counts = rtl_receive(wire + encode_frame(extra[0]), window=1024, hold=len(wire))
+    assert frames == extra[:3] + [extra[0]] and counts["overrun"] == 2
 
 
 def overlong_block(body):
@@ -231,22 +259,23 @@ def test_payload_encoders_give_the_documented_bytes():
     """Each encoder against the layout written out by hand (``docs/protocol.md``)."""
     import struct
 
-    assert protocol.encode_identify(12_000_000, [3, 1, 4]) == struct.pack(
-        "<7I", protocol.MAGIC, protocol.PROTOCOL_VERSION | MAX_FRAME << 16, 12_000_000, 3, 3, 1, 4
+    assert protocol.encode_identify(12_000_000, [3, 1, 4], rx_window=2048) == struct.pack(
+        "<8I", protocol.MAGIC, protocol.PROTOCOL_VERSION | MAX_FRAME << 16, 12_000_000, 2048, 3,
+        3, 1, 4,
     )
     assert protocol.identify_words(5, [9]) == [
-        protocol.MAGIC, protocol.PROTOCOL_VERSION | MAX_FRAME << 16, 5, 1, 9
+        protocol.MAGIC, protocol.PROTOCOL_VERSION | MAX_FRAME << 16, 5, MAX_FRAME, 1, 9
     ]
-    assert protocol.IDENT_HEADER_WORDS == 4
+    assert protocol.IDENT_HEADER_WORDS == 5
     assert protocol.encode_write(0x123, [1, 0xFFFFFFFF]) == struct.pack("<I2I", 0x123, 1, 2**32 - 1)
     assert protocol.encode_read(0x0ABCDEF, 24) == struct.pack("<IH", 0x0ABCDEF, 24)
     assert protocol.encode_words([7, 8]) == struct.pack("<2I", 7, 8)
-    assert protocol.encode_events([1, 65535, 3]) == struct.pack("<3H", 1, 65535, 3)
-    assert protocol.encode_events_reply(254) == struct.pack("<H", 254)
-    assert protocol.encode_step(65535) == struct.pack("<H", 65535)
-    assert protocol.encode_spike_frame(2, [5, 6]) == struct.pack("<H2H", 2, 5, 6)
-    assert protocol.encode_step_final(6, 301) == struct.pack("<HI", 6, 301)
-    assert protocol.encode_step_final(1, 2**32 + 5) == struct.pack("<HI", 1, 5)  # modulo 2**32
+    assert protocol.encode_items([1, 65535, 3]) == struct.pack("<3H", 1, 65535, 3)
+    # one sample: reset, [3, 4] then a step, two empty steps, [5] then a step, one empty step
+    assert protocol.run_items([[3, 4], [], [], [5], []], reset=True) == [
+        0x4000, 3, 4 | 0x8000, 0x4000 | 2, 5 | 0x8000, 0x4000 | 1,
+    ]
+    assert protocol.run_items([[]] * 20000) == [0x4000 | 16383, 0x4000 | (20000 - 16383)]
     counters = {name: i for i, (name, _) in enumerate(protocol.LINK_COUNTERS) if name != "flags"}
     n = len(protocol.LINK_COUNTERS)
     assert protocol.encode_status(counters, busy=True, core=[-1, 4]) == struct.pack(
@@ -257,14 +286,13 @@ def test_payload_encoders_give_the_documented_bytes():
 def test_payload_constants_derive_from_the_layouts():
     assert protocol.MAX_WRITE_WORDS == (protocol.MAX_REQUEST_PAYLOAD - 4) // 4 == 126
     assert protocol.MAX_READ_WORDS == protocol.MAX_REPLY_PAYLOAD // 4 == 126
-    assert MAX_EVENTS == protocol.MAX_REQUEST_PAYLOAD // 2 == 254
-    assert protocol.MAX_SPIKES == (protocol.MAX_REPLY_PAYLOAD - 2) // 2 == 252
-    assert protocol.MAX_STEPS == 0xFFFF
+    assert MAX_RUN_ITEMS == protocol.MAX_REQUEST_PAYLOAD // 2 == 254
+    assert protocol.MAX_REPLY_ITEMS == protocol.MAX_REPLY_PAYLOAD // 2 == 253
+    assert protocol.MAX_RUN_STEPS == 0x3FFF
     assert protocol.EVENT_BITS == 16 and protocol.EVENT_BYTES == 2
     assert protocol.READ_REQUEST.offset("count") == 4 and protocol.READ_REQUEST.bits("count") == 16
-    assert protocol.STEP_FINAL.size == 6 and protocol.STEP_FINAL.offset("spikes") == 2
     assert protocol.IDENT_HEADER.describe() == (
-        "u32 magic, u16 version, u16 max_frame, u32 clk_hz, u32 count"
+        "u32 magic, u16 version, u16 max_frame, u32 clk_hz, u32 rx_window, u32 count"
     )
 
 
@@ -274,8 +302,7 @@ def test_payload_length_ok_is_the_length_table():
         Op.WRITE: lambda n: n >= 8 and n % 4 == 0,
         Op.READ: lambda n: n == 6,
         Op.RESET_STATE: lambda n: n == 0,
-        Op.EVENTS: lambda n: n % 2 == 0,
-        Op.STEP: lambda n: n == 2,
+        Op.RUN: lambda n: n % 2 == 0,
         Op.STATUS: lambda n: n == 0,
     }
     for op, ok in want.items():
@@ -291,7 +318,8 @@ u16 = st.integers(0, 2**16 - 1)
 @settings(max_examples=100, deadline=None)
 def test_identify_round_trip(clk, caps):
     got = protocol.decode_identify(protocol.encode_identify(clk, caps))
-    assert got == protocol.Identity(protocol.PROTOCOL_VERSION, MAX_FRAME, clk, tuple(caps))
+    assert got == protocol.Identity(protocol.PROTOCOL_VERSION, MAX_FRAME, clk, MAX_FRAME,
+                                    tuple(caps))
     assert protocol.encode_words(protocol.identify_words(clk, caps)) == protocol.encode_identify(
         clk, caps
     )
@@ -305,15 +333,39 @@ def test_write_read_words_round_trip(addr, words):
     assert protocol.decode_words(protocol.encode_words(words)) == tuple(words)
 
 
-@given(st.lists(u16, max_size=MAX_EVENTS), u16, u32)
+@given(st.lists(st.lists(st.integers(0, 2**14 - 1), max_size=4), max_size=60), st.booleans())
 @settings(max_examples=100, deadline=None)
-def test_events_and_step_round_trip(events, n, total):
-    assert protocol.decode_events(protocol.encode_events(events)) == tuple(events)
-    assert protocol.decode_events_reply(protocol.encode_events_reply(n)) == n
-    assert protocol.decode_step(protocol.encode_step(n)) == n
-    spikes = events[: protocol.MAX_SPIKES]
-    assert protocol.decode_spike_frame(protocol.encode_spike_frame(n, spikes)) == (n, tuple(spikes))
-    assert protocol.decode_step_final(protocol.encode_step_final(n, total)) == (n, total)
+def test_run_items_and_reply_round_trip(steps, reset):
+    """``run_items`` encodes what a reference loop over its items decodes; a reply made of
+    spikes and marks decodes to the timesteps it came from."""
+    items = protocol.run_items(steps, reset=reset)
+    assert protocol.decode_items(protocol.encode_items(items)) == tuple(items)
+    got, pending, resets = [], [], 0
+    for it in items:
+        if it & 0xC000 == 0x4000:
+            k = it & 0x3FFF
+            resets += k == 0
+            for _ in range(k):
+                got.append(pending)
+                pending = []
+        else:
+            pending.append(it & 0x3FFF)
+            if it & 0x8000:
+                got.append(pending)
+                pending = []
+    assert got == [list(s) for s in steps] and pending == [] and resets == int(reset)
+    # a reply: spikes, then a mark after every run of timesteps (marks of 0 are refused)
+    reply, marks = [], 0
+    for s in steps:
+        if s and marks:
+            reply.append(0x8000 | marks)
+            marks = 0
+        reply += s
+        marks += 1
+    if marks:
+        reply.append(0x8000 | marks)
+    decoded = protocol.decode_run_reply(reply)
+    assert decoded.steps == [list(s) for s in steps] and decoded.open_step == []
 
 
 @given(st.lists(u16, min_size=len(protocol.LINK_COUNTERS) - 1,
@@ -338,7 +390,7 @@ def test_decoders_refuse_malformed_payloads():
         protocol.decode_identify(ident + b"\x00")
     with pytest.raises(P, match="not a spikeforge device: magic 0x12345678"):
         protocol.decode_identify(struct.pack("<4I", 0x12345678, 1, 1, 0))
-    with pytest.raises(P, match="version 99.*speaks 1"):
+    with pytest.raises(P, match="version 99.*speaks 2"):
         protocol.decode_identify(protocol.encode_identify(1, [], version=99))
     with pytest.raises(P, match="says 1 words but sent 0"):
         protocol.decode_identify(ident[:-4])
@@ -348,16 +400,11 @@ def test_decoders_refuse_malformed_payloads():
         protocol.decode_read(b"\x00" * 5)
     with pytest.raises(P, match="u32 words"):
         protocol.decode_words(b"\x00" * 5)
-    with pytest.raises(P, match="u16 events"):
-        protocol.decode_events(b"\x00" * 3)
-    with pytest.raises(P, match="EVENTS reply of 0 bytes"):
-        protocol.decode_events_reply(b"")
-    with pytest.raises(P, match="STEP request of 3 bytes"):
-        protocol.decode_step(b"\x00" * 3)
-    for bad in (b"\x00", b"\x00" * 3):
-        with pytest.raises(P, match=f"STEP spike frame of {len(bad)} bytes is malformed"):
-            protocol.decode_spike_frame(bad)
-    with pytest.raises(P, match="STEP final reply of 4 bytes"):
-        protocol.decode_step_final(b"\x00" * 4)
+    with pytest.raises(P, match="u16 items"):
+        protocol.decode_items(b"\x00" * 3)
+    with pytest.raises(P, match="mark of 0 timesteps"):
+        protocol.decode_run_reply([5, 0x8000])
+    with pytest.raises(ValueError, match="input channel 16384 at timestep 1"):
+        protocol.run_items([[1], [16384]])
     with pytest.raises(P, match="STATUS reply has 2 words"):
         protocol.decode_status(b"\x00" * 8)
