@@ -61,12 +61,27 @@ class Transport:
     bytes_written, bytes_read : int
         Bytes sent to and received from the device since the transport was opened (what a
         real UART would carry: ``spikeforge.host.projection``).
+    turnarounds : int
+        Reads that followed a write: the times the host turned from sending to waiting for
+        the device (one per request for a stop-and-wait host, so its round trips).
     """
 
     timeout: float = 1.0
     description: str = "?"
     bytes_written: int = 0
     bytes_read: int = 0
+    turnarounds: int = 0
+    _sent_since_read: bool = False
+
+    def _count_write(self, n: int) -> None:
+        self.bytes_written += n
+        self._sent_since_read = True
+
+    def _count_read(self, n: int) -> None:
+        self.bytes_read += n
+        if self._sent_since_read:
+            self.turnarounds += 1
+            self._sent_since_read = False
 
     def write(self, data: bytes) -> None:
         """Send ``data`` to the device."""
@@ -204,8 +219,6 @@ class SerialTransport(Transport):
         self.timeout = timeout
         self.write_timeout = max(5.0, timeout) if write_timeout is None else write_timeout
         self.description = f"{url} at {baudrate} baud"
-        self.bytes_written = 0
-        self.bytes_read = 0
         self._closed = False
         try:
             self._port = serial.serial_for_url(url, baudrate=baudrate, timeout=timeout,
@@ -240,7 +253,7 @@ class SerialTransport(Transport):
             ) from e
         except (serial.SerialException, OSError, ValueError, TypeError) as e:
             raise self._lost(e) from e
-        self.bytes_written += len(data)
+        self._count_write(len(data))
 
     def read(self, n: int) -> bytes:
         """Up to ``n`` bytes as soon as one has come, or ``b""`` after ``timeout`` seconds."""
@@ -257,7 +270,7 @@ class SerialTransport(Transport):
                     data += self._port.read(min(n - 1, waiting))
         except (serial.SerialException, OSError, ValueError, TypeError) as e:
             raise self._lost(e) from e
-        self.bytes_read += len(data)
+        self._count_read(len(data))
         return bytes(data)
 
     def flush_input(self) -> None:
@@ -335,12 +348,10 @@ class InProcessTransport(Transport):
         self.timeout = timeout
         self.description = f"in-process {type(device).__name__}"
         self._rx = bytearray()
-        self.bytes_written = 0
-        self.bytes_read = 0
 
     def write(self, data: bytes) -> None:
         """Hand ``data`` to the device object (after ``tamper``)."""
-        self.bytes_written += len(data)
+        self._count_write(len(data))
         if self.tamper is not None:
             data = self.tamper("to_device", bytes(data))
         self.device.write(bytes(data))
@@ -354,7 +365,7 @@ class InProcessTransport(Transport):
             self._rx += data
         out = bytes(self._rx[:n])
         del self._rx[:n]
-        self.bytes_read += len(out)
+        self._count_read(len(out))
         return out
 
     def flush_input(self) -> None:

@@ -249,3 +249,17 @@ def test_serial_transport_lowers_the_timer_on_open(monkeypatch, tmp_path):
     monkeypatch.setattr(serial, "serial_for_url", lambda *a, **kw: _UnpluggedPort())
     t = SerialTransport("/dev/ttyUSB3", sysfs_root=str(tmp_path))
     assert t.latency_timer_ms == 1
+
+
+def test_counters_and_turnarounds_of_a_stop_and_wait_device():
+    from spikeforge.host.refdevice import RefCore, RefLink
+
+    dev = Device.in_process(RefLink(RefCore(mem_words=256), ident_words=[1]))
+    t = dev.transport
+    assert t.turnarounds == 1 and t.bytes_written > 0 and t.bytes_read > 0  # IDENTIFY
+    w0, r0 = t.bytes_written, t.bytes_read
+    dev.write_mem(0, [1, 2, 3])
+    dev.reset_state()
+    dev.step(1)
+    assert t.turnarounds == 4  # one wait per request
+    assert t.bytes_written > w0 and t.bytes_read > r0
