@@ -364,23 +364,27 @@ def _projection_lines(proj):
     return lines
 
 
-def _acc_line(label, value):
-    return f"  {label}".ljust(53) + f"{100 * value:6.2f} %"
+def _acc_line(label, value, width=53):
+    return f"  {label}".ljust(width) + f"{100 * value:6.2f} %"
 
 
 def _print_demo(res, file=None):
     file = file or sys.stdout
     tp = res["throughput"]
     chip = res["backend"]
+    accs = [
+        ("float model (as trained, floating point)", res["accuracy_float"]),
+        ("golden integer model (the chip's specification)", res["accuracy_golden"]),
+        (f"chip (integer model on the {chip})" if res.get("chip_link", True)
+         else f"backend {chip!r} (instead of a chip)", res["accuracy_chip"]),
+    ]
+    width = max(len(label) for label, _ in accs) + 5
     lines = [
         f"model      {res['model']}  ({res['neurons']} neurons, {res['synapses']} synapses)",
         f"backend    {chip}",
         f"samples    {res['samples']} test digits x {res['timesteps']} steps",
         "accuracy   share of test digits classified right:",
-        _acc_line("float model (as trained, floating point)", res["accuracy_float"]),
-        _acc_line("golden integer model (the chip's specification)", res["accuracy_golden"]),
-        _acc_line(f"chip (integer model on the {chip})" if res.get("chip_link", True)
-                  else f"backend {chip!r} (instead of a chip)", res["accuracy_chip"]),
+        *(_acc_line(label, value, width) for label, value in accs),
         f"agreement  {100 * res['spike_agreement']:.3f} % of output spikes (step, sample, neuron) "
         f"equal chip vs golden integer model"
         + ("  (all spikes identical)" if res["identical"] else ""),
