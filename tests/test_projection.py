@@ -88,3 +88,128 @@ def test_bad_inputs(kw, match):
         project(**args)
     with pytest.raises(ConfigError, match="unknown board 'nope'"):
         project_board("nope", **COUNTS)
+
+
+# --- the demo's projection from a backend's counters (host/demo.py), with fakes --------------
+class _Stats:
+    def __init__(self, cycles):
+        self.cycles = cycles
+
+
+class _FakeVB:
+    def __init__(self):
+        self.cycles = 0
+
+    def stats(self):
+        return _Stats(self.cycles)
+
+
+class _FakeTransport:
+    bytes_written = bytes_read = turnarounds = 0
+
+
+class _FakeDevice:
+    def __init__(self, with_round_trips):
+        self.transport = _FakeTransport()
+        if with_round_trips:
+            self.round_trips = 0
+
+
+def _fake_chip(with_round_trips=True):
+    """A golden backend dressed as a virtual ULX3S: each sample costs 100,000 cycles, 3,000
+    bytes to the chip, 600 back and 10 round trips (20 turnarounds at the transport)."""
+    from spikeforge.host.backends import GoldenBackend
+
+    class FakeChip(GoldenBackend):
+        name = "fake virtual board"
+        board = "ulx3s-85f"
+
+        def __init__(self):
+            super().__init__()
+            self.vb = _FakeVB()
+            self.device = _FakeDevice(with_round_trips)
+
+        def run(self, raster):
+            b = raster.shape[1]
+            self.vb.cycles += 100_000 * b
+            t = self.device.transport
+            t.bytes_written += 3_000 * b
+            t.bytes_read += 600 * b
+            t.turnarounds += 20 * b
+            if with_round_trips:
+                self.device.round_trips += 10 * b
+            return super().run(raster)
+
+    return FakeChip()
+
+
+def _int_net():
+    import numpy as np
+
+    from spikeforge.network import INPUT, Network, NeuronParams, Population, Projection
+
+    return Network(4, [Population("out", 3, NeuronParams(beta=3900, threshold=100))],
+                   [Projection(INPUT, "out", np.full((4, 3), 60))], outputs=["out"])
+
+
+def test_link_counts_and_board_speed():
+    import numpy as np
+
+    from spikeforge.host.demo import LinkCounts, board_speed
+
+    chip = _fake_chip()
+    chip.load(_int_net())
+    chip.run(np.zeros((5, 1, 4)))  # before the meter: not counted
+    meter = LinkCounts(chip)
+    chip.run(np.zeros((5, 4, 4)))
+    counts = meter.delta()
+    assert counts == {"cycles": 400_000, "bytes_to_chip": 12_000, "bytes_to_host": 2_400,
+                      "round_trips": 40, "round_trips_source": "device", "pipelined": False}
+    proj = board_speed(chip, counts, 4)
+    assert proj["available"] and proj["board"] == "ulx3s-85f" and proj["mode"] == "stop-and-wait"
+    p1, p16 = proj["latencies"]
+    # per sample: 1 ms core + 10 ms up + 2 ms down + 10 round trips * 1 ms = 23 ms
+    assert p1["per_sample_s"] == pytest.approx(0.023)
+    assert p16["per_sample_s"] == pytest.approx(0.013 + 0.160)
+    assert p1["uart_bound_samples_per_s"] == pytest.approx(100.0)
+    # a device without round_trips: the transport's turnarounds stand in
+    chip = _fake_chip(with_round_trips=False)
+    meter = LinkCounts(chip)
+    chip.load(_int_net())
+    chip.run(np.zeros((5, 2, 4)))
+    counts = meter.delta()
+    assert counts["round_trips"] == 40 and counts["round_trips_source"] == "transport turnarounds"
+
+
+def test_board_speed_not_available():
+    from spikeforge.host.backends import GoldenBackend
+    from spikeforge.host.demo import LinkCounts, board_speed
+
+    g = GoldenBackend()
+    res = board_speed(g, LinkCounts(g).delta(), 1)
+    assert not res["available"] and "simulates no clock cycles" in res["reason"]
+
+    class RealBoard(GoldenBackend):
+        url = "/dev/ttyUSB1"
+        device = object()
+
+    res = board_speed(RealBoard(), {}, 1)
+    assert not res["available"] and "measured speed" in res["reason"]
+
+
+@pytest.mark.needs("nir", "sklearn")
+def test_demo_prints_simulation_speed_and_projected_board_speed(capsys):
+    from spikeforge.host.demo import _print_demo, run_demo
+
+    res = run_demo(_fake_chip(), samples=4, progress=False)
+    assert res["throughput"]["kind"] == "simulation speed (this PC)"
+    proj = res["board_projection"]
+    assert proj["counts"]["cycles"] == 400_000 and proj["counts"]["round_trips"] == 40
+    json.dumps(res)
+    _print_demo(res)
+    out = capsys.readouterr().out
+    assert "simulation speed (this PC)" in out
+    assert "board speed (projected)     ulx3s-85f: chip clock 100 MHz, UART 3,000,000 baud" in out
+    assert "USB latency    1 ms       43.5 samples/s (23 ms a sample: chip 1 ms, wire 12 ms" in out
+    assert "golden integer model (the chip's specification)" in out
+    assert "400,000 chip cycles, 12,000 bytes to the chip, 2,400 back, 40 round trips" in out
