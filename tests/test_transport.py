@@ -263,3 +263,34 @@ def test_counters_and_turnarounds_of_a_stop_and_wait_device():
     dev.step(1)
     assert t.turnarounds == 4  # one wait per request
     assert t.bytes_written > w0 and t.bytes_read > r0
+
+
+def test_virtual_board_killed_mid_run(verilator_toolchain):
+    """The chip's process dies between two samples: the next request raises LinkLostError
+    naming the port and the virtual board (rtl: reuses test_chip.py's cached build)."""
+    import os
+    import signal
+
+    import numpy as np
+
+    from spikeforge.host.chip_backend import ChipBackend
+    from spikeforge.hw.chip import Chip
+    from spikeforge.hw.image import CoreConfig
+    from spikeforge.network import INPUT, Network, NeuronParams, Population, Projection
+    from spikeforge.sim.virtual_board import VirtualBoard
+
+    config = CoreConfig(n_neurons=96, n_inputs=48, n_populations=4, synapse_words=4096)
+    net = Network(48, [Population("out", 8, NeuronParams(beta=3900, threshold=100))],
+                  [Projection(INPUT, "out", np.full((48, 8), 30))], outputs=["out"])
+    raster = np.ones((4, 1, 48), dtype=np.uint8)
+    with VirtualBoard(Chip(config, 24_000_000), name="chip_test") as vb:
+        url = vb.url
+        backend = ChipBackend(url, timeout=1.0)
+        backend.load(net)
+        backend.run(raster)
+        os.kill(vb.pid, signal.SIGKILL)
+        vb._proc.wait(5.0)
+        with pytest.raises(LinkLostError) as exc:
+            backend.run(raster)
+        backend.close()
+    assert url in str(exc.value) and "virtual board" in str(exc.value)
