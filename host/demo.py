@@ -708,6 +708,11 @@ def _plot(spikes, net, path, sample=0):
 
 # --- command line --------------------------------------------------------------------------------
 def _cmd_demo(args):
+    # The options are checked before a (virtual) board is started.
+    if args.samples is not None and not 1 <= args.samples <= N_TEST:
+        raise ConfigError(f"--samples {args.samples} is out of range: allowed 1..{N_TEST}")
+    if args.timesteps is not None and args.timesteps < 1:
+        raise ConfigError(f"--timesteps {args.timesteps} is out of range: allowed >= 1")
     backend = open_backend(args.port)
     with backend:
         res = run_demo(backend, samples=args.samples, timesteps=args.timesteps,

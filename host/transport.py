@@ -315,6 +315,9 @@ def _open_hint(url: str) -> str:
     if url.startswith("socket://"):
         return " (is the virtual board running and listening on that port? start one with " \
             "`spikeforge sim`)"
+    if "://" not in url:
+        return (" (a port is a serial device such as /dev/ttyUSB1 or COM3, or a URL such as "
+                "socket://host:port; the backends are virtual, golden, golden-float)")
     return ""
 
 

@@ -391,3 +391,18 @@ def test_demo_on_a_missing_port_is_one_line(capsys):
     _one_error_line(capsys, main(["demo", "--port", "/dev/ttyNOPE7", "--samples", "2"]),
                     "/dev/ttyNOPE7")
 
+
+
+@pytest.mark.parametrize("argv, needle", [
+    (["--samples", "0"], "--samples 0 is out of range: allowed 1..360"),
+    (["--samples", "361"], "--samples 361 is out of range"),
+    (["--timesteps", "0"], "--timesteps 0 is out of range: allowed >= 1"),
+])
+def test_demo_options_checked_before_the_board(no_board, capsys, argv, needle):
+    _one_error_line(capsys, main(["demo"] + argv), needle)
+
+
+def test_mistyped_port_name(tmp_path, model, capsys):
+    np.save(tmp_path / "in.npy", _raster())
+    _one_error_line(capsys, main(["run", model, str(tmp_path / "in.npy"), "--port", "golde"]),
+                    "cannot open 'golde'", "virtual, golden, golden-float")
