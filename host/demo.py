@@ -8,7 +8,14 @@ by ``examples/train_snntorch_digits.py`` on scikit-learn's real 8x8 handwritten 
 it, rate-codes the test split, and runs it three ways: the float model (golden float mode, equal
 to snnTorch), the integer model (golden int mode, the chip's specification) and the chip through
 a :class:`~spikeforge.host.backends.Backend`.  It reports the three accuracies, how often the
-chip's output spikes agree with the golden model's, and the chip's throughput.
+chip's output spikes agree with the golden model's, the speed at which this PC simulated the
+chip, and, on the virtual board, the speed a real board would have (``docs/projection.md``,
+:mod:`spikeforge.host.projection`).
+
+:func:`run_model` is ``spikeforge run``: it compiles a model file and runs an input raster on a
+backend.  The command checks every file and option before it opens a board
+(:func:`load_inputs`, :func:`check_inputs`, :func:`check_plot_path`): a user mistake ends in one
+:class:`~spikeforge.errors.SpikeforgeError` line.
 
 :func:`register` adds the ``demo`` and ``run`` subcommands to an ``argparse`` subparsers object.
 """
@@ -16,9 +23,12 @@ chip's output spikes agree with the golden model's, and the chip's throughput.
 from __future__ import annotations
 
 import json
+import math
 import os
 import sys
 import time
+import zipfile
+import zlib
 
 import numpy as np
 
@@ -35,8 +45,19 @@ __all__ = [
     "load_bundled",
     "run_demo",
     "run_model",
+    "load_inputs",
+    "check_inputs",
+    "check_plot_path",
+    "nir_settings",
+    "PlotError",
+    "LinkCounts",
+    "board_speed",
     "register",
 ]
+
+
+class PlotError(SpikeforgeError):
+    """``--plot`` cannot be honoured (matplotlib missing, bad path or format, plotting failed)."""
 
 N_TEST = 360
 """The test split is the last ``N_TEST`` samples of ``sklearn.datasets.load_digits``."""
@@ -113,6 +134,111 @@ def _run_backend(backend: Backend, raster, chunk, progress, label):
     return np.concatenate(out, axis=1), time.perf_counter() - start
 
 
+# --- what a run cost on the link, and what a board would take ------------------------------------
+def _is_board_url(port) -> bool:
+    return isinstance(port, str) and (port.startswith("/dev/") or port.upper().startswith("COM"))
+
+
+class LinkCounts:
+    """The counters of a backend's link and chip, read before and after a run.
+
+    ``delta()`` gives what the run cost: ``cycles`` (chip clock cycles, from the virtual board),
+    ``bytes_to_chip``, ``bytes_to_host`` (the transport's byte counters), ``round_trips``
+    (``Device.round_trips`` where the device counts them, else the transport's turnarounds:
+    one per request of a stop-and-wait host) and ``pipelined`` (the device streamed RUN
+    requests).  A counter the backend does not have is ``None``.
+    """
+
+    def __init__(self, backend):
+        self.backend = backend
+        self.device = getattr(backend, "device", None)
+        self.transport = getattr(self.device, "transport", None)
+        self.vb = getattr(backend, "vb", None)
+        self._before = self._read()
+
+    def _cycles(self):
+        if self.vb is None:
+            return None
+        try:
+            return int(self.vb.stats().cycles)
+        except Exception:  # a board that stopped: no count, the projection says n/a
+            return None
+
+    def _read(self):
+        dev, tr = self.device, self.transport
+        rt = getattr(dev, "round_trips", None)
+        source = "device" if isinstance(rt, int) else None
+        if source is None and isinstance(getattr(tr, "turnarounds", None), int):
+            rt, source = tr.turnarounds, "transport turnarounds"
+        return {
+            "cycles": self._cycles(),
+            "bytes_to_chip": getattr(tr, "bytes_written", None),
+            "bytes_to_host": getattr(tr, "bytes_read", None),
+            "round_trips": rt if source else None,
+            "round_trips_source": source,
+            "run_frames": getattr(dev, "run_frames", None),
+        }
+
+    def delta(self) -> dict:
+        """What the run cost since this object was made (``None`` where unknown)."""
+        after, before = self._read(), self._before
+        out = {}
+        for k in ("cycles", "bytes_to_chip", "bytes_to_host", "round_trips"):
+            a, b = after[k], before[k]
+            out[k] = a - b if isinstance(a, int) and isinstance(b, int) else None
+        out["round_trips_source"] = after["round_trips_source"]
+        frames = after["run_frames"], before["run_frames"]
+        out["pipelined"] = bool(isinstance(frames[0], int) and isinstance(frames[1], int)
+                                and frames[0] > frames[1])
+        return out
+
+
+def board_speed(backend, counts: dict, samples: int) -> dict:
+    """What a real board would take for a run: :func:`~spikeforge.host.projection.project_board`
+    at the board's clock and baud rate, for 1 ms and 16 ms of USB latency per round trip.
+
+    Returns a JSON-ready dict: ``available``; with it ``board``, ``clock_hz``, ``baud``,
+    ``mode`` (``"pipelined"`` or ``"stop-and-wait"``), ``counts`` and ``latencies`` (one
+    :meth:`~spikeforge.host.projection.Projection.to_dict` per latency); without it ``reason``.
+    """
+    from .projection import board_link, project_board
+
+    board = getattr(backend, "board", None)
+    if board is None:
+        if _is_board_url(getattr(backend, "url", None)):
+            why = "this is a real board: its measured speed is the speed"
+        elif getattr(backend, "vb", None) is None and getattr(backend, "device", None) is None:
+            why = (f"the {backend.name} backend simulates no clock cycles; run on the virtual "
+                   "board (--port virtual) for a projection")
+        else:
+            why = ("a virtual board started elsewhere does not tell its board nor its cycles; "
+                   "run with --port virtual for a projection")
+        return {"available": False, "reason": why}
+    missing = [k for k in ("cycles", "bytes_to_chip", "bytes_to_host", "round_trips")
+               if counts.get(k) is None]
+    if missing:
+        return {"available": False, "reason": f"the backend does not count {', '.join(missing)}"}
+    clock_hz, baud = board_link(board)
+    kw = {k: counts[k] for k in ("cycles", "bytes_to_chip", "bytes_to_host", "round_trips")}
+    ps = project_board(board, pipelined=counts["pipelined"], samples=samples, **kw)
+    return {
+        "available": True,
+        "board": ps[0].board,
+        "clock_hz": clock_hz,
+        "baud": baud,
+        "mode": "pipelined" if counts["pipelined"] else "stop-and-wait",
+        "counts": dict(counts),
+        "latencies": [p.to_dict() for p in ps],
+    }
+
+
+def _speed_kind(backend) -> str:
+    """What the wall-clock speed of a run measures."""
+    if _is_board_url(getattr(backend, "url", None)):
+        return "board speed (measured, this board)"
+    return "simulation speed (this PC)"
+
+
 def run_demo(backend=None, samples=None, timesteps=None, progress=True, *, model="snntorch",
              config=None, chunk=32) -> dict:
     """Classify the digits test split with the bundled model on ``backend``.
@@ -142,8 +268,10 @@ def run_demo(backend=None, samples=None, timesteps=None, progress=True, *, model
         output-population entries (step, sample, neuron) on which chip and golden int agree),
         ``identical`` (every neuron's spikes equal; only the output populations' when the
         backend's ``reports_all_neurons`` is False), ``samples``, ``timesteps``,
-        ``throughput`` (``samples_per_s``, ``events_per_s``: input events plus output spikes
-        per second of chip time, ``seconds``), ``backend``, ``model`` and the network's size.
+        ``throughput`` (``kind``: what was measured, "simulation speed (this PC)" unless the
+        backend is a real board; ``samples_per_s``, ``events_per_s``: input events plus output
+        spikes per second of wall-clock time, ``seconds``), ``board_projection`` (what a real
+        board would do, :func:`board_speed`), ``backend``, ``model`` and the network's size.
     """
     from .compiler import compile
 
@@ -169,8 +297,10 @@ def run_demo(backend=None, samples=None, timesteps=None, progress=True, *, model
     golden_spikes = GoldenChip(net, "int", batch=batch, fmt=compiled.fmt).run(
         raster, record_v=False)["spikes"]
     backend.load(net)
+    meter = LinkCounts(backend)
     chip_spikes, seconds = _run_backend(backend, raster, chunk, progress,
                                         f"{backend.name}: {batch} samples")
+    counts = meter.delta()
 
     def acc(spikes):
         return float(np.mean(predict(decoder, spikes=spikes[..., sl]) == y_test))
@@ -191,61 +321,357 @@ def run_demo(backend=None, samples=None, timesteps=None, progress=True, *, model
                           if getattr(backend, "reports_all_neurons", True)
                           else np.array_equal(chip_spikes[..., sl], golden_spikes[..., sl])),
         "throughput": {
+            "kind": _speed_kind(backend),
             "samples_per_s": batch / seconds if seconds > 0 else float("inf"),
             "events_per_s": n_events / seconds if seconds > 0 else float("inf"),
             "seconds": seconds,
             "events": n_events,
         },
+        "board_projection": board_speed(backend, counts, int(batch)),
+        "chip_link": getattr(backend, "device", None) is not None,
     }
+
+
+def _ms(seconds):
+    return f"{1e3 * seconds:.3g} ms"
+
+
+def _projection_lines(proj):
+    """The ``board speed (projected)`` lines of the demo and ``spikeforge run``."""
+    if not proj["available"]:
+        return [f"board speed (projected)     n/a: {proj['reason']}"]
+    c = proj["counts"]
+    lines = [
+        f"board speed (projected)     {proj['board']}: chip clock {proj['clock_hz'] / 1e6:g} MHz, "
+        f"UART {proj['baud']:,} baud, {proj['mode']} link (docs/projection.md)"
+    ]
+    for p in proj["latencies"]:
+        lines.append(
+            f"  USB latency {1e3 * p['latency_s']:>4g} ms       {p['samples_per_s']:,.1f} "
+            f"samples/s ({_ms(p['per_sample_s'])} a sample: chip {_ms(p['core_s'] / p['samples'])}"
+            f", wire {_ms(p['wire_s'] / p['samples'])}, "
+            f"latency {_ms(p['latency_total_s'] / p['samples'])})"
+        )
+    ub = proj["latencies"][0]["uart_bound_samples_per_s"]
+    lines.append(
+        f"  UART bound                {'n/a' if ub is None else f'{ub:,.1f}'} samples/s (the "
+        f"busier direction's bytes at {proj['baud']:,} baud, nothing else)"
+    )
+    lines.append(
+        f"  from the run's counts     {c['cycles']:,} chip cycles, {c['bytes_to_chip']:,} bytes to "
+        f"the chip, {c['bytes_to_host']:,} back, {c['round_trips']:,} round trips"
+    )
+    return lines
+
+
+def _acc_line(label, value, width=53):
+    return f"  {label}".ljust(width) + f"{100 * value:6.2f} %"
 
 
 def _print_demo(res, file=None):
     file = file or sys.stdout
     tp = res["throughput"]
+    chip = res["backend"]
+    accs = [
+        ("float model (as trained, floating point)", res["accuracy_float"]),
+        ("golden integer model (the chip's specification)", res["accuracy_golden"]),
+        (f"chip (integer model on the {chip})" if res.get("chip_link", True)
+         else f"backend {chip!r} (instead of a chip)", res["accuracy_chip"]),
+    ]
+    width = max(len(label) for label, _ in accs) + 5
     lines = [
         f"model      {res['model']}  ({res['neurons']} neurons, {res['synapses']} synapses)",
-        f"backend    {res['backend']}",
+        f"backend    {chip}",
         f"samples    {res['samples']} test digits x {res['timesteps']} steps",
-        f"accuracy   float {100 * res['accuracy_float']:.2f} %   golden int "
-        f"{100 * res['accuracy_golden']:.2f} %   chip {100 * res['accuracy_chip']:.2f} %",
-        f"agreement  {100 * res['spike_agreement']:.3f} % of output spikes equal to the golden "
-        f"model" + ("  (all spikes identical)" if res["identical"] else ""),
-        f"throughput {tp['samples_per_s']:.1f} samples/s, {tp['events_per_s']:.0f} events/s",
+        "accuracy   share of test digits classified right:",
+        *(_acc_line(label, value, width) for label, value in accs),
+        f"agreement  {100 * res['spike_agreement']:.3f} % of output spikes (step, sample, neuron) "
+        f"equal chip vs golden integer model"
+        + ("  (all spikes identical)" if res["identical"] else ""),
+        f"{tp.get('kind', 'simulation speed (this PC)'):28s}{tp['samples_per_s']:,.1f} samples/s, "
+        f"{tp['events_per_s']:,.0f} events/s (input events + output spikes per second of wall "
+        "clock)",
     ]
+    if "board_projection" in res:
+        lines += _projection_lines(res["board_projection"])
     print("\n".join(lines), file=file)
 
 
-# --- `spikeforge run MODEL` ----------------------------------------------------------------------
-def _load_inputs(path):
-    """``(raster, labels or None)`` from a ``.npy`` raster or an ``.npz`` with ``raster``."""
-    if not os.path.isfile(path):
+# --- `spikeforge run MODEL`: the files, checked before a board is opened ------------------------
+_NPY_MAGIC = b"\x93NUMPY"
+_ZIP_MAGICS = (b"PK\x03\x04", b"PK\x05\x06")
+
+
+def _magic(path):
+    with open(path, "rb") as f:
+        return f.read(8)
+
+
+def _kind(head):
+    if head.startswith(_NPY_MAGIC):
+        return "a NumPy .npy array"
+    if head.startswith(_ZIP_MAGICS):
+        return "an .npz archive (a zip file)"
+    if not head:
+        return "an empty file"
+    try:
+        head.decode("utf-8")
+        return "a text file"
+    except UnicodeDecodeError:
+        return "an unknown binary file"
+
+
+def _load_npy(path, what="input file"):
+    try:
+        return np.load(path, allow_pickle=False)
+    except ValueError as e:
+        if "allow_pickle" in str(e) or "pickle" in str(e).lower():
+            raise ConfigError(
+                f"{what} {path!r} holds Python objects (dtype=object), not numbers: save the "
+                "raster as a numeric array (numpy.save(path, raster.astype(numpy.uint8)))"
+            ) from None
+        raise ConfigError(f"{what} {path!r} is corrupt or truncated ({e})") from None
+    except (EOFError, OSError) as e:
+        raise ConfigError(f"{what} {path!r} is corrupt or truncated ({e})") from None
+
+
+def load_inputs(path):
+    """``(raster, labels or None)`` from a ``.npy`` raster or an ``.npz`` with ``raster``.
+
+    The file's content must match its extension (a renamed file is refused); the arrays are
+    loaded without pickle.  Shapes and values are checked by :func:`check_inputs`.
+
+    Raises
+    ------
+    ConfigError
+        One line: a missing, unreadable, renamed, corrupt or truncated file, an object array, an
+        ``.npz`` without ``raster`` (the message lists its arrays).
+    """
+    path = os.fspath(path)
+    if not os.path.exists(path):
         raise ConfigError(f"input file {path!r} does not exist")
-    if path.endswith(".npy"):
-        return np.load(path, allow_pickle=False), None
-    if path.endswith(".npz"):
+    if os.path.isdir(path):
+        raise ConfigError(f"input file {path!r} is a directory, not a .npy or .npz file")
+    ext = os.path.splitext(path)[1].lower()
+    if ext not in (".npy", ".npz"):
+        raise ConfigError(f"input file {path!r}: unknown extension {ext or '(none)'!r}: "
+                          "allowed .npy (a raster) or .npz (raster[, labels])")
+    try:
+        head = _magic(path)
+    except OSError as e:
+        raise ConfigError(f"input file {path!r} cannot be read: {e.strerror or e}") from None
+    kind = _kind(head)
+    if ext == ".npy":
+        if not head.startswith(_NPY_MAGIC):
+            raise ConfigError(
+                f"input file {path!r} is {kind}, not a NumPy .npy array"
+                + (" (renamed? give it the .npz extension)" if "zip" in kind else
+                   " (write rasters with numpy.save)")
+            )
+        return _load_npy(path), None
+    if not head.startswith(_ZIP_MAGICS):
+        raise ConfigError(
+            f"input file {path!r} is {kind}, not an .npz archive"
+            + (" (renamed? give it the .npy extension)" if "npy" in kind else
+               " (write inputs with numpy.savez(path, raster=..., labels=...))")
+        )
+    try:
         with np.load(path, allow_pickle=False) as z:
-            if "raster" not in z:
-                raise ConfigError(f"{path!r} has no array named 'raster' (has {list(z.keys())})")
-            return z["raster"], (z["labels"] if "labels" in z else None)
-    raise ConfigError(f"input file {path!r}: unknown extension: allowed .npy, .npz")
+            names = list(z.keys())
+            if "raster" not in names:
+                raise ConfigError(
+                    f"input file {path!r} has no array named 'raster' (it has "
+                    f"{', '.join(names) if names else 'no arrays'})"
+                )
+            raster = z["raster"]
+            labels = z["labels"] if "labels" in names else None
+    except SpikeforgeError:
+        raise
+    except ValueError as e:
+        if "pickle" in str(e).lower():
+            raise ConfigError(
+                f"input file {path!r}: an array holds Python objects (dtype=object), not numbers"
+            ) from None
+        raise ConfigError(f"input file {path!r} is corrupt or truncated ({e})") from None
+    except (zipfile.BadZipFile, zlib.error, EOFError, OSError, KeyError) as e:
+        raise ConfigError(
+            f"input file {path!r} is not a valid .npz archive (bad zip header, corrupt or "
+            f"truncated: {e})"
+        ) from None
+    return raster, labels
+
+
+def check_inputs(raster, labels, n_inputs, path="inputs", model="the model"):
+    """Check a raster (and its labels) for a model with ``n_inputs`` input channels.
+
+    Returns ``(raster, labels)`` with the raster as ``(T, batch, n_inputs)`` ``uint8`` (a 2-D
+    raster is one sample) and the labels as a 1-D integer array or ``None``.
+
+    Raises
+    ------
+    ConfigError
+        One line: a raster that is not numeric, has not 2 or 3 dimensions, is empty (T = 0, or
+        no sample), has another number of inputs than the model (both numbers given), has
+        entries other than 0 and 1; labels that do not match the batch.
+    """
+    r = np.asarray(raster)
+    if r.dtype.kind not in "biuf":
+        raise ConfigError(f"{path}: the raster has dtype {r.dtype}, expected 0/1 numbers")
+    if r.ndim not in (2, 3):
+        raise ConfigError(
+            f"{path}: the raster has shape {r.shape} ({r.ndim} dimensions), expected "
+            f"(T, batch, n_inputs) or (T, n_inputs) for one sample"
+        )
+    if r.ndim == 2:
+        r = r[:, None, :]
+    t, batch, n = r.shape
+    if t == 0:
+        raise ConfigError(f"{path}: the raster is empty: T = 0 timesteps (shape {r.shape})")
+    if batch == 0:
+        raise ConfigError(f"{path}: the batch is empty: 0 samples (shape {r.shape})")
+    if n != n_inputs:
+        raise ConfigError(
+            f"{path}: the raster has {n} inputs per timestep (last axis of shape {r.shape}), "
+            f"{model} has {n_inputs} inputs"
+        )
+    bad = ~((r == 0) | (r == 1))
+    if bad.any():
+        v = r[bad].flat[0].item()
+        raise ConfigError(
+            f"{path}: raster entries must be 0 or 1 (one input spike per channel and step), "
+            f"found {v!r} ({int(bad.sum())} such entries)"
+        )
+    r = r.astype(np.uint8)
+    if labels is not None:
+        lab = np.asarray(labels)
+        if lab.dtype.kind not in "biu" or lab.ndim != 1 or lab.shape[0] != batch:
+            raise ConfigError(
+                f"{path}: 'labels' must be {batch} integers (one per sample), got shape "
+                f"{lab.shape} dtype {lab.dtype}"
+            )
+        labels = lab.astype(np.int64)
+    return r, labels
+
+
+def check_plot_path(path):
+    """Check ``--plot`` before a run: matplotlib importable, a writable directory, a format
+    matplotlib writes (from the suffix).
+
+    Raises
+    ------
+    PlotError
+        One line saying which.
+    """
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        from matplotlib.backend_bases import FigureCanvasBase
+    except ImportError as e:
+        raise PlotError(
+            f"--plot needs matplotlib ({e}): pip install 'spikeforge[models]'"
+        ) from None
+    path = os.fspath(path)
+    if os.path.isdir(path):
+        raise PlotError(f"--plot {path!r} is a directory: give a file name such as raster.png")
+    formats = sorted(FigureCanvasBase.get_supported_filetypes())
+    ext = os.path.splitext(path)[1].lower().lstrip(".")
+    if not ext or ext not in formats:
+        raise PlotError(
+            f"--plot {path!r}: unknown image format {ext or '(no suffix)'!r}: allowed "
+            f"{', '.join('.' + f for f in formats)}"
+        )
+    folder = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(folder):
+        raise PlotError(f"--plot {path!r}: the directory {folder!r} does not exist")
+    if not os.access(folder, os.W_OK) or (os.path.exists(path) and not os.access(path, os.W_OK)):
+        raise PlotError(f"--plot {path!r}: no permission to write there")
+    return path
+
+
+def nir_settings(model, dt=None, reset=None, reset_delay=None):
+    """The NIR import :class:`~spikeforge.host.nir_import.Settings` of the command line.
+
+    Starts from the settings stored with the graph (metadata or a ``.json`` beside it) or the
+    defaults, and replaces what the options give.  ``None`` everywhere: ``None`` (the importer
+    decides).  ``dt``, ``reset``, ``reset_delay`` are strings as typed.
+
+    Raises
+    ------
+    ConfigError
+        A value that is not valid (named, with the allowed ones), or an option given for a
+        model that is not a NIR graph.
+    """
+    given = {k: v for k, v in (("--dt", dt), ("--reset", reset), ("--reset-delay", reset_delay))
+             if v is not None}
+    if not given:
+        return None
+    if os.path.splitext(os.fspath(model))[1].lower() != ".nir":
+        raise ConfigError(
+            f"{', '.join(given)} only apply to NIR graphs (.nir); {model!r} is not one"
+        )
+    from .nir_import import Settings, read_nir
+
+    kw = {}
+    if dt is not None:
+        try:
+            kw["dt"] = float(dt)
+        except ValueError:
+            kw["dt"] = None
+        if kw["dt"] is None or not math.isfinite(kw["dt"]) or kw["dt"] <= 0:
+            raise ConfigError(f"--dt {dt!r} is not valid: allowed a time step in seconds > 0")
+    if reset is not None:
+        if reset not in ("zero", "subtract", "none"):
+            raise ConfigError(f"--reset {reset!r} is not valid: allowed zero, subtract, none")
+        kw["reset"] = kw["default_reset"] = reset
+    if reset_delay is not None:
+        value = {"next-step": True, "delayed": True, "immediate": False, "none": False}.get(
+            reset_delay)
+        if value is None:
+            raise ConfigError(
+                f"--reset-delay {reset_delay!r} is not valid: allowed immediate (NIR's "
+                "definition), next-step (snnTorch's)"
+            )
+        kw["reset_delay"] = kw["default_reset_delay"] = value
+    _, stored = read_nir(model)
+    base = stored.to_dict() if stored is not None else Settings().to_dict()
+    base.update(kw)
+    return Settings(**base)
+
+
+def _cli_wording(e: SpikeforgeError) -> ConfigError:
+    """An importer's message with the command line's option names."""
+    msg = str(e).replace("set Settings.dt", "set --dt").replace("Settings.dt", "--dt")
+    return type(e)(msg) if type(e) is ConfigError else e
 
 
 def run_model(model, inputs, backend=None, *, config=None, progress=True, chunk=32,
-              decoder="count"):
+              decoder="count", settings=None, per_neuron=False, leak="mult"):
     """Compile ``model`` (path or object), run ``inputs`` (raster) on ``backend``.
 
+    Parameters
+    ----------
+    settings : Settings, optional
+        NIR import settings (``dt``, reset mode and timing), :func:`nir_settings`.
+    per_neuron, leak
+        Quantization options of :func:`~spikeforge.host.compiler.compile`.
+
     Returns a dict with ``spikes`` (T, batch, n_neurons), ``predictions`` (decoded from the
-    first output population), ``golden_agreement`` and the compiled network.
+    first output population), ``seconds``, ``counts`` (:class:`LinkCounts`),
+    ``board_projection`` (:func:`board_speed`) and the ``compiled`` network.
     """
     from .compiler import compile
 
     backend = GoldenBackend() if backend is None else backend
-    compiled = compile(model, getattr(backend, "config", None) if config is None else config)
+    compiled = compile(model, getattr(backend, "config", None) if config is None else config,
+                       settings=settings, per_neuron=per_neuron, leak=leak)
     net = compiled.net
     raster = check_raster(inputs, net.n_inputs)
     backend.load(net)
+    meter = LinkCounts(backend)
     spikes, seconds = _run_backend(backend, raster, chunk, progress,
                                    f"{backend.name}: {raster.shape[1]} samples")
+    counts = meter.delta()
     out_pop = net.outputs[0]
     sl = slice(net.base(out_pop), net.base(out_pop) + net.population(out_pop).size)
     return {
@@ -253,6 +679,8 @@ def run_model(model, inputs, backend=None, *, config=None, progress=True, chunk=
         "spikes": spikes,
         "predictions": predict(decoder, spikes=spikes[..., sl]),
         "seconds": seconds,
+        "counts": counts,
+        "board_projection": board_speed(backend, counts, int(raster.shape[1])),
     }
 
 
@@ -264,28 +692,31 @@ def _plot(spikes, net, path, sample=0):
 
     s = spikes[:, sample, :]
     fig, ax = plt.subplots(figsize=(8, 4))
-    t, n = np.nonzero(s)
-    ax.scatter(t, n, s=4, marker="|", color="k")
-    for pop in net.populations[1:]:
-        ax.axhline(net.base(pop.name) - 0.5, color="0.7", lw=0.5)
-    ax.set_xlabel("timestep")
-    ax.set_ylabel("neuron (global index)")
-    ax.set_title(f"spike raster, sample {sample}")
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    try:
+        t, n = np.nonzero(s)
+        ax.scatter(t, n, s=4, marker="|", color="k")
+        for pop in net.populations[1:]:
+            ax.axhline(net.base(pop.name) - 0.5, color="0.7", lw=0.5)
+        ax.set_xlabel("timestep")
+        ax.set_ylabel("neuron (global index)")
+        ax.set_title(f"spike raster, sample {sample}")
+        fig.tight_layout()
+        fig.savefig(path, dpi=120)
+    finally:
+        plt.close(fig)
 
 
 # --- command line --------------------------------------------------------------------------------
 def _cmd_demo(args):
-    try:
-        backend = open_backend(args.port)
-        with backend:
-            res = run_demo(backend, samples=args.samples, timesteps=args.timesteps,
-                           progress=not args.json and sys.stderr.isatty(), model=args.model)
-    except SpikeforgeError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    # The options are checked before a (virtual) board is started.
+    if args.samples is not None and not 1 <= args.samples <= N_TEST:
+        raise ConfigError(f"--samples {args.samples} is out of range: allowed 1..{N_TEST}")
+    if args.timesteps is not None and args.timesteps < 1:
+        raise ConfigError(f"--timesteps {args.timesteps} is out of range: allowed >= 1")
+    backend = open_backend(args.port)
+    with backend:
+        res = run_demo(backend, samples=args.samples, timesteps=args.timesteps,
+                       progress=not args.json and sys.stderr.isatty(), model=args.model)
     if args.json:
         print(json.dumps(res, indent=2))
     else:
@@ -293,43 +724,86 @@ def _cmd_demo(args):
     return 0
 
 
-def _cmd_run(args):
+def _compile_checked(args, settings):
+    """Compile the model without a chip (the checks that need no board); one-line errors."""
+    from .compiler import compile
+
+    model = args.model
+    if not os.path.exists(model):
+        raise ConfigError(f"model file {model!r} does not exist")
     try:
-        raster, labels = _load_inputs(args.inputs)
-        backend = open_backend(args.port)
-        with backend:
-            res = run_model(args.model, raster, backend,
-                            progress=not args.json and sys.stderr.isatty())
-        if args.plot:
-            _plot(res["spikes"], res["compiled"].net, args.plot)
+        return compile(model, settings=settings, per_neuron=args.per_neuron, leak=args.leak)
     except SpikeforgeError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+        raise _cli_wording(e) from None
+    except (zipfile.BadZipFile, zlib.error, EOFError, OSError, ValueError, KeyError) as e:
+        raise ConfigError(f"model file {model!r} cannot be read ({type(e).__name__}: {e})") \
+            from None
+
+
+def _cmd_run(args):
+    # Everything that can be checked without a board is checked first.
+    if args.leak not in ("mult", "shift"):
+        raise ConfigError(f"--leak {args.leak!r} is not valid: allowed mult, shift")
+    plot = check_plot_path(args.plot) if args.plot else None
+    raster, labels = load_inputs(args.inputs)
+    settings = nir_settings(args.model, args.dt, args.reset, args.reset_delay)
+    compiled = _compile_checked(args, settings)
+    raster, labels = check_inputs(raster, labels, compiled.net.n_inputs, path=args.inputs,
+                                  model=f"the model {args.model!r}")
+    backend = open_backend(args.port)
+    with backend:
+        try:
+            res = run_model(args.model, raster, backend, settings=settings,
+                            per_neuron=args.per_neuron, leak=args.leak,
+                            progress=not args.json and sys.stderr.isatty())
+        except SpikeforgeError as e:
+            raise _cli_wording(e) from None
     preds = res["predictions"]
     out = {"predictions": preds.tolist(), "seconds": res["seconds"],
-           "output_spikes": int(res["spikes"].sum())}
+           "samples_per_s": raster.shape[1] / res["seconds"] if res["seconds"] > 0 else None,
+           "speed_kind": _speed_kind(backend),
+           "output_spikes": int(res["spikes"].sum()),
+           "board_projection": res["board_projection"]}
     if labels is not None:
-        out["accuracy"] = float(np.mean(preds == np.asarray(labels)))
+        out["accuracy"] = float(np.mean(preds == labels))
+    if plot:
+        out["plot"] = plot
     if args.json:
         print(json.dumps(out, indent=2))
     else:
         print(f"predictions {' '.join(map(str, preds.tolist()))}")
         if "accuracy" in out:
-            print(f"accuracy {100 * out['accuracy']:.2f} %")
-        if args.plot:
-            print(f"spike raster written to {args.plot}")
+            print(f"accuracy {100 * out['accuracy']:.2f} % (predictions equal to the labels)")
+        if out["samples_per_s"] is not None:
+            print(f"{out['speed_kind']:28s}{out['samples_per_s']:,.1f} samples/s")
+        print("\n".join(_projection_lines(res["board_projection"])))
+    sys.stdout.flush()
+    if plot:
+        # The results are printed already: a plotting failure loses none of them.
+        try:
+            _plot(res["spikes"], res["compiled"].net, plot)
+        except Exception as e:  # matplotlib raises many kinds; none may hide the results
+            raise PlotError(
+                f"the results above are complete, but the plot {plot!r} could not be written "
+                f"({type(e).__name__}: {e})"
+            ) from None
+        if not args.json:
+            print(f"spike raster written to {plot}")
     return 0
 
 
 def register(subparsers):
     """Add the ``demo`` and ``run`` subcommands to an ``argparse`` subparsers object.
 
-    Each sets ``func`` (``args.func(args)`` returns the exit code).
+    Each sets ``func`` (``args.func(args)`` returns the exit code; user mistakes raise a
+    :class:`~spikeforge.errors.SpikeforgeError`, which ``spikeforge.cli.main`` prints as one
+    line).
     """
     p = subparsers.add_parser(
         "demo", help="classify real handwritten digits with the bundled network on the chip",
         description="Run the bundled digit classifier on the test split: float model, golden "
-        "integer model and the chip; print accuracies, spike agreement and throughput.")
+        "integer model and the chip; print the accuracies, the spike agreement, the speed at "
+        "which this PC simulates the chip and the speed projected for a real board.")
     p.add_argument("--port", default=None,
                    help="chip URL (serial device such as /dev/ttyUSB1, socket://host:port) or "
                    "backend name (virtual, golden, golden-float); default: virtual, the chip "
@@ -344,13 +818,31 @@ def register(subparsers):
     r = subparsers.add_parser(
         "run", help="compile a model and run an input raster on the chip",
         description="Compile MODEL (.nir graph or .npz network) and run INPUTS (a .npy raster "
-        "(T, batch, n_inputs) or an .npz with 'raster' and optional 'labels').")
+        "(T, batch, n_inputs) of 0/1 or an .npz with 'raster' and optional 'labels').  The "
+        "files and options are checked before a board is opened.")
     r.add_argument("model", help="model file (.nir or .npz)")
     r.add_argument("inputs", help="input raster (.npy) or .npz with raster[, labels]")
     r.add_argument("--port", default=None,
                    help="chip URL (/dev/ttyUSB1, socket://host:port) or backend name (virtual, "
                    "golden, golden-float); default: virtual")
-    r.add_argument("--plot", default=None, metavar="OUT.png", help="save a spike raster plot")
+    r.add_argument("--plot", default=None, metavar="OUT.png",
+                   help="save a spike raster plot of the first sample (format from the suffix)")
     r.add_argument("--json", action="store_true", help="print the results as JSON")
+    g = r.add_argument_group(
+        "NIR import (a NIR graph stores neither its time step nor its reset; default: the "
+        "settings stored with the graph, else dt=1e-4 s, reset zero, immediate)")
+    g.add_argument("--dt", default=None, metavar="SECONDS",
+                   help="time step that discretises the graph's tau (snnTorch exports 1e-4, "
+                   "Rockpool 1e-3; norse 1.1 writes tau scaled so that 1e-6 is right)")
+    g.add_argument("--reset", default=None, metavar="{zero,subtract,none}",
+                   help="what a spike does to the membrane")
+    g.add_argument("--reset-delay", default=None, metavar="{immediate,next-step}",
+                   help="when the reset happens: right after the spike (NIR) or at the start of "
+                   "the next step (snnTorch)")
+    q = r.add_argument_group("quantization")
+    q.add_argument("--per-neuron", action="store_true",
+                   help="one scale per neuron instead of one per population")
+    q.add_argument("--leak", default="mult", metavar="{mult,shift}",
+                   help="how leaky populations decay on the chip (default mult)")
     r.set_defaults(func=_cmd_run)
     return p, r

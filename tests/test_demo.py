@@ -119,9 +119,13 @@ def test_cli_demo_json(capsys):
 def test_cli_demo_text_and_error(capsys):
     assert _cli(["demo", "--samples", "3", "--port", "golden"]) == 0
     out = capsys.readouterr().out
-    assert "accuracy" in out and "agreement" in out and "throughput" in out
-    assert _cli(["demo", "--samples", "3", "--port", "/dev/ttyNOPE"]) == 2
-    assert "/dev/ttyNOPE" in capsys.readouterr().err
+    assert "accuracy" in out and "agreement" in out and "samples/s" in out
+    from spikeforge.cli import main
+
+    assert main(["demo", "--samples", "3", "--port", "/dev/ttyNOPE"]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("spikeforge: error: ") and "/dev/ttyNOPE" in err
+    assert "simulation speed (this PC)" in out and "board speed (projected)" in out
 
 
 @pytest.mark.needs("nir", "sklearn", "matplotlib")
@@ -142,8 +146,8 @@ def test_cli_run_with_labels_and_plot(tmp_path, capsys, verilator_toolchain):
     assert png.stat().st_size > 1000
     assert _cli(["run", path, str(tmp_path / "in.npy")]) == 0
     assert capsys.readouterr().out.startswith("predictions ")
-    assert _cli(["run", path, str(tmp_path / "missing.npy")]) == 2
-    assert "does not exist" in capsys.readouterr().err
+    with pytest.raises(ConfigError, match="does not exist"):
+        _cli(["run", path, str(tmp_path / "missing.npy")])
 
 
 class _OutputsOnly(GoldenBackend):
