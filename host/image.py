@@ -342,6 +342,8 @@ def build_image(net, config: CoreConfig, fit: Fit | None = None) -> list[tuple[i
         (address(Region.CONFIG, ConfigWord.N_INPUTS.value), [net.n_inputs]),
         (address(Region.CONFIG, ConfigWord.INPUT_LIST.value), [list_word(("input", None))]),
         (address(Region.CONFIG, ConfigWord.CONTROL.value), [1]),
+        # a state reset clears only these neurons
+        (address(Region.CONFIG, ConfigWord.N_NEURONS.value), [n]),
         (address(Region.CONFIG, ConfigWord.N_POPULATIONS.value), [len(net.populations)]),
     ]
     return [(a, w) for a, w in blocks_out if w]

@@ -285,10 +285,11 @@ class Chip(wiring.Component):
             return m
 
         core = target
-        m.submodules.clear = clear = StateClear(self.config)
+        m.submodules.clear = clear = StateClear(self.config, in_use=True)
         m.d.comb += [
             link.busy.eq(core.busy | clear.busy | ev.o.valid),
             clear.start.eq(link.reset_state),
+            clear.limit.eq(core.n_neurons),
         ]
         # The core's memory bus has two masters: the state clearer while it runs, else the link.
         with m.If(clear.busy):

@@ -146,6 +146,8 @@ class ConfigWord(enum.Enum):
     N_POPULATIONS = 1  #: active populations, updated in table order
     CONTROL = 2  #: write bit 0 = forget the pending recurrent spikes (reads 0)
     INPUT_LIST = 3  #: the input channels' descriptor list, :data:`DescList`
+    #: neurons in use: a state reset (RESET_STATE) clears neurons 0 .. N-1 (reset = capacity)
+    N_NEURONS = 4
 
 
 class StatusWord(enum.Enum):

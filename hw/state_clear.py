@@ -18,24 +18,39 @@ __all__ = ["StateClear"]
 class StateClear(wiring.Component):
     """Clears the neuron state over the memory bus when ``start`` pulses (RESET_STATE).
 
-    Writes 0 to every word of the V, I and ACC regions and 1 to ``CONFIG.CONTROL`` (forget the
-    pending recurrent spikes), one write per cycle the core is ready.  Parameters, weights and
-    routing are kept.
+    Writes 0 to the words of the V, I and ACC regions of the neurons in use and 1 to
+    ``CONFIG.CONTROL`` (forget the pending recurrent spikes), one write per cycle the core is
+    ready.  Parameters, weights and routing are kept.
+
+    Parameters
+    ----------
+    config : CoreConfig
+    in_use : bool
+        Clear only neurons ``0 .. limit - 1`` (``limit`` is the core's ``CONFIG.N_NEURONS``),
+        else every neuron.
 
     Attributes
     ----------
     start : In(1)
         One-cycle pulse.
+    limit : In(range(config.n_neurons + 1))
+        With ``in_use``: the neurons to clear, sampled at ``start``.
     busy : Out(1)
         High from the cycle after ``start`` until the last write was taken.
     bus : Out(MemBusSignature())
         Master of the core's bus while ``busy``.
     """
 
-    def __init__(self, config: CoreConfig):
+    def __init__(self, config: CoreConfig, *, in_use: bool = False):
         self.config = config
+        self.in_use = in_use
         super().__init__(
-            {"start": In(1), "busy": Out(1), "bus": Out(MemBusSignature())}
+            {
+                "start": In(1),
+                "busy": Out(1),
+                "bus": Out(MemBusSignature()),
+                "limit": In(range(config.n_neurons + 1)),
+            }
         )
 
     def elaborate(self, platform):
@@ -56,12 +71,23 @@ class StateClear(wiring.Component):
             self.bus.w_data.eq(region == len(regions)),  # CONTROL bit 0: forget pending spikes
             self.bus.w_en.eq(self.busy),
         ]
+        if self.in_use:
+            # the last neuron to clear (with none, the clear starts at CONTROL)
+            last = Signal.like(offset)
+            with m.If(self.start & ~self.busy):
+                m.d.sync += last.eq(self.limit - 1)
+            at_last = offset == last
+        else:
+            at_last = offset == n - 1
         with m.If(self.start & ~self.busy):
             m.d.sync += [self.busy.eq(1), region.eq(0), offset.eq(0)]
+            if self.in_use:
+                with m.If(self.limit == 0):
+                    m.d.sync += region.eq(len(regions))
         with m.Elif(self.busy & self.bus.ready):
             with m.If(region == len(regions)):
                 m.d.sync += self.busy.eq(0)
-            with m.Elif(offset == n - 1):
+            with m.Elif(at_last):
                 m.d.sync += [region.eq(region + 1), offset.eq(0)]
             with m.Else():
                 m.d.sync += offset.eq(offset + 1)

@@ -83,9 +83,12 @@ def test_reset_state_clears_membranes_and_pending_recurrent_spikes(board):
     assert two_steps[:, 0].tolist() == [[True, False], [True, True]]
     board.run(np.array([[[1]]]))  # a0 fires: a recurrent spike to a1 is now pending
     assert board.read_membrane().tolist() == [10, 0]
+    # a neuron the network does not use keeps what it holds: the reset clears neurons 0, 1 only
+    board.device.write_mem(address(Region.V) + 5, [123])
     board.device.reset_state()
     assert board.read_membrane().tolist() == [0, 0]
     assert board.device.read_mem(address(Region.ACC), 2) == [0, 0]
+    assert board.device.read_mem(address(Region.V) + 5, 1) == [123]
     assert board.device.step(1) == [[]]  # the pending spike was forgotten
     assert board.read_membrane().tolist() == [0, 0]
 
@@ -125,14 +128,14 @@ def test_a_disconnect_in_the_middle_of_a_run_is_survived(board):
     """The host vanishes mid-STEP: the chip finishes the step, and the next client is served."""
     import serial
 
-    from spikeforge.protocol import Op, request, u16s
+    from spikeforge.protocol import Op, encode_items, request, run_items
 
     net = _random_network(21)
     board.load(net)
     board.device.close()
     raw = serial.serial_for_url(board.url, timeout=2.0)
-    raw.write(request(Op.RESET_STATE, 1) + request(Op.EVENTS, 2, u16s(range(net.n_inputs)))
-              + request(Op.STEP, 3, u16s([40])))
+    items = run_items([range(net.n_inputs)] + [[]] * 39, reset=True)
+    raw.write(request(Op.RUN, 1, encode_items(items)))
     raw.read(3)  # part of a reply at most, then the cable is pulled
     raw.close()
     board.reconnect()
@@ -204,4 +207,4 @@ def test_bit_level_uart_identify_in_the_amaranth_simulator():
     op, seq, payload, status = body[0], body[1], body[2:-1], body[-1]
     assert (op, seq, status) == (Op.IDENTIFY.value, 1, Status.OK.value)
     words = np.frombuffer(payload, dtype="<u4").tolist()
-    assert config_from_ident(words[4:]) == tiny
+    assert config_from_ident(words[5:]) == tiny

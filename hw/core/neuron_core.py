@@ -62,6 +62,9 @@ class NeuronCore(wiring.Component):
     mem : In(MemBusSignature())
         Access to every memory and register (``spikeforge.hw.image.Region``), served while the
         core is idle.
+    n_neurons : Out(range(config.n_neurons + 1))
+        ``CONFIG.N_NEURONS``, the neurons in use: what a state reset
+        (:class:`~spikeforge.hw.state_clear.StateClear`) clears.
     """
 
     def __init__(self, config: CoreConfig, options: CoreOptions | None = None):
@@ -82,6 +85,7 @@ class NeuronCore(wiring.Component):
                 "busy": Out(1),
                 "done": Out(1),
                 "mem": In(MemBusSignature()),
+                "n_neurons": Out(range(config.n_neurons + 1)),
             }
         )
 
@@ -169,6 +173,7 @@ class NeuronCore(wiring.Component):
             seq.n_pops.eq(regs.n_pops),
             seq.input_list.eq(regs.input_list),
             seq.clear_spikes.eq(regs.clear_spikes),
+            self.n_neurons.eq(regs.n_neurons),
             seq.bus_pend.eq(pend),
             seq.drained.eq(quiet_r & ~desc.pending),
             seq.pop_data.eq(pop_rd.data),

@@ -31,6 +31,8 @@ class CoreRegisters(wiring.Component):
         :class:`~spikeforge.hw.image.ConfigWord` registers.
     clear_spikes : Out(1)
         Pulse: CONTROL bit 0 was written (forget the pending recurrent spikes).
+    n_neurons : Out
+        ``CONFIG.N_NEURONS``: the neurons a state reset clears.
     bus_refused, event_refused, param_err : In(1)
         Pulses to count; a refused input list counts as a parameter error too.
     step_start, in_step, done : In(1)
@@ -54,6 +56,7 @@ class CoreRegisters(wiring.Component):
                 "n_pops": Out(range(config.n_populations + 1)),
                 "input_list": Out(DescList),
                 "clear_spikes": Out(1),
+                "n_neurons": Out(range(config.n_neurons + 1), init=config.n_neurons),
                 "bus_refused": In(1),
                 "event_refused": In(1),
                 "param_err": In(1),
@@ -103,6 +106,10 @@ class CoreRegisters(wiring.Component):
                     )
                 with m.Case(ConfigWord.CONTROL.value):
                     m.d.comb += self.clear_spikes.eq(req.data[0])
+                with m.Case(ConfigWord.N_NEURONS.value):
+                    m.d.sync += self.n_neurons.eq(
+                        Mux(at_most(req.data, cfg.n_neurons), req.data, cfg.n_neurons)
+                    )
                 with m.Case(ConfigWord.INPUT_LIST.value):
                     m.d.sync += self.input_list.eq(
                         Mux(list_bad, 0, req.data[: DescList.size])
@@ -133,6 +140,7 @@ class CoreRegisters(wiring.Component):
             ConfigWord.N_POPULATIONS: self.n_pops,
             ConfigWord.CONTROL: 0,
             ConfigWord.INPUT_LIST: self.input_list,
+            ConfigWord.N_NEURONS: self.n_neurons,
         }
         # the read is selected when it is taken and the word picked a clock later (the bus is
         # served only between steps, when none of these words changes)
