@@ -220,7 +220,10 @@ def board_speed(backend, counts: dict, samples: int) -> dict:
         return {"available": False, "reason": f"the backend does not count {', '.join(missing)}"}
     clock_hz, baud = board_link(board)
     kw = {k: counts[k] for k in ("cycles", "bytes_to_chip", "bytes_to_host", "round_trips")}
-    ps = project_board(board, pipelined=counts["pipelined"], samples=samples, **kw)
+    identity = getattr(getattr(backend, "device", None), "identity", None)
+    window = getattr(identity, "rx_window", None) if counts["pipelined"] else None
+    ps = project_board(board, pipelined=counts["pipelined"], samples=samples,
+                       window_bytes=window, **kw)
     return {
         "available": True,
         "board": ps[0].board,

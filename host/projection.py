@@ -13,7 +13,11 @@ time a board would take at its clock and baud rate, for a given USB round-trip l
     down   = bytes_to_host * bits_per_byte / baud
     lat    = round_trips * latency_s
     total  = core + up + down + lat                    (stop-and-wait: nothing overlaps)
-    total  = max(core, up, down) + lat                 (pipelined: core and both wires overlap)
+    total  = max(core, up, down, win) + lat            (pipelined: core and both wires overlap)
+    win    = bytes_to_chip * (frame_time + latency_s) / window_bytes
+                 (pipelined with a receive window: the host may have at most ``window_bytes``
+                  in flight, and a frame's bytes come back no sooner than its own wire time
+                  plus the USB latency after they were sent)
 
 :func:`project_board` takes the clock and baud rate from the board registry
 (``spikeforge.boards.configs``) and projects for each of :data:`USB_LATENCIES_S`.
@@ -62,6 +66,10 @@ class Projection:
     wire_s : float
         The wire time in the total: the sum of both directions (stop-and-wait) or the busier
         one (pipelined; the UART is full duplex).
+    window_bytes : int or None
+        The chip's receive window (pipelined runs), or None for no window limit.
+    window_s : float
+        Least time the window allows for ``bytes_to_chip`` (0 without a window).
     latency_total_s : float
         ``round_trips * latency_s``.
     total_s : float
@@ -90,6 +98,8 @@ class Projection:
     wire_to_chip_s: float
     wire_to_host_s: float
     wire_s: float
+    window_bytes: int | None
+    window_s: float
     latency_total_s: float
     total_s: float
     per_sample_s: float
@@ -132,7 +142,8 @@ def _ratio(a, b):
 def project(*, cycles: int, clock_hz: float, bytes_to_chip: int, bytes_to_host: int,
             baud: int, round_trips: int, latency_s: float, pipelined: bool = False,
             samples: int = 1, bits_per_byte: int = BITS_PER_BYTE,
-            board: str | None = None) -> Projection:
+            board: str | None = None, window_bytes: int | None = None,
+            frame_bytes: int = 512) -> Projection:
     """Project a run's counts onto a board's clock, baud rate and USB latency.
 
     Parameters
@@ -158,6 +169,11 @@ def project(*, cycles: int, clock_hz: float, bytes_to_chip: int, bytes_to_host: 
         UART bits per byte (10 for 8N1).
     board : str, optional
         Recorded in the result.
+    window_bytes : int, optional
+        Pipelined: the chip's receive window (IDENTIFY's ``rx_window``), which bounds the bytes
+        in flight per round trip; None: no bound.
+    frame_bytes : int
+        Wire bytes of a request frame (for the window bound).
 
     Raises
     ------
@@ -180,8 +196,13 @@ def project(*, cycles: int, clock_hz: float, bytes_to_chip: int, bytes_to_host: 
     up = bytes_to_chip * bits_per_byte / baud
     down = bytes_to_host * bits_per_byte / baud
     lat = round_trips * latency_s
+    win = 0.0
+    if pipelined and window_bytes is not None:
+        window_bytes = _count("window_bytes", window_bytes, 1)
+        frame_time = _count("frame_bytes", frame_bytes, 1) * bits_per_byte / baud
+        win = bytes_to_chip * (frame_time + latency_s) / window_bytes
     if pipelined:
-        wire = max(up, down)
+        wire = max(up, down, win)
         total = max(core, wire) + lat
     else:
         wire = up + down
@@ -191,6 +212,7 @@ def project(*, cycles: int, clock_hz: float, bytes_to_chip: int, bytes_to_host: 
         pipelined=bool(pipelined), bits_per_byte=bits_per_byte, samples=samples, cycles=cycles,
         bytes_to_chip=bytes_to_chip, bytes_to_host=bytes_to_host, round_trips=round_trips,
         core_s=core, wire_to_chip_s=up, wire_to_host_s=down, wire_s=wire,
+        window_bytes=window_bytes if pipelined else None, window_s=win,
         latency_total_s=lat, total_s=total, per_sample_s=total / samples,
         samples_per_s=_ratio(samples, total),
         uart_bound_samples_per_s=_ratio(samples, max(up, down)),

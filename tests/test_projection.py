@@ -42,6 +42,24 @@ def test_pipelined_overlaps_core_and_wire():
     assert p16.bound == "latency"
 
 
+def test_pipelined_window_bounds_the_bytes_in_flight():
+    # 2,048-byte window, 512-byte frames at 3 Mbaud (1.7067 ms each)
+    frame_s = 512 * 10 / 3_000_000
+    p1 = project(clock_hz=100e6, baud=3_000_000, latency_s=0.001, pipelined=True,
+                 window_bytes=2048, **COUNTS)
+    assert p1.window_s == pytest.approx(30_000 * (frame_s + 0.001) / 2048)  # 0.0397 s
+    assert p1.total_s == pytest.approx(0.2)  # the window is not the limit at 1 ms
+    p16 = project(clock_hz=100e6, baud=3_000_000, latency_s=0.016, pipelined=True,
+                  window_bytes=2048, **COUNTS)
+    assert p16.window_s == pytest.approx(30_000 * (frame_s + 0.016) / 2048)  # 0.2594 s
+    assert p16.wire_s == pytest.approx(p16.window_s)  # at 16 ms it is
+    assert p16.total_s == pytest.approx(p16.window_s + 1.6)
+    assert p16.window_bytes == 2048
+    # stop-and-wait ignores it
+    assert project(clock_hz=100e6, baud=3_000_000, latency_s=0.016, window_bytes=2048,
+                   **COUNTS).window_s == 0.0
+
+
 def test_core_bound_run():
     p = project(cycles=24_000_000, clock_hz=24e6, bytes_to_chip=300, bytes_to_host=300,
                 baud=3_000_000, round_trips=0, latency_s=0.016, pipelined=True, samples=4)
