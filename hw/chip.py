@@ -153,7 +153,7 @@ class Chip(wiring.Component):
         Clock frequency in Hz (reported by IDENTIFY).
     uart_errors : bool
         Add the ``rx_framing_error`` / ``rx_overrun`` inputs (a UART receiver is in front).
-        Without them the chip has exactly the virtual board's ports (``rx``, ``tx``).
+        Without them the chip has exactly the virtual board's ports (``rx``, ``tx``, ``idle``).
     cores : int
         Number of neuron cores.  1: the link drives the core directly (``docs/core.md``
         address map).  2 .. 15: a :class:`~spikeforge.hw.multicore.MultiCore` with the AER
@@ -174,6 +174,10 @@ class Chip(wiring.Component):
         Bytes to the host.
     rx_framing_error, rx_overrun : In(1)
         Strobes of the UART receiver in front of ``rx``, counted by STATUS (``uart_errors``).
+    idle : Out(1)
+        The chip is at rest: no request pending or running, no reply byte pending, the core(s)
+        not busy.  The virtual board's harness stops simulating while it is high and no byte
+        is waiting (``docs/virtual_board.md``); a board top leaves it unconnected.
     router_config : RouterConfig or None
         The multi-core description (``None`` with one core).
     """
@@ -209,7 +213,11 @@ class Chip(wiring.Component):
                     "expects every core to answer a read after the same number of clocks)"
                 )
             self.options = options
-        members = {"rx": In(stream.Signature(8)), "tx": Out(stream.Signature(8))}
+        members = {
+            "rx": In(stream.Signature(8)),
+            "tx": Out(stream.Signature(8)),
+            "idle": Out(1),
+        }
         if uart_errors:
             members.update({"rx_framing_error": In(1), "rx_overrun": In(1)})
         super().__init__(members)
@@ -225,6 +233,7 @@ class Chip(wiring.Component):
         )
         wiring.connect(m, wiring.flipped(self.rx), link.rx)
         wiring.connect(m, link.tx, wiring.flipped(self.tx))
+        m.d.comb += self.idle.eq(link.idle & ~link.busy)
         if self.uart_errors:
             m.d.comb += [
                 link.rx_framing_error.eq(self.rx_framing_error),

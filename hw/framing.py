@@ -77,6 +77,8 @@ class FrameReceiver(wiring.Component):
         Body length of the frame on ``o``; stable while ``o.valid``.
     crc_error, oversize : Out(1)
         One-cycle strobes: a frame was dropped.
+    pending : Out(1)
+        A good frame is being handed on (high from its delimiter until its last byte was taken).
     """
 
     def __init__(self, max_frame=MAX_FRAME, *, mem_attrs=None):
@@ -91,6 +93,7 @@ class FrameReceiver(wiring.Component):
                 "length": Out(range(max_frame + 1)),
                 "crc_error": Out(1),
                 "oversize": Out(1),
+                "pending": Out(1),
             }
         )
 
@@ -130,7 +133,8 @@ class FrameReceiver(wiring.Component):
                 m.d.comb += wr.en.eq(1)
                 m.d.sync += [count.eq(count_next), crc.eq(crc16_next(crc, put_data))]
 
-        with m.FSM():
+        with m.FSM() as fsm:
+            m.d.comb += self.pending.eq(fsm.ongoing("SEND"))
             with m.State("RECV"):
                 m.d.comb += self.i.ready.eq(1)
                 with m.If(self.i.valid):
@@ -187,11 +191,19 @@ class FrameSender(wiring.Component):
     ----------
     i : In(stream.Signature(TxByte))
     o : Out(stream.Signature(8))
+    idle : Out(1)
+        No reply is being encoded or sent (every byte taken so far has left on ``o``).
     """
 
     def __init__(self, *, mem_attrs=None):
         self.mem_attrs = mem_attrs
-        super().__init__({"i": In(stream.Signature(TxByte)), "o": Out(stream.Signature(8))})
+        super().__init__(
+            {
+                "i": In(stream.Signature(TxByte)),
+                "o": Out(stream.Signature(8)),
+                "idle": Out(1),
+            }
+        )
 
     def elaborate(self, platform):
         m = Module()
@@ -213,7 +225,8 @@ class FrameSender(wiring.Component):
         take = Signal()  # ``byte`` enters the encoder this cycle
         m.d.comb += [wr.addr.eq(fill), wr.data.eq(byte), rd.addr.eq(rptr)]
 
-        with m.FSM():
+        with m.FSM() as fsm:
+            m.d.comb += self.idle.eq(fsm.ongoing("FILL") & (phase == 0) & (fill == 1))
             with m.State("FILL"):
                 with m.Switch(phase):
                     with m.Case(0):

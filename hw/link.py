@@ -123,6 +123,9 @@ class Link(wiring.Component):
         stalled while a reply block is sent.
     core_status : In(data.ArrayLayout(32, n_core_status))
         Core counters, reported by STATUS.
+    idle : Out(1)
+        No request is pending or being executed and every reply byte has left on ``tx``: with
+        no new byte on ``rx`` and ``busy`` low, nothing changes (the virtual board's rest hint).
     """
 
     def __init__(
@@ -181,6 +184,7 @@ class Link(wiring.Component):
                 "reset_state": Out(1),
                 "spikes": In(stream.Signature(EVENT_BITS)),
                 "core_status": In(data.ArrayLayout(32, n_core_status)),
+                "idle": Out(1),
             }
         )
 
@@ -197,12 +201,14 @@ class Link(wiring.Component):
         m.submodules.rxf = rxf = FrameReceiver(MAX_FRAME, mem_attrs=mem_attrs)
         m.submodules.txf = txf = FrameSender(mem_attrs=mem_attrs)
         wiring.connect(m, wiring.flipped(self.rx), rxf.i)
+        tx_quiet = txf.idle
         if self.fast:
             # and one behind it: the UART's shift register loads from a flop, not the
             # encoder's block RAM
             m.submodules.tx_out = tx_out = StreamRegister(8)
             wiring.connect(m, txf.o, tx_out.i)
             wiring.connect(m, tx_out.o, wiring.flipped(self.tx))
+            tx_quiet = txf.idle & ~tx_out.o.valid
         else:
             wiring.connect(m, txf.o, wiring.flipped(self.tx))
         rxo, txi = rxf.o, txf.i
@@ -212,6 +218,7 @@ class Link(wiring.Component):
             m.submodules.tx_reg = tx_reg = StreamRegister(TxByte)
             wiring.connect(m, tx_reg.o, txf.i)
             txi = tx_reg.i
+            tx_quiet &= ~tx_reg.o.valid
 
         # --- counters -----------------------------------------------------------------------
         # The saturating error counters live in a small block RAM.  A strobe sets the counter's
@@ -349,7 +356,8 @@ class Link(wiring.Component):
             timer=timer, timer_load=timer_load, total=total, use_status=use_status,
             widx=widx, word=word,
         )
-        with m.FSM():
+        with m.FSM() as fsm:
+            m.d.comb += self.idle.eq(fsm.ongoing("HEADER") & ~rxf.pending & tx_quiet)
             self._request_states(c)
             self._write_states(c)
             self._step_states(c)
