@@ -10,6 +10,11 @@
 // socket go into rx (valid/ready), bytes the chip presents on tx go to the socket.  The chip keeps
 // its state across connections, like a board on a cable.  When the design is at rest the harness
 // blocks in poll(); when it works it runs batches of cycles between non-blocking socket polls.
+// A batch ends as soon as the chip is idle (its idle output high, no rx byte waiting), when tx
+// bytes have waited --flush-cycles cycles (so replies stream out while the chip works), or when
+// the rx ring runs dry (more input may be waiting in the socket); at the latest after --batch
+// cycles.  --ignore-idle restores the old behaviour (fixed batches, rest found only by the state
+// probe) for side-by-side measurements.
 //
 // Command line (all optional):
 //   --port N              TCP port to listen on, 0 (default) = any free port
@@ -18,7 +23,12 @@
 //                         vboard_config.h
 //   --parent-pid PID      exit when this process is no longer our parent (it died)
 //   --max-idle-seconds S  exit after S seconds with no client connected (0 = never, the default)
-//   --batch N             cycles run between two socket polls while busy (default 4096)
+//   --batch N             at most N cycles between two socket polls while busy (default 4096)
+//   --flush-cycles N      send tx bytes at most N cycles after the first of them was produced,
+//                         even while the chip works (default 256)
+//   --ignore-idle         the old harness: fixed batches of --batch cycles, replies sent at the
+//                         end of a batch, rest found only by the state probe (the idle output is
+//                         still read, for the busy_cycles counter)
 //   --reset-cycles N      cycles with rst high at start-up (default 4)
 //   --settle-cycles N     after a disconnect, run the chip until it rests (at most N cycles,
 //                         default 1000000) before the next client is accepted
@@ -27,7 +37,8 @@
 //   --trace PATH          write a VCD or FST waveform (only if built with tracing)
 //   --verbose             log connections to stderr
 // stdout carries exactly two lines: "LISTENING <port>" once the socket is bound, and
-// "EXIT cycles=<n> rx_bytes=<n> tx_bytes=<n> dropped_bytes=<n> connections=<n>" at exit.
+// "EXIT cycles=<n> busy_cycles=<n> rx_bytes=<n> tx_bytes=<n> dropped_bytes=<n> connections=<n>
+// idle_waits=<n>" at exit.
 
 #include <verilated.h>
 
@@ -118,6 +129,8 @@ struct Options {
     long parent_pid = 0;
     double max_idle_seconds = 0.0;
     uint64_t batch = 4096;
+    uint64_t flush_cycles = 256;
+    bool ignore_idle = false;
     uint64_t reset_cycles = 4;
     uint64_t settle_cycles = 1000000;
     size_t ring_bytes = 1 << 16;
@@ -166,6 +179,11 @@ Options parse_args(int argc, char** argv) {
             ++i;
         } else if (a == "--batch") {
             o.batch = static_cast<uint64_t>(parse_long("--batch", next, 1, 1L << 30)); ++i;
+        } else if (a == "--flush-cycles") {
+            o.flush_cycles = static_cast<uint64_t>(parse_long("--flush-cycles", next, 0, 1L << 30));
+            ++i;
+        } else if (a == "--ignore-idle") {
+            o.ignore_idle = true;
         } else if (a == "--reset-cycles") {
             o.reset_cycles = static_cast<uint64_t>(parse_long("--reset-cycles", next, 1, 1L << 20));
             ++i;
@@ -249,6 +267,7 @@ public:
             m_top->eval();
             dump();
             ++m_stats->cycles;
+            ++m_stats->busy_cycles;
         }
         m_top->VB_PORT_RST = 0;
     }
@@ -273,6 +292,11 @@ public:
         m_top->eval();
         dump();
         ++m_stats->cycles;
+#if VB_HAS_IDLE
+        if (!m_idle_hint || rx_fire || tx_fire) ++m_stats->busy_cycles;
+#else
+        ++m_stats->busy_cycles;  // no idle output: every cycle counts as busy
+#endif
         if (rx_fire) {
             m_rx.pop();
             ++m_stats->rx_bytes;
@@ -285,9 +309,13 @@ public:
     }
 
     // Run up to m_opt.batch cycles.  Returns true if the design was found at rest: with the stream
-    // inputs as they are now, another clock cycle would change nothing.
+    // inputs as they are now, another clock cycle would change nothing.  Returns false early when
+    // the socket has work: tx bytes have waited m_opt.flush_cycles cycles, or the rx ring ran dry.
     bool run_batch() {
+        if (m_opt.ignore_idle) return run_fixed_batch();
         uint64_t quiet = 0;
+        const bool had_rx = !m_rx.empty();
+        uint64_t tx_first = m_tx.empty() ? UINT64_MAX : 0;  // cycle the oldest tx byte arrived
         for (uint64_t i = 0; i < m_opt.batch; ++i) {
             if (cycle()) {
                 quiet = 0;
@@ -297,7 +325,24 @@ public:
                 if (m_idle_hint && m_rx.empty()) return true;
 #endif
             }
+            if (!m_tx.empty()) {
+                if (tx_first == UINT64_MAX) tx_first = i;
+                if (i - tx_first >= m_opt.flush_cycles) return false;
+            }
+            if (had_rx && m_rx.empty()) return false;
         }
+        return probe_rest(quiet);
+    }
+
+    // The old harness (--ignore-idle): always m_opt.batch cycles, then the state probe.
+    bool run_fixed_batch() {
+        uint64_t quiet = 0;
+        for (uint64_t i = 0; i < m_opt.batch; ++i) quiet = cycle() ? 0 : quiet + 1;
+        return probe_rest(quiet);
+    }
+
+    // After a batch whose last `quiet` cycles moved no byte: is the design at a fixed point?
+    bool probe_rest(uint64_t quiet) {
         if (quiet < 16 && quiet < m_opt.batch) return false;
         // Fixed-point probe: if one more cycle with unchanged inputs leaves every state bit of
         // the (flattened) model unchanged and moves no byte, it stays so until an input changes.
@@ -535,12 +580,15 @@ int main(int argc, char** argv) {
     close(listen_fd);
     VbStats s = board->stats();
     board.reset();
-    std::printf("EXIT cycles=%llu rx_bytes=%llu tx_bytes=%llu dropped_bytes=%llu connections=%llu\n",
+    std::printf("EXIT cycles=%llu busy_cycles=%llu rx_bytes=%llu tx_bytes=%llu dropped_bytes=%llu "
+                "connections=%llu idle_waits=%llu\n",
                 static_cast<unsigned long long>(s.cycles),
+                static_cast<unsigned long long>(s.busy_cycles),
                 static_cast<unsigned long long>(s.rx_bytes),
                 static_cast<unsigned long long>(s.tx_bytes),
                 static_cast<unsigned long long>(s.dropped_bytes),
-                static_cast<unsigned long long>(s.connections));
+                static_cast<unsigned long long>(s.connections),
+                static_cast<unsigned long long>(s.idle_waits));
     std::fflush(stdout);
     return 0;
 }

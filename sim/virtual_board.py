@@ -9,6 +9,10 @@ harness behaviour are described in docs/virtual_board.md.
 
 from __future__ import annotations
 
+import contextlib
+import glob
+import hashlib
+import importlib.util
 import os
 import re
 import signal
@@ -42,6 +46,7 @@ __all__ = [
     "VirtualBoardError",
     "build_virtual_board",
     "virtual_board_verilog",
+    "design_source_key",
     "VirtualBoard",
     "serve",
     "chip_for_board",
@@ -121,6 +126,10 @@ class VirtualBoardStats:
         Clients accepted so far.
     idle_waits : int
         Times the harness found the design at rest and blocked on the socket.
+    busy_cycles : int
+        Of ``cycles``, those in which the design was busy: its ``idle`` output was low or a byte
+        moved (reset cycles included).  A top without ``idle`` counts every cycle as busy.
+        ``cycles / busy_cycles`` is the harness's overhead (1.0: no cycle simulated in vain).
     """
 
     cycles: int
@@ -129,10 +138,11 @@ class VirtualBoardStats:
     dropped_bytes: int
     connections: int
     idle_waits: int
+    busy_cycles: int
 
 
 #: First bytes of the ``--stats-file`` (``VB_STATS_MAGIC`` in the harness).
-STATS_MAGIC = b"VBSTATS1"
+STATS_MAGIC = b"VBSTATS2"
 #: The ``--stats-file`` counters after :data:`STATS_MAGIC`, in order, each a little-endian u64:
 #: ``(name, meaning)``.  The one definition of the layout: the harness's ``struct VbStats`` is
 #: generated from it into ``vboard_config.h`` (:func:`stats_header`), and
@@ -144,6 +154,7 @@ STATS_FIELDS = (
     ("dropped_bytes", "tx bytes produced while no client was connected"),
     ("connections", "clients accepted so far"),
     ("idle_waits", "times the harness found the design at rest and blocked"),
+    ("busy_cycles", "cycles with the idle output low or a byte moving (all, without idle)"),
     ("pid", "process id of the harness"),
 )
 _STATS = struct.Struct(f"<{len(STATS_MAGIC)}s{len(STATS_FIELDS)}Q")
@@ -310,6 +321,7 @@ def build_virtual_board(
     opt_fast: str = "-O2",
     jobs: int = 2,
     verbose: bool = False,
+    announce: bool = True,
 ) -> Path:
     """Build (or reuse) the virtual-board executable of a top.
 
@@ -321,7 +333,9 @@ def build_virtual_board(
     name : str
         Name of the top module (for Verilog input: the module in it) and of the executable.
     build_dir : path-like, optional
-        Parent directory of the build cache (default ``$SPIKEFORGE_BUILD_DIR`` or ``./build``).
+        Parent directory of the build cache (default: ``virtual_board`` in
+        :func:`~spikeforge.sim.verilator.default_build_dir`, the user's cache directory or
+        ``$SPIKEFORGE_BUILD_DIR``).
     ports : PortMap, optional
         Port names of a Verilog top (default: the Amaranth names, see :class:`PortMap`).
     trace : bool or {"vcd", "fst"}
@@ -339,12 +353,17 @@ def build_virtual_board(
         Parallel C++ compile jobs.
     verbose : bool
         Show the Verilator and compiler output.
+    announce : bool
+        Print one line to stderr when a build actually starts ("building the virtual board
+        ... (first time only, ...)"); nothing is printed on a cache hit.
 
     Returns
     -------
     pathlib.Path
-        The executable.  The build is cached under a hash of the Verilog, the harness and the
-        flags: the same configuration is compiled once and reused.
+        The executable.  The build is cached under a hash of the harness, the flags and the
+        design: for a spikeforge component (the chip) the hash of its sources and parameters
+        (:func:`design_source_key`), so a cached build is found without generating Verilog;
+        for other tops the Verilog itself.  The same configuration is compiled once and reused.
 
     Raises
     ------
@@ -368,6 +387,7 @@ def build_virtual_board(
     ports = PortMap() if ports is None else ports
     if not isinstance(ports, PortMap):
         raise ConfigError(f"ports must be a PortMap, got {type(ports)!r}")
+    verilog_text = design_key = None
     if isinstance(top, os.PathLike):
         path = Path(top)
         if not path.is_file():
@@ -381,11 +401,29 @@ def build_virtual_board(
             )
         verilog_text = top
     else:
-        verilog_text = virtual_board_verilog(top, name)
+        from amaranth.lib import wiring
 
-    present = set(_module_ports(verilog_text, name))
+        if not isinstance(top, wiring.Component):
+            raise ConfigError(
+                f"top must be an amaranth.lib.wiring.Component or Verilog text, got {type(top)!r}"
+            )
+        try:
+            _check_component(top)
+            design_key = design_source_key(top)
+        except ConfigError:
+            mark_used(top)
+            raise
+        if design_key is None:
+            verilog_text = virtual_board_verilog(top, name)
+
+    if verilog_text is not None:
+        present = set(_module_ports(verilog_text, name))
+    else:
+        present = _component_ports(top)
     missing = {role: p for role, p in ports.required().items() if p not in present}
     if missing:
+        if verilog_text is None:
+            mark_used(top)
         raise ConfigError(
             f"module {name!r} lacks the virtual-board ports "
             + ", ".join(f"{role}={p!r}" for role, p in missing.items())
@@ -410,15 +448,26 @@ def build_virtual_board(
         lines.append(f"#define VB_PORT_IDLE {_mangle(ports.idle)}")
     config = "\n".join(lines) + "\n" + stats_header()
 
-    sources = {
-        f"{name}.v": verilog_text,
+    fixed = {
         "vboard_main.cpp": _harness_source(),
         "vboard_config.h": config,
     }
     for fname, text in (extra_verilog or {}).items():
-        if fname in sources:
+        if fname in fixed or fname == f"{name}.v":
             raise ConfigError(f"extra_verilog: file name {fname!r} is already used")
-        sources[fname] = text
+        fixed[fname] = text
+    if verilog_text is not None:
+        sources = {f"{name}.v": verilog_text, **fixed}
+        cache_key = None
+    else:
+        def sources():
+            return {f"{name}.v": virtual_board_verilog(top, name), **fixed}
+
+        h = hashlib.sha256(design_key.encode())
+        for fname in sorted(fixed):
+            data = fixed[fname].encode()
+            h.update(fname.encode() + b"\0" + len(data).to_bytes(8, "little") + data)
+        cache_key = h.hexdigest()
     vflags = [
         "-O3",
         "--flatten",  # one root class holds all state: the harness compares it to detect rest
@@ -440,17 +489,167 @@ def build_virtual_board(
     # Verilator's default for the model code is -Os; -O2 runs a small top about twice as fast.
     make_flags = [f"OPT_FAST={opt_fast}"]
     root = Path(build_dir) if build_dir is not None else default_build_dir() / "virtual_board"
-    return build_executable(
-        sources,
-        name,
-        name=name,
-        build_dir=root,
-        verilator_flags=vflags,
-        cflags=cflags,
-        make_flags=make_flags,
-        jobs=jobs,
-        verbose=verbose,
-    )
+
+    def on_build(out: Path) -> None:
+        if announce:
+            print(f"building the virtual board {name!r} with Verilator (first time only, "
+                  f"{_build_estimate(root, name)})...", file=sys.stderr, flush=True)
+
+    try:
+        return build_executable(
+            sources,
+            name,
+            name=name,
+            build_dir=root,
+            verilator_flags=vflags,
+            cflags=cflags,
+            make_flags=make_flags,
+            jobs=jobs,
+            verbose=verbose,
+            cache_key=cache_key,
+            on_build=on_build,
+        )
+    finally:
+        if verilog_text is None:
+            mark_used(top)  # a cache hit never elaborates the component
+
+
+def _build_estimate(root: Path, name: str) -> str:
+    """"~N min" from earlier builds of ``name`` in ``root``, else a rough guess."""
+    times = []
+    for f in root.glob(f"{glob.escape(name)}-*/build_seconds"):
+        with contextlib.suppress(OSError, ValueError):
+            times.append(float(f.read_text()))
+    if not times:
+        return "a minute or a few"
+    minutes = max(times) / 60
+    return f"~{minutes:.0f} min" if minutes >= 1.5 else "about a minute" if minutes > 0.5 else (
+        "under a minute")
+
+
+def _component_ports(top) -> set[str]:
+    """The Verilog port names Amaranth gives a component (its signature members, ``clk``, ``rst``),
+    found without converting it."""
+    names = {"clk", "rst"}
+    for path, _member, _value in top.signature.flatten(top):
+        names.add("__".join(str(p) for p in path))
+    return names
+
+
+class _Unkeyable(Exception):
+    pass
+
+
+def _fingerprint(value) -> str:
+    """A deterministic text for a plain-data parameter (numbers, strings, enums, dataclasses,
+    sequences, mappings, NumPy arrays); raises _Unkeyable for anything else."""
+    import dataclasses
+    import enum
+
+    if value is None or isinstance(value, (bool, int, float, complex, str, bytes)):
+        return repr(value)
+    if isinstance(value, enum.Enum):
+        return f"{type(value).__module__}.{type(value).__qualname__}.{value.name}={value.value!r}"
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        inner = ",".join(f"{f.name}={_fingerprint(getattr(value, f.name))}"
+                         for f in dataclasses.fields(value))
+        return f"{type(value).__module__}.{type(value).__qualname__}({inner})"
+    if isinstance(value, (tuple, list)):
+        return f"{type(value).__name__}[" + ",".join(_fingerprint(v) for v in value) + "]"
+    if isinstance(value, (set, frozenset)):
+        return f"{type(value).__name__}{{" + ",".join(sorted(_fingerprint(v) for v in value)) + "}"
+    if isinstance(value, dict):
+        items = sorted((_fingerprint(k), _fingerprint(v)) for k, v in value.items())
+        return "dict{" + ",".join(f"{k}:{v}" for k, v in items) + "}"
+    if type(value).__module__ == "numpy" or type(value).__module__.startswith("numpy."):
+        import numpy as np
+
+        a = np.ascontiguousarray(value)
+        return f"ndarray({a.dtype.str},{a.shape},{hashlib.sha256(a.tobytes()).hexdigest()})"
+    raise _Unkeyable(type(value))
+
+
+_IMPORT = re.compile(
+    r"^[ \t]*(?:from[ \t]+(?P<dots>\.*)(?P<mod>[\w.]*)[ \t]+import[ \t]+"
+    r"(?P<names>\([^)]*\)|[^\n]*)|import[ \t]+(?P<plain>[^\n#]+))",
+    re.M,
+)
+
+
+def _spikeforge_module_closure(module: str) -> dict[str, Path]:
+    """``module`` and every ``spikeforge`` module it imports, directly or not, with their
+    packages: name to file.  Import statements are found by a scan of the source text, so imports
+    inside functions count too (an import-like line in a docstring only adds a file)."""
+    found: dict[str, Path] = {}
+    todo = [module]
+    while todo:
+        name = todo.pop()
+        if name in found:
+            continue
+        try:
+            spec = importlib.util.find_spec(name)
+        except (ImportError, ValueError, AttributeError):
+            spec = None  # e.g. "spikeforge.hw.chip.Chip": a name, not a module
+        if spec is None or not spec.origin or not spec.origin.endswith(".py"):
+            continue
+        path = Path(spec.origin)
+        found[name] = path
+        parts = name.split(".")
+        todo += [".".join(parts[:i]) for i in range(1, len(parts))]  # packages run on import
+        package = name if path.name == "__init__.py" else name.rpartition(".")[0]
+        for m in _IMPORT.finditer(path.read_text(errors="replace")):
+            if m.group("plain"):
+                todo += [n.split()[0] for n in m.group("plain").split(",")
+                         if n.split() and n.split()[0].split(".")[0] == "spikeforge"]
+                continue
+            dots, mod = m.group("dots"), m.group("mod")
+            if dots:
+                base = package.split(".")
+                base = base[: len(base) - len(dots) + 1]
+                mod = ".".join(base + ([mod] if mod else []))
+            if mod.split(".")[0] != "spikeforge":
+                continue
+            todo.append(mod)
+            names = re.sub(r"#[^\n]*", "", m.group("names")).strip("() \n")
+            todo += [f"{mod}.{n.split()[0]}" for n in names.split(",") if n.split()]
+    return found
+
+
+def design_source_key(top) -> str | None:
+    """A key that stands for the Verilog of a spikeforge component, found without converting it.
+
+    For a component whose class is defined in the ``spikeforge`` package (e.g.
+    :class:`spikeforge.hw.chip.Chip`) and whose parameters (its public attributes besides the
+    ports) are plain data: a SHA-256 of the bytes of every ``spikeforge`` source file its module
+    imports, directly or not; the class name; the parameters; the port signature; and the
+    Amaranth and Python versions.  Works from an editable or a normal install (the files are
+    found through the modules' specs).
+
+    Returns
+    -------
+    str or None
+        None for other components: their Verilog is generated and hashed instead.
+    """
+    import amaranth
+
+    cls = type(top)
+    if cls.__module__.split(".")[0] != "spikeforge":
+        return None
+    members = set(top.signature.members)
+    try:
+        params = _fingerprint({k: v for k, v in vars(top).items()
+                               if not k.startswith("_") and k not in members})
+    except _Unkeyable:
+        return None
+    h = hashlib.sha256()
+    for part in (cls.__module__, cls.__qualname__, params, repr(top.signature),
+                 amaranth.__version__, f"{sys.version_info[0]}.{sys.version_info[1]}"):
+        h.update(part.encode() + b"\0")
+    closure = _spikeforge_module_closure(cls.__module__)
+    for name in sorted(closure):
+        data = closure[name].read_bytes()
+        h.update(name.encode() + b"\0" + len(data).to_bytes(8, "little") + data)
+    return h.hexdigest()
 
 
 def _is_executable(board) -> bool:
@@ -502,7 +701,12 @@ class VirtualBoard:
     verbose : bool
         Let the process log connections and disconnections.
     extra_args : sequence of str
-        Further options for the harness (``--batch N``, ``--settle-cycles N``, ...).
+        Further options for the harness (``--batch N``, ``--flush-cycles N``,
+        ``--settle-cycles N``, ...).
+    ignore_idle : bool
+        Run the harness as it was before it answered on idle (``--ignore-idle``): fixed batches
+        of ``--batch`` cycles, replies sent when a batch ends, rest found only by the state probe.
+        For measuring the old and the new harness side by side (``benchmarks/vboard.py``).
 
     Attributes
     ----------
@@ -537,6 +741,7 @@ class VirtualBoard:
         log_file: str | os.PathLike | None = None,
         verbose: bool = False,
         extra_args: tuple[str, ...] | list[str] = (),
+        ignore_idle: bool = False,
     ):
         if not isinstance(port, int) or isinstance(port, bool) or not 0 <= port <= 65535:
             raise ConfigError(f"port must be an integer in [0, 65535], got {port!r}")
@@ -553,6 +758,9 @@ class VirtualBoard:
         self._log_file = Path(log_file) if log_file is not None else None
         self._verbose = verbose
         self._extra_args = [str(a) for a in extra_args]
+        if not isinstance(ignore_idle, bool):
+            raise ConfigError(f"ignore_idle must be a bool, got {ignore_idle!r}")
+        self._ignore_idle = ignore_idle
         self._proc: subprocess.Popen | None = None
         self._tmp: tempfile.TemporaryDirectory | None = None
         self._stats_path: Path | None = None
@@ -599,6 +807,8 @@ class VirtualBoard:
             cmd += ["--trace", str(self._trace_file)]
         if self._verbose:
             cmd += ["--verbose"]
+        if self._ignore_idle:
+            cmd += ["--ignore-idle"]
         return cmd + self._extra_args
 
     def _stderr_tail(self) -> str:
@@ -720,14 +930,11 @@ class VirtualBoard:
         for line in self._stdout_lines:
             if line.startswith("EXIT "):
                 kv = dict(item.split("=", 1) for item in line.split()[1:])
-                self.final_stats = VirtualBoardStats(
-                    cycles=int(kv["cycles"]),
-                    rx_bytes=int(kv["rx_bytes"]),
-                    tx_bytes=int(kv["tx_bytes"]),
-                    dropped_bytes=int(kv["dropped_bytes"]),
-                    connections=int(kv["connections"]),
-                    idle_waits=last.idle_waits if last else 0,
-                )
+                self.final_stats = VirtualBoardStats(**{
+                    f.name: int(kv[f.name]) if f.name in kv
+                    else getattr(last, f.name) if last else 0
+                    for f in fields(VirtualBoardStats)
+                })
         if self.final_stats is None and last is not None and last.cycles:
             self.final_stats = last  # killed: the last counters it published
         if proc.stdout is not None:
@@ -795,11 +1002,7 @@ def serve(
         The counters at exit.
     """
     out = sys.stdout if out is None else out
-    if _is_executable(top):
-        exe = _executable(top, name, build_dir)
-    else:
-        print(f"building the virtual board {name!r} (cached after the first time)...", file=out)
-        exe = _executable(top, name, build_dir)
+    exe = _executable(top, name, build_dir)  # says "building..." (stderr) only when it builds
     board = VirtualBoard(exe, port, host=host, trace_file=trace_file, verbose=verbose)
     stopping = []  # the signals received; a handler that only appends cannot deadlock
 
@@ -875,8 +1078,6 @@ def register(subparsers):
 
 def _sim_command(args):
     top = chip_for_board(args.board)
-    print(f"building the {args.board} chip for Verilator (cached after the first build)...",
-          flush=True)
     serve(
         top,
         args.port,

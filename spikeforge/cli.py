@@ -25,24 +25,68 @@ _COMMANDS = [
 
 
 def _register_info(subparsers):
-    p = subparsers.add_parser("info", help="print the version and the chip's number formats")
+    p = subparsers.add_parser(
+        "info",
+        help="print the version, the number formats, the build cache and the toolchains found",
+    )
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(func=_info)
 
 
+def _human_bytes(n: int) -> str:
+    size = float(n)
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if size < 1024 or unit == "GiB":
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1024
+    return f"{n} B"  # not reached
+
+
 def _info(args):
+    """``spikeforge info``: version, number formats, the build cache (where, how big, how many
+    builds) and the toolchains found (Verilator, C++, Yosys/nextpnr, openFPGALoader)."""
     import dataclasses
     import json
+    import os
 
+    from .sim.verilator import cache_usage, default_build_dir, toolchains
     from .spec import DEFAULT_FORMAT
 
-    data = {"version": __version__, "format": dataclasses.asdict(DEFAULT_FORMAT)}
+    cache = cache_usage(default_build_dir())
+    tools = toolchains()
+    data = {
+        "version": __version__,
+        "format": dataclasses.asdict(DEFAULT_FORMAT),
+        "build_cache": {
+            "path": str(cache.path),
+            "exists": cache.exists,
+            "bytes": cache.bytes,
+            "builds": cache.builds,
+            "env": "SPIKEFORGE_BUILD_DIR" if os.environ.get("SPIKEFORGE_BUILD_DIR") else None,
+        },
+        "toolchains": [dataclasses.asdict(t) for t in tools],
+    }
     if args.json:
         print(json.dumps(data))
+        return 0
+    print(f"spikeforge {__version__}")
+    for k, v in data["format"].items():
+        print(f"  {k:16s} {v}")
+    where = " (from $SPIKEFORGE_BUILD_DIR)" if data["build_cache"]["env"] else ""
+    print(f"build cache {cache.path}{where}")
+    if cache.exists:
+        s = "" if cache.builds == 1 else "s"
+        print(f"  {_human_bytes(cache.bytes)} in {cache.builds} build{s}"
+              "  (delete the directory to reclaim the space)")
     else:
-        print(f"spikeforge {__version__}")
-        for k, v in data["format"].items():
-            print(f"  {k:16s} {v}")
+        print("  not created yet (the first virtual-board build creates it)")
+    print("toolchains")
+    for t in tools:
+        if t.found:
+            detail = ", ".join(x for x in (t.version, t.where) if x)
+            print(f"  {t.name:16s} {detail}")
+        else:
+            print(f"  {t.name:16s} not found: {t.hint}")
     return 0
 
 
