@@ -13,6 +13,8 @@ shape ``(batch, n_neurons)``.
 
 from __future__ import annotations
 
+import contextlib
+
 import numpy as np
 
 from ..errors import ConfigError
@@ -75,7 +77,7 @@ class _Work:
         self._bufs = {}
 
     def __call__(self, name, dtype):
-        key = (name, np.dtype(dtype))
+        key = (name, dtype)  # dtype as passed (a type or np.dtype): no conversion per call
         buf = self._bufs.get(key)
         if buf is None:
             buf = self._bufs[key] = np.empty(self.shape, dtype=dtype)
@@ -83,7 +85,7 @@ class _Work:
 
 
 def _narrow_dtype(fmt: Format):
-    """The dtype the integer state and update use: int32 when every value provably fits.
+    """The integer dtype of the integer state and update: int32 when every value provably fits.
 
     With ``S = state_bits``, ``A = acc_bits`` and ``F = decay_frac_bits``, every value of the
     update is bounded as follows (the fit check of :func:`network_problems` guarantees
@@ -99,10 +101,22 @@ def _narrow_dtype(fmt: Format):
     so ``max(S, A) <= 29`` keeps everything below ``2**30``.  The default format (16-bit state,
     12 fraction bits, 20-bit accumulator) qualifies; wider formats compute in int64, where the
     spec's own limit (``S + F + 1 <= 62``) bounds the product.
+
+    Small arrays (see :data:`_SMALL`) compute in float64 instead, which is exact for *every*
+    format: all values are integers below ``2**42`` (``A <= 40``), the product
+    ``v · (q · 2**-F)`` has at most ``S + F + 1 <= 49`` significant bits and ``trunc`` /
+    ``floor`` of it are exact, so the result equals the integer formula.  float64 needs fewer
+    operations (``trunc(v · q/2**F)`` is two, the integer rounding five), and at small sizes the
+    cost is the number of NumPy calls, not the bytes.
     """
     if fmt.state_bits + fmt.decay_frac_bits <= 31 and max(fmt.state_bits, fmt.acc_bits) <= 29:
         return np.int32
     return np.int64
+
+
+# Below this many elements (batch × neurons), a population's integer update runs in float64
+# (exact, fewer calls; see _narrow_dtype); above it, in int32 (half the bytes of float64).
+_SMALL = 4096
 
 
 def _clip(u, lo, hi):
@@ -122,59 +136,81 @@ def _clip(u, lo, hi):
 def _decay_int_into(x, code, leak, fmt, work, name, dt):
     """Integer ``decay(x)`` (``x`` in the state range, dtype ``dt``) into a scratch array.
 
-    Same values as :func:`decay`.  Rounding toward zero is ``(p + (2**F - 1)) >> F`` for a
-    negative product ``p`` (the floor of ``(p + 2**F - 1) / 2**F`` is the ceiling of
-    ``p / 2**F``); the correction is ``(p >> (bits - 1)) & (2**F - 1)`` (the sign smeared over
-    the word, masked).  ``leak = none`` returns ``x`` itself.
+    Same values as :func:`decay`; ``code`` comes from :func:`_int_consts` for ``dt``.  Integer
+    ``dt``: rounding toward zero is ``(p + (2**F - 1)) >> F`` for a negative product ``p`` (the
+    floor of ``(p + 2**F - 1) / 2**F`` is the ceiling of ``p / 2**F``); the correction is
+    ``(p >> (bits - 1)) & (2**F - 1)`` (the sign smeared over the word, masked).  float64:
+    ``trunc(x · q/2**F)`` and ``x - floor(x · 2**-k)``, exact (see :func:`_narrow_dtype`).
+    ``leak = none`` returns ``x`` itself.
     """
     if leak == LeakMode.NONE:
         return x
     p = work(name, dt)
+    if dt is np.float64:
+        np.multiply(x, code, p)
+        if leak == LeakMode.MULT:
+            return np.trunc(p, p)
+        np.floor(p, p)
+        return np.subtract(x, p, p)
     t = work("sign", dt)
     if leak == LeakMode.MULT:
-        np.multiply(x, code, out=p)
-        np.right_shift(p, np.dtype(dt).itemsize * 8 - 1, out=t)
-        np.bitwise_and(t, (1 << fmt.decay_frac_bits) - 1, out=t)
-        np.add(p, t, out=p)
-        np.right_shift(p, fmt.decay_frac_bits, out=p)
-        return p
-    np.right_shift(x, code, out=t)
-    np.subtract(x, t, out=p)
-    return p
+        np.multiply(x, code, p)
+        np.right_shift(p, np.dtype(dt).itemsize * 8 - 1, t)
+        np.bitwise_and(t, (1 << fmt.decay_frac_bits) - 1, t)
+        np.add(p, t, p)
+        return np.right_shift(p, fmt.decay_frac_bits, p)
+    np.right_shift(x, code, t)
+    return np.subtract(x, t, p)
 
 
 def _int_consts(params, dt, fmt: Format = DEFAULT_FORMAT):
-    """The per-neuron integer parameters in the compute dtype ``dt``, and ``sat``'s bounds."""
+    """The per-neuron integer parameters for computing in ``dt``, and ``sat``'s bounds.
+
+    float64: the decay codes become the factors ``q · 2**-F`` and ``2**-k`` (exact).
+    """
     c = {k: np.asarray(params[k]).astype(dt) for k in ("threshold", "bias", "beta", "alpha")}
+    if dt is np.float64:
+        for k in ("beta", "alpha"):
+            code = np.asarray(params[k]).astype(np.int64)
+            if params["leak"] == LeakMode.SHIFT:
+                c[k] = np.ldexp(1.0, -code)
+            else:
+                c[k] = np.ldexp(code.astype(np.float64), -fmt.decay_frac_bits)
     lo, hi = fmt.state_range
     c["lo"], c["hi"] = dt(lo), dt(hi)
     c["has_bias"] = bool(np.any(c["bias"]))
     return c
 
 
-def _update_int(v, i, acc, params, fmt, v_out, i_out, s_out, work, dt=np.int64, consts=None):
+def _update_int(v, i, acc, params, fmt, v_out, i_out, s_out, work, dt=np.int64, consts=None,
+                biased=False):
     """Integer steps 1-7 of docs/neuron.md, computed in ``dt`` (see :func:`_narrow_dtype`).
 
-    ``v`` and ``i`` have dtype ``dt``; ``acc`` holds exact integers of any numeric dtype (the
-    chip's float32 matrix products are converted here, in the same pass as the copy), or is
-    ``None`` for no input.  ``v_out``/``i_out`` (dtype ``dt``) may be ``v``/``i`` themselves:
-    the chip updates its state in place.  ``s_out`` is a bool array (may be a strided view).
+    ``v`` and ``i`` have dtype ``dt`` (int32, int64 or float64 holding integers); ``acc`` holds
+    exact integers of any numeric dtype (the chip's float32 matrix products are converted here,
+    in the same pass as the first use), or is ``None`` for no input; ``biased``: ``acc``
+    already includes the bias.  ``v_out``/``i_out`` (dtype ``dt``) may be ``v``/``i``
+    themselves: the chip updates its state in place.  ``s_out`` is a bool array (may be a
+    strided view).
     """
     c = consts if consts is not None else _int_consts(params, dt, fmt)
     lo, hi = c["lo"], c["hi"]
     thr, leak, reset = c["threshold"], params["leak"], params["reset"]
     cuba = params["model"] == NeuronModel.CUBA
     # 1. R, owed by the previous step (0/1 in dt: it multiplies below)
-    r = np.greater(v, thr, out=work("r", dt)) if reset != ResetMode.NONE else None
-    x = work("x", dt)  # 2. x = acc + b
+    r = np.greater(v, thr, work("r", dt)) if reset != ResetMode.NONE else None
+    # 2. x = acc + b (float64: a float32 acc is used as it is, converted inside the next add)
     if acc is None:
-        np.copyto(x, c["bias"])
+        x = c["bias"]
+    elif dt is np.float64 and (biased or not c["has_bias"]):
+        x = acc
     else:
+        x = work("x", dt)
         np.copyto(x, acc, casting="unsafe")  # exact: acc holds integers that fit dt
-        if c["has_bias"]:
-            np.add(x, c["bias"], out=x)
+        if c["has_bias"] and not biased:
+            np.add(x, c["bias"], x)
     if cuba:  # 3. i = sat(decay_α(i) + x)
-        np.add(_decay_int_into(i, c["alpha"], leak, fmt, work, "p", dt), x, out=i_out)
+        np.add(_decay_int_into(i, c["alpha"], leak, fmt, work, "p", dt), x, i_out)
         cur = _clip(i_out, lo, hi)
     else:
         cur = x
@@ -183,26 +219,26 @@ def _update_int(v, i, acc, params, fmt, v_out, i_out, s_out, work, dt=np.int64, 
     d = _decay_int_into(v, c["beta"], leak, fmt, work, "p", dt)
     t = work("t", dt)
     if reset == ResetMode.ZERO and not cuba:  # LIF: (R ? 0 : decay(v)) + I
-        np.subtract(1, r, out=t)
-        np.multiply(d, t, out=u)
-        np.add(u, cur, out=u)
+        np.subtract(1, r, t)
+        np.multiply(d, t, u)
+        np.add(u, cur, u, casting="unsafe")
     else:
-        np.add(d, cur, out=u)
+        np.add(d, cur, u, casting="unsafe")
         if reset == ResetMode.SUBTRACT:
-            np.multiply(r, thr, out=t)
-            np.subtract(u, t, out=u)
+            np.multiply(r, thr, t)
+            np.subtract(u, t, u)
         elif reset == ResetMode.ZERO:  # CuBa: R ? 0 : decay(v) + I
-            np.subtract(1, r, out=t)
-            np.multiply(u, t, out=u)
+            np.subtract(1, r, t)
+            np.multiply(u, t, u)
     _clip(u, lo, hi)
-    np.greater(u, thr, out=s_out)  # 5. strict threshold
+    np.greater(u, thr, s_out)  # 5. strict threshold
     if not params["reset_delay"] and reset != ResetMode.NONE:  # 6. u - (S - R)·θ or (S - R)·u
-        np.subtract(s_out, r, out=t)
+        np.subtract(s_out, r, t)
         if reset == ResetMode.SUBTRACT:
-            np.multiply(t, thr, out=t)
+            np.multiply(t, thr, t)
         else:
-            np.multiply(t, u, out=t)
-        np.subtract(u, t, out=u)
+            np.multiply(t, u, t)
+        np.subtract(u, t, u)
         _clip(u, lo, hi)
     return v_out, (i_out if cuba else i), s_out  # 7. (acc = 0: the chip's job)
 
@@ -497,13 +533,39 @@ def validate_network(net: Network, arithmetic="int", fmt: Format = DEFAULT_FORMA
 # --- the whole chip ------------------------------------------------------------------------------
 # OpenBLAS runs a matrix product on several threads above m*n*k = 4 * 65536; on a busy machine
 # (more runnable threads than cores) those threads make a 60 us product take milliseconds.  The
-# chip's products are small, so they are cut into row blocks that each run on one thread.
+# chip's products are small: GoldenChip.run limits OpenBLAS to one thread for the run (with
+# threadpoolctl), and without that, products are cut into row blocks that each run on one thread.
 _GEMM_SINGLE_THREAD = 4 * 65536
-
 
 # Timesteps of input converted and multiplied at once by GoldenChip.run: about this many
 # elements per block (16 MiB of float32), so a long raster never makes one giant product.
 _BLOCK_ELEMENTS = 1 << 22
+
+_BLAS = None  # threadpoolctl controller of NumPy's BLAS, False when there is none
+
+
+def _blas():
+    global _BLAS
+    if _BLAS is None:
+        try:
+            from threadpoolctl import ThreadpoolController
+
+            ctl = ThreadpoolController().select(user_api="blas")
+            _BLAS = ctl if ctl.lib_controllers else False
+        except Exception:  # no threadpoolctl, or a BLAS it cannot drive
+            _BLAS = False
+    return _BLAS
+
+
+@contextlib.contextmanager
+def _one_blas_thread():
+    """Run the block with NumPy's BLAS on one thread; yields whether it could be limited."""
+    ctl = _blas()
+    if not ctl:
+        yield False
+        return
+    with ctl.limit(limits=1):
+        yield True
 
 
 def _check_batch(batch):
@@ -512,11 +574,17 @@ def _check_batch(batch):
         raise ConfigError(f"batch={batch!r} is out of range: allowed an integer >= 1")
 
 
-def _matmul(a, w, out):
+def _matmul(a, w, out, one_thread=False):
+    """``a @ w`` into ``out``: one product when ``one_thread`` (BLAS on one thread), else in
+    row blocks that each stay below OpenBLAS's threading threshold.
+
+    Only for exact (integer-valued) products may ``one_thread`` be true: OpenBLAS may sum a
+    float product in a different order when the rows are split differently.
+    """
     m, k = a.shape
     n = w.shape[1]
     rows = max(1, _GEMM_SINGLE_THREAD // max(1, k * n))
-    if m <= rows:
+    if one_thread or m <= rows:
         return np.matmul(a, w, out=out)
     for r in range(0, m, rows):
         np.matmul(a[r:r + rows], w, out=out[r:r + rows])
@@ -596,7 +664,7 @@ class GoldenChip:
         self._sources = sorted({src for fw in self._forward_to for src, _ in fw}
                                | {src for src, _, _ in self._recurrent})
         if self._is_int:
-            self._consts = [_int_consts(p, self._int_dtype, fmt) for p in self._params]
+            self._bias_mm = [p["bias"].astype(self._mm_dtype) for p in self._params]
         self.output_indices = net.output_indices()
         self._alloc(int(batch))
 
@@ -604,13 +672,21 @@ class GoldenChip:
         """(Re)make every per-batch buffer for ``batch`` samples and reset the state."""
         self.batch = batch
         shapes = [(batch, p.size) for p in self.net.populations]
-        self._v = [np.zeros(s, dtype=self._state_dtype) for s in shapes]
-        self._i = [np.zeros(s, dtype=self._state_dtype) for s in shapes]
+        if self._is_int:  # each population's compute dtype (see _narrow_dtype and _SMALL)
+            self._dts = [np.float64 if batch * p.size <= _SMALL else self._int_dtype
+                         for p in self.net.populations]
+            self._consts = [_int_consts(p, dt, self.fmt)
+                            for p, dt in zip(self._params, self._dts, strict=True)]
+        else:
+            self._dts = [self._dtype] * len(shapes)
+        self._v = [np.zeros(s, dtype=dt) for s, dt in zip(shapes, self._dts, strict=True)]
+        self._i = [np.zeros(s, dtype=dt) for s, dt in zip(shapes, self._dts, strict=True)]
         self._acc = [np.zeros(s, dtype=self._mm_dtype) for s in shapes]
         self._live = [False] * len(shapes)  # does _acc[k] hold this step's input?
         self._sf = {k: np.zeros(shapes[k], dtype=self._mm_dtype) for k in self._sources}
         self._work = [_Work(s) for s in shapes]
         self._scratch_bufs = {}
+        self._one_thread = False  # BLAS limited to one thread (inside run)
         self.reset()
 
     def _scratch(self, key, shape, dtype):
@@ -653,9 +729,9 @@ class GoldenChip:
         acc = self._acc[k]
         if self._live[k]:
             out = self._scratch(("out", k), acc.shape, acc.dtype)
-            acc += _matmul(a, w, out)
+            acc += _matmul(a, w, out, self._one_thread)
         else:  # the accumulator is the product's output (no zeroing, no copy)
-            _matmul(a, w, acc)
+            _matmul(a, w, acc, self._one_thread)
             self._live[k] = True
 
     def _step(self, spikes, inputs=None, pre=None):
@@ -668,8 +744,9 @@ class GoldenChip:
             for dst, w in self._from_input:
                 self._deliver(dst, inputs, w)
         for k, sl in enumerate(self._slices):
-            acc = None
+            acc, biased = None, False
             if pre is not None and pre[k] is not None:
+                biased = True  # _run added the bias to the block's products
                 if self._live[k] or self._forward_to[k]:
                     if self._live[k]:
                         self._acc[k] += pre[k]
@@ -685,7 +762,7 @@ class GoldenChip:
             v, i, s = self._v[k], self._i[k], spikes[:, sl]
             if self._is_int:  # no input at all: acc None, x = b
                 _update_int(v, i, acc, self._params[k], self.fmt, v, i, s, self._work[k],
-                            self._int_dtype, self._consts[k])
+                            self._dts[k], self._consts[k], biased)
             else:
                 if acc is None:  # x = 0 + b, as with an emptied accumulator
                     acc = self._acc[k]
@@ -776,10 +853,23 @@ class GoldenChip:
             when ``record_v``.
         """
         raster = self._check_raster(raster)
+        spikes = np.empty((raster.shape[0], self.batch, self.net.n_neurons), dtype=bool)
+        vs = np.empty(spikes.shape, dtype=self._dtype) if record_v else None
+        # Integer products are exact in any order: with BLAS on one thread they are done whole.
+        # Float products keep their row blocks (a float sum depends on how BLAS splits it).
+        with _one_blas_thread() if self._is_int else contextlib.nullcontext(False) as one:
+            self._one_thread = one
+            try:
+                self._run(raster, spikes, vs)
+            finally:
+                self._one_thread = False
+        out = {"spikes": spikes}
+        if record_v:
+            out["v"] = vs
+        return out
+
+    def _run(self, raster, spikes, vs):
         n_steps, n_in = raster.shape[0], self.net.n_inputs
-        spikes = np.empty((n_steps, self.batch, self.net.n_neurons), dtype=bool)
-        vs = np.empty((n_steps,) + (self.batch, self.net.n_neurons), dtype=self._dtype) \
-            if record_v else None
         width = max([n_in] + [w.shape[1] for _, w in self._from_input])
         # timesteps per block: the block's inputs and products stay under _BLOCK_ELEMENTS
         block = max(1, _BLOCK_ELEMENTS // max(1, self.batch * width * len(self._from_input)))
@@ -793,22 +883,22 @@ class GoldenChip:
                 flat = a.reshape(-1, n_in)
                 pre = [None] * n_pop
                 for dst, w in self._from_input:
-                    out = _matmul(flat, w, np.empty((flat.shape[0], w.shape[1]), self._mm_dtype))
+                    out = np.empty((flat.shape[0], w.shape[1]), self._mm_dtype)
+                    out = _matmul(flat, w, out, self._one_thread)
                     out = out.reshape(part.shape[0], self.batch, w.shape[1])
                     pre[dst] = out if pre[dst] is None else np.add(pre[dst], out, out=pre[dst])
+                for k, p in enumerate(pre):
+                    if p is not None:  # exact: |acc| + |b| < 2**(acc_bits-1) (fit check)
+                        p += self._bias_mm[k]
             for dt in range(part.shape[0]):
                 t = t0 + dt
                 if pre is not None:
                     self._step(spikes[t], pre=[None if p is None else p[dt] for p in pre])
                 else:
                     self._step(spikes[t], inputs=a[dt] if self._from_input else None)
-                if record_v:
+                if vs is not None:
                     for sl, v in zip(self._slices, self._v, strict=True):
                         vs[t, :, sl] = v
-        out = {"spikes": spikes}
-        if record_v:
-            out["v"] = vs
-        return out
 
     def run_events(self, events):
         """Run one timestep per entry of ``events`` (batch 1), AER in and AER out.
