@@ -14,11 +14,13 @@ shape ``(batch, n_neurons)``.
 from __future__ import annotations
 
 import contextlib
+import time
 
 import numpy as np
 
 from ..errors import ConfigError
 from ..network import INPUT, Network, NeuronParams
+from ..progress import progress_bar
 from ..spec import DEFAULT_FORMAT, Format, LeakMode, NeuronModel, ResetMode
 
 __all__ = [
@@ -899,6 +901,112 @@ class GoldenChip:
                 if vs is not None:
                     for sl, v in zip(self._slices, self._v, strict=True):
                         vs[t, :, sl] = v
+
+    def evaluate(self, data, output="counts", *, total=None, progress=None):
+        """Run a whole dataset, ``self.batch`` samples at a time, with bounded memory.
+
+        Every sample starts from the reset state (samples are independent, as in :meth:`run`
+        with a fresh chip); the chip is reset afterwards.  Only one chunk of samples is
+        simulated at a time, so memory is that of :meth:`run` at ``batch`` samples plus the
+        result; an iterable of chunks means the whole input raster never exists at once::
+
+            chip = GoldenChip(net, "int", batch=256)
+            chunks = (rate_encode(x[k:k + 256], 25) for k in range(0, len(x), 256))
+            counts = chip.evaluate(chunks, total=len(x))   # (len(x), n_neurons)
+
+        Parameters
+        ----------
+        data : array of 0/1, shape (T, n_samples, n_inputs), or iterable of such arrays
+            The input rasters; an iterable may yield chunks of any size (each is split into
+            runs of at most ``self.batch`` samples).
+        output : {"counts", "spikes"}
+            ``"counts"``: each neuron's number of spikes per sample, int32
+            ``(n_samples, n_neurons)``; ``"spikes"``: every spike, bool
+            ``(T, n_samples, n_neurons)`` (every chunk must have the same ``T``).
+        total : int, optional
+            Number of samples an iterable will yield, for the progress bar.
+        progress : bool, optional
+            Show a progress bar (``rich``).  Default: only when the run is long (the first
+            chunk predicts more than two seconds in all).
+
+        Returns
+        -------
+        ndarray
+            As chosen by ``output``.
+        """
+        if output not in ("counts", "spikes"):
+            raise ConfigError(f"output={output!r} is not valid: allowed 'counts', 'spikes'")
+        if total is not None and (isinstance(total, bool) or not isinstance(
+                total, (int, np.integer)) or total < 0):
+            raise ConfigError(f"total={total!r} is out of range: allowed an integer >= 0")
+        if isinstance(data, np.ndarray) or (
+                isinstance(data, (list, tuple)) and data and not isinstance(data[0], np.ndarray)):
+            data = np.asarray(data)
+            if data.ndim == 2:  # (T, n_inputs): one sample
+                data = data[:, None, :]
+            self._check_dataset_chunk(data, 0)
+            if data.shape[1] == 0:
+                raise ConfigError(f"data has shape {data.shape}: no samples to evaluate")
+            total = data.shape[1]
+            chunks = [data]
+        else:
+            try:
+                chunks = iter(data)
+            except TypeError:
+                raise ConfigError(
+                    f"data must be an array (T, n_samples, n_inputs) or an iterable of such "
+                    f"arrays, not {type(data).__name__}"
+                ) from None
+            if total is None and hasattr(data, "__len__"):
+                total = sum(np.shape(c)[1] for c in data) if all(
+                    np.ndim(c) == 3 for c in data) else None
+        batch, results, steps, done = self.batch, [], None, 0
+        bar, start = None, time.perf_counter()
+        try:
+            for n, chunk in enumerate(chunks):
+                chunk = np.asarray(chunk)
+                self._check_dataset_chunk(chunk, n)
+                if output == "spikes" and steps is not None and chunk.shape[0] != steps:
+                    raise ConfigError(
+                        f"data chunk {n} has {chunk.shape[0]} timesteps, the first had {steps}: "
+                        f"output='spikes' needs the same T throughout (or use 'counts')"
+                    )
+                steps = chunk.shape[0]
+                for k in range(0, chunk.shape[1], batch):
+                    part = chunk[:, k:k + batch]
+                    if part.shape[1] != self.batch:
+                        self._alloc(part.shape[1])
+                    else:
+                        self.reset()
+                    spikes = self.run(part, record_v=False)["spikes"]
+                    results.append(spikes.sum(axis=0, dtype=np.int32) if output == "counts"
+                                   else spikes)
+                    done += part.shape[1]
+                    if bar is None and progress is not False:
+                        elapsed = time.perf_counter() - start
+                        left = (total - done) / done * elapsed if total else 0.0
+                        if progress or left > 2.0:
+                            bar = progress_bar(True, total, "golden model")
+                    if bar is not None:
+                        bar.update(bar.task, completed=done)
+        finally:
+            if bar is not None:
+                bar.stop()
+            self._alloc(batch)
+        if not results:
+            raise ConfigError("data yielded no samples to evaluate")
+        return np.concatenate(results, axis=0 if output == "counts" else 1)
+
+    def _check_dataset_chunk(self, chunk, n):
+        n_in = self.net.n_inputs
+        if chunk.ndim != 3 or chunk.shape[2] != n_in:
+            raise ConfigError(
+                f"data chunk {n} has shape {chunk.shape}, expected (T, n_samples, n_inputs) = "
+                f"(T, n_samples, {n_in})"
+            )
+        if chunk.shape[0] == 0:
+            raise ConfigError(f"data chunk {n} has shape {chunk.shape}: no timesteps")
+        self._check_values(chunk, f"data chunk {n}: raster")
 
     def run_events(self, events):
         """Run one timestep per entry of ``events`` (batch 1), AER in and AER out.
