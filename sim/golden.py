@@ -859,7 +859,12 @@ class GoldenChip:
         vs = np.empty(spikes.shape, dtype=self._dtype) if record_v else None
         # Integer products are exact in any order: with BLAS on one thread they are done whole.
         # Float products keep their row blocks (a float sum depends on how BLAS splits it).
-        with _one_blas_thread() if self._is_int else contextlib.nullcontext(False) as one:
+        # (Not worth its ~30 us for a short run whose products are all small: row blocks.)
+        macs = max([0] + [raster.shape[0] * self.batch * w.size for _, w in self._from_input]
+                   + [self.batch * w.size for fw in self._forward_to for _, w in fw]
+                   + [self.batch * w.size for _, _, w in self._recurrent])
+        limit = self._is_int and macs > 4 * _GEMM_SINGLE_THREAD
+        with _one_blas_thread() if limit else contextlib.nullcontext(False) as one:
             self._one_thread = one
             try:
                 self._run(raster, spikes, vs)
@@ -892,6 +897,9 @@ class GoldenChip:
                 for k, p in enumerate(pre):
                     if p is not None:  # exact: |acc| + |b| < 2**(acc_bits-1) (fit check)
                         p += self._bias_mm[k]
+                        if self._dts[k] is np.float64 and p.dtype != np.float64:
+                            # a float64 update adds it without a per-step conversion
+                            pre[k] = p.astype(np.float64)
             for dt in range(part.shape[0]):
                 t = t0 + dt
                 if pre is not None:
