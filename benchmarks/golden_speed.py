@@ -2,14 +2,21 @@
 
 The network is the usual snnTorch tutorial shape, ``nn.Linear -> Leaky -> nn.Linear -> Leaky``
 with 64 inputs, 256 hidden and 10 output neurons, run for 25 timesteps on a random 0/1 input
-raster, at batch 1 and batch 256.  All three models get the same raster and the same weights
+raster, at batch 1, 64 and 256.  All three models get the same raster and the same weights
 (the integer model gets integer weights; the float golden model and snnTorch get those weights
 divided by 100), run side by side in one process; snnTorch runs under ``torch.no_grad()`` with
-``torch.set_num_threads`` set to the machine's cores.
+``torch.set_num_threads`` set to the machine's cores (``--torch-threads``).
+
+The three models are measured *alternately*: each repetition times one round of every model, in
+a rotating order, and each model's figure is the median over the repetitions.  A burst of load
+from another process then hits all three models alike, and the ratios (golden / snnTorch) are
+fair within one run even on a shared machine.  The machine's load average (``os.getloadavg``)
+before and after the run and the torch thread count are recorded: on a loaded machine snnTorch's
+threads suffer much more than the single-threaded golden model, which flatters the ratios.
 
 A *timestep* is one step of the whole batch, so ``steps/s`` at batch 256 processes 256 times
 as many sample-steps as at batch 1.  The float golden model's spikes are also compared with
-snnTorch's (they agree bit for bit; see tests/test_golden_float.py).
+snnTorch's (see tests/test_golden_float.py).
 
 Usage::
 
@@ -35,23 +42,35 @@ from spikeforge.network import INPUT, Network, NeuronParams, Population, Project
 from spikeforge.sim.golden import GoldenChip  # noqa: E402
 
 N_IN, N_HID, N_OUT, T = 64, 256, 10, 25
-BATCHES = (1, 256)
+BATCHES = (1, 64, 256)
+MODELS = ("golden_int", "golden_float", "snntorch")
 
 
-def _timeit(fn, seconds, repeats=5):
-    """Median seconds per call of ``fn`` over ``repeats`` rounds of about ``seconds / repeats``."""
-    fn()  # warm-up
-    t0 = time.perf_counter()
-    fn()
-    one = max(time.perf_counter() - t0, 1e-6)
-    calls = max(1, int(seconds / repeats / one))
-    rounds = []
-    for _ in range(repeats):
+def _interleaved(fns, seconds, repeats):
+    """Median seconds per call of each function in ``fns``, measured alternately.
+
+    Every function is warmed up and timed once to choose its calls per round (about
+    ``seconds / repeats`` each); then each of ``repeats`` repetitions times one round of every
+    function, starting with a different one each time.  Returns ``{name: median seconds per
+    call}`` and ``{name: [seconds per call of every round]}``.
+    """
+    calls = {}
+    for name, fn in fns.items():
+        fn()  # warm-up
         t0 = time.perf_counter()
-        for _ in range(calls):
-            fn()
-        rounds.append((time.perf_counter() - t0) / calls)
-    return statistics.median(rounds)
+        fn()
+        one = max(time.perf_counter() - t0, 1e-6)
+        calls[name] = max(1, int(seconds / repeats / one))
+    names = list(fns)
+    rounds = {name: [] for name in names}
+    for r in range(repeats):
+        for name in names[r % len(names):] + names[:r % len(names)]:
+            fn, n = fns[name], calls[name]
+            t0 = time.perf_counter()
+            for _ in range(n):
+                fn()
+            rounds[name].append((time.perf_counter() - t0) / n)
+    return {name: statistics.median(v) for name, v in rounds.items()}, rounds
 
 
 def build(seed=0):
@@ -74,7 +93,12 @@ def build(seed=0):
     return int_net, float_net, (w1 / 100, b1 / 100, w2 / 100, b2 / 100)
 
 
-def bench(seconds=2.0, batches=BATCHES, seed=0, torch_threads=None):
+def bench(seconds=2.0, batches=BATCHES, seed=0, torch_threads=None, repeats=7):
+    """Measure the three models at every batch size; returns one flat dict (see ``--json``).
+
+    ``seconds`` is the time budget of each model at each batch size, split over ``repeats``
+    interleaved repetitions.
+    """
     import snntorch as snn
     import torch
 
@@ -88,8 +112,12 @@ def bench(seconds=2.0, batches=BATCHES, seed=0, torch_threads=None):
         fc2.bias.copy_(torch.tensor(b2, dtype=torch.float32))
     lif1, lif2 = snn.Leaky(beta=0.95), snn.Leaky(beta=0.95)
 
-    results = {"threads": torch.get_num_threads(), "timesteps": T,
-               "shape": f"{N_IN}-{N_HID}-{N_OUT}"}
+    results = {"threads": torch.get_num_threads(), "torch_threads": torch.get_num_threads(),
+               "cpu_count": os.cpu_count(), "timesteps": T, "shape": f"{N_IN}-{N_HID}-{N_OUT}",
+               "repeats": repeats, "seconds_per_measurement": seconds,
+               "loadavg_start": list(os.getloadavg()), "numpy": np.__version__,
+               "torch": torch.__version__, "snntorch": snn.__version__,
+               "batches": list(batches)}
     rng = np.random.default_rng(seed + 1)
     for batch in batches:
         raster = rng.random((T, batch, N_IN)) < 0.2
@@ -114,20 +142,26 @@ def bench(seconds=2.0, batches=BATCHES, seed=0, torch_threads=None):
             chip.reset()
             return chip.run(raster, record_v=False)["spikes"]
 
-        row = {}
-        for name, chip in chips.items():
-            row[name] = T / _timeit(lambda chip=chip: golden_run(chip), seconds)
-        row["snntorch"] = T / _timeit(snntorch_run, seconds)
+        fns = {name: (lambda chip=chip: golden_run(chip)) for name, chip in chips.items()}
+        fns["snntorch"] = snntorch_run
+        med, rounds = _interleaved(fns, seconds * len(fns), repeats)
+        row = {f"{name}_steps_per_s": T / med[name] for name in MODELS}
+        for name in chips:
+            row[f"{name}_vs_snntorch"] = med["snntorch"] / med[name]
+            # the spread of the per-repetition ratios (rounds are adjacent in time)
+            paired = [s / g for g, s in zip(rounds[name], rounds["snntorch"], strict=True)]
+            row[f"{name}_vs_snntorch_min"] = min(paired)
+            row[f"{name}_vs_snntorch_max"] = max(paired)
         s1, s2 = snntorch_run()
         ref = np.concatenate([s1.numpy(), s2.numpy()], axis=2) > 0
         got = golden_run(chips["golden_float"])
         row["float_spike_agreement"] = float((got == ref).mean())
         row["spikes_per_step"] = float(got.sum() / T / batch)
         for key, value in row.items():
-            results[f"{key}_steps_per_s_batch{batch}" if key in (*chips, "snntorch")
-                    else f"{key}_batch{batch}"] = value
+            results[f"{key}_batch{batch}"] = value
+    results["loadavg_end"] = list(os.getloadavg())
     big = max(batches)
-    for name in ("golden_int", "golden_float", "snntorch"):
+    for name in MODELS:
         results[f"{name}_steps_per_s"] = results[f"{name}_steps_per_s_batch{big}"]
     return results
 
@@ -135,24 +169,36 @@ def bench(seconds=2.0, batches=BATCHES, seed=0, torch_threads=None):
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--json", action="store_true", help="print one JSON object")
-    ap.add_argument("--seconds", type=float, default=2.0, help="time budget per measurement")
-    ap.add_argument("--batch", type=int, action="append", help="batch sizes (default 1, 256)")
+    ap.add_argument("--seconds", type=float, default=2.0,
+                    help="time budget per model and batch size (default 2)")
+    ap.add_argument("--repeats", type=int, default=7,
+                    help="interleaved repetitions per batch size (default 7)")
+    ap.add_argument("--batch", type=int, action="append",
+                    help="batch sizes (default 1, 64, 256)")
     ap.add_argument("--torch-threads", type=int, default=None,
                     help="torch.set_num_threads (default: the machine's cores)")
     args = ap.parse_args(argv)
-    res = bench(args.seconds, tuple(args.batch or BATCHES), torch_threads=args.torch_threads)
+    if args.seconds <= 0 or args.repeats < 1 or any(b < 1 for b in args.batch or ()):
+        ap.error("--seconds must be > 0, --repeats and --batch >= 1")
+    res = bench(args.seconds, tuple(args.batch or BATCHES), torch_threads=args.torch_threads,
+                repeats=args.repeats)
     if args.json:
         print(json.dumps(res, sort_keys=True))
         return
+    la0, la1 = res["loadavg_start"], res["loadavg_end"]
     print(f"{res['shape']} Linear+Leaky network, {T} timesteps, torch threads "
-          f"{res['threads']} (timesteps per second of the whole batch)")
+          f"{res['torch_threads']} of {res['cpu_count']} cores, {res['repeats']} interleaved "
+          f"repetitions (median); timesteps per second of the whole batch")
+    print(f"load average (1/5/15 min): {la0[0]:.2f} {la0[1]:.2f} {la0[2]:.2f} at the start, "
+          f"{la1[0]:.2f} {la1[1]:.2f} {la1[2]:.2f} at the end")
     print(f"{'batch':>6} {'golden int':>12} {'golden float':>13} {'snnTorch':>10} "
           f"{'int/snn':>8} {'float/snn':>9} {'float spikes == snn':>20}")
-    for b in sorted({int(k.rsplit('batch', 1)[1]) for k in res if 'batch' in k}):
+    for b in res["batches"]:
         gi, gf = res[f"golden_int_steps_per_s_batch{b}"], res[f"golden_float_steps_per_s_batch{b}"]
         st = res[f"snntorch_steps_per_s_batch{b}"]
+        ri, rf = res[f"golden_int_vs_snntorch_batch{b}"], res[f"golden_float_vs_snntorch_batch{b}"]
         agree = res[f"float_spike_agreement_batch{b}"]
-        print(f"{b:>6} {gi:>12.0f} {gf:>13.0f} {st:>10.0f} {gi / st:>8.2f} {gf / st:>9.2f} "
+        print(f"{b:>6} {gi:>12.0f} {gf:>13.0f} {st:>10.0f} {ri:>8.2f} {rf:>9.2f} "
               f"{agree:>20.4%}")
 
 

@@ -33,6 +33,7 @@ import zlib
 import numpy as np
 
 from ..errors import ConfigError, SpikeforgeError
+from ..progress import progress_bar
 from ..sim.golden import GoldenChip
 from .backends import Backend, GoldenBackend, check_raster, open_backend
 from .coding import predict, rate_encode
@@ -97,16 +98,7 @@ def load_bundled(model: str = "snntorch"):
 
 def _progress(enabled, total, label):
     """A rich progress bar (or a no-op) with an ``advance(n)`` method."""
-    if not enabled:
-        return None
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
-
-    prog = Progress("[progress.description]{task.description}", BarColumn(),
-                    MofNCompleteColumn(), TimeRemainingColumn(), transient=True,
-                    console=None)
-    prog.start()
-    prog.task = prog.add_task(label, total=total)
-    return prog
+    return progress_bar(enabled, total, label)
 
 
 def _run_backend(backend: Backend, raster, chunk, progress, label):

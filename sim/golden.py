@@ -13,10 +13,14 @@ shape ``(batch, n_neurons)``.
 
 from __future__ import annotations
 
+import contextlib
+import time
+
 import numpy as np
 
 from ..errors import ConfigError
 from ..network import INPUT, Network, NeuronParams
+from ..progress import progress_bar
 from ..spec import DEFAULT_FORMAT, Format, LeakMode, NeuronModel, ResetMode
 
 __all__ = [
@@ -75,7 +79,7 @@ class _Work:
         self._bufs = {}
 
     def __call__(self, name, dtype):
-        key = (name, np.dtype(dtype))
+        key = (name, dtype)  # dtype as passed (a type or np.dtype): no conversion per call
         buf = self._bufs.get(key)
         if buf is None:
             buf = self._bufs[key] = np.empty(self.shape, dtype=dtype)
@@ -83,43 +87,162 @@ class _Work:
 
 
 def _narrow_dtype(fmt: Format):
-    """The dtype the integer update computes in: int32 when every intermediate value fits.
+    """The integer dtype of the integer state and update: int32 when every value provably fits.
 
-    The decay product needs ``|x·q| <= 2**(state_bits - 1 + F) < 2**31``; the state function
-    ``decay(v) + acc + b - θ`` needs ``max(state_bits, acc_bits) <= 29``.  Both hold for the
-    default format (16-bit state, 12 fraction bits, 20-bit accumulator).  int32 halves the
-    memory traffic and vectorises the products, so the update runs about twice as fast.
+    With ``S = state_bits``, ``A = acc_bits`` and ``F = decay_frac_bits``, every value of the
+    update is bounded as follows (the fit check of :func:`network_problems` guarantees
+    ``|acc| + |b| <= 2**(A-1) - 1``; ``v``, ``i`` and ``θ`` are in the state range):
+
+    * the decay product ``|v·q| <= 2**(S-1) · 2**F``, and the rounding term adds ``< 2**F``:
+      below ``2**31`` when ``S + F <= 31``;
+    * ``x = acc + b``: ``|x| < 2**(A-1)``;
+    * CuBa: ``|decay(i) + x| < 2**(S-1) + 2**(A-1)``;
+    * step 4: ``|decay(v) + I - R·θ| < 3 · 2**(max(S, A) - 1)``, and after ``sat`` step 6 adds
+      at most ``|θ|`` or ``|u|`` (``< 2**(S-1)``) once more;
+
+    so ``max(S, A) <= 29`` keeps everything below ``2**30``.  The default format (16-bit state,
+    12 fraction bits, 20-bit accumulator) qualifies; wider formats compute in int64, where the
+    spec's own limit (``S + F + 1 <= 62``) bounds the product.
+
+    Small arrays (see :data:`_SMALL`) compute in float64 instead, which is exact for *every*
+    format: all values are integers below ``2**42`` (``A <= 40``), the product
+    ``v · (q · 2**-F)`` has at most ``S + F + 1 <= 49`` significant bits and ``trunc`` /
+    ``floor`` of it are exact, so the result equals the integer formula.  float64 needs fewer
+    operations (``trunc(v · q/2**F)`` is two, the integer rounding five), and at small sizes the
+    cost is the number of NumPy calls, not the bytes.
     """
     if fmt.state_bits + fmt.decay_frac_bits <= 31 and max(fmt.state_bits, fmt.acc_bits) <= 29:
         return np.int32
     return np.int64
 
 
-def _decay_int_into(x, code, leak, fmt, work, name, dt):
-    """Integer ``decay(x)`` (``x`` in the state range) computed in ``dt`` into a scratch array.
+# Below this many elements (batch × neurons), a population's integer update runs in float64
+# (exact, fewer calls; see _narrow_dtype); above it, in int32 (half the bytes of float64).
+_SMALL = 4096
 
-    Same values as :func:`decay`.  Rounding toward zero is ``(p + (2**F - 1)) >> F`` for a
-    negative product ``p`` (the floor of ``(p + 2**F - 1) / 2**F`` is the ceiling of
-    ``p / 2**F``).  ``leak = none`` returns ``x`` itself.
+
+def _clip(u, lo, hi):
+    """``sat`` in place (``lo``, ``hi`` scalars of ``u``'s dtype).
+
+    ``np.clip`` has a fixed overhead of several microseconds, ``minimum`` + ``maximum`` are two
+    passes: the cheaper one is used for the array's size.
+    """
+    if u.size <= 8192:
+        np.minimum(u, hi, out=u)
+        np.maximum(u, lo, out=u)
+    else:
+        np.clip(u, lo, hi, out=u)
+    return u
+
+
+def _decay_int_into(x, code, leak, fmt, work, name, dt):
+    """Integer ``decay(x)`` (``x`` in the state range, dtype ``dt``) into a scratch array.
+
+    Same values as :func:`decay`; ``code`` comes from :func:`_int_consts` for ``dt``.  Integer
+    ``dt``: rounding toward zero is ``(p + (2**F - 1)) >> F`` for a negative product ``p`` (the
+    floor of ``(p + 2**F - 1) / 2**F`` is the ceiling of ``p / 2**F``); the correction is
+    ``(p >> (bits - 1)) & (2**F - 1)`` (the sign smeared over the word, masked).  float64:
+    ``trunc(x · q/2**F)`` and ``x - floor(x · 2**-k)``, exact (see :func:`_narrow_dtype`).
+    ``leak = none`` returns ``x`` itself.
     """
     if leak == LeakMode.NONE:
         return x
     p = work(name, dt)
+    if dt is np.float64:
+        np.multiply(x, code, p)
+        if leak == LeakMode.MULT:
+            return np.trunc(p, p)
+        np.floor(p, p)
+        return np.subtract(x, p, p)
+    t = work("sign", dt)
     if leak == LeakMode.MULT:
-        np.multiply(x, code, out=p, dtype=dt, casting="same_kind")
-        t = np.right_shift(p, np.dtype(dt).itemsize * 8 - 1, out=work("sign", dt))
-        t &= (1 << fmt.decay_frac_bits) - 1
-        p += t
-        p >>= fmt.decay_frac_bits
-        return p
-    t = np.right_shift(x, code, out=work("sign", dt), dtype=dt, casting="same_kind")
-    np.subtract(x, t, out=p, dtype=dt, casting="same_kind")
-    return p
+        np.multiply(x, code, p)
+        np.right_shift(p, np.dtype(dt).itemsize * 8 - 1, t)
+        np.bitwise_and(t, (1 << fmt.decay_frac_bits) - 1, t)
+        np.add(p, t, p)
+        return np.right_shift(p, fmt.decay_frac_bits, p)
+    np.right_shift(x, code, t)
+    return np.subtract(x, t, p)
 
 
-def _int_consts(params, dt):
-    """The per-neuron integer parameters in the compute dtype ``dt``."""
-    return {k: np.asarray(params[k]).astype(dt) for k in ("threshold", "bias", "beta", "alpha")}
+def _int_consts(params, dt, fmt: Format = DEFAULT_FORMAT):
+    """The per-neuron integer parameters for computing in ``dt``, and ``sat``'s bounds.
+
+    float64: the decay codes become the factors ``q · 2**-F`` and ``2**-k`` (exact).
+    """
+    c = {k: np.asarray(params[k]).astype(dt) for k in ("threshold", "bias", "beta", "alpha")}
+    if dt is np.float64:
+        for k in ("beta", "alpha"):
+            code = np.asarray(params[k]).astype(np.int64)
+            if params["leak"] == LeakMode.SHIFT:
+                c[k] = np.ldexp(1.0, -code)
+            else:
+                c[k] = np.ldexp(code.astype(np.float64), -fmt.decay_frac_bits)
+    lo, hi = fmt.state_range
+    c["lo"], c["hi"] = dt(lo), dt(hi)
+    c["has_bias"] = bool(np.any(c["bias"]))
+    return c
+
+
+def _update_int(v, i, acc, params, fmt, v_out, i_out, s_out, work, dt=np.int64, consts=None,
+                biased=False):
+    """Integer steps 1-7 of docs/neuron.md, computed in ``dt`` (see :func:`_narrow_dtype`).
+
+    ``v`` and ``i`` have dtype ``dt`` (int32, int64 or float64 holding integers); ``acc`` holds
+    exact integers of any numeric dtype (the chip's float32 matrix products are converted here,
+    in the same pass as the first use), or is ``None`` for no input; ``biased``: ``acc``
+    already includes the bias.  ``v_out``/``i_out`` (dtype ``dt``) may be ``v``/``i``
+    themselves: the chip updates its state in place.  ``s_out`` is a bool array (may be a
+    strided view).
+    """
+    c = consts if consts is not None else _int_consts(params, dt, fmt)
+    lo, hi = c["lo"], c["hi"]
+    thr, leak, reset = c["threshold"], params["leak"], params["reset"]
+    cuba = params["model"] == NeuronModel.CUBA
+    # 1. R, owed by the previous step (0/1 in dt: it multiplies below)
+    r = np.greater(v, thr, work("r", dt)) if reset != ResetMode.NONE else None
+    # 2. x = acc + b (float64: a float32 acc is used as it is, converted inside the next add)
+    if acc is None:
+        x = c["bias"]
+    elif dt is np.float64 and (biased or not c["has_bias"]):
+        x = acc
+    else:
+        x = work("x", dt)
+        np.copyto(x, acc, casting="unsafe")  # exact: acc holds integers that fit dt
+        if c["has_bias"] and not biased:
+            np.add(x, c["bias"], x)
+    if cuba:  # 3. i = sat(decay_α(i) + x)
+        np.add(_decay_int_into(i, c["alpha"], leak, fmt, work, "p", dt), x, i_out)
+        cur = _clip(i_out, lo, hi)
+    else:
+        cur = x
+    # 4. state function (R is 0/1: multiplying by R or by 1 - R selects exactly)
+    u = v_out
+    d = _decay_int_into(v, c["beta"], leak, fmt, work, "p", dt)
+    t = work("t", dt)
+    if reset == ResetMode.ZERO and not cuba:  # LIF: (R ? 0 : decay(v)) + I
+        np.subtract(1, r, t)
+        np.multiply(d, t, u)
+        np.add(u, cur, u, casting="unsafe")
+    else:
+        np.add(d, cur, u, casting="unsafe")
+        if reset == ResetMode.SUBTRACT:
+            np.multiply(r, thr, t)
+            np.subtract(u, t, u)
+        elif reset == ResetMode.ZERO:  # CuBa: R ? 0 : decay(v) + I
+            np.subtract(1, r, t)
+            np.multiply(u, t, u)
+    _clip(u, lo, hi)
+    np.greater(u, thr, s_out)  # 5. strict threshold
+    if not params["reset_delay"] and reset != ResetMode.NONE:  # 6. u - (S - R)·θ or (S - R)·u
+        np.subtract(s_out, r, t)
+        if reset == ResetMode.SUBTRACT:
+            np.multiply(t, thr, t)
+        else:
+            np.multiply(t, u, t)
+        np.subtract(u, t, u)
+        _clip(u, lo, hi)
+    return v_out, (i_out if cuba else i), s_out  # 7. (acc = 0: the chip's job)
 
 
 def _decay_float_into(x, code, leak, work, name):
@@ -134,64 +257,12 @@ def _decay_float_into(x, code, leak, work, name):
     return np.subtract(x, out, out=out)
 
 
-def _update_int(v, i, acc, params, fmt, v_out, i_out, s_out, work, dt=np.int64, consts=None):
-    """Integer steps 1-7 of docs/neuron.md, computed in ``dt`` (see :func:`_narrow_dtype`).
-
-    ``v_out``/``i_out`` may be ``v``/``i`` themselves (the chip updates its state in place).
-    """
-    c = consts if consts is not None else _int_consts(params, dt)
-    lo, hi = fmt.state_range
-    thr, leak, reset = c["threshold"], params["leak"], params["reset"]
-    cuba = params["model"] == NeuronModel.CUBA
-    sk = "same_kind"
-    owed = np.greater(v, thr, out=work("owed", np.bool_))  # 1. R, owed by the previous step
-    x = np.add(acc, c["bias"], out=work("x", dt), dtype=dt, casting=sk)  # 2. x = acc + b
-    if cuba:  # 3. i = sat(decay_α(i) + x)
-        ii = work("i", dt)
-        np.add(_decay_int_into(i, c["alpha"], leak, fmt, work, "p", dt), x, out=ii, dtype=dt,
-               casting=sk)
-        np.clip(ii, lo, hi, out=ii)
-        np.copyto(i_out, ii)
-        cur = ii
-    else:
-        cur = x
-    # 4. state function (R is 0/1: multiplying by R or by 1 - R selects exactly)
-    u = work("u", dt)
-    d = _decay_int_into(v, c["beta"], leak, fmt, work, "p", dt)
-    if reset == ResetMode.ZERO and not cuba:  # LIF: (R ? 0 : decay(v)) + I
-        np.multiply(d, np.logical_not(owed, out=work("keep", np.bool_)), out=u, dtype=dt,
-                    casting=sk)
-        u += cur
-    else:
-        np.add(d, cur, out=u, dtype=dt, casting=sk)
-        if reset == ResetMode.SUBTRACT:
-            u -= np.multiply(owed, thr, out=work("t", dt))
-        elif reset == ResetMode.ZERO:  # CuBa: R ? 0 : decay(v) + I
-            u *= np.logical_not(owed, out=work("keep", np.bool_))
-    np.clip(u, lo, hi, out=u)
-    np.greater(u, thr, out=s_out)  # 5. strict threshold
-    if not params["reset_delay"]:  # 6. u - (S - R)·θ  or  u - (S - R)·u
-        dr = np.subtract(s_out, owed, out=work("t", dt), dtype=dt)
-        if reset == ResetMode.SUBTRACT:
-            dr *= thr
-            u -= dr
-            np.clip(u, lo, hi, out=u)
-        elif reset == ResetMode.ZERO:
-            np.subtract(1, dr, out=dr)
-            u *= dr
-            np.clip(u, lo, hi, out=u)
-    np.copyto(v_out, u)  # 7.
-    return v_out, (i_out if cuba else i), s_out
-
-
 def _update_float(v, i, acc, params, v_out, i_out, s_out, work):
     """Float steps 1-7, the same float operations in the same order as snnTorch 1.0.0."""
     dt = v.dtype
     thr, leak, reset = params["threshold"], params["leak"], params["reset"]
     cuba = params["model"] == NeuronModel.CUBA
-    owed = np.greater(v, thr, out=work("owed", np.bool_))
-    r = work("r", dt)
-    np.copyto(r, owed)  # 1. R as 0.0 / 1.0
+    r = np.greater(v, thr, out=work("r", dt))  # 1. R as 0.0 / 1.0
     x = np.add(acc, params["bias"], out=work("x", dt))  # 2. x = acc + b
     if cuba:  # 3. I = alpha·I + x
         d = _decay_float_into(i, params["alpha"], leak, work, "p")
@@ -250,23 +321,30 @@ def neuron_update(v, i, acc, params, arithmetic="int", fmt: Format = DEFAULT_FOR
     """
     if arithmetic not in _ARITHMETICS:
         _check_arithmetic(arithmetic)
-    is_int = arithmetic == "int"
-    v, acc = np.asarray(v), np.asarray(acc)
-    i = np.asarray(i)
-    if is_int:
-        v_out = np.empty(np.broadcast_shapes(v.shape, acc.shape), dtype=np.int64)
-    else:
-        v_out = np.empty(np.broadcast_shapes(v.shape, acc.shape), dtype=v.dtype)
-    i_out = np.empty_like(v_out)
-    s_out = np.empty(v_out.shape, dtype=bool)
-    work = _Work(v_out.shape)
-    if is_int:
-        dt = _narrow_dtype(fmt)
-        # the int32 path relies on the fit check's bound on acc; take no chances here
-        if acc.size and (acc.min() < -(1 << 29) or acc.max() >= 1 << 29):
-            dt = np.int64
-        return _update_int(v, i, acc, params, fmt, v_out, i_out, s_out, work, dt)
-    return _update_float(v, i, acc, params, v_out, i_out, s_out, work)
+    v, i, acc = np.asarray(v), np.asarray(i), np.asarray(acc)
+    shape = np.broadcast_shapes(v.shape, acc.shape)
+    s_out = np.empty(shape, dtype=bool)
+    work = _Work(shape)
+    if arithmetic == "float":
+        v_out = np.empty(shape, dtype=v.dtype)
+        i_out = np.empty_like(v_out)
+        return _update_float(v, i, acc, params, v_out, i_out, s_out, work)
+    dt = _narrow_dtype(fmt)
+    # The int32 bounds of _narrow_dtype assume the chip's invariants (state in the state range,
+    # |acc| < 2**(acc_bits-1)); arbitrary arrays passed here are checked rather than trusted.
+    lo, hi = fmt.state_range
+    a_lo, a_hi = fmt.acc_range
+    if dt is not np.int64 and any(
+        a.size and (a.min() < bl or a.max() > bh)
+        for a, bl, bh in ((v, lo, hi), (i, lo, hi), (acc, a_lo, a_hi))
+    ):
+        dt = np.int64
+    vv = np.broadcast_to(v, shape).astype(dt)
+    ii = np.broadcast_to(i, shape).astype(dt) if i.size else np.zeros(shape, dtype=dt)
+    v_out, i_out = np.empty(shape, dtype=dt), np.empty(shape, dtype=dt)
+    _update_int(vv, ii, acc, params, fmt, v_out, i_out, s_out, work, dt)
+    cuba = params["model"] == NeuronModel.CUBA
+    return v_out.astype(np.int64), (i_out.astype(np.int64) if cuba else i), s_out
 
 
 # --- parameters and validation ------------------------------------------------------------------
@@ -457,15 +535,58 @@ def validate_network(net: Network, arithmetic="int", fmt: Format = DEFAULT_FORMA
 # --- the whole chip ------------------------------------------------------------------------------
 # OpenBLAS runs a matrix product on several threads above m*n*k = 4 * 65536; on a busy machine
 # (more runnable threads than cores) those threads make a 60 us product take milliseconds.  The
-# chip's products are small, so they are cut into row blocks that each run on one thread.
+# chip's products are small: GoldenChip.run limits OpenBLAS to one thread for the run (with
+# threadpoolctl), and without that, products are cut into row blocks that each run on one thread.
 _GEMM_SINGLE_THREAD = 4 * 65536
 
+# Timesteps of input converted and multiplied at once by GoldenChip.run: about this many
+# elements per block (16 MiB of float32), so a long raster never makes one giant product.
+_BLOCK_ELEMENTS = 1 << 22
 
-def _matmul(a, w, out):
+_BLAS = None  # threadpoolctl controller of NumPy's BLAS, False when there is none
+
+
+def _blas():
+    global _BLAS
+    if _BLAS is None:
+        try:
+            from threadpoolctl import ThreadpoolController
+
+            ctl = ThreadpoolController().select(user_api="blas")
+            _BLAS = ctl if ctl.lib_controllers else False
+        except Exception:  # no threadpoolctl, or a BLAS it cannot drive
+            _BLAS = False
+    return _BLAS
+
+
+@contextlib.contextmanager
+def _one_blas_thread():
+    """Run the block with NumPy's BLAS on one thread; yields whether it could be limited."""
+    ctl = _blas()
+    if not ctl:
+        yield False
+        return
+    with ctl.limit(limits=1):
+        yield True
+
+
+def _check_batch(batch):
+    if isinstance(batch, (bool, np.bool_)) or not isinstance(batch, (int, np.integer)) \
+            or batch < 1:
+        raise ConfigError(f"batch={batch!r} is out of range: allowed an integer >= 1")
+
+
+def _matmul(a, w, out, one_thread=False):
+    """``a @ w`` into ``out``: one product when ``one_thread`` (BLAS on one thread), else in
+    row blocks that each stay below OpenBLAS's threading threshold.
+
+    Only for exact (integer-valued) products may ``one_thread`` be true: OpenBLAS may sum a
+    float product in a different order when the rows are split differently.
+    """
     m, k = a.shape
     n = w.shape[1]
     rows = max(1, _GEMM_SINGLE_THREAD // max(1, k * n))
-    if m <= rows:
+    if one_thread or m <= rows:
         return np.matmul(a, w, out=out)
     for r in range(0, m, rows):
         np.matmul(a[r:r + rows], w, out=out[r:r + rows])
@@ -491,26 +612,35 @@ class GoldenChip:
     Attributes
     ----------
     v, i, acc : ndarray, shape (batch, n_neurons)
-        Membrane, synaptic current and input accumulator (global neuron order).
+        Membrane, synaptic current and input accumulator (global neuron order): a copy of the
+        state, int64 in integer mode (the chip itself keeps each population's state in the
+        narrowest exact dtype, see :func:`_narrow_dtype`).
     t : int
         Number of timesteps run since the last reset.
+
+    Notes
+    -----
+    Integer sums are done as floating-point matrix products, exactly: with 0/1 spikes every
+    partial sum is an integer of magnitude ``<= sum(|w|) < 2**(acc_bits-1)`` (the fit check
+    bounds it), so float32 (24-bit significand) is exact when ``acc_bits <= 25`` and float64
+    always.  The accumulator is the product's output buffer itself, and in :meth:`run` the
+    input projections of many timesteps are one product.  The float mode keeps the products of
+    one timestep at a time (the same calls as snnTorch's ``Linear``) and the additions of
+    several projections in projection order.
     """
 
     def __init__(self, net: Network, arithmetic="int", batch=1, fmt=DEFAULT_FORMAT, dtype=None):
         _check_arithmetic(arithmetic)
-        if not isinstance(batch, (int, np.integer)) or batch < 1:
-            raise ConfigError(f"batch={batch!r} is out of range: allowed >= 1")
-        self.net, self.arithmetic, self.batch, self.fmt = net, arithmetic, int(batch), fmt
+        _check_batch(batch)
+        self.net, self.arithmetic, self.fmt = net, arithmetic, fmt
         self._is_int = arithmetic == "int"
         self._dtype = np.int64 if self._is_int else (dtype or np.float32)
-        # Integer sums are done as floating-point matrix products, exactly: with 0/1 spikes every
-        # partial sum is an integer of magnitude <= sum(|w|) < 2**(acc_bits-1) (validate_network
-        # bounds it), so float32 (24-bit significand) is exact when acc_bits <= 25 and float64
-        # (53 bits) always.
         if self._is_int:
             self._mm_dtype = np.float32 if fmt.acc_bits <= 25 else np.float64
+            self._int_dtype = _narrow_dtype(fmt)
+            self._state_dtype = self._int_dtype
         else:
-            self._mm_dtype = self._dtype
+            self._mm_dtype = self._state_dtype = self._dtype
         self._params = validate_network(net, arithmetic, fmt)
         if not self._is_int:
             # Convert the user's values straight to the chip's dtype (not via float32, which
@@ -521,55 +651,148 @@ class GoldenChip:
             ]
         self._slices = [slice(net.base(p.name), net.base(p.name) + p.size) for p in net.populations]
         # projections grouped by when they deliver
-        self._from_input, self._forward, self._recurrent = [], [], []
+        self._from_input, self._recurrent = [], []
         self._forward_to = [[] for _ in net.populations]  # same-step projections per target
         for proj in net.projections:
-            dense = net.dense_weights(proj)
-            w = dense.astype(self._mm_dtype)
+            w = net.dense_weights(proj).astype(self._mm_dtype)
             dst = net.index(proj.dst)
             if proj.src == INPUT:
                 self._from_input.append((dst, w))
             elif net.is_recurrent(proj):
                 self._recurrent.append((net.index(proj.src), dst, w))
             else:
-                self._forward.append((net.index(proj.src), dst, w))
                 self._forward_to[dst].append((net.index(proj.src), w))
-        self._work = [_Work((self.batch, p.size)) for p in net.populations]
+        # populations whose spikes feed a projection (kept as 0.0/1.0 for the products)
+        self._sources = sorted({src for fw in self._forward_to for src, _ in fw}
+                               | {src for src, _, _ in self._recurrent})
         if self._is_int:
-            self._int_dtype = _narrow_dtype(fmt)
-            self._consts = [_int_consts(p, self._int_dtype) for p in self._params]
-        self._scratch_bufs = {}
+            self._bias_mm = [p["bias"].astype(self._mm_dtype) for p in self._params]
         self.output_indices = net.output_indices()
+        self._alloc(int(batch))
+
+    def _alloc(self, batch):
+        """(Re)make every per-batch buffer for ``batch`` samples and reset the state."""
+        self.batch = batch
+        shapes = [(batch, p.size) for p in self.net.populations]
+        if self._is_int:  # each population's compute dtype (see _narrow_dtype and _SMALL)
+            self._dts = [np.float64 if batch * p.size <= _SMALL else self._int_dtype
+                         for p in self.net.populations]
+            self._consts = [_int_consts(p, dt, self.fmt)
+                            for p, dt in zip(self._params, self._dts, strict=True)]
+        else:
+            self._dts = [self._dtype] * len(shapes)
+        self._v = [np.zeros(s, dtype=dt) for s, dt in zip(shapes, self._dts, strict=True)]
+        self._i = [np.zeros(s, dtype=dt) for s, dt in zip(shapes, self._dts, strict=True)]
+        self._acc = [np.zeros(s, dtype=self._mm_dtype) for s in shapes]
+        self._live = [False] * len(shapes)  # does _acc[k] hold this step's input?
+        self._sf = {k: np.zeros(shapes[k], dtype=self._mm_dtype) for k in self._sources}
+        self._work = [_Work(s) for s in shapes]
+        self._scratch_bufs = {}
+        self._one_thread = False  # BLAS limited to one thread (inside run)
         self.reset()
 
     def _scratch(self, key, shape, dtype):
         buf = self._scratch_bufs.get(key)
-        if buf is None:
+        if buf is None or buf.shape != shape:
             buf = self._scratch_bufs[key] = np.empty(shape, dtype=dtype)
         return buf
 
     def reset(self):
         """Set every state (membrane, current, accumulator, pending spikes) to zero."""
-        shape = (self.batch, self.net.n_neurons)
-        self.v = np.zeros(shape, dtype=self._dtype)
-        self.i = np.zeros(shape, dtype=self._dtype)
-        self.acc = np.zeros(shape, dtype=self._dtype)
+        for a in (*self._v, *self._i):
+            a.fill(0)
+        self._live = [False] * len(self._live)
         self.t = 0
 
-    def _add(self, dst, spikes, w):
-        a = self._scratch(("in", w.dtype, spikes.shape[1]), (self.batch, spikes.shape[1]), w.dtype)
-        np.copyto(a, spikes, casting="unsafe")
-        out = self._scratch(("out", w.dtype, w.shape[1]), (self.batch, w.shape[1]), w.dtype)
-        contrib = _matmul(a, w, out)
-        acc = self.acc[:, self._slices[dst]]
-        if self._is_int:
-            # contrib holds exact integers (|x| < 2**24 in float32): the conversion is exact
-            it = np.int32 if w.dtype == np.float32 else np.int64
-            ib = self._scratch(("int", it, w.shape[1]), (self.batch, w.shape[1]), it)
-            np.copyto(ib, contrib, casting="unsafe")
-            acc += ib
-        else:
-            acc += contrib
+    def _gather(self, arrays):
+        if len(arrays) == 1:
+            return arrays[0].astype(self._dtype)
+        return np.concatenate(arrays, axis=1).astype(self._dtype, copy=False)
+
+    @property
+    def v(self):
+        """Membrane of every neuron, shape (batch, n_neurons) (a copy)."""
+        return self._gather(self._v)
+
+    @property
+    def i(self):
+        """Synaptic current of every neuron, shape (batch, n_neurons) (a copy; 0 for LIF)."""
+        return self._gather(self._i)
+
+    @property
+    def acc(self):
+        """Input already delivered for the next timestep (recurrent spikes), (batch, n_neurons)."""
+        return self._gather([a if live else np.zeros_like(a)
+                             for a, live in zip(self._acc, self._live, strict=True)])
+
+    # --- one timestep ----------------------------------------------------------------------
+    def _deliver(self, k, a, w):
+        """Add the product ``a @ w`` to population ``k``'s accumulator."""
+        acc = self._acc[k]
+        if self._live[k]:
+            out = self._scratch(("out", k), acc.shape, acc.dtype)
+            acc += _matmul(a, w, out, self._one_thread)
+        else:  # the accumulator is the product's output (no zeroing, no copy)
+            _matmul(a, w, acc, self._one_thread)
+            self._live[k] = True
+
+    def _step(self, spikes, inputs=None, pre=None):
+        """One timestep, spikes written into ``spikes`` (bool, (batch, n_neurons)).
+
+        ``inputs``: this step's input in the product dtype, or ``pre``: per population, the
+        input projections' sum for this step already computed (integer mode), or ``None``.
+        """
+        if inputs is not None:
+            for dst, w in self._from_input:
+                self._deliver(dst, inputs, w)
+        for k, sl in enumerate(self._slices):
+            acc, biased = None, False
+            if pre is not None and pre[k] is not None:
+                biased = True  # _run added the bias to the block's products
+                if self._live[k] or self._forward_to[k]:
+                    if self._live[k]:
+                        self._acc[k] += pre[k]
+                    else:
+                        np.copyto(self._acc[k], pre[k])
+                        self._live[k] = True
+                else:
+                    acc = pre[k]  # used as it is
+            for src, w in self._forward_to[k]:
+                self._deliver(k, self._sf[src], w)
+            if acc is None and self._live[k]:
+                acc = self._acc[k]
+            v, i, s = self._v[k], self._i[k], spikes[:, sl]
+            if self._is_int:  # no input at all: acc None, x = b
+                _update_int(v, i, acc, self._params[k], self.fmt, v, i, s, self._work[k],
+                            self._dts[k], self._consts[k], biased)
+            else:
+                if acc is None:  # x = 0 + b, as with an emptied accumulator
+                    acc = self._acc[k]
+                    acc.fill(0)
+                _update_float(v, i, acc, self._params[k], v, i, s, self._work[k])
+            self._live[k] = False
+            if k in self._sf:
+                np.copyto(self._sf[k], s)
+        # Recurrent spikes arrive in the next step.  Their targets (same or earlier populations)
+        # have already updated in this step, so their accumulators hold the next step's input.
+        for src, dst, w in self._recurrent:
+            self._deliver(dst, self._sf[src], w)
+        self.t += 1
+
+    def _check_values(self, x, what):
+        """Integer mode: every input is 0 or 1 (an input channel fires at most once a step)."""
+        if not self._is_int or x.dtype == np.bool_:
+            return
+        if not (np.issubdtype(x.dtype, np.number)):
+            raise ConfigError(f"{what} has dtype {x.dtype}, expected 0/1 numbers or bool")
+        bad = (x != 0) & (x != 1)
+        if np.any(bad):
+            idx = tuple(int(j) for j in np.argwhere(bad)[0])
+            where = ", ".join(str(j) for j in idx)
+            raise ConfigError(
+                f"{what}[{where}]={x[idx].item()!r} is not valid: allowed 0 or 1 (an input "
+                f"channel fires at most once per timestep)"
+            )
 
     def step(self, inputs=None):
         """Run one timestep.
@@ -585,6 +808,7 @@ class GoldenChip:
             The spikes of every neuron in this timestep.
         """
         n_in = self.net.n_inputs
+        a = None
         if inputs is not None:
             inputs = np.asarray(inputs)
             if inputs.ndim == 1 and self.batch == 1:
@@ -594,36 +818,26 @@ class GoldenChip:
                     f"inputs have shape {inputs.shape}, expected (batch, n_inputs) = "
                     f"({self.batch}, {n_in})"
                 )
-            if self._is_int and inputs.dtype != np.bool_:
-                # An input channel fires at most once per timestep (docs/network.md): the
-                # accumulator bound of the fit check counts each synapse once.
-                bad = (inputs != 0) & (inputs != 1)
-                if np.any(bad):
-                    b, c = np.argwhere(bad)[0]
-                    raise ConfigError(
-                        f"inputs[{b}, {c}]={inputs[b, c].item()!r} is not valid: allowed 0 or 1 "
-                        f"(an input channel fires at most once per timestep)"
-                    )
-            for dst, w in self._from_input:
-                self._add(dst, inputs, w)
-        spikes = np.zeros((self.batch, self.net.n_neurons), dtype=bool)
-        for k, sl in enumerate(self._slices):
-            for src, w in self._forward_to[k]:
-                self._add(k, spikes[:, self._slices[src]], w)
-            v, i = self.v[:, sl], self.i[:, sl]  # views: updated in place
-            if self._is_int:
-                _update_int(v, i, self.acc[:, sl], self._params[k], self.fmt, v, i,
-                            spikes[:, sl], self._work[k], self._int_dtype, self._consts[k])
-            else:
-                _update_float(v, i, self.acc[:, sl], self._params[k], v, i, spikes[:, sl],
-                              self._work[k])
-            self.acc[:, sl] = 0
-        # Recurrent spikes arrive in the next step.  Their targets (same or earlier populations)
-        # have already updated in this step, so their accumulators hold the next step's input.
-        for src, dst, w in self._recurrent:
-            self._add(dst, spikes[:, self._slices[src]], w)
-        self.t += 1
+            self._check_values(inputs, "inputs")
+            if self._from_input:
+                a = self._scratch("inputs", inputs.shape, self._mm_dtype)
+                np.copyto(a, inputs, casting="unsafe")
+        spikes = np.empty((self.batch, self.net.n_neurons), dtype=bool)
+        self._step(spikes, inputs=a)
         return spikes
+
+    def _check_raster(self, raster):
+        raster = np.asarray(raster)
+        if raster.ndim == 2 and self.batch == 1:
+            raster = raster[:, None, :]
+        n_in = self.net.n_inputs
+        if raster.ndim != 3 or raster.shape[1:] != (self.batch, n_in):
+            raise ConfigError(
+                f"raster has shape {raster.shape}, expected (T, batch, n_inputs) = "
+                f"(T, {self.batch}, {n_in})"
+            )
+        self._check_values(raster, "raster")
+        return raster
 
     def run(self, raster, record_v=True):
         """Run ``T`` timesteps.
@@ -640,24 +854,167 @@ class GoldenChip:
             ``spikes``: bool array (T, batch, n_neurons); ``v``: membrane (T, batch, n_neurons)
             when ``record_v``.
         """
-        raster = np.asarray(raster)
-        if raster.ndim == 2 and self.batch == 1:
-            raster = raster[:, None, :]
-        if raster.ndim != 3:
-            raise ConfigError(
-                f"raster has shape {raster.shape}, expected (T, batch, n_inputs)"
-            )
-        n_steps = raster.shape[0]
-        spikes = np.zeros((n_steps, self.batch, self.net.n_neurons), dtype=bool)
-        vs = np.zeros((n_steps,) + self.v.shape, dtype=self._dtype) if record_v else None
-        for t in range(n_steps):
-            spikes[t] = self.step(raster[t])
-            if record_v:
-                vs[t] = self.v
+        raster = self._check_raster(raster)
+        spikes = np.empty((raster.shape[0], self.batch, self.net.n_neurons), dtype=bool)
+        vs = np.empty(spikes.shape, dtype=self._dtype) if record_v else None
+        # Integer products are exact in any order: with BLAS on one thread they are done whole.
+        # Float products keep their row blocks (a float sum depends on how BLAS splits it).
+        # (Not worth its ~30 us for a short run whose products are all small: row blocks.)
+        macs = max([0] + [raster.shape[0] * self.batch * w.size for _, w in self._from_input]
+                   + [self.batch * w.size for fw in self._forward_to for _, w in fw]
+                   + [self.batch * w.size for _, _, w in self._recurrent])
+        limit = self._is_int and macs > 4 * _GEMM_SINGLE_THREAD
+        with _one_blas_thread() if limit else contextlib.nullcontext(False) as one:
+            self._one_thread = one
+            try:
+                self._run(raster, spikes, vs)
+            finally:
+                self._one_thread = False
         out = {"spikes": spikes}
         if record_v:
             out["v"] = vs
         return out
+
+    def _run(self, raster, spikes, vs):
+        n_steps, n_in = raster.shape[0], self.net.n_inputs
+        width = max([n_in] + [w.shape[1] for _, w in self._from_input])
+        # timesteps per block: the block's inputs and products stay under _BLOCK_ELEMENTS
+        block = max(1, _BLOCK_ELEMENTS // max(1, self.batch * width * len(self._from_input)))
+        n_pop = len(self._slices)
+        for t0 in range(0, n_steps, block):
+            part = raster[t0:t0 + block]
+            a = part.astype(self._mm_dtype)  # one conversion per block, not per step
+            pre = None
+            if self._is_int and self._from_input:
+                # the input projections of the whole block as one product (exact: integers)
+                flat = a.reshape(-1, n_in)
+                pre = [None] * n_pop
+                for dst, w in self._from_input:
+                    out = np.empty((flat.shape[0], w.shape[1]), self._mm_dtype)
+                    out = _matmul(flat, w, out, self._one_thread)
+                    out = out.reshape(part.shape[0], self.batch, w.shape[1])
+                    pre[dst] = out if pre[dst] is None else np.add(pre[dst], out, out=pre[dst])
+                for k, p in enumerate(pre):
+                    if p is not None:  # exact: |acc| + |b| < 2**(acc_bits-1) (fit check)
+                        p += self._bias_mm[k]
+                        if self._dts[k] is np.float64 and p.dtype != np.float64:
+                            # a float64 update adds it without a per-step conversion
+                            pre[k] = p.astype(np.float64)
+            for dt in range(part.shape[0]):
+                t = t0 + dt
+                if pre is not None:
+                    self._step(spikes[t], pre=[None if p is None else p[dt] for p in pre])
+                else:
+                    self._step(spikes[t], inputs=a[dt] if self._from_input else None)
+                if vs is not None:
+                    for sl, v in zip(self._slices, self._v, strict=True):
+                        vs[t, :, sl] = v
+
+    def evaluate(self, data, output="counts", *, total=None, progress=None):
+        """Run a whole dataset, ``self.batch`` samples at a time, with bounded memory.
+
+        Every sample starts from the reset state (samples are independent, as in :meth:`run`
+        with a fresh chip); the chip is reset afterwards.  Only one chunk of samples is
+        simulated at a time, so memory is that of :meth:`run` at ``batch`` samples plus the
+        result; an iterable of chunks means the whole input raster never exists at once::
+
+            chip = GoldenChip(net, "int", batch=256)
+            chunks = (rate_encode(x[k:k + 256], 25) for k in range(0, len(x), 256))
+            counts = chip.evaluate(chunks, total=len(x))   # (len(x), n_neurons)
+
+        Parameters
+        ----------
+        data : array of 0/1, shape (T, n_samples, n_inputs), or iterable of such arrays
+            The input rasters; an iterable may yield chunks of any size (each is split into
+            runs of at most ``self.batch`` samples).
+        output : {"counts", "spikes"}
+            ``"counts"``: each neuron's number of spikes per sample, int32
+            ``(n_samples, n_neurons)``; ``"spikes"``: every spike, bool
+            ``(T, n_samples, n_neurons)`` (every chunk must have the same ``T``).
+        total : int, optional
+            Number of samples an iterable will yield, for the progress bar.
+        progress : bool, optional
+            Show a progress bar (``rich``).  Default: only when the run is long (the first
+            chunk predicts more than two seconds in all).
+
+        Returns
+        -------
+        ndarray
+            As chosen by ``output``.
+        """
+        if output not in ("counts", "spikes"):
+            raise ConfigError(f"output={output!r} is not valid: allowed 'counts', 'spikes'")
+        if total is not None and (isinstance(total, bool) or not isinstance(
+                total, (int, np.integer)) or total < 0):
+            raise ConfigError(f"total={total!r} is out of range: allowed an integer >= 0")
+        if isinstance(data, np.ndarray) or (
+                isinstance(data, (list, tuple)) and data and not isinstance(data[0], np.ndarray)):
+            data = np.asarray(data)
+            if data.ndim == 2:  # (T, n_inputs): one sample
+                data = data[:, None, :]
+            self._check_dataset_chunk(data, 0)
+            if data.shape[1] == 0:
+                raise ConfigError(f"data has shape {data.shape}: no samples to evaluate")
+            total = data.shape[1]
+            chunks = [data]
+        else:
+            try:
+                chunks = iter(data)
+            except TypeError:
+                raise ConfigError(
+                    f"data must be an array (T, n_samples, n_inputs) or an iterable of such "
+                    f"arrays, not {type(data).__name__}"
+                ) from None
+            if total is None and hasattr(data, "__len__"):
+                total = sum(np.shape(c)[1] for c in data) if all(
+                    np.ndim(c) == 3 for c in data) else None
+        batch, results, steps, done = self.batch, [], None, 0
+        bar, start = None, time.perf_counter()
+        try:
+            for n, chunk in enumerate(chunks):
+                chunk = np.asarray(chunk)
+                self._check_dataset_chunk(chunk, n)
+                if output == "spikes" and steps is not None and chunk.shape[0] != steps:
+                    raise ConfigError(
+                        f"data chunk {n} has {chunk.shape[0]} timesteps, the first had {steps}: "
+                        f"output='spikes' needs the same T throughout (or use 'counts')"
+                    )
+                steps = chunk.shape[0]
+                for k in range(0, chunk.shape[1], batch):
+                    part = chunk[:, k:k + batch]
+                    if part.shape[1] != self.batch:
+                        self._alloc(part.shape[1])
+                    else:
+                        self.reset()
+                    spikes = self.run(part, record_v=False)["spikes"]
+                    results.append(spikes.sum(axis=0, dtype=np.int32) if output == "counts"
+                                   else spikes)
+                    done += part.shape[1]
+                    if bar is None and progress is not False:
+                        elapsed = time.perf_counter() - start
+                        left = (total - done) / done * elapsed if total else 0.0
+                        if progress or left > 2.0:
+                            bar = progress_bar(True, total, "golden model")
+                    if bar is not None:
+                        bar.update(bar.task, completed=done)
+        finally:
+            if bar is not None:
+                bar.stop()
+            self._alloc(batch)
+        if not results:
+            raise ConfigError("data yielded no samples to evaluate")
+        return np.concatenate(results, axis=0 if output == "counts" else 1)
+
+    def _check_dataset_chunk(self, chunk, n):
+        n_in = self.net.n_inputs
+        if chunk.ndim != 3 or chunk.shape[2] != n_in:
+            raise ConfigError(
+                f"data chunk {n} has shape {chunk.shape}, expected (T, n_samples, n_inputs) = "
+                f"(T, n_samples, {n_in})"
+            )
+        if chunk.shape[0] == 0:
+            raise ConfigError(f"data chunk {n} has shape {chunk.shape}: no timesteps")
+        self._check_values(chunk, f"data chunk {n}: raster")
 
     def run_events(self, events):
         """Run one timestep per entry of ``events`` (batch 1), AER in and AER out.
