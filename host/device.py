@@ -482,28 +482,26 @@ class Device:
         Streams (:meth:`run_items`); with ``reset``, the state is cleared first.
         """
         def items():
+            limit = self._channel_limit()  # once per run, not per timestep
             if reset:
                 yield RUN_RESET
             for t, events in enumerate(inputs):
-                yield from self._step_items(events, t)
+                yield from self._step_items(events, t, limit)
 
         return self.run_items(items())
 
-    def _step_items(self, events, t):
-        limit = 1 << CHANNEL_BITS
-        n_inputs = self._chip_inputs()
+    def _step_items(self, events, t, limit):
         last = None
         for e in events:
-            e = operator.index(e)
-            if not 0 <= e < min(limit, n_inputs):
-                raise ValueError(
-                    f"input channel {e!r} at timestep {t} is out of range: the chip has "
-                    f"{min(limit, n_inputs)} input channels (0..{min(limit, n_inputs) - 1})"
-                )
+            e = _input_channel(e, limit, f" at timestep {t}")
             if last is not None:
                 yield last
             last = e
         yield (last | RUN_STEP_AFTER) if last is not None else (RUN_COMMAND | 1)
+
+    def _channel_limit(self) -> int:
+        """Input channels a RUN may address: the chip's, at most 2**CHANNEL_BITS."""
+        return min(1 << CHANNEL_BITS, self._chip_inputs())
 
     def _chip_inputs(self) -> int:
         """Input channels the chip has (from IDENTIFY), or 2**CHANNEL_BITS if it does not say."""
@@ -522,16 +520,8 @@ class Device:
 
         A debugging aid: the events are held by the chip until :meth:`step` runs the timestep.
         """
-        limit = min(1 << CHANNEL_BITS, self._chip_inputs())
-        items = []
-        for a in addresses:
-            a = operator.index(a)
-            if not 0 <= a < limit:
-                raise ValueError(
-                    f"input channel {a!r} is out of range: the chip has {limit} input channels "
-                    f"(0..{limit - 1})"
-                )
-            items.append(a)
+        limit = self._channel_limit()
+        items = [_input_channel(a, limit) for a in addresses]
         for _ in self.run_items(items):
             raise LinkError("RUN of events only answered a timestep")
         return len(items)
@@ -559,3 +549,14 @@ class Device:
             return decode_status(payload)
         except PayloadError as e:
             raise LinkError(str(e)) from None
+
+
+def _input_channel(e, limit: int, where: str = "") -> int:
+    """``e`` as an input channel below ``limit``, or ``ValueError`` naming it (and ``where``)."""
+    e = operator.index(e)
+    if not 0 <= e < limit:
+        raise ValueError(
+            f"input channel {e!r}{where} is out of range: the chip has {limit} input channels "
+            f"(0..{limit - 1})"
+        )
+    return e
