@@ -122,7 +122,7 @@ _SMALL = 4096
 
 
 def _clip(u, lo, hi):
-    """``sat`` in place (``lo``, ``hi`` scalars of ``u``'s dtype).
+    """``sat`` in place (``lo``, ``hi`` 0-d arrays or scalars of ``u``'s dtype).
 
     ``np.clip`` has a fixed overhead of several microseconds, ``minimum`` + ``maximum`` are two
     passes: the cheaper one is used for the array's size.
@@ -165,10 +165,14 @@ def _decay_int_into(x, code, leak, fmt, work, name, dt):
     return np.subtract(x, t, p)
 
 
-def _int_consts(params, dt, fmt: Format = DEFAULT_FORMAT):
-    """The per-neuron integer parameters for computing in ``dt``, and ``sat``'s bounds.
+def _int_consts(params, dt, fmt: Format = DEFAULT_FORMAT, shape=None):
+    """The per-neuron integer parameters for computing in ``dt``, ``sat``'s bounds and the
+    population's modes.
 
     float64: the decay codes become the factors ``q · 2**-F`` and ``2**-k`` (exact).
+    ``shape``: the per-neuron arrays are made that (batch, n) shape, contiguous; at small sizes a
+    ufunc with a broadcast operand costs about twice one with equal shapes.  ``sat``'s bounds
+    are 0-d arrays (a NumPy scalar operand is converted on every call).
     """
     c = {k: np.asarray(params[k]).astype(dt) for k in ("threshold", "bias", "beta", "alpha")}
     if dt is np.float64:
@@ -178,9 +182,15 @@ def _int_consts(params, dt, fmt: Format = DEFAULT_FORMAT):
                 c[k] = np.ldexp(1.0, -code)
             else:
                 c[k] = np.ldexp(code.astype(np.float64), -fmt.decay_frac_bits)
-    lo, hi = fmt.state_range
-    c["lo"], c["hi"] = dt(lo), dt(hi)
     c["has_bias"] = bool(np.any(c["bias"]))
+    if shape is not None:
+        for k in ("threshold", "bias", "beta", "alpha"):
+            c[k] = np.ascontiguousarray(np.broadcast_to(c[k], shape))
+    lo, hi = fmt.state_range
+    c["lo"], c["hi"], c["one"] = np.array(lo, dt), np.array(hi, dt), np.array(1, dt)
+    c["leak"], c["reset"] = params["leak"], params["reset"]
+    c["cuba"] = params["model"] == NeuronModel.CUBA
+    c["reset_delay"] = bool(params["reset_delay"])
     return c
 
 
@@ -197,9 +207,9 @@ def _update_int(v, i, acc, params, fmt, v_out, i_out, s_out, work, dt=np.int64, 
     """
     c = consts if consts is not None else _int_consts(params, dt, fmt)
     lo, hi = c["lo"], c["hi"]
-    thr, leak, reset = c["threshold"], params["leak"], params["reset"]
-    cuba = params["model"] == NeuronModel.CUBA
-    # 1. R, owed by the previous step (0/1 in dt: it multiplies below)
+    thr, leak, reset, cuba = c["threshold"], c["leak"], c["reset"], c["cuba"]
+    # 1. R, owed by the previous step (0/1 in dt: it multiplies below; a masked ``where=``
+    # operation is many times slower on a mask of spikes)
     r = np.greater(v, thr, work("r", dt)) if reset != ResetMode.NONE else None
     # 2. x = acc + b (float64: a float32 acc is used as it is, converted inside the next add)
     if acc is None:
@@ -221,7 +231,7 @@ def _update_int(v, i, acc, params, fmt, v_out, i_out, s_out, work, dt=np.int64, 
     d = _decay_int_into(v, c["beta"], leak, fmt, work, "p", dt)
     t = work("t", dt)
     if reset == ResetMode.ZERO and not cuba:  # LIF: (R ? 0 : decay(v)) + I
-        np.subtract(1, r, t)
+        np.subtract(c["one"], r, t)
         np.multiply(d, t, u)
         np.add(u, cur, u, casting="unsafe")
     else:
@@ -230,11 +240,11 @@ def _update_int(v, i, acc, params, fmt, v_out, i_out, s_out, work, dt=np.int64, 
             np.multiply(r, thr, t)
             np.subtract(u, t, u)
         elif reset == ResetMode.ZERO:  # CuBa: R ? 0 : decay(v) + I
-            np.subtract(1, r, t)
+            np.subtract(c["one"], r, t)
             np.multiply(u, t, u)
     _clip(u, lo, hi)
     np.greater(u, thr, s_out)  # 5. strict threshold
-    if not params["reset_delay"] and reset != ResetMode.NONE:  # 6. u - (S - R)·θ or (S - R)·u
+    if not c["reset_delay"] and reset != ResetMode.NONE:  # 6. u - (S - R)·θ or (S - R)·u
         np.subtract(s_out, r, t)
         if reset == ResetMode.SUBTRACT:
             np.multiply(t, thr, t)
@@ -677,8 +687,9 @@ class GoldenChip:
         if self._is_int:  # each population's compute dtype (see _narrow_dtype and _SMALL)
             self._dts = [np.float64 if batch * p.size <= _SMALL else self._int_dtype
                          for p in self.net.populations]
-            self._consts = [_int_consts(p, dt, self.fmt)
-                            for p, dt in zip(self._params, self._dts, strict=True)]
+            # small populations get their constants at the state's shape (see _int_consts)
+            self._consts = [_int_consts(p, dt, self.fmt, s if dt is np.float64 else None)
+                            for p, dt, s in zip(self._params, self._dts, shapes, strict=True)]
         else:
             self._dts = [self._dtype] * len(shapes)
         self._v = [np.zeros(s, dtype=dt) for s, dt in zip(shapes, self._dts, strict=True)]
