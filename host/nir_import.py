@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import os
+import warnings
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -26,6 +27,7 @@ from ..errors import ConfigError, UnsupportedError
 from ..network import INPUT, Network, NeuronParams, Population, Projection
 
 __all__ = [
+    "NIRTypeWarning",
     "Settings",
     "from_nir",
     "read_nir",
@@ -33,6 +35,10 @@ __all__ = [
     "is_readout",
     "SUPPORTED_NODES",
 ]
+
+class NIRTypeWarning(UserWarning):
+    """A NIR file failed ``nir``'s strict type check and was read with the check relaxed."""
+
 
 READOUT_THRESHOLD = 1e30
 """Float threshold of a leaky-integrator readout (LI / CubaLI): never reached."""
@@ -154,10 +160,24 @@ def read_nir(path):
 
     if not os.path.isfile(path):
         raise ConfigError(f"NIR file {path!r} does not exist")
+    errors = (ValueError, KeyError, TypeError, OSError, NotImplementedError)
     try:
         graph = nir.read(path)
-    except (ValueError, KeyError, TypeError, OSError) as e:  # nir's own checks, a bad HDF5 file
-        raise ConfigError(f"NIR file {path!r} cannot be read by nir.read: {e}") from e
+    except errors as strict:  # nir's own checks, a bad HDF5 file
+        # A graph whose node types only disagree with nir's strict type check (e.g. an Output
+        # typed with extra unit dimensions, as some Rockpool exports are) is read without it;
+        # from_nir checks the sizes it uses itself (and the Input / Output types, unit
+        # dimensions aside).  A file nir cannot read even then is refused.
+        try:
+            graph = nir.read(path, type_check=False)
+        except errors:
+            raise ConfigError(f"NIR file {path!r} cannot be read by nir.read: {strict}") \
+                from strict
+        warnings.warn(
+            f"NIR file {path!r} fails nir's strict type check ({strict}); read with the check "
+            f"relaxed: spikeforge checks the sizes it uses itself",
+            NIRTypeWarning, stacklevel=1,  # one place: shown once per file, however often read
+        )
     settings = _settings_from_metadata(graph)
     side = os.path.splitext(path)[0] + ".json"
     if settings is None and os.path.isfile(side):
@@ -352,11 +372,51 @@ _NEURONS = ("LIF", "IF", "CubaLIF", "LI", "CubaLI")
 _LINEAR = ("Affine", "Linear", "Scale")
 
 
-def _refuse(name, node):
-    raise UnsupportedError(
-        f"NIR node {name!r} of type {_kind(node)} is not supported by spikeforge; supported "
-        f"node types: {_SUPPORTED_TEXT}"
-    )
+_NOT_PARAMETERS = ("input_type", "output_type", "metadata")
+
+
+def _non_finite(name, node):
+    """A message per numeric parameter of ``node`` holding NaN or infinity (named, with where)."""
+    import dataclasses
+
+    out = []
+    if not dataclasses.is_dataclass(node):
+        return out
+    for f in dataclasses.fields(node):
+        v = getattr(node, f.name, None)
+        if f.name in _NOT_PARAMETERS or v is None:
+            continue
+        try:
+            a = np.asarray(v, dtype=np.float64)
+        except (TypeError, ValueError):
+            continue  # not numeric (e.g. a padding mode string)
+        bad = ~np.isfinite(a)
+        if np.any(bad):
+            where = tuple(int(j) for j in np.argwhere(bad)[0]) if a.ndim else ()
+            at = f" at [{', '.join(map(str, where))}]" if where else ""
+            count = int(bad.sum())
+            out.append(
+                f"NIR node {name!r} ({_kind(node)}): {f.name} has {count} non-finite "
+                f"value{'s' if count > 1 else ''} (first: {a[where]!r}{at}); every parameter "
+                f"must be a finite number (check the training run that exported it)"
+            )
+    return out
+
+
+def _refusal(name, node):
+    return f"NIR node {name!r} of type {_kind(node)} is not supported by spikeforge"
+
+
+def _raise_all(problems, unsupported=True, footer=""):
+    """Raise one error naming every problem (a list of messages); nothing when empty."""
+    if not problems:
+        return
+    cls = UnsupportedError if unsupported else ConfigError
+    if len(problems) == 1:
+        raise cls(problems[0] + (f"; {footer}" if footer else ""))
+    lines = "\n".join(f"  - {p}" for p in problems)
+    raise cls(f"the NIR graph has {len(problems)} problems spikeforge cannot get past:\n{lines}"
+              + (f"\n{footer}" if footer else ""))
 
 
 def _linear(name, node):
@@ -380,6 +440,19 @@ def _linear(name, node):
             f"NIR node {name!r} ({kind}): bias has {b.size} entries, weight has {w.shape[0]} rows"
         )
     return w.T.copy(), b
+
+
+def _check_output_type(name, node, n):
+    """An Output's declared type must hold the ``n`` values that reach it, unit dimensions
+    aside (nir's strict check, relaxed by :func:`read_nir`, also compares those)."""
+    types = [t for t in (getattr(node, "output_type", None) or {}).values() if t is not None]
+    for t in types:
+        shape = [int(d) for d in np.asarray(t).reshape(-1)]
+        if shape and int(np.prod(shape)) != n:
+            raise ConfigError(
+                f"NIR Output {name!r} is typed {shape} ({int(np.prod(shape))} values) but the "
+                f"neurons feeding it have {n}: fix the Output's type in the exporter"
+            )
 
 
 def from_nir(graph, settings: Settings | None = None) -> Network:
@@ -428,8 +501,9 @@ def from_nir(graph, settings: Settings | None = None) -> Network:
             if node is not None and _kind(node) in ("Affine", "Linear"):
                 n_inputs = int(np.asarray(node.weight).shape[1])
                 break
-    kinds = {}
+    kinds, refused, non_finite = {}, [], []
     for name, (role, node) in flat.nodes.items():
+        non_finite += _non_finite(name, node)
         if role != "node":
             kinds[name] = role
         elif _kind(node) in _NEURONS:
@@ -437,7 +511,10 @@ def from_nir(graph, settings: Settings | None = None) -> Network:
         elif _kind(node) in _LINEAR:
             kinds[name] = "linear"
         else:
-            _refuse(name, node)
+            refused.append(_refusal(name, node))
+    # every unsupported node and every non-finite parameter at once
+    _raise_all(refused + non_finite, unsupported=bool(refused),
+               footer=f"supported node types: {_SUPPORTED_TEXT}" if refused else "")
     preds = {k: [] for k in flat.nodes}
     succs = {k: [] for k in flat.nodes}
     for s, d in flat.edges:
@@ -503,10 +580,15 @@ def from_nir(graph, settings: Settings | None = None) -> Network:
         return out
 
     populations, proj_w = {}, {}
+    refused = []  # unsupported neuron parameters, all named at once
     for k in neurons:
         node = flat.nodes[k][1]
         n = sizes[k]
-        params, gain, extra_bias = _neuron(k, node, n, settings)
+        try:
+            params, gain, extra_bias = _neuron(k, node, n, settings)
+        except UnsupportedError as e:
+            refused.append(str(e))
+            continue
         bias = extra_bias.copy()
         for src, m, b in contrib(k):
             if b.shape != (n,):
@@ -521,6 +603,7 @@ def from_nir(graph, settings: Settings | None = None) -> Network:
             proj_w[(src, k)] = proj_w.get((src, k), 0) + w
         params.bias = bias
         populations[k] = Population(k, n, params)
+    _raise_all(refused)
 
     # update order: reverse DFS postorder from the input; edges that close a cycle are recurrent
     adj = {k: [] for k in neurons + [in_name]}
@@ -554,6 +637,7 @@ def from_nir(graph, settings: Settings | None = None) -> Network:
                 )
             if p not in outputs:
                 outputs.append(p)
+        _check_output_type(o, flat.nodes[o][1], sum(sizes[p] for p in preds[o]))
     projections = [
         Projection(INPUT if src == in_name else src, dst, w.astype(np.float32))
         for (src, dst), w in proj_w.items()

@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import sys
+import warnings
 
 from . import __version__
 from .errors import SpikeforgeError
@@ -124,6 +125,10 @@ def _register_missing(sub, name, exc):
     p.set_defaults(func=fail)
 
 
+def _format_warning(message, category, filename, lineno, line=None):
+    return f"spikeforge: warning: {message}\n"
+
+
 def main(argv=None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -131,7 +136,11 @@ def main(argv=None) -> int:
         parser.print_help()
         return 0
     try:
-        return int(args.func(args) or 0)
+        with warnings.catch_warnings():
+            # a user-facing warning (e.g. a NIR file read with nir's type check relaxed) is one
+            # line that says what happened, not a source location
+            warnings.formatwarning = _format_warning
+            return int(args.func(args) or 0)
     except SpikeforgeError as exc:
         print(f"spikeforge: error: {exc}", file=sys.stderr)
         return 1

@@ -254,6 +254,93 @@ def test_unsupported_parameters_are_refused(kw, needle):
 
 
 @needs_nir
+def test_every_unsupported_node_is_named_at_once():
+    conv = nir.Conv2d(input_shape=(8, 8), weight=np.ones((1, 1, 3, 3)), stride=1, padding=1,
+                      dilation=1, groups=1, bias=np.zeros(1))
+    g = _graph({"c1": conv, "d1": nir.Delay(delay=np.ones(4)), "fc": nir.Linear(weight=W),
+                "lif": _lif()},
+               [("input", "c1"), ("c1", "d1"), ("d1", "fc"), ("fc", "lif")], 4)
+    with pytest.raises(UnsupportedError) as e:
+        from_nir(g, Settings(dt=DT))
+    msg = str(e.value)
+    assert "2 problems" in msg and "'c1' of type Conv2d" in msg and "'d1' of type Delay" in msg
+    assert "supported node types" in msg
+
+
+@needs_nir
+def test_every_unsupported_neuron_parameter_is_named_at_once():
+    g = _graph({"fc": nir.Linear(weight=W), "a": _lif(v_reset=0.5),
+                "fc2": nir.Linear(weight=W[:, :3]), "b": _lif(thr=-1.0)},
+               [("input", "fc"), ("fc", "a"), ("a", "fc2"), ("fc2", "b")], 4)
+    with pytest.raises(UnsupportedError) as e:
+        from_nir(g, Settings(dt=DT))
+    msg = str(e.value)
+    assert "'a' (LIF): v_reset=0.5" in msg and "'b' (LIF): v_threshold=-1.0" in msg
+
+
+@needs_nir
+@pytest.mark.parametrize("make, attr, where", [
+    (lambda: nir.Linear(weight=np.where(np.arange(12).reshape(3, 4) == 6, np.nan, W)),
+     "'fc' (Linear): weight", "[1, 2]"),
+    (lambda: nir.Affine(weight=W, bias=np.array([0.0, np.inf, 0.0])), "'fc' (Affine): bias",
+     "[1]"),
+])
+def test_a_non_finite_value_is_blamed_on_its_parameter(make, attr, where):
+    g = _graph({"fc": make(), "lif": _lif()}, [("input", "fc"), ("fc", "lif")], 4)
+    with pytest.raises(ConfigError) as e:
+        from_nir(g, Settings(dt=DT))
+    msg = str(e.value)
+    assert attr in msg and where in msg and "non-finite" in msg, msg
+
+
+@needs_nir
+def test_a_non_finite_neuron_parameter_is_named():
+    lif = _lif()
+    lif.tau[2] = np.nan
+    g = _graph({"fc": nir.Linear(weight=W), "lif": lif}, [("input", "fc"), ("fc", "lif")], 4)
+    with pytest.raises(ConfigError, match=r"'lif' \(LIF\): tau has 1 non-finite value.*\[2\]"):
+        from_nir(g, Settings(dt=DT))
+
+
+@needs_nir
+def test_output_typed_with_unit_dimensions_is_read_with_a_warning(tmp_path):
+    """A graph that fails only nir's strict type check (an Output typed (1, 3) after a
+    3-neuron LIF, as some Rockpool exports are) imports, with a warning."""
+    from spikeforge.host.nir_import import NIRTypeWarning
+
+    nodes = {"input": nir.Input(input_type={"input": np.array([4])}),
+             "fc": nir.Linear(weight=W), "lif": _lif(),
+             "output": nir.Output(output_type={"output": np.array([1, 3])})}
+    edges = [("input", "fc"), ("fc", "lif"), ("lif", "output")]
+    path = tmp_path / "unit_dims.nir"
+    nir.write(path, nir.NIRGraph(nodes=nodes, edges=edges, type_check=False))
+    with pytest.raises(ValueError):  # nir itself refuses it
+        nir.read(path)
+    with pytest.warns(NIRTypeWarning, match="strict type check.*relaxed"):
+        net = from_nir(str(path), Settings(dt=DT))
+    ref = from_nir(_graph({"fc": nir.Linear(weight=W), "lif": _lif()},
+                          [("input", "fc"), ("fc", "lif")], 4), Settings(dt=DT))
+    assert [p.size for p in net.populations] == [3] and net.outputs == ref.outputs
+    np.testing.assert_array_equal(net.projections[0].weights, ref.projections[0].weights)
+
+
+@needs_nir
+def test_output_typed_with_the_wrong_size_is_refused(tmp_path):
+    g = _graph({"fc": nir.Linear(weight=W), "lif": _lif()}, [("input", "fc"), ("fc", "lif")],
+               4, n_out=5)
+    with pytest.raises(ConfigError, match=r"Output 'output' is typed \[5\].*have 3"):
+        from_nir(g, Settings(dt=DT))
+
+
+@needs_nir
+def test_a_file_nir_cannot_read_is_refused(tmp_path):
+    path = tmp_path / "junk.nir"
+    path.write_bytes(b"not an HDF5 file")
+    with pytest.raises(ConfigError, match="cannot be read by nir.read"):
+        from_nir(str(path))
+
+
+@needs_nir
 def test_tau_shorter_than_dt_is_refused():
     g = _graph({"fc": nir.Linear(weight=W), "lif": _lif(tau=1e-4)},
                [("input", "fc"), ("fc", "lif")], 4)
