@@ -25,6 +25,13 @@ __all__ = [
     "rate_encode",
     "latency_encode",
     "delta_encode",
+    "chip_encode",
+    "chip_levels",
+    "chip_seeds",
+    "chip_counts",
+    "chip_intensities",
+    "xorshift32",
+    "SEED_ZERO_STATE",
     "raster_to_events",
     "events_to_raster",
     "spike_count",
@@ -172,6 +179,135 @@ def delta_encode(signal, threshold, *, off_spikes=True):
     out = np.zeros((t, batch, 2 * n), dtype=np.uint8)
     out[:, :, 0::2], out[:, :, 1::2] = on, off
     return out
+
+
+# --- the chip's own encoders (docs/encoding.md): integer, bit for bit what SAMPLE generates -----
+#: The xorshift32 state used for seed 0 (xorshift32 never leaves 0).
+SEED_ZERO_STATE = 0x9E3779B9
+_MASK32 = 0xFFFFFFFF
+_ENCODERS = ("rate", "latency")
+
+
+def xorshift32(state):
+    """One step of Marsaglia's xorshift32 (13, 17, 5) on a u32 (or a uint32 array, elementwise)."""
+    if isinstance(state, np.ndarray):
+        state = state ^ (state << np.uint32(13))
+        state = state ^ (state >> np.uint32(17))
+        return state ^ (state << np.uint32(5))
+    state ^= (state << 13) & _MASK32
+    state ^= state >> 17
+    return state ^ ((state << 5) & _MASK32)
+
+
+def _u8(x, name):
+    a = np.asarray(x)
+    if a.ndim == 1:
+        a = a[None, :]
+    if a.ndim != 2:
+        raise ConfigError(f"{name} has shape {a.shape}, expected (batch, n_inputs) or (n_inputs,)")
+    if a.size and (not np.issubdtype(a.dtype, np.number) or np.any(a != np.round(a))
+                   or a.min() < 0 or a.max() > 255):
+        raise ConfigError(f"{name}: intensities must be integers 0..255 (u8 on the wire); scale "
+                          f"them first (e.g. chip_intensities)")
+    return a.astype(np.int64)
+
+
+def _u8_param(value, name):
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)) \
+            or not 0 <= value <= 255:
+        raise ConfigError(f"{name}={value!r} is out of range: allowed an integer 0..255")
+    return int(value)
+
+
+def chip_levels(x, gain=16):
+    """Each channel's level: ``min(255, (x * gain) >> 4)`` (``gain`` has 4 fraction bits)."""
+    return np.minimum(255, (_u8(x, "x") * _u8_param(gain, "gain")) >> 4)
+
+
+def chip_seeds(seed, batch):
+    """The seed of each of ``batch`` samples: ``seed + b`` (mod 2**32) for an int ``seed``, or
+    ``seed`` itself as a sequence of ``batch`` u32 values."""
+    if isinstance(seed, (int, np.integer)) and not isinstance(seed, (bool, np.bool_)):
+        if not 0 <= seed <= _MASK32:
+            raise ConfigError(f"seed={seed!r} is out of range: allowed 0..2**32-1")
+        return (int(seed) + np.arange(batch, dtype=np.uint64)) & _MASK32
+    s = np.asarray(seed)
+    if s.shape != (batch,) or not np.issubdtype(s.dtype, np.integer) or s.min() < 0 \
+            or s.max() > _MASK32:
+        raise ConfigError(f"seed must be an int or {batch} integers 0..2**32-1 (one per sample)")
+    return s.astype(np.uint64)
+
+
+def chip_encode(x, timesteps, encoder="rate", *, gain=16, threshold=1, seed=1):
+    """The chip's on-chip encoders (``SAMPLE``), bit for bit: intensities -> input raster.
+
+    Parameters
+    ----------
+    x : array of integers 0..255, shape (batch, n_inputs) or (n_inputs,)
+        The intensities sent to the chip (one u8 per input channel).
+    timesteps : int
+        ``T``, 1 .. 255.
+    encoder : {"rate", "latency"}
+        ``rate``: every timestep ``t`` and channel ``c`` (``c`` ascending within ``t``) draw
+        the next state of a xorshift32 generator; ``c`` fires when its top byte is below the
+        channel's level.  ``latency``: ``c`` fires once, at ``((255 - level) * T) >> 8``, if
+        ``level >= threshold``.
+    gain : int 0..255
+        ``level = min(255, (x * gain) >> 4)``: 16 is 1.0.
+    threshold : int 0..255
+        Latency coding's smallest level that fires.
+    seed : int or sequence of int
+        The generator's seed per sample (``seed + b`` for sample ``b`` when an int); seed 0
+        starts from :data:`SEED_ZERO_STATE`.
+
+    Returns
+    -------
+    ndarray of uint8, shape (T, batch, n_inputs)
+        Exactly the input events the chip generates (``docs/encoding.md``).
+    """
+    from ..protocol import MAX_SAMPLE_STEPS
+
+    t = _timesteps(timesteps)
+    if t > MAX_SAMPLE_STEPS:
+        raise ConfigError(f"timesteps={t} is out of range for on-chip encoding: allowed "
+                          f"1..{MAX_SAMPLE_STEPS}")
+    if encoder not in _ENCODERS:
+        raise ConfigError(f"encoder={encoder!r} is not valid: allowed {', '.join(_ENCODERS)}")
+    level = chip_levels(x, gain)
+    threshold = _u8_param(threshold, "threshold")
+    batch, n = level.shape
+    raster = np.zeros((t, batch, n), dtype=np.uint8)
+    if encoder == "latency":
+        when = ((255 - level) * t) >> 8
+        b, c = np.nonzero(level >= threshold)
+        raster[when[b, c], b, c] = 1
+        return raster
+    state = chip_seeds(seed, batch).astype(np.uint32)
+    state[state == 0] = SEED_ZERO_STATE
+    level32 = level.astype(np.uint32)
+    top = np.empty((n, batch), dtype=np.uint32)
+    for k in range(t):
+        for c in range(n):
+            state = xorshift32(state)
+            top[c] = state
+        np.less(top.T >> np.uint32(24), level32, out=raster[k], casting="unsafe")
+    return raster
+
+
+def chip_counts(spikes, first, count):
+    """The ``COUNTS`` readout: spikes of neurons ``first .. first + count - 1`` summed over the
+    timesteps, saturating at 255; ``spikes`` is (T, batch, n_neurons) -> (batch, count) uint8."""
+    s = np.asarray(spikes)
+    return np.minimum(s[:, :, first:first + count].sum(axis=0), 255).astype(np.uint8)
+
+
+def chip_intensities(x, x_max):
+    """Scale samples in ``[0, x_max]`` to the u8 intensities the chip takes (``round(255·x /
+    x_max)``)."""
+    x = _normalise(_samples(x), x_max)
+    if np.any(x < 0) or np.any(x > 1):
+        raise ConfigError("chip_intensities: a value is outside 0..x_max")
+    return np.rint(x * 255).astype(np.uint8)
 
 
 def raster_to_events(raster):

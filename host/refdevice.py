@@ -9,6 +9,8 @@ one used by the tests); the host library can talk to it through
 
 from __future__ import annotations
 
+import numpy as np
+
 from ..protocol import (
     ADDR_BITS,
     CHANNEL_BITS,
@@ -21,11 +23,13 @@ from ..protocol import (
     REPLY_MARK,
     RUN_COMMAND,
     RUN_STEP_AFTER,
+    Encoder,
     Op,
     Status,
     crc16,
     decode_items,
     decode_read,
+    decode_sample,
     decode_write,
     encode_identify,
     encode_items,
@@ -34,6 +38,7 @@ from ..protocol import (
     payload_length_ok,
     reply,
 )
+from .coding import chip_encode
 
 #: Largest count of timesteps one reply mark carries.
 _MAX_MARK = REPLY_MARK - 1
@@ -119,11 +124,15 @@ class RefLink:
     rx_window : int
         Receive window reported by IDENTIFY (this model executes each frame as it arrives, so
         it never runs out of room).
+    encoders : bool
+        Execute SAMPLE (``docs/encoding.md``); without, SAMPLE is an unknown opcode (as on a
+        bitstream without encoders).
     """
 
     def __init__(self, core, *, clk_hz: int = 48_000_000, ident_words=(), counter_bits: int = 16,
-                 rx_window: int = 2 * MAX_FRAME):
+                 rx_window: int = 2 * MAX_FRAME, encoders: bool = False):
         self.core = core
+        self.encoders = bool(encoders)
         self.clk_hz = clk_hz
         self.rx_window = rx_window
         self.ident_words = [int(w) & 0xFFFFFFFF for w in ident_words]
@@ -198,15 +207,20 @@ class RefLink:
             self._count("unknown_op")
             self._reply(op, seq, b"", Status.UNKNOWN_OP)
             return
+        if op == Op.SAMPLE and not self.encoders:  # a bitstream without encoders
+            self._count("unknown_op")
+            self._reply(op.value, seq, b"", Status.UNKNOWN_OP)
+            return
         if not payload_length_ok(op, n):
             self._count("bad_length")
             self._reply(op.value, seq, b"", Status.BAD_LENGTH)
             return
-        if op in (Op.RESET_STATE, Op.RUN) and self.last_seq == seq:
+        streamed = op in (Op.RUN, Op.SAMPLE)
+        if (op == Op.RESET_STATE or streamed) and self.last_seq == seq:
             self._count("duplicates")
             self._reply(op.value, seq, b"", Status.DUPLICATE)
             return
-        if op == Op.RUN and self.last_seq is not None and seq != (self.last_seq + 1) & 0xFF:
+        if streamed and self.last_seq is not None and seq != (self.last_seq + 1) & 0xFF:
             self._count("out_of_order")
             self._reply(op.value, seq, b"", Status.OUT_OF_ORDER)
             return
@@ -249,7 +263,9 @@ class RefLink:
         self.core.reset_state()
         self._reply(op, seq, b"", Status.OK)
 
-    def _op_run(self, op, seq, p):
+    def _run_reply(self, op, seq):
+        """``(step, finish)`` of a RUN-style reply: ``step()`` runs a timestep and emits its
+        spikes with lazy step marks (``MORE`` frames when long); ``finish(status)`` closes it."""
         out: list[int] = []
         pend = 0  # timesteps ended since the last mark
 
@@ -271,6 +287,44 @@ class RefLink:
                 emit(s)
             pend += 1
 
+        def finish(status):
+            if pend:
+                emit(REPLY_MARK | pend)
+            self._reply(op, seq, encode_items(out), status)
+
+        return step, finish
+
+    def _op_sample(self, op, seq, p):
+        s = decode_sample(p) if p[0] < len(Encoder) else None
+        if s is None or s.timesteps == 0 or (s.counts is not None and s.counts[1] == 0):
+            self._count("bad_length")
+            self._reply(op, seq, b"", Status.BAD_ARG)
+            return
+        raster = chip_encode(np.frombuffer(s.intensities, dtype=np.uint8), s.timesteps,
+                             s.encoder.name.lower(), gain=s.gain, threshold=s.threshold,
+                             seed=s.seed)[:, 0]
+        if s.reset:
+            self.core.reset_state()
+        if s.counts is None:
+            step, finish = self._run_reply(op, seq)
+            for events in raster:
+                for c in np.flatnonzero(events):
+                    self.core.event(int(c))
+                step()
+            finish(Status.OK)
+            return
+        first, count = s.counts
+        counts = [0] * count
+        for events in raster:
+            for c in np.flatnonzero(events):
+                self.core.event(int(c))
+            for n in self.core.step():
+                if first <= n < first + count:
+                    counts[n - first] = min(255, counts[n - first] + 1)
+        self._reply(op, seq, bytes(counts), Status.OK)
+
+    def _op_run(self, op, seq, p):
+        step, finish = self._run_reply(op, seq)
         status = Status.OK
         for it in decode_items(p):
             kind = it & (RUN_STEP_AFTER | RUN_COMMAND)
@@ -287,9 +341,7 @@ class RefLink:
                 self.core.event(it & ((1 << CHANNEL_BITS) - 1))
                 if kind == RUN_STEP_AFTER:
                     step()
-        if pend:
-            emit(REPLY_MARK | pend)
-        self._reply(op, seq, encode_items(out), status)
+        finish(status)
 
     def _op_status(self, op, seq, p):
         # flags: the reference core is never busy between requests

@@ -53,6 +53,14 @@ __all__ = [
     "IDENT_HEADER_WORDS",
     "WRITE_HEADER",
     "READ_REQUEST",
+    "SAMPLE_HEADER",
+    "MAX_SAMPLE_CHANNELS",
+    "MAX_SAMPLE_STEPS",
+    "Encoder",
+    "SampleFlag",
+    "Sample",
+    "encode_sample",
+    "decode_sample",
     "PAYLOADS",
     "PayloadError",
     "Identity",
@@ -159,8 +167,33 @@ class Op(enum.Enum, shape=8):
     #: the reply streams the spikes with step marks (frames with status MORE while it is
     #: longer than ``MAX_REPLY_ITEMS``).  Several may be in flight (``docs/protocol.md``).
     RUN = 0x05
+    #: ``SAMPLE_HEADER``, u8 intensities... -> u16 items as RUN, or (``SampleFlag.COUNTS``)
+    #: ``out_count`` u8 spike counts.  The chip encodes the intensities itself and runs
+    #: ``timesteps`` timesteps (``docs/encoding.md``); sequenced as RUN.  Only on a bitstream
+    #: whose IDENTIFY reports encoders (others answer UNKNOWN_OP).
+    SAMPLE = 0x06
     #: (nothing) -> u32 counters (``LINK_COUNTERS``) then the core's status words.
     STATUS = 0x07
+
+
+class Encoder(enum.Enum, shape=8):
+    """The on-chip spike encoders (``SAMPLE_HEADER.encoder``; ``docs/encoding.md``)."""
+
+    #: Every timestep, channel ``c`` fires when the next pseudo-random byte is below its level.
+    RATE = 0
+    #: Channel ``c`` fires once, at ``((255 - level) * T) >> 8``, if its level reaches the
+    #: threshold.
+    LATENCY = 1
+
+
+class SampleFlag(enum.IntFlag):
+    """Bits of ``SAMPLE_HEADER.flags``."""
+
+    #: Clear the neuron state before the sample's first timestep (as ``RUN_RESET``).
+    RESET = 0x01
+    #: Reply with the spike count of each of ``out_count`` neurons from ``out_first``
+    #: (saturating at 255) instead of the spikes.
+    COUNTS = 0x02
 
 
 class Status(enum.Enum, shape=8):
@@ -295,11 +328,17 @@ IDENT_HEADER_WORDS = IDENT_HEADER.size // WORD_BYTES
 WRITE_HEADER = Fields("WRITE request, then the u32 words", addr=WORD_BYTES)
 #: READ request.
 READ_REQUEST = Fields("READ request", addr=WORD_BYTES, count=2)
+#: SAMPLE request, before the intensities (one u8 per input channel, channel 0 first).
+SAMPLE_HEADER = Fields(
+    "SAMPLE request, then one u8 intensity per input channel",
+    encoder=1, flags=1, timesteps=1, gain=1, threshold=1, seed=4, out_first=2, out_count=1,
+)
 #: Every fixed layout, by name (``docs/protocol.md``).
 PAYLOADS = {
     "IDENT_HEADER": IDENT_HEADER,
     "WRITE_HEADER": WRITE_HEADER,
     "READ_REQUEST": READ_REQUEST,
+    "SAMPLE_HEADER": SAMPLE_HEADER,
 }
 
 assert READ_REQUEST.bits("addr") == WRITE_HEADER.bits("addr") >= ADDR_BITS
@@ -312,6 +351,10 @@ MAX_READ_WORDS = MAX_REPLY_PAYLOAD // WORD_BYTES
 MAX_RUN_ITEMS = MAX_REQUEST_PAYLOAD // EVENT_BYTES
 #: RUN reply frame payload: items.
 MAX_REPLY_ITEMS = MAX_REPLY_PAYLOAD // EVENT_BYTES
+#: SAMPLE request payload: intensities (input channels 0 .. n-1).
+MAX_SAMPLE_CHANNELS = MAX_REQUEST_PAYLOAD - SAMPLE_HEADER.size
+#: Most timesteps one SAMPLE runs (``SAMPLE_HEADER.timesteps``).
+MAX_SAMPLE_STEPS = (1 << SAMPLE_HEADER.bits("timesteps")) - 1
 
 
 def payload_length_ok(op: Op, n: int) -> bool:
@@ -323,6 +366,8 @@ def payload_length_ok(op: Op, n: int) -> bool:
         return n == READ_REQUEST.size
     if op == Op.RUN:
         return n % EVENT_BYTES == 0
+    if op == Op.SAMPLE:
+        return SAMPLE_HEADER.size < n <= MAX_SAMPLE_CHANNELS + SAMPLE_HEADER.size
     return n == 0  # IDENTIFY, RESET_STATE, STATUS
 
 
@@ -398,6 +443,57 @@ def encode_read(addr: int, count: int) -> bytes:
 def decode_read(payload: bytes) -> tuple[int, int]:
     """``(addr, count)`` of a READ request payload."""
     return READ_REQUEST.unpack(payload, "READ request")
+
+
+@dataclass(frozen=True)
+class Sample:
+    """A SAMPLE request's fields (:func:`encode_sample`, :func:`decode_sample`)."""
+
+    encoder: Encoder
+    timesteps: int
+    intensities: bytes
+    gain: int = 16
+    threshold: int = 1
+    seed: int = 1
+    reset: bool = True
+    #: ``None``: reply with the spikes; else ``(first, count)``: the spike counts of neurons
+    #: ``first .. first + count - 1``.
+    counts: tuple | None = None
+
+
+def encode_sample(sample: Sample) -> bytes:
+    """SAMPLE request payload.  Raises ``ValueError`` for a field out of its range."""
+    first, count = sample.counts if sample.counts is not None else (0, 0)
+    checks = (
+        ("timesteps", sample.timesteps, 1, MAX_SAMPLE_STEPS),
+        ("gain", sample.gain, 0, 255),
+        ("threshold", sample.threshold, 0, 255),
+        ("seed", sample.seed, 0, 0xFFFFFFFF),
+        ("counts first", first, 0, (1 << NEURON_BITS) - 1),
+        ("counts count", count, 1 if sample.counts is not None else 0, 255),
+        ("intensities", len(sample.intensities), 1, MAX_SAMPLE_CHANNELS),
+    )
+    for name, value, lo, hi in checks:
+        if not lo <= value <= hi:
+            raise ValueError(f"SAMPLE {name}={value} is out of range: allowed {lo}..{hi}")
+    flags = (SampleFlag.RESET if sample.reset else 0) | (
+        SampleFlag.COUNTS if sample.counts is not None else 0)
+    return SAMPLE_HEADER.pack(Encoder(sample.encoder).value, int(flags), sample.timesteps,
+                              sample.gain, sample.threshold, sample.seed, first, count) \
+        + bytes(sample.intensities)
+
+
+def decode_sample(payload: bytes) -> Sample:
+    """A SAMPLE request payload's fields; :class:`PayloadError` if it is malformed."""
+    enc, flags, t, gain, thr, seed, first, count = SAMPLE_HEADER.unpack_from(payload, "SAMPLE")
+    try:
+        enc = Encoder(enc)
+    except ValueError:
+        raise PayloadError(f"SAMPLE encoder {enc} is not one of {[e.value for e in Encoder]}") \
+            from None
+    counts = (first, count) if flags & SampleFlag.COUNTS else None
+    return Sample(enc, t, bytes(payload[SAMPLE_HEADER.size:]), gain, thr, seed,
+                  bool(flags & SampleFlag.RESET), counts)
 
 
 def _pack_array(code: str, values) -> bytes:
@@ -761,6 +857,8 @@ def describe() -> str:
         "MAX_RUN_ITEMS",
         "MAX_REPLY_ITEMS",
         "MAX_RUN_STEPS",
+        "MAX_SAMPLE_CHANNELS",
+        "MAX_SAMPLE_STEPS",
         "CHANNEL_BITS",
         "NEURON_BITS",
         "ADDR_BITS",
@@ -781,6 +879,12 @@ def describe() -> str:
     lines += ["", "| status | value | meaning |", "|---|---|---|"]
     for st in Status:
         lines.append(f"| `{st.name}` | 0x{st.value:02X} | {_member_doc(Status, st.name)} |")
+    lines += ["", "| SAMPLE encoder | value | meaning |", "|---|---|---|"]
+    for e in Encoder:
+        lines.append(f"| `{e.name}` | {e.value} | {_member_doc(Encoder, e.name)} |")
+    lines += ["", "| SAMPLE flag | value | meaning |", "|---|---|---|"]
+    for f in SampleFlag:
+        lines.append(f"| `{f.name}` | 0x{f.value:02X} | {_member_doc(SampleFlag, f.name)} |")
     lines += ["", "| STATUS word | counter | meaning |", "|---|---|---|"]
     for i, (name, doc) in enumerate(LINK_COUNTERS):
         lines.append(f"| {i} | `{name}` | {doc} |")
