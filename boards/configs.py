@@ -50,6 +50,10 @@ class ChipParams:
     rx_window : int
         Bytes of the link's receive ring (a power of two, at least ``MAX_FRAME``): how many
         request bytes the host may keep in flight (``docs/protocol.md``, flow control).
+    encoders : bool
+        The link executes SAMPLE: the chip generates a sample's input spikes from its
+        intensities and counts the output spikes (``docs/encoding.md``).  Reported by IDENTIFY;
+        the host encodes on the host on a chip without them.
     """
 
     neurons: int
@@ -63,6 +67,7 @@ class ChipParams:
     weight_banks: int = 1
     fast: bool = False
     rx_window: int = 1024
+    encoders: bool = False
 
     def __post_init__(self):
         for name in ("neurons", "inputs", "populations", "synapses", "lanes", "baud",
@@ -70,7 +75,7 @@ class ChipParams:
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise ConfigError(f"ChipParams.{name}={value!r} must be a positive integer")
-        for name in ("per_neuron_threshold", "fast"):
+        for name in ("per_neuron_threshold", "fast", "encoders"):
             if not isinstance(getattr(self, name), bool):
                 raise ConfigError(f"ChipParams.{name}={getattr(self, name)!r} must be a bool")
         if not isinstance(self.clock_mhz, (int, float)) or not 1 <= self.clock_mhz <= 500:
@@ -261,6 +266,8 @@ _BOARDS = [
             fast=True,
             # one 18-kbit block RAM holds 2 kB: four full request frames in flight
             rx_window=2048,
+            # on-chip spike encoding and count readout (the UP5K has no logic cells left)
+            encoders=True,
         ),
         openfpgaloader_board="ulx3s",
         alt_programmer=("fujprog",),

@@ -99,6 +99,7 @@ def default_chip_factory(chip_params, clk_freq_hz):
         cores=getattr(chip_params, "cores", 1),
         options=chip_params.core_options(),
         rx_window=getattr(chip_params, "rx_window", 1024),
+        encoders=getattr(chip_params, "encoders", False),
     )
 
 

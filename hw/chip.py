@@ -38,6 +38,7 @@ __all__ = [
     "ident_words",
     "config_from_ident",
     "chip_config_from_ident",
+    "encoders_from_ident",
     "STEP_TIMEOUT_CYCLES",
 ]
 
@@ -64,7 +65,11 @@ IDENT_FIELDS = (
     "chip_inputs",
     "route_entries",
     "delay_depth",
+    "encoders",
 )
+#: The link's fields of :data:`IDENT_FIELDS`: what the host link can do beyond the core.
+#: ``encoders``: 1 if the link executes SAMPLE (on-chip spike encoding, ``docs/encoding.md``).
+_LINK_FIELDS = ("encoders",)
 #: The chip fields of :data:`IDENT_FIELDS` and the :class:`RouterConfig` attribute each reports.
 _CHIP_FIELDS = {
     "cores": "cores",
@@ -75,21 +80,23 @@ _CHIP_FIELDS = {
 #: The fields of :data:`IDENT_FIELDS` that are the core's number format (``CoreConfig.fmt``).
 _FORMAT_FIELDS = tuple(f.name for f in fields(Format) if f.name in IDENT_FIELDS)
 #: The fields of :data:`IDENT_FIELDS` that describe a core (``CoreConfig`` and its ``fmt``).
-_CORE_FIELDS = tuple(name for name in IDENT_FIELDS if name not in _CHIP_FIELDS)
-assert set(_CHIP_FIELDS) <= set(IDENT_FIELDS)
+_CORE_FIELDS = tuple(
+    name for name in IDENT_FIELDS if name not in _CHIP_FIELDS and name not in _LINK_FIELDS
+)
+assert set(_CHIP_FIELDS) <= set(IDENT_FIELDS) and set(_LINK_FIELDS) <= set(IDENT_FIELDS)
 assert set(_CORE_FIELDS) - set(_FORMAT_FIELDS) <= {f.name for f in fields(CoreConfig)}
 
 #: A STEP is aborted (and reported) if the core shows no progress for this many cycles.
 STEP_TIMEOUT_CYCLES = 1 << 24
 
 
-def ident_words(config: CoreConfig | RouterConfig) -> list[int]:
+def ident_words(config: CoreConfig | RouterConfig, *, encoders: bool = False) -> list[int]:
     """The IDENTIFY capability words of a chip (see :data:`IDENT_FIELDS`).
 
     ``config`` is the :class:`CoreConfig` of a one-core chip (``cores`` = 1, ``chip_inputs`` =
     the core's inputs, no routing table, no delayed queue) or the
     :class:`~spikeforge.hw.router.RouterConfig` of a multi-core chip (the core fields describe
-    each of its identical cores).
+    each of its identical cores).  ``encoders``: the link executes SAMPLE.
     """
     if isinstance(config, RouterConfig):
         core = config.core
@@ -97,9 +104,10 @@ def ident_words(config: CoreConfig | RouterConfig) -> list[int]:
     else:
         core = config
         chip = {"cores": 1, "chip_inputs": config.n_inputs, "route_entries": 0, "delay_depth": 0}
+    chip["encoders"] = int(bool(encoders))
     out = []
     for name in IDENT_FIELDS:
-        if name in _CHIP_FIELDS:
+        if name in _CHIP_FIELDS or name in _LINK_FIELDS:
             value = chip[name]
         else:
             value = getattr(core.fmt if name in _FORMAT_FIELDS else core, name)
@@ -142,6 +150,12 @@ def chip_config_from_ident(words) -> CoreConfig | RouterConfig:
     return RouterConfig(core, **{attr: values[name] for name, attr in _CHIP_FIELDS.items()})
 
 
+def encoders_from_ident(words) -> bool:
+    """Whether a chip that reported these IDENTIFY capability words executes SAMPLE (on-chip
+    spike encoding, ``docs/encoding.md``); an older bitstream without the field does not."""
+    return bool(_ident_values(list(words)).get("encoders", 0))
+
+
 class Chip(wiring.Component):
     """Host link and neuron core(s), on byte streams.
 
@@ -168,6 +182,9 @@ class Chip(wiring.Component):
     rx_window : int
         Bytes of the link's receive ring (:class:`~spikeforge.hw.link.Link`), reported by
         IDENTIFY.
+    encoders : bool
+        The link executes SAMPLE: on-chip spike encoding and count readout
+        (``docs/encoding.md``), reported by IDENTIFY.
 
     Attributes
     ----------
@@ -188,7 +205,7 @@ class Chip(wiring.Component):
     def __init__(self, config: CoreConfig, clk_freq: int, *, uart_errors: bool = False,
                  cores: int = 1, inputs: int | None = None, route_entries: int | None = None,
                  delay_depth: int | None = None, options: CoreOptions | None = None,
-                 rx_window: int = 1024):
+                 rx_window: int = 1024, encoders: bool = False):
         with refusing_unused(self):  # a refused configuration is not an unused elaboratable
             if not isinstance(config, CoreConfig):
                 raise ConfigError(f"config={config!r} is not a CoreConfig")
@@ -218,6 +235,7 @@ class Chip(wiring.Component):
                 )
             self.options = options
             self.rx_window = rx_window
+            self.encoders = bool(encoders)
             # the wire's RUN items carry 14-bit input channels and 15-bit neuron addresses
             n_in = self.router_config.n_inputs if cores > 1 else config.n_inputs
             n_out = cores * config.n_neurons
@@ -240,10 +258,12 @@ class Chip(wiring.Component):
         multi = self.router_config is not None
         m.submodules.link = link = Link(
             clk_freq=self.clk_freq,
-            ident_words=ident_words(self.router_config if multi else self.config),
+            ident_words=ident_words(self.router_config if multi else self.config,
+                                    encoders=self.encoders),
             step_timeout=STEP_TIMEOUT_CYCLES,
             rx_window=self.rx_window,
             fast=self.options.fast,
+            encoders=self.encoders,
         )
         wiring.connect(m, wiring.flipped(self.rx), link.rx)
         wiring.connect(m, link.tx, wiring.flipped(self.tx))
@@ -325,7 +345,7 @@ class UARTChip(Elaboratable):
         Clock frequency in Hz.
     baud : int
         UART baud rate.
-    cores, options, rx_window
+    cores, options, rx_window, encoders
         See :class:`Chip`.
 
     Attributes
@@ -337,8 +357,10 @@ class UARTChip(Elaboratable):
     """
 
     def __init__(self, config: CoreConfig, clk_freq: int, baud: int, *, cores: int = 1,
-                 options: CoreOptions | None = None, rx_window: int = 1024):
+                 options: CoreOptions | None = None, rx_window: int = 1024,
+                 encoders: bool = False):
         self.config, self.clk_freq, self.baud = config, int(clk_freq), int(baud)
+        self.encoders = encoders
         self.cores = cores
         self.options = options
         self.rx_window = rx_window
@@ -351,7 +373,7 @@ class UARTChip(Elaboratable):
         m.submodules.uart_tx = utx = UARTTx(self.clk_freq, self.baud)
         m.submodules.chip = chip = Chip(self.config, self.clk_freq, uart_errors=True,
                                         cores=self.cores, options=self.options,
-                                        rx_window=self.rx_window)
+                                        rx_window=self.rx_window, encoders=self.encoders)
         m.d.comb += [urx.rx.eq(self.rx), self.tx.eq(utx.tx)]
         wiring.connect(m, urx.data, chip.rx)
         wiring.connect(m, chip.tx, utx.data)

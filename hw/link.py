@@ -101,6 +101,10 @@ class Link(wiring.Component):
         receive ring, a request's address range checked a clock before it is used (a few
         clocks more per reply; the replies are the same), and the reply buffer and counters in
         LUT RAM (``ram_style = "distributed"``).
+    encoders : bool
+        Execute SAMPLE (``docs/encoding.md``): store a sample's intensities, generate each
+        timestep's input events (rate or latency coding) and, if asked, count the output
+        spikes and reply with the counts.  Without, SAMPLE is an unknown opcode.
 
     Attributes
     ----------
@@ -145,6 +149,7 @@ class Link(wiring.Component):
         step_timeout=None,
         rx_window=2 * MAX_FRAME,
         fast=False,
+        encoders=False,
     ):
         # a refused configuration is not an unused elaboratable
         with refusing_unused(self):
@@ -188,6 +193,7 @@ class Link(wiring.Component):
         self.counter_bits = counter_bits
         self.step_timeout = step_timeout
         self.fast = bool(fast)
+        self.encoders = bool(encoders)
         super().__init__(
             {
                 "rx": In(stream.Signature(8)),

@@ -1052,7 +1052,7 @@ def chip_for_board(board: str = "ulx3s-85f"):
     params = get_board(board).chip
     return Chip(params.to_core_config(), int(round(params.clock_mhz * 1e6)),
                 cores=int(getattr(params, "cores", 1)), options=params.core_options(),
-                rx_window=params.rx_window)
+                rx_window=params.rx_window, encoders=params.encoders)
 
 
 def register(subparsers):
