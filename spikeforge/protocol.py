@@ -56,6 +56,7 @@ __all__ = [
     "SAMPLE_HEADER",
     "MAX_SAMPLE_CHANNELS",
     "MAX_SAMPLE_STEPS",
+    "SAMPLE_SEED_ZERO",
     "Encoder",
     "SampleFlag",
     "Sample",
@@ -355,6 +356,9 @@ MAX_REPLY_ITEMS = MAX_REPLY_PAYLOAD // EVENT_BYTES
 MAX_SAMPLE_CHANNELS = MAX_REQUEST_PAYLOAD - SAMPLE_HEADER.size
 #: Most timesteps one SAMPLE runs (``SAMPLE_HEADER.timesteps``).
 MAX_SAMPLE_STEPS = (1 << SAMPLE_HEADER.bits("timesteps")) - 1
+#: The rate encoder's xorshift32 state for ``seed`` 0 (xorshift32 never leaves 0;
+#: ``docs/encoding.md``).
+SAMPLE_SEED_ZERO = 0x9E3779B9
 
 
 def payload_length_ok(op: Op, n: int) -> bool:
