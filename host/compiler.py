@@ -385,9 +385,10 @@ class Compiled:
         fit = self.fit if self.fit is not None and self.fit.config == config else None
         return build_image(self.net, config, fit)
 
-    def report(self, raster, labels=None, decoder="count") -> QuantReport:
+    def report(self, raster, labels=None, decoder="count", *,
+               min_agreement=0.99) -> QuantReport:
         """Quantization report on ``raster`` (see :func:`compare`)."""
-        return compare(self.quantized, raster, labels, decoder)
+        return compare(self.quantized, raster, labels, decoder, min_agreement=min_agreement)
 
 
 def _to_float_network(model, settings, n_inputs, calibration, sklearn_kw):

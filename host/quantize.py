@@ -14,6 +14,7 @@ little headroom in the state range or the bias would not fit.  Decays become ``q
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass, field, replace
 
 import numpy as np
@@ -24,7 +25,19 @@ from ..sim.golden import GoldenChip, validate_network
 from ..spec import DEFAULT_FORMAT, Format, LeakMode
 from .nir_import import is_readout
 
-__all__ = ["Quantized", "quantize", "QuantReport", "compare", "agreement"]
+__all__ = [
+    "Quantized",
+    "quantize",
+    "QuantReport",
+    "compare",
+    "agreement",
+    "precision",
+    "QuantizationWarning",
+]
+
+
+class QuantizationWarning(UserWarning):
+    """The integer network's spikes moved away from the float network's (:func:`compare`)."""
 
 
 @dataclass
@@ -219,6 +232,85 @@ def quantize(
     return Quantized(net=qnet, float_net=net, scales=scales, fmt=fmt, notes=notes)
 
 
+# --- how much precision did each parameter lose -------------------------------------------------
+def _decay_value(code, leak, fmt):
+    """The decay factor an integer decay code stands for."""
+    code = np.asarray(code, dtype=np.float64)
+    if leak == LeakMode.MULT:
+        return code / fmt.decay_one
+    return 1.0 - np.exp2(-code)
+
+
+def precision(q: Quantized) -> dict:
+    """Per population, how much each of its parameters moved in rounding, as a fraction.
+
+    For a spiking population everything is measured against its float threshold, the scale on
+    which the spikes are decided: ``threshold`` is the largest ``|threshold_int / s -
+    threshold| / threshold`` over its neurons, ``bias`` and ``weights from SRC`` the largest
+    rounding error of a bias or of one incoming weight (``|w_int / s - w|``), divided by the
+    threshold (with few threshold levels, one weight's rounding is a large share of a spike).
+    For a readout (no threshold) the bias and weights are measured against the largest
+    incoming weight.  ``beta`` and ``alpha`` are the relative error of the leak per step,
+    ``|q - beta| / (1 - beta)`` (0 for an exact code, or where the float decay is 1).
+    ``membrane step`` (spiking populations) is one integer step of the membrane against the
+    threshold, ``1 / threshold_int``: the integer decay rounds toward zero, so a membrane can
+    lose up to that much of the threshold every timestep, and a threshold with few levels
+    (large weights scaled to the 8-bit range) makes it large.
+
+    Returns
+    -------
+    dict of str to dict of str to float
+        ``{population: {parameter: fraction}}``, in network order.
+    """
+    fmt = q.fmt
+    out = {}
+    dense_f = {(p.src, p.dst): q.float_net.dense_weights(p).astype(np.float64)
+               for p in q.float_net.projections}
+    dense_i = {(p.src, p.dst): q.net.dense_weights(p).astype(np.float64)
+               for p in q.net.projections}
+    for fpop, ipop in zip(q.float_net.populations, q.net.populations, strict=True):
+        n = fpop.size
+        s = np.asarray(q.scales[fpop.name], dtype=np.float64).reshape(-1)
+        s = np.broadcast_to(s, (n,))
+        fp, ip = fpop.params, ipop.params
+        readout = is_readout(fp)
+        errs = {}
+        w_errs = {}
+        w_max = 0.0
+        for (src, dst), wf in dense_f.items():
+            if dst != fpop.name:
+                continue
+            wi = dense_i[(src, dst)] / s[None, :]
+            w_errs[f"weights from {src}"] = np.abs(wi - wf).max(axis=0) if wf.size else np.zeros(n)
+            w_max = max(w_max, float(np.abs(wf).max()) if wf.size else 0.0)
+        if readout:
+            ref = np.full(n, w_max if w_max > 0 else 1.0)
+        else:
+            thr = _per(fp.threshold, n)
+            ref = np.abs(thr)
+            thr_int = np.abs(_per(ip.threshold, n))
+            errs["threshold"] = float(np.max(np.abs(thr_int / s - thr) / ref))
+            # one integer step of the membrane: what a decay rounded toward zero can lose per
+            # timestep (docs/neuron.md), against the threshold
+            errs["membrane step"] = float(np.max(1.0 / np.maximum(thr_int, 1)))
+        bias_f = _per(fp.bias, n)
+        errs["bias"] = float(np.max(np.abs(_per(ip.bias, n) / s - bias_f) / ref))
+        for name, e in w_errs.items():
+            errs[name] = float(np.max(e / ref))
+        if fp.leak != LeakMode.NONE:
+            decays = [("beta", fp.beta, ip.beta)]
+            if fp.model.name == "CUBA":
+                decays.append(("alpha", fp.alpha, ip.alpha))
+            for name, fv, code in decays:
+                fv = _per(fv, n)
+                qv = _decay_value(_per(code, n), ip.leak, fmt)
+                with np.errstate(divide="ignore", invalid="ignore"):
+                    rel = np.where(fv < 1, np.abs(qv - fv) / (1 - fv), np.abs(qv - fv))
+                errs[name] = float(np.max(rel))
+        out[fpop.name] = errs
+    return out
+
+
 # --- how far did quantization move the spikes -----------------------------------------------------
 def agreement(a, b):
     """Share of entries (step, sample, neuron) on which two spike arrays agree."""
@@ -242,6 +334,8 @@ class QuantReport:
         With labels: the accuracies of the two networks (same decoder).
     accuracy_delta : float or None
         ``accuracy_int - accuracy_float``.
+    precision : dict of str to dict of str to float
+        Per population, how much each parameter moved in rounding (:func:`precision`).
     """
 
     agreement: dict
@@ -249,6 +343,16 @@ class QuantReport:
     rates_int: dict
     accuracy_float: float | None = None
     accuracy_int: float | None = None
+    precision: dict = field(default_factory=dict)
+
+    def worst(self, pop: str):
+        """``(parameter, fraction)``: the parameter of ``pop`` that lost most precision, or
+        None without a precision table."""
+        errs = self.precision.get(pop)
+        if not errs:
+            return None
+        name = max(errs, key=errs.get)
+        return name, errs[name]
 
     @property
     def accuracy_delta(self):
@@ -257,18 +361,26 @@ class QuantReport:
         return self.accuracy_int - self.accuracy_float
 
     def __str__(self):
-        lines = [f"{'population':<16}{'agreement':>10}{'rate float':>12}{'rate int':>10}"]
+        lines = [f"{'population':<16}{'agreement':>10}{'rate float':>12}{'rate int':>10}"
+                 "  most precision lost"]
         for k in self.agreement:
+            worst = self.worst(k)
+            lost = f"  {worst[0]}: {100 * worst[1]:.2f} %" if worst else ""
             lines.append(f"{k:<16}{self.agreement[k]:>10.4f}{self.rates_float[k]:>12.4f}"
-                         f"{self.rates_int[k]:>10.4f}")
+                         f"{self.rates_int[k]:>10.4f}{lost}")
         if self.accuracy_float is not None:
             lines.append(f"accuracy float {self.accuracy_float:.4f}  int {self.accuracy_int:.4f}  "
                          f"delta {100 * self.accuracy_delta:+.2f} pp")
         return "\n".join(lines)
 
 
-def compare(q: Quantized, raster, labels=None, decoder="count", batch_size=512):
+def compare(q: Quantized, raster, labels=None, decoder="count", batch_size=512, *,
+            min_agreement=0.99):
     """Run the float and the integer network on ``raster`` and compare them.
+
+    Warns (:class:`QuantizationWarning`), naming each population and the parameter that lost
+    most precision, when a population's spike agreement is below ``min_agreement`` (None: never
+    warn).
 
     Parameters
     ----------
@@ -280,11 +392,17 @@ def compare(q: Quantized, raster, labels=None, decoder="count", batch_size=512):
         See :func:`spikeforge.host.coding.predict`; ``"membrane"`` decodes the first output
         population's membrane (divided by its scale for the integer network).
 
+    min_agreement : float or None
+        The spike agreement below which a population is reported (default 0.99).
+
     Returns
     -------
     QuantReport
     """
     from .coding import predict
+
+    if min_agreement is not None and not 0 <= min_agreement <= 1:
+        raise ConfigError(f"min_agreement={min_agreement!r} is out of range: allowed 0..1 or None")
 
     raster = np.asarray(raster)
     results = {}
@@ -305,7 +423,25 @@ def compare(q: Quantized, raster, labels=None, decoder="count", batch_size=512):
         a, b = results["float"][0][..., sl], results["int"][0][..., sl]
         agree[pop.name] = agreement(a, b)
         rf[pop.name], ri[pop.name] = float(a.mean()), float(b.mean())
-    rep = QuantReport(agree, rf, ri)
+    rep = QuantReport(agree, rf, ri, precision=precision(q))
+    if min_agreement is not None:
+        low = [k for k, a in agree.items() if a < min_agreement]
+        if low:
+            parts = []
+            for k in low:
+                name, frac = rep.worst(k)
+                parts.append(f"{k!r} {100 * agree[k]:.2f} % (most precision lost: {name}, "
+                             f"{100 * frac:.2f} %)")
+            warnings.warn(
+                QuantizationWarning(
+                    f"the integer network's spikes agree with the float network's on less than "
+                    f"{100 * min_agreement:.0f} % of entries in population(s) "
+                    + "; ".join(parts)
+                    + ": the chip will not behave like the trained network there "
+                    "(QuantReport.precision has every parameter's rounding error)"
+                ),
+                stacklevel=2,
+            )
     if labels is not None:
         out_pop = q.net.outputs[0]
         sl = slice(q.net.base(out_pop), q.net.base(out_pop) + q.net.population(out_pop).size)

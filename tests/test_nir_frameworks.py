@@ -156,7 +156,7 @@ def test_framework_graph_quantizes_and_runs_in_int_mode(name, settings):
         assert np.all(w == np.rint(w)) and np.abs(w).max() <= 127
     out = GoldenChip(q.net, "int", batch=4).run(raster)
     assert out["spikes"].shape == (40, 4, 5)
-    rep = compare(q, raster)
+    rep = compare(q, raster, min_agreement=0.9)  # (the floor asserted below)
     assert set(rep.agreement) == {p.name for p in net.populations}
     for pop, agree in rep.agreement.items():  # measured: 0.925 ... 1.0
         assert agree >= 0.9, (pop, agree)
