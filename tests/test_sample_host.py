@@ -255,3 +255,143 @@ def test_backend_reruns_samples_after_a_lost_reply():
     assert chip.reruns == 1
     ref, _ = _backend(False)
     assert np.array_equal(counts, ref.run_encoded(x, 12, readout="counts", seed=4))
+
+
+# --- the command line ----------------------------------------------------------------------------
+@pytest.fixture
+def no_board(monkeypatch):
+    """Opening a board is a test failure: the options must be refused before."""
+    from spikeforge.host import backends
+
+    monkeypatch.setattr(backends, "_FACTORIES", dict(backends._FACTORIES))
+
+    def refuse(port):
+        raise AssertionError(f"a board was opened ({port!r}) before the options were checked")
+
+    for name in list(backends._FACTORIES):
+        backends._FACTORIES[name] = refuse
+
+
+def _one_error_line(capsys, code, *needles):
+    out, err = capsys.readouterr()
+    assert code == 1, (out, err)
+    lines = err.strip("\n").split("\n")
+    assert len(lines) == 1 and lines[0].startswith("spikeforge: error: "), err
+    for n in needles:
+        assert n in lines[0], (n, lines[0])
+
+
+@pytest.mark.parametrize("argv, needle", [
+    (["--encode", "delta", "--on-chip"], "delta coding has no on-chip form"),
+    (["--on-chip", "--timesteps", "256"], "--timesteps 256 is out of range for --on-chip: "
+                                          "allowed 1..255"),
+])
+def test_demo_encoding_options_checked_before_the_board(no_board, capsys, argv, needle):
+    from spikeforge.cli import main
+
+    _one_error_line(capsys, main(["demo", *argv]), needle)
+
+
+@pytest.fixture
+def small_model(tmp_path):
+    from spikeforge.host.compiler import save_network
+
+    path = tmp_path / "model.npz"
+    save_network(_net(), str(path))
+    return str(path)
+
+
+@pytest.mark.parametrize("argv, needle", [
+    (["--on-chip"], "--on-chip needs --encode rate or --encode latency"),
+    (["--timesteps", "5"], "--timesteps needs --encode"),
+    (["--encode", "rate"], "--encode rate needs --timesteps T"),
+    (["--encode", "delta", "--on-chip", "--timesteps", "5"], "delta coding has no on-chip form"),
+    (["--encode", "rate", "--timesteps", "0"], "--timesteps 0 is out of range"),
+    (["--encode", "latency", "--timesteps", "300"], "allowed 1..255 (the chip's encoder)"),
+    (["--encode", "rate", "--timesteps", "5", "--gain", "256"], "--gain 256 is out of range"),
+    (["--encode", "rate", "--timesteps", "5", "--seed", "-1"], "--seed -1 is out of range"),
+])
+def test_run_encoding_options_are_one_line(no_board, capsys, tmp_path, small_model, argv, needle):
+    from spikeforge.cli import main
+
+    np.save(tmp_path / "x.npy", _x(n=3))
+    _one_error_line(capsys, main(["run", small_model, str(tmp_path / "x.npy"), *argv]), needle)
+
+
+@pytest.mark.parametrize("data, needle", [
+    (np.zeros((5, 3, 20), dtype=np.uint8), "intensities (n_samples, n_inputs)"),
+    (np.full((2, 20), 300), "found 300 (40 such entries"),
+    (np.zeros((2, 19), dtype=np.uint8), "the samples have 19 intensities"),
+])
+def test_run_bad_intensities_are_one_line(no_board, capsys, tmp_path, small_model, data, needle):
+    from spikeforge.cli import main
+
+    np.save(tmp_path / "x.npy", data)
+    code = main(["run", small_model, str(tmp_path / "x.npy"), "--encode", "rate",
+                 "--timesteps", "5", "--on-chip"])
+    _one_error_line(capsys, code, needle)
+
+
+def test_run_npz_without_intensities_names_the_array(no_board, capsys, tmp_path, small_model):
+    from spikeforge.cli import main
+
+    np.savez(tmp_path / "x.npz", raster=np.zeros((5, 2, 20), dtype=np.uint8))
+    code = main(["run", small_model, str(tmp_path / "x.npz"), "--encode", "rate",
+                 "--timesteps", "5"])
+    _one_error_line(capsys, code, "no array named 'intensities'", "raster")
+
+
+def test_run_on_chip_and_on_host_predict_the_same(capsys, tmp_path, small_model, monkeypatch):
+    import json
+
+    from spikeforge.cli import main
+    from spikeforge.host import backends
+
+    monkeypatch.setattr(backends, "_FACTORIES", dict(backends._FACTORIES))
+    backends.register_backend("refchip", lambda port: _backend(True)[0])
+    x, y = _x(n=8, seed=11), np.arange(8) % 6
+    np.savez(tmp_path / "x.npz", intensities=x, labels=y)
+    outs = {}
+    for port, extra in (("golden", []), ("refchip", []), ("refchip", ["--on-chip"]),
+                        ("golden", ["--on-chip"])):
+        argv = ["run", small_model, str(tmp_path / "x.npz"), "--port", port, "--json",
+                "--encode", "rate", "--timesteps", "30", "--seed", "7", *extra]
+        assert main(argv) == 0
+        outs[port, bool(extra)] = json.loads(capsys.readouterr().out)
+    preds = {k: v["predictions"] for k, v in outs.items()}
+    assert len(set(map(tuple, preds.values()))) == 1
+    assert outs["refchip", True]["encoding"]["path"] == "chip"
+    assert outs["golden", True]["encoding"]["path"] == "host"
+    assert "no on-chip encoders" in outs["golden", True]["encoding"]["reason"]
+    assert outs["refchip", False]["encoding"]["reason"] == "--on-chip not given"
+    assert main(["run", small_model, str(tmp_path / "x.npz"), "--port", "refchip",
+                 "--encode", "latency", "--timesteps", "9", "--on-chip"]) == 0
+    assert "latency coding, on the chip (SAMPLE" in capsys.readouterr().out
+
+
+#: the bundled snnTorch model (a NIR graph) on scikit-learn's digits
+needs_digits = pytest.mark.needs("nir", "sklearn")
+
+
+@needs_digits
+def test_demo_on_chip_through_the_reference_chip():
+    from spikeforge.host.compiler import compile
+    from spikeforge.host.demo import load_bundled, run_demo
+
+    cfg = CoreConfig(n_neurons=256, n_inputs=64, synapse_words=8192)
+    net = compile(load_bundled()[0], cfg).net
+    link = RefLink(GoldenRefCore(net), ident_words=ident_words(cfg, encoders=True),
+                   encoders=True, rx_window=2048)
+    chip = ChipBackend(device=Device.in_process(link))
+    res = run_demo(chip, samples=30, progress=False, on_chip=True)
+    assert res["encoding"]["path"] == "chip" and res["encoding"]["readout"] == "counts"
+    assert res["identical"] and res["count_agreement"] == 1.0
+    assert res["accuracy_chip"] == res["accuracy_golden_chip_encoding"] > 0.8
+    assert chip.device.sample_frames == 30
+    # 64 intensities and 10 counts a sample: 82 + 17 wire bytes (COBS, CRC, delimiters)
+    tr = chip.device.transport
+    before = tr.bytes_written, tr.bytes_read
+    chip.run_encoded(np.full((5, 64), 200), 25, readout="counts")
+    assert (tr.bytes_written - before[0], tr.bytes_read - before[1]) == (5 * 82, 5 * 17)
+    res = run_demo(GoldenBackend(), samples=30, progress=False, on_chip=True)
+    assert res["encoding"]["path"] == "host" and res["identical"]
