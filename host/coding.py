@@ -20,6 +20,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..errors import ConfigError
+from ..protocol import SAMPLE_SEED_ZERO
 
 __all__ = [
     "rate_encode",
@@ -183,7 +184,7 @@ def delta_encode(signal, threshold, *, off_spikes=True):
 
 # --- the chip's own encoders (docs/encoding.md): integer, bit for bit what SAMPLE generates -----
 #: The xorshift32 state used for seed 0 (xorshift32 never leaves 0).
-SEED_ZERO_STATE = 0x9E3779B9
+SEED_ZERO_STATE = SAMPLE_SEED_ZERO
 _MASK32 = 0xFFFFFFFF
 _ENCODERS = ("rate", "latency")
 

@@ -26,15 +26,20 @@ from ..protocol import (
     MAX_FRAME,
     MAX_READ_WORDS,
     MAX_REPLY_ITEMS,
+    MAX_SAMPLE_CHANNELS,
     MAX_WRITE_WORDS,
     READ_REQUEST,
     REPLY_MARK,
     REPLY_OVERHEAD,
     RUN_COMMAND,
     RUN_STEP_AFTER,
+    SAMPLE_HEADER,
+    SAMPLE_SEED_ZERO,
     WORD_BYTES,
     WRITE_HEADER,
+    Encoder,
     Op,
+    SampleFlag,
     Status,
     identify_words,
 )
@@ -68,7 +73,10 @@ assert REPLY_MARK == 1 << 15
 # the ops are told apart by their low three bits; RESET_STATE and RUN share the state reset
 # (``op[0]`` says which); READ and WRITE the range check (``op[0]``)
 assert Op.RESET_STATE.value == 4 and Op.RUN.value == 5 and Op.WRITE.value == 2
-assert Op.READ.value == 3
+assert Op.READ.value == 3 and Op.SAMPLE.value == 6
+# SAMPLE: its header shifts into one register from byte 0; the encoders' numbers are these
+assert len(Encoder) == 2 and Encoder.LATENCY.value == 1
+assert SampleFlag.RESET == 1 and SampleFlag.COUNTS == 2
 
 # What follows ``op, seq`` in a reply, before the status byte.
 _BODY_NONE, _BODY_WORDS, _BODY_READ, _BODY_RUN = range(4)
@@ -335,6 +343,39 @@ class Link(wiring.Component):
             timer_load = self.step_timeout - 1
             timer = Signal(timer_load.bit_length() + 1)
 
+        # SAMPLE (``self.encoders``): the header's fields, the stored intensities (a level or a
+        # spike time per channel) and the output counts
+        sampling = hidx = shdr = chan = n_chan = t_idx = rng = cidx = counting = None
+        smem_rd = smem_wr = cmem_rd = cmem_wr = level = None
+        if self.encoders:
+            sampling = Signal()  # the request being executed is a SAMPLE
+            hidx = Signal(range(SAMPLE_HEADER.size + 1))
+            shdr = Signal(8 * SAMPLE_HEADER.size)  # the header, byte 0 in the low bits
+            chan = Signal(range(MAX_SAMPLE_CHANNELS + 1))
+            n_chan = Signal.like(chan)
+            t_idx = Signal(SAMPLE_HEADER.bits("timesteps"))  # the timestep being generated
+            rng = Signal(32)  # the rate encoder's xorshift32 state
+            cidx = Signal(SAMPLE_HEADER.bits("out_count"))
+            level = Signal(8)
+            counting = Signal()
+            m.d.comb += counting.eq(
+                sampling & self._sfield(shdr, "flags")[SampleFlag.COUNTS.bit_length() - 1]
+            )
+            m.submodules.sample_mem = smem = Memory(
+                shape=8, depth=1 << (MAX_SAMPLE_CHANNELS - 1).bit_length(), init=[]
+            )
+            smem_rd, smem_wr = smem.read_port(), smem.write_port()
+            m.submodules.count_mem = cmem = Memory(
+                shape=8, depth=1 << SAMPLE_HEADER.bits("out_count"), init=[]
+            )
+            cmem_rd, cmem_wr = cmem.read_port(), cmem.write_port()
+            m.d.comb += [
+                smem_rd.addr.eq(chan),
+                smem_wr.addr.eq(chan),
+                cmem_rd.addr.eq(cidx),
+                cmem_wr.addr.eq(cidx),
+            ]
+
         # the word of an IDENTIFY or STATUS reply at ``widx``
         ident_arr = Array(C(w, _WORD_BITS) for w in self.ident_block)
         other_arr = Array(
@@ -350,9 +391,13 @@ class Link(wiring.Component):
         m.d.comb += [
             self.bus.addr.eq(addr),
             self.bus.w_data.eq(word),
-            # an input event: the item's channel bits
-            self.events.payload.eq(word[_WORD_BITS - EVENT_BITS :][:CHANNEL_BITS]),
         ]
+        # an input event: the item's channel bits (a SAMPLE's: the channel being encoded)
+        run_channel = word[_WORD_BITS - EVENT_BITS :][:CHANNEL_BITS]
+        if self.encoders:
+            m.d.comb += self.events.payload.eq(Mux(sampling, chan, run_channel))
+        else:
+            m.d.comb += self.events.payload.eq(run_channel)
         rx_byte = rxo.payload.data
         rx_last = rxo.payload.last
 
@@ -384,6 +429,9 @@ class Link(wiring.Component):
             status_word=status_word, strobes=strobes, svc_write=svc_write,
             take_params=take_params, timer=timer, timer_load=timer_load,
             use_status=use_status, widx=widx, word=word,
+            sampling=sampling, hidx=hidx, shdr=shdr, chan=chan, n_chan=n_chan, t_idx=t_idx,
+            rng=rng, cidx=cidx, counting=counting, level=level, smem_rd=smem_rd,
+            smem_wr=smem_wr, cmem_rd=cmem_rd, cmem_wr=cmem_wr, send_mark=None,
         )
         with m.FSM() as fsm:
             m.d.comb += self.idle.eq(fsm.ongoing("HEADER") & rx_quiet & tx_quiet)
@@ -391,7 +439,15 @@ class Link(wiring.Component):
             self._write_states(c)
             self._run_states(c)
             self._reply_states(c)
+            if self.encoders:
+                self._sample_states(c)
         return m
+
+    @staticmethod
+    def _sfield(shdr, name):
+        """Field ``name`` of the SAMPLE header register (``SAMPLE_HEADER``, little-endian)."""
+        first = 8 * SAMPLE_HEADER.offset(name)
+        return shdr[first : first + SAMPLE_HEADER.bits(name)]
 
     def _request_states(self, c):
         """HEADER, DISPATCH, DRAIN, PARAM, RANGE, EXEC: a request's header, checks and fields."""
@@ -422,7 +478,10 @@ class Link(wiring.Component):
         with m.State("DISPATCH"):
             # checks in the reference's order: opcode, payload length (on the body length,
             # payload + 2), sequence number
-            known = (op[3:] == 0) & (op[:3] != 0) & (op[:3] != 6)
+            if self.encoders:
+                known = (op[3:] == 0) & (op[:3] != 0)
+            else:
+                known = (op[3:] == 0) & (op[:3] != 0) & (op[:3] != 6)
             len_ok = Signal()
             # (the lengths of ``spikeforge.protocol.payload_length_ok``)
             with m.Switch(op[:3]):
@@ -436,10 +495,18 @@ class Link(wiring.Component):
                     m.d.comb += len_ok.eq(blen == HEADER_BYTES + READ_REQUEST.size)
                 with m.Case(Op.RUN.value):
                     m.d.comb += len_ok.eq(~blen[0])  # whole items after op, seq
+                if self.encoders:
+                    # at least one intensity (at most MAX_SAMPLE_CHANNELS: the frame's limit)
+                    with m.Case(Op.SAMPLE.value):
+                        m.d.comb += len_ok.eq(blen > HEADER_BYTES + SAMPLE_HEADER.size)
                 with m.Default():  # IDENTIFY, RESET_STATE, STATUS
                     m.d.comb += len_ok.eq(blen == HEADER_BYTES)
             # RESET_STATE and RUN are not executed twice; a RUN must follow the last request
             seq_op = op[2] & ~op[1]
+            streamed = op[0]  # (with seq_op) RUN
+            if self.encoders:  # and SAMPLE, sequenced as RUN
+                seq_op = op[2] & (op[:2] != 3)
+                streamed = op[0] | op[1]
             duplicate = last_valid & (last_seq == seq)
             in_order = ~last_valid | (seq == (last_seq + 1)[:8])
             with m.If(~known):
@@ -448,7 +515,7 @@ class Link(wiring.Component):
                 fail(Status.BAD_LENGTH)
             with m.Elif(seq_op & duplicate):
                 fail(Status.DUPLICATE, "duplicates")
-            with m.Elif(seq_op & op[0] & ~in_order):
+            with m.Elif(seq_op & streamed & ~in_order):
                 fail(Status.OUT_OF_ORDER, "out_of_order")
             with m.Else():
                 m.d.sync += [last_seq.eq(seq), last_valid.eq(1)]
@@ -470,6 +537,11 @@ class Link(wiring.Component):
                         take_params(0, READ_REQUEST.size)
                     with m.Case(Op.RESET_STATE.value):
                         m.next = "RS_WAIT"
+                    if self.encoders:
+                        m.d.sync += c.sampling.eq(0)
+                        with m.Case(Op.SAMPLE.value):
+                            m.d.sync += [c.sampling.eq(1), c.hidx.eq(0)]
+                            m.next = "SP_PARAM"
                     with m.Default():  # RUN: the reply's header first, then the items
                         m.d.sync += [marks.eq(0), chunk.eq(0), more.eq(0), aborted.eq(0)]
                         reply(_BODY_RUN)
@@ -562,10 +634,18 @@ class Link(wiring.Component):
             m.next = "RS_DONE"
         with m.State("RS_DONE"):
             with m.If(~self.busy):
-                with m.If(op[0]):  # a RUN item: on with the next one
-                    m.next = "ST_CHECK"
-                with m.Else():
-                    reply(_BODY_NONE)
+                if self.encoders:
+                    with m.If(c.sampling):  # a SAMPLE's reset: on with its first timestep
+                        m.next = "SG_T"
+                    with m.Elif(op[0]):  # a RUN item: on with the next one
+                        m.next = "ST_CHECK"
+                    with m.Else():
+                        reply(_BODY_NONE)
+                else:
+                    with m.If(op[0]):  # a RUN item: on with the next one
+                        m.next = "ST_CHECK"
+                    with m.Else():
+                        reply(_BODY_NONE)
 
     def _run_states(self, c):
         """RUN_ITEM, RUN_DEC, EV_PUSH, ST_CHECK, ST_RUN, EMIT, E_LO, E_HI: a RUN request, its
@@ -584,6 +664,8 @@ class Link(wiring.Component):
             # ``REPLY_MARK | marks``: the timesteps ended since the last mark
             m.d.sync += [word[:16].eq(Cat(marks, C(1, 1))), marks.eq(0)]
             m.next = "EMIT"
+
+        c.send_mark = send_mark
 
         # --- the items ----------------------------------------------------------------------
         with m.State("RUN_ITEM"):
@@ -630,6 +712,9 @@ class Link(wiring.Component):
         with m.State("ST_CHECK"):
             with m.If(count == 0):
                 m.next = "RUN_ITEM"
+                if self.encoders:
+                    with m.If(c.sampling):  # a SAMPLE's timestep ended: the next one
+                        m.next = "SG_T"
             with m.Elif(marks == _MAX_MARK):
                 m.d.sync += in_step.eq(0)
                 send_mark()
@@ -651,8 +736,13 @@ class Link(wiring.Component):
                     m.d.comb += self.spikes.ready.eq(1)
                     m.d.sync += word[:16].eq(self.spikes.payload)
                     m.next = "EMIT"
+                    if self.encoders:
+                        with m.If(c.counting):  # a SAMPLE with COUNTS: counted, not sent
+                            m.next = "SC_CHK"
             with m.Elif(done_seen):
-                m.d.sync += [marks.eq(marks + 1), count.eq(count - 1), in_step.eq(0)]
+                # (a SAMPLE with COUNTS sends no step marks)
+                new_marks = Mux(c.counting, 0, marks + 1) if self.encoders else marks + 1
+                m.d.sync += [marks.eq(new_marks), count.eq(count - 1), in_step.eq(0)]
                 m.next = "ST_CHECK"
             if self.step_timeout is not None:
                 with m.Elif(timer[-1]):
@@ -714,6 +804,9 @@ class Link(wiring.Component):
                             m.next = "EMIT"
                         with m.Else():
                             m.next = "RUN_ITEM"
+                            if self.encoders:
+                                with m.If(c.sampling):  # the intensities are in: run it
+                                    m.next = "SG_BEGIN"
         with m.State("R_WORDS"):
             # ``ctr_rd.addr`` is ``widx`` unless a counter update starts: STATUS waits
             # until every counted event is in the RAM.
@@ -765,3 +858,179 @@ class Link(wiring.Component):
                 with m.Else():
                     m.d.sync += bidx.eq(0)
                     m.next = "HEADER"
+
+    def _sample_states(self, c):
+        """SP_*, SG_*, SC_*: a SAMPLE request (``docs/encoding.md``).
+
+        The header shifts into ``shdr`` (SP_PARAM) and is checked (SP_CHECK); each intensity is
+        turned into what the encoder needs per channel (SP_LOAD, SP_STORE): the rate encoder's
+        level, or the latency encoder's spike time (255: never) and stored.  After the reply's
+        header (as a RUN reply), SG_BEGIN seeds the generator, clears the counts and resets the
+        state if asked; then, per timestep, every stored channel is read in ascending order
+        (SG_RD, SG_DEC), a firing one pushed as an input event (SG_PUSH), and the timestep run
+        by the RUN engine (ST_CHECK, ST_RUN).  With COUNTS, each output spike in range
+        increments its saturating count (SC_CHK, SC_RD, SC_WR) and the counts are the reply
+        (SC_ORD, SC_OEM); otherwise the spikes go out as in a RUN reply.
+        """
+        (
+            m, aborted, chunk, cidx, chan, cmem_rd, cmem_wr, count, counting, emit, fail,
+            hidx, level, marks, more, n_chan, reply, rng, rx_byte, rx_done, rx_last, rxo,
+            send_mark, shdr, smem_rd, smem_wr, t_idx, word, in_step,
+        ) = attrgetter(
+            "m", "aborted", "chunk", "cidx", "chan", "cmem_rd", "cmem_wr", "count", "counting",
+            "emit", "fail", "hidx", "level", "marks", "more", "n_chan", "reply", "rng",
+            "rx_byte", "rx_done", "rx_last", "rxo", "send_mark", "shdr", "smem_rd", "smem_wr",
+            "t_idx", "word", "in_step",
+        )(c)
+        field = lambda name: self._sfield(shdr, name)  # noqa: E731
+        encoder, timesteps = field("encoder"), field("timesteps")
+        latency = encoder[0]  # (SP_CHECK refuses the others)
+        out_first, out_count = field("out_first"), field("out_count")
+
+        # --- the request ------------------------------------------------------------------
+        with m.State("SP_PARAM"):
+            with m.If(hidx == SAMPLE_HEADER.size):
+                m.next = "SP_CHECK"
+            with m.Else():
+                m.d.comb += rxo.ready.eq(1)
+                with m.If(rxo.valid):
+                    m.d.sync += [
+                        shdr.eq(Cat(shdr[8:], rx_byte)),
+                        hidx.eq(hidx + 1),
+                        rx_done.eq(rx_last),
+                    ]
+        with m.State("SP_CHECK"):
+            bad = (encoder >= len(Encoder)) | (timesteps == 0) | counting & (out_count == 0)
+            with m.If(bad):
+                fail(Status.BAD_ARG)
+            with m.Else():
+                m.d.sync += [
+                    chan.eq(0),
+                    marks.eq(0),
+                    chunk.eq(0),
+                    more.eq(0),
+                    aborted.eq(0),
+                ]
+                m.next = "SP_LOAD"
+        with m.State("SP_LOAD"):
+            # level = min(255, (x * gain) >> 4)
+            with m.If(rx_done):
+                m.d.sync += n_chan.eq(chan)
+                reply(_BODY_RUN)
+            with m.Else():
+                m.d.comb += rxo.ready.eq(1)
+                with m.If(rxo.valid):
+                    scaled = Signal(16)
+                    m.d.comb += scaled.eq(rx_byte * field("gain"))
+                    m.d.sync += [
+                        level.eq(Mux(scaled[12:] != 0, 255, scaled[4:12])),
+                        rx_done.eq(rx_last),
+                    ]
+                    m.next = "SP_STORE"
+        with m.State("SP_STORE"):
+            # latency: t = ((255 - level) * T) >> 8 if level >= threshold, else never (255)
+            spike_t = Signal(16)
+            m.d.comb += [
+                spike_t.eq((255 - level)[:8] * timesteps),
+                smem_wr.en.eq(1),
+                smem_wr.data.eq(
+                    Mux(
+                        latency,
+                        Mux(level >= field("threshold"), spike_t[8:], 255),
+                        level,
+                    )
+                ),
+            ]
+            m.d.sync += chan.eq(chan + 1)
+            m.next = "SP_LOAD"
+
+        # --- the timesteps ----------------------------------------------------------------
+        with m.State("SG_BEGIN"):
+            seed = field("seed")
+            m.d.sync += [
+                rng.eq(Mux(seed == 0, SAMPLE_SEED_ZERO, seed)),
+                t_idx.eq(0),
+                cidx.eq(0),
+            ]
+            with m.If(counting):
+                m.next = "SC_CLR"
+            with m.Elif(field("flags")[SampleFlag.RESET.bit_length() - 1]):
+                m.next = "RS_WAIT"
+            with m.Else():
+                m.next = "SG_T"
+        with m.State("SC_CLR"):
+            m.d.comb += [cmem_wr.en.eq(1), cmem_wr.data.eq(0)]
+            m.d.sync += cidx.eq(cidx + 1)
+            with m.If(cidx + 1 == out_count):
+                with m.If(field("flags")[SampleFlag.RESET.bit_length() - 1]):
+                    m.next = "RS_WAIT"
+                with m.Else():
+                    m.next = "SG_T"
+        with m.State("SG_T"):
+            with m.If(aborted | (t_idx == timesteps)):
+                with m.If(counting & ~aborted):
+                    m.d.sync += cidx.eq(0)
+                    m.next = "SC_ORD"
+                with m.Elif(marks != 0):
+                    m.d.sync += in_step.eq(0)
+                    send_mark()
+                with m.Else():
+                    m.next = "R_STATUS"
+            with m.Else():
+                m.d.sync += chan.eq(0)
+                m.next = "SG_RD"
+        with m.State("SG_RD"):  # the stored value of ``chan`` is read
+            m.next = "SG_DEC"
+
+        def next_channel():
+            m.d.sync += chan.eq(chan + 1)
+            with m.If(chan + 1 == n_chan):  # the events are in: run the timestep
+                m.d.sync += [count.eq(1), t_idx.eq(t_idx + 1)]
+                m.next = "ST_CHECK"
+            with m.Else():
+                m.next = "SG_RD"
+
+        with m.State("SG_DEC"):
+            # rate: one xorshift32 step per channel; fires when the draw's top byte < level
+            s1 = rng ^ (rng << 13)[:32]
+            s2 = s1 ^ (s1 >> 17)
+            s3 = s2 ^ (s2 << 5)[:32]
+            fire = Mux(latency, smem_rd.data == t_idx, s3[24:32] < smem_rd.data)
+            with m.If(~latency):
+                m.d.sync += rng.eq(s3)
+            with m.If(fire):
+                m.d.sync += self.events.valid.eq(1)
+                m.next = "SG_PUSH"
+            with m.Else():
+                next_channel()
+        with m.State("SG_PUSH"):
+            with m.If(self.events.ready):
+                m.d.sync += self.events.valid.eq(0)
+                next_channel()
+
+        # --- the counts -------------------------------------------------------------------
+        with m.State("SC_CHK"):  # the spike (in ``word[:16]``): one of the counted neurons?
+            rel = Signal(16)
+            m.d.comb += rel.eq(word[:16] - out_first)
+            with m.If(rel < out_count):
+                m.d.sync += cidx.eq(rel)
+                m.next = "SC_RD"
+            with m.Else():
+                m.next = "ST_RUN"
+        with m.State("SC_RD"):
+            m.next = "SC_WR"
+        with m.State("SC_WR"):
+            m.d.comb += [
+                cmem_wr.en.eq(cmem_rd.data != 255),
+                cmem_wr.data.eq(cmem_rd.data + 1),
+            ]
+            m.next = "ST_RUN"
+        with m.State("SC_ORD"):
+            m.next = "SC_OEM"
+        with m.State("SC_OEM"):
+            with m.If(emit(cmem_rd.data)):
+                m.d.sync += cidx.eq(cidx + 1)
+                with m.If(cidx + 1 == out_count):
+                    m.next = "R_STATUS"
+                with m.Else():
+                    m.next = "SC_ORD"

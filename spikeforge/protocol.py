@@ -56,6 +56,7 @@ __all__ = [
     "SAMPLE_HEADER",
     "MAX_SAMPLE_CHANNELS",
     "MAX_SAMPLE_STEPS",
+    "SAMPLE_SEED_ZERO",
     "Encoder",
     "SampleFlag",
     "Sample",
@@ -203,8 +204,8 @@ class Status(enum.Enum, shape=8):
     OK = 0x00
     #: One of several reply frames of this request; more follow (a long RUN reply).
     MORE = 0x01
-    #: A RUN or RESET_STATE request repeats the sequence number of the last executed request:
-    #: it was executed before and was not executed again.
+    #: A RUN, SAMPLE or RESET_STATE request repeats the sequence number of the last executed
+    #: request: it was executed before and was not executed again.
     DUPLICATE = 0x02
     #: The opcode is not one of ``Op``.
     UNKNOWN_OP = 0x10
@@ -215,10 +216,10 @@ class Status(enum.Enum, shape=8):
     #: The memory bus refused at least one access (the data of a refused read is 0).
     BUS_ERROR = 0x13
     #: The core did not finish a timestep within the link's step timeout (the rest of the RUN
-    #: request was skipped).
+    #: or SAMPLE request was skipped).
     STEP_TIMEOUT = 0x14
-    #: A RUN request whose sequence number does not follow the last executed request's: a
-    #: request before it was lost.  Not executed.
+    #: A RUN or SAMPLE request whose sequence number does not follow the last executed
+    #: request's: a request before it was lost.  Not executed.
     OUT_OF_ORDER = 0x15
 
 
@@ -233,8 +234,8 @@ LINK_COUNTERS = (
     ("bad_length", "requests refused with BAD_LENGTH or BAD_ARG"),
     ("bus_errors", "memory bus accesses refused by the core"),
     ("duplicates", "requests answered with DUPLICATE"),
-    ("step_timeouts", "RUN requests aborted with STEP_TIMEOUT"),
-    ("out_of_order", "RUN requests refused with OUT_OF_ORDER"),
+    ("step_timeouts", "RUN and SAMPLE requests aborted with STEP_TIMEOUT"),
+    ("out_of_order", "RUN and SAMPLE requests refused with OUT_OF_ORDER"),
     ("flags", "bit 0: the core is busy"),
 )
 
@@ -355,6 +356,9 @@ MAX_REPLY_ITEMS = MAX_REPLY_PAYLOAD // EVENT_BYTES
 MAX_SAMPLE_CHANNELS = MAX_REQUEST_PAYLOAD - SAMPLE_HEADER.size
 #: Most timesteps one SAMPLE runs (``SAMPLE_HEADER.timesteps``).
 MAX_SAMPLE_STEPS = (1 << SAMPLE_HEADER.bits("timesteps")) - 1
+#: The rate encoder's xorshift32 state for ``seed`` 0 (xorshift32 never leaves 0;
+#: ``docs/encoding.md``).
+SAMPLE_SEED_ZERO = 0x9E3779B9
 
 
 def payload_length_ok(op: Op, n: int) -> bool:
