@@ -118,7 +118,7 @@ class Backend:
             ``readout="counts"``: uint8 ``(n_samples, n_outputs)``, each output neuron's spikes
             per sample (:func:`output_counts`, neurons in ``net.output_indices()`` order).
         """
-        x = self._check_encoded(intensities, readout, encoder)
+        x = self._check_encoded(intensities, readout, encoder, timesteps, seed)
         if on_chip:
             raise UnsupportedError(
                 f"backend {self.name!r} has no on-chip encoders: encode on the host (on_chip="
@@ -128,11 +128,18 @@ class Backend:
                                 else f"backend {self.name!r} has no on-chip encoders")
         return self._run_host_encoded(x, timesteps, encoder, gain, threshold, seed, readout)
 
-    def _check_encoded(self, intensities, readout, encoder):
+    def _check_encoded(self, intensities, readout, encoder, timesteps, seed):
         """The intensities as an int64 ``(n_samples, n_inputs)`` array, checked (and the
-        readout and the encoder's name)."""
+        readout, the encoder's name, the timesteps and the seed)."""
         if self.net is None:
             raise ConfigError("no network loaded: call load(net) first")
+        if isinstance(timesteps, (bool, np.bool_)) or not isinstance(timesteps, (int, np.integer)) \
+                or not 1 <= timesteps <= 255:
+            raise ConfigError(f"timesteps={timesteps!r} is out of range: allowed an integer "
+                              "1..255")
+        if isinstance(seed, (bool, np.bool_)) or not isinstance(seed, (int, np.integer)) \
+                or not 0 <= seed <= 0xFFFFFFFF:
+            raise ConfigError(f"seed={seed!r} is out of range: allowed an integer 0..2**32-1")
         if encoder == "delta":
             raise ConfigError(
                 "encoder='delta' has no on-chip form (docs/encoding.md: it needs new intensities "

@@ -216,7 +216,7 @@ class ChipBackend(Backend):
         :attr:`encoding_readout` (``"counts"``: the chip counted; ``"spikes"``) say what
         happened.
         """
-        x = self._check_encoded(intensities, readout, encoder)
+        x = self._check_encoded(intensities, readout, encoder, timesteps, seed)
         if on_chip is False or not self.encoders:
             if on_chip:
                 from ..errors import UnsupportedError

@@ -226,7 +226,9 @@ def test_backend_on_chip_required_and_refused():
     for bad, match in [(dict(encoder="delta"), "no on-chip form"),
                        (dict(readout="membrane"), "readout='membrane' is not valid"),
                        (dict(intensities=_x(ch=21)), r"shape \(12, 21\), expected"),
-                       (dict(timesteps=0), "timesteps=0")]:
+                       (dict(timesteps=0), "timesteps=0"),
+                       (dict(timesteps=-3), "timesteps=-3 is out of range"),
+                       (dict(seed=-1), "seed=-1 is out of range")]:
         args = dict(intensities=_x(), timesteps=5)
         args.update(bad)
         with pytest.raises(ConfigError, match=match):
