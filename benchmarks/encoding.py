@@ -214,8 +214,8 @@ _LABELS = {"host_run": "host RUN", "chip_counts": "chip rate+counts",
 
 def _fmt(v):
     if isinstance(v, float):
-        return f"{v:16,.3f}"
-    return f"{v!s:>16s}"
+        return f"{v:17,.3f}"
+    return f"{v!s:>17s}"
 
 
 def main(argv=None):
@@ -234,7 +234,7 @@ def main(argv=None):
         return
     print(f"main job ({BOARD}, {result['samples']} digits samples, {result['timesteps']} "
           f"timesteps), per sample; cycles: {result['cycles_source']}")
-    print(f"{'metric':36s}" + "".join(f"{_LABELS[w]:>17s}" for w in WAYS))
+    print(f"{'metric':36s}" + "".join(f"{_LABELS[w]:>18s}" for w in WAYS))
     for k in result["host_run"]:
         print(f"{k:36s}" + "".join(" " + _fmt(result[w][k]) for w in WAYS))
     for k in ("expected_sample_request_bytes", "expected_counts_reply_bytes",

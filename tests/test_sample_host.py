@@ -397,3 +397,21 @@ def test_demo_on_chip_through_the_reference_chip():
     assert (tr.bytes_written - before[0], tr.bytes_read - before[1]) == (5 * 82, 5 * 17)
     res = run_demo(GoldenBackend(), samples=30, progress=False, on_chip=True)
     assert res["encoding"]["path"] == "host" and res["identical"]
+
+
+@needs_digits
+def test_encoding_benchmark_bytes_without_rtl():
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).parent.parent / "benchmarks" / "encoding.py"
+    spec = importlib.util.spec_from_file_location("bench_encoding", path)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    res = bench.bench(samples=3, vboard=False)
+    # 64 intensities in, 10 counts back: 82 + 17 bytes with framing and CRC, as computed
+    assert res["chip_counts"]["wire_bytes_to_chip"] == res["expected_sample_request_bytes"] == 82
+    assert res["chip_counts"]["wire_bytes_to_host"] == res["expected_counts_reply_bytes"] == 17
+    assert res["chip_spikes"]["wire_bytes_to_chip"] == 82
+    assert res["host_run"]["wire_bytes"] > 5 * res["chip_counts"]["wire_bytes"]
+    assert "chip_cycles" not in res["host_run"]
