@@ -25,7 +25,7 @@ import itertools
 
 import numpy as np
 
-from ..errors import ConfigError
+from ..errors import ConfigError, UnsupportedError
 from ..hw.chip import chip_config_from_ident, config_from_ident
 from ..hw.image import Region, StatusWord, address
 from ..hw.router import RouterConfig, RouterRegion, RouterStatusWord, core_address, router_address
@@ -94,7 +94,7 @@ class ChipBackend(Backend):
         #: Streams started again after a request or reply was lost on the way.
         self.reruns = 0
         #: The chip executes SAMPLE (IDENTIFY): :meth:`run_encoded` encodes on the chip.
-        self.encoders = self.device.encoders
+        self.encoders = bool(getattr(self.device, "encoders", False))
 
     def reconnect(self) -> None:
         """Close and reopen the link (after a cable drop or a crashed client), and identify.
@@ -105,7 +105,7 @@ class ChipBackend(Backend):
         self.device.close()
         self.device = Device.open(self.url, **self._open_args)  # identifies the chip
         self.identity = self.device.identity
-        self.encoders = self.device.encoders
+        self.encoders = bool(getattr(self.device, "encoders", False))
         config = chip_config_from_ident(self.identity.words)
         if config != (self.router_config or self.config):
             raise ConfigError(
@@ -219,8 +219,6 @@ class ChipBackend(Backend):
         x = self._check_encoded(intensities, readout, encoder, timesteps, seed)
         if on_chip is False or not self.encoders:
             if on_chip:
-                from ..errors import UnsupportedError
-
                 raise UnsupportedError(
                     f"the chip at {self.url or self.device.transport.description} has no "
                     "on-chip encoders (IDENTIFY: encoders=0): encode on the host (on_chip=None "
