@@ -12,6 +12,12 @@ chip's output spikes agree with the golden model's, the speed at which this PC s
 chip, and, on the virtual board, the speed a real board would have (``docs/projection.md``,
 :mod:`spikeforge.host.projection`).
 
+With ``on_chip=True`` (``spikeforge demo --on-chip``) the host sends the digits' intensities
+instead of their spikes: the chip encodes them (``docs/encoding.md``) and returns the output
+neurons' spike counts, which must equal the golden model's for the same encoding
+(:func:`~spikeforge.host.coding.chip_encode`); a chip without encoders gets the same spikes
+encoded on the host, and the result's ``encoding`` says which happened.
+
 :func:`run_model` is ``spikeforge run``: it compiles a model file and runs an input raster on a
 backend.  The command checks every file and option before it opens a board
 (:func:`load_inputs`, :func:`check_inputs`, :func:`check_plot_path`): a user mistake ends in one
