@@ -346,6 +346,7 @@ class Link(wiring.Component):
         # SAMPLE (``self.encoders``): the header's fields, the stored intensities (a level or a
         # spike time per channel) and the output counts
         sampling = hidx = shdr = chan = n_chan = t_idx = rng = cidx = counting = None
+        xin = scaled = spike_t = None
         smem_rd = smem_wr = cmem_rd = cmem_wr = level = None
         if self.encoders:
             sampling = Signal()  # the request being executed is a SAMPLE
@@ -369,6 +370,16 @@ class Link(wiring.Component):
                 shape=8, depth=1 << SAMPLE_HEADER.bits("out_count"), init=[]
             )
             cmem_rd, cmem_wr = cmem.read_port(), cmem.write_port()
+            # the two 8 x 8 products of storing an intensity, from flops into flops at every
+            # clock: a multiplier whose inputs are multiplexed by the state is too slow for
+            # 100 MHz on the ECP5 (and Yosys shares exclusive ones that way)
+            xin = Signal(8)
+            scaled = Signal(16)
+            spike_t = Signal(16)
+            m.d.sync += [
+                scaled.eq(xin * self._sfield(shdr, "gain")),
+                spike_t.eq((255 - level)[:8] * self._sfield(shdr, "timesteps")),
+            ]
             m.d.comb += [
                 smem_rd.addr.eq(chan),
                 smem_wr.addr.eq(chan),
@@ -431,7 +442,8 @@ class Link(wiring.Component):
             use_status=use_status, widx=widx, word=word,
             sampling=sampling, hidx=hidx, shdr=shdr, chan=chan, n_chan=n_chan, t_idx=t_idx,
             rng=rng, cidx=cidx, counting=counting, level=level, smem_rd=smem_rd,
-            smem_wr=smem_wr, cmem_rd=cmem_rd, cmem_wr=cmem_wr, send_mark=None,
+            smem_wr=smem_wr, cmem_rd=cmem_rd, cmem_wr=cmem_wr, send_mark=None, xin=xin,
+            scaled=scaled, spike_t=spike_t,
         )
         with m.FSM() as fsm:
             m.d.comb += self.idle.eq(fsm.ongoing("HEADER") & rx_quiet & tx_quiet)
@@ -863,14 +875,15 @@ class Link(wiring.Component):
         """SP_*, SG_*, SC_*: a SAMPLE request (``docs/encoding.md``).
 
         The header shifts into ``shdr`` (SP_PARAM) and is checked (SP_CHECK); each intensity is
-        turned into what the encoder needs per channel (SP_LOAD, SP_STORE): the rate encoder's
-        level, or the latency encoder's spike time (255: never) and stored.  After the reply's
-        header (as a RUN reply), SG_BEGIN seeds the generator, clears the counts and resets the
-        state if asked; then, per timestep, every stored channel is read in ascending order
-        (SG_RD, SG_DEC), a firing one pushed as an input event (SG_PUSH), and the timestep run
-        by the RUN engine (ST_CHECK, ST_RUN).  With COUNTS, each output spike in range
-        increments its saturating count (SC_CHK, SC_RD, SC_WR) and the counts are the reply
-        (SC_ORD, SC_OEM); otherwise the spikes go out as in a RUN reply.
+        turned into what the encoder needs per channel (SP_LOAD .. SP_STORE, the two products
+        from flops into flops): the rate encoder's level, or the latency encoder's spike time
+        (255: never) and stored.  After the reply's header (as a RUN reply), SG_BEGIN seeds the
+        generator, clears the counts and resets the state if asked; then, per timestep, every
+        stored channel is read in ascending order (SG_RD, SG_REG, SG_DEC: every block-RAM
+        output goes into a flop first), a firing one pushed as an input event (SG_PUSH), and
+        the timestep run by the RUN engine (ST_CHECK, ST_RUN).  With COUNTS, each output spike
+        in range increments its saturating count (SC_CHK .. SC_WR) and the counts are the reply
+        (SC_ORD .. SC_OEM); otherwise the spikes go out as in a RUN reply.
         """
         (
             m, aborted, chunk, cidx, chan, cmem_rd, cmem_wr, count, counting, emit, fail,
@@ -882,6 +895,9 @@ class Link(wiring.Component):
             "rx_byte", "rx_done", "rx_last", "rxo", "send_mark", "shdr", "smem_rd", "smem_wr",
             "t_idx", "word", "in_step",
         )(c)
+        xin, scaled, spike_t = c.xin, c.scaled, c.spike_t
+        sval = Signal(8)  # a stored value or a count, read from its block RAM
+        draw = Signal(32)  # the generator's next state
         field = lambda name: self._sfield(shdr, name)  # noqa: E731
         encoder, timesteps = field("encoder"), field("timesteps")
         latency = encoder[0]  # (SP_CHECK refuses the others)
@@ -913,25 +929,25 @@ class Link(wiring.Component):
                 ]
                 m.next = "SP_LOAD"
         with m.State("SP_LOAD"):
-            # level = min(255, (x * gain) >> 4)
             with m.If(rx_done):
                 m.d.sync += n_chan.eq(chan)
                 reply(_BODY_RUN)
             with m.Else():
                 m.d.comb += rxo.ready.eq(1)
                 with m.If(rxo.valid):
-                    scaled = Signal(16)
-                    m.d.comb += scaled.eq(rx_byte * field("gain"))
-                    m.d.sync += [
-                        level.eq(Mux(scaled[12:] != 0, 255, scaled[4:12])),
-                        rx_done.eq(rx_last),
-                    ]
-                    m.next = "SP_STORE"
+                    m.d.sync += [xin.eq(rx_byte), rx_done.eq(rx_last)]
+                    m.next = "SP_SCALE"
+        with m.State("SP_SCALE"):  # ``scaled`` = x * gain, at this clock's edge
+            m.next = "SP_LEVEL"
+        with m.State("SP_LEVEL"):
+            # level = min(255, (x * gain) >> 4)
+            m.d.sync += level.eq(Mux(scaled[12:] != 0, 255, scaled[4:12]))
+            m.next = "SP_TIME"
+        with m.State("SP_TIME"):  # ``spike_t`` = (255 - level) * T, at this clock's edge
+            m.next = "SP_STORE"
         with m.State("SP_STORE"):
             # latency: t = ((255 - level) * T) >> 8 if level >= threshold, else never (255)
-            spike_t = Signal(16)
             m.d.comb += [
-                spike_t.eq((255 - level)[:8] * timesteps),
                 smem_wr.en.eq(1),
                 smem_wr.data.eq(
                     Mux(
@@ -980,6 +996,12 @@ class Link(wiring.Component):
                 m.d.sync += chan.eq(0)
                 m.next = "SG_RD"
         with m.State("SG_RD"):  # the stored value of ``chan`` is read
+            m.next = "SG_REG"
+        with m.State("SG_REG"):
+            # the block RAM's output and the next draw into flops before any logic uses them
+            s1 = rng ^ (rng << 13)[:32]
+            s2 = s1 ^ (s1 >> 17)
+            m.d.sync += [sval.eq(smem_rd.data), draw.eq(s2 ^ (s2 << 5)[:32])]
             m.next = "SG_DEC"
 
         def next_channel():
@@ -992,12 +1014,9 @@ class Link(wiring.Component):
 
         with m.State("SG_DEC"):
             # rate: one xorshift32 step per channel; fires when the draw's top byte < level
-            s1 = rng ^ (rng << 13)[:32]
-            s2 = s1 ^ (s1 >> 17)
-            s3 = s2 ^ (s2 << 5)[:32]
-            fire = Mux(latency, smem_rd.data == t_idx, s3[24:32] < smem_rd.data)
+            fire = Mux(latency, sval == t_idx, draw[24:32] < sval)
             with m.If(~latency):
-                m.d.sync += rng.eq(s3)
+                m.d.sync += rng.eq(draw)
             with m.If(fire):
                 m.d.sync += self.events.valid.eq(1)
                 m.next = "SG_PUSH"
@@ -1018,17 +1037,20 @@ class Link(wiring.Component):
             with m.Else():
                 m.next = "ST_RUN"
         with m.State("SC_RD"):
+            m.next = "SC_REG"
+        with m.State("SC_REG"):  # the block RAM's output into a flop
+            m.d.sync += sval.eq(cmem_rd.data)
             m.next = "SC_WR"
         with m.State("SC_WR"):
-            m.d.comb += [
-                cmem_wr.en.eq(cmem_rd.data != 255),
-                cmem_wr.data.eq(cmem_rd.data + 1),
-            ]
+            m.d.comb += [cmem_wr.en.eq(sval != 255), cmem_wr.data.eq(sval + 1)]
             m.next = "ST_RUN"
         with m.State("SC_ORD"):
+            m.next = "SC_OREG"
+        with m.State("SC_OREG"):
+            m.d.sync += sval.eq(cmem_rd.data)
             m.next = "SC_OEM"
         with m.State("SC_OEM"):
-            with m.If(emit(cmem_rd.data)):
+            with m.If(emit(sval)):
                 m.d.sync += cidx.eq(cidx + 1)
                 with m.If(cidx + 1 == out_count):
                     m.next = "R_STATUS"
