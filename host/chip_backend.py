@@ -11,6 +11,12 @@ produced.  A request or reply lost on the way costs a rerun from the sample it h
 multi-core chip it splits the network over the cores (``spikeforge.host.partition``), loads
 every core's image and the router's table, and gathers the membranes back into global order;
 the rest is the same.
+
+:meth:`ChipBackend.run_encoded` takes intensities instead of a raster: on a chip whose IDENTIFY
+reports encoders each sample is one SAMPLE request (the chip generates the input spikes,
+``docs/encoding.md``), answered with the output spikes or only the output neurons' spike counts;
+on a chip without, the host encodes the same spikes (``chip_encode``) and runs them as above.
+:attr:`ChipBackend.encoding_path` says which happened.
 """
 
 from __future__ import annotations
@@ -19,14 +25,14 @@ import itertools
 
 import numpy as np
 
-from ..errors import ConfigError
+from ..errors import ConfigError, UnsupportedError
 from ..hw.chip import chip_config_from_ident, config_from_ident
 from ..hw.image import Region, StatusWord, address
 from ..hw.router import RouterConfig, RouterRegion, RouterStatusWord, core_address, router_address
 from ..network import Network
 from ..protocol import DEFAULT_BAUD, run_items
-from .backend import Backend, check_raster
-from .device import Device, StepLostError
+from .backend import Backend, check_raster, output_counts
+from .device import Device, SampleLostError, StepLostError
 from .image import build_image, decode_state
 from .partition import partition
 
@@ -65,6 +71,9 @@ class ChipBackend(Backend):
 
     name = "chip"
     reports_all_neurons = False
+    #: ``"counts"`` when the last on-chip :meth:`run_encoded` had the chip count the output
+    #: spikes (``SampleFlag.COUNTS``), else ``"spikes"``.
+    encoding_readout = None
 
     def __init__(self, url=None, baudrate=DEFAULT_BAUD, timeout=2.0, device=None, progress=None,
                  partition_options=None):
@@ -84,6 +93,8 @@ class ChipBackend(Backend):
         self.steps_run = 0
         #: Streams started again after a request or reply was lost on the way.
         self.reruns = 0
+        #: The chip executes SAMPLE (IDENTIFY): :meth:`run_encoded` encodes on the chip.
+        self.encoders = bool(getattr(self.device, "encoders", False))
 
     def reconnect(self) -> None:
         """Close and reopen the link (after a cable drop or a crashed client), and identify.
@@ -94,6 +105,7 @@ class ChipBackend(Backend):
         self.device.close()
         self.device = Device.open(self.url, **self._open_args)  # identifies the chip
         self.identity = self.device.identity
+        self.encoders = bool(getattr(self.device, "encoders", False))
         config = chip_config_from_ident(self.identity.words)
         if config != (self.router_config or self.config):
             raise ConfigError(
@@ -187,6 +199,89 @@ class ChipBackend(Backend):
                 self.device.reset_state()  # resynchronises the sequence numbers
             first += done
         return out
+
+    def run_encoded(self, intensities, timesteps, encoder="rate", *, gain=16, threshold=1,
+                    seed=1, readout="spikes", on_chip=None):
+        """Run samples given as intensities (:meth:`Backend.run_encoded`), encoded on the chip
+        when it has encoders.
+
+        On the chip, every sample is one SAMPLE request with a state reset, streamed like
+        :meth:`run` (several in flight).  With ``readout="counts"`` and output neurons that are
+        one contiguous block of at most 255, the chip answers only their spike counts
+        (``SampleFlag.COUNTS``: ``out_count`` bytes a sample instead of every spike); otherwise
+        it answers the spikes and the host counts them.  Without encoders (or
+        ``on_chip=False``) the host encodes with
+        :func:`~spikeforge.host.coding.chip_encode` and runs the raster: the same spikes, bit
+        for bit.  :attr:`encoding_path` (``"chip"``/``"host"``), :attr:`encoding_reason` and
+        :attr:`encoding_readout` (``"counts"``: the chip counted; ``"spikes"``) say what
+        happened.
+        """
+        x = self._check_encoded(intensities, readout, encoder, timesteps, seed)
+        if on_chip is False or not self.encoders:
+            if on_chip:
+                raise UnsupportedError(
+                    f"the chip at {self.url or self.device.transport.description} has no "
+                    "on-chip encoders (IDENTIFY: encoders=0): encode on the host (on_chip=None "
+                    "falls back by itself)"
+                )
+            self.encoding_reason = ("on_chip=False" if on_chip is False else
+                                    "the chip has no on-chip encoders (IDENTIFY: encoders=0)")
+            self.encoding_readout = "spikes"
+            return self._run_host_encoded(x, timesteps, encoder, gain, threshold, seed, readout)
+        outputs = self.net.output_indices()
+        counted = (readout == "counts" and 1 <= len(outputs) <= 255
+                   and np.array_equal(outputs, np.arange(outputs[0], outputs[0] + len(outputs))))
+        opts = dict(timesteps=timesteps, encoder=encoder, gain=gain, threshold=threshold,
+                    counts=(int(outputs[0]), len(outputs)) if counted else None)
+        batch = x.shape[0]
+        if counted:
+            out = np.zeros((batch, len(outputs)), dtype=np.uint8)
+        else:
+            out = np.zeros((timesteps, batch, self.net.n_neurons), dtype=bool)
+        first, failures = 0, 0
+        while first < batch:
+            done = self._stream_samples(x, first, seed, opts, out)
+            if first + done < batch:
+                failures = failures + 1 if done == 0 else 1
+                self.reruns += 1
+                if failures > self.device.retries:
+                    raise SampleLostError(
+                        f"the link to {self.url} lost data {failures} times in a row at sample "
+                        f"{first + done}: check the cable and the baud rate "
+                        f"({self.device.rx_errors} corrupt frames received)",
+                        first + done, timesteps,
+                    )
+                self.device.reset_state()  # resynchronises the sequence numbers
+            first += done
+        self.encoding_path = "chip"
+        self.encoding_reason = "the chip has encoders (IDENTIFY: encoders=1)"
+        self.encoding_readout = "counts" if counted else "spikes"
+        if readout == "counts" and not counted:
+            return output_counts(out, outputs)
+        return out
+
+    def _stream_samples(self, x, first, seed, opts, out):
+        """Stream samples ``first..`` of ``x`` as SAMPLE requests into ``out``; return how many
+        completed (all of them, or up to the one a lost frame hit)."""
+        batch = x.shape[0]
+        t = opts["timesteps"]
+        try:
+            stream = self.device.samples(x[first:], seed=(seed + first) & 0xFFFFFFFF, **opts)
+            for k, result in enumerate(stream):
+                b = first + k
+                if opts["counts"] is not None:
+                    out[b] = result
+                else:
+                    out[:, b] = False
+                    for step, spikes in enumerate(result):
+                        if spikes:
+                            out[step, b, spikes] = True
+                self.steps_run += t
+                if self.progress is not None:
+                    self.progress(b + 1, batch)
+        except SampleLostError as e:
+            return e.samples_done
+        return batch - first
 
     def run_membrane(self, raster):
         """Like :meth:`run`, and read every membrane back after every timestep (slow: one

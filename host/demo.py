@@ -12,6 +12,12 @@ chip's output spikes agree with the golden model's, the speed at which this PC s
 chip, and, on the virtual board, the speed a real board would have (``docs/projection.md``,
 :mod:`spikeforge.host.projection`).
 
+With ``on_chip=True`` (``spikeforge demo --on-chip``) the host sends the digits' intensities
+instead of their spikes: the chip encodes them (``docs/encoding.md``) and returns the output
+neurons' spike counts, which must equal the golden model's for the same encoding
+(:func:`~spikeforge.host.coding.chip_encode`); a chip without encoders gets the same spikes
+encoded on the host, and the result's ``encoding`` says which happened.
+
 :func:`run_model` is ``spikeforge run``: it compiles a model file and runs an input raster on a
 backend.  The command checks every file and option before it opens a board
 (:func:`load_inputs`, :func:`check_inputs`, :func:`check_plot_path`): a user mistake ends in one
@@ -49,6 +55,11 @@ __all__ = [
     "load_inputs",
     "check_inputs",
     "check_plot_path",
+    "check_intensities",
+    "check_encoding",
+    "host_encode",
+    "delta_ramp",
+    "ENCODINGS",
     "nir_settings",
     "PlotError",
     "LinkCounts",
@@ -131,14 +142,21 @@ def _is_board_url(port) -> bool:
     return isinstance(port, str) and (port.startswith("/dev/") or port.upper().startswith("COM"))
 
 
+def _streamed_frames(dev):
+    """RUN and SAMPLE request frames a device sent (both are streamed), or None."""
+    frames = [getattr(dev, k, None) for k in ("run_frames", "sample_frames")]
+    frames = [f for f in frames if isinstance(f, int)]
+    return sum(frames) if frames else None
+
+
 class LinkCounts:
     """The counters of a backend's link and chip, read before and after a run.
 
     ``delta()`` gives what the run cost: ``cycles`` (chip clock cycles, from the virtual board),
     ``bytes_to_chip``, ``bytes_to_host`` (the transport's byte counters), ``round_trips``
     (``Device.round_trips`` where the device counts them, else the transport's turnarounds:
-    one per request of a stop-and-wait host) and ``pipelined`` (the device streamed RUN
-    requests).  A counter the backend does not have is ``None``.
+    one per request of a stop-and-wait host) and ``pipelined`` (the device streamed RUN or
+    SAMPLE requests).  A counter the backend does not have is ``None``.
     """
 
     def __init__(self, backend):
@@ -168,7 +186,7 @@ class LinkCounts:
             "bytes_to_host": getattr(tr, "bytes_read", None),
             "round_trips": rt if source else None,
             "round_trips_source": source,
-            "run_frames": getattr(dev, "run_frames", None),
+            "run_frames": _streamed_frames(dev),
         }
 
     def delta(self) -> dict:
@@ -234,8 +252,83 @@ def _speed_kind(backend) -> str:
     return "simulation speed (this PC)"
 
 
+ENCODINGS = ("rate", "latency", "delta")
+"""Spike codes of ``--encode``: ``rate`` and ``latency`` exist on the host and on the chip
+(``--on-chip``, ``docs/encoding.md``); ``delta`` only on the host."""
+
+
+def delta_ramp(x, timesteps):
+    """Delta coding of static samples in ``[0, 1]`` (``(batch, n)``): each sample fades in
+    linearly from 0 over ``timesteps`` steps, and :func:`~spikeforge.host.coding.delta_encode`
+    (ON events only, threshold ``0.5 / T``) turns the ramp into events, so a channel fires about
+    every ``1 / x`` steps.  Returns ``(T, batch, n)`` uint8."""
+    from .coding import delta_encode
+
+    x = np.asarray(x, dtype=np.float64)
+    ramp = np.arange(timesteps + 1, dtype=np.float64)[:, None, None] / timesteps * x[None]
+    return delta_encode(ramp, 0.5 / timesteps, off_spikes=False)[1:]
+
+
+def host_encode(x, timesteps, encoder, *, x_max=1.0, seed=0):
+    """The host encoders of ``--encode`` (floating point, NumPy's generator): ``rate``
+    (:func:`~spikeforge.host.coding.rate_encode`), ``latency``
+    (:func:`~spikeforge.host.coding.latency_encode`) or ``delta`` (:func:`delta_ramp`) of samples
+    in ``[0, x_max]``; ``(T, batch, n_inputs)`` uint8."""
+    from .coding import latency_encode
+
+    if encoder == "rate":
+        return rate_encode(x, timesteps, seed=seed, x_max=x_max)
+    if encoder == "latency":
+        return latency_encode(x, timesteps, x_max=x_max)
+    if encoder == "delta":
+        return delta_ramp(np.asarray(x, dtype=np.float64) / x_max, timesteps)
+    raise ConfigError(f"encoder={encoder!r} is not valid: allowed {', '.join(ENCODINGS)}")
+
+
+def check_encoding(encode, on_chip, timesteps):
+    """Check ``--encode``/``--on-chip``/``--timesteps`` together (before a board is opened).
+
+    Raises
+    ------
+    ConfigError
+        An unknown code, ``delta`` on the chip, or on the chip more than ``MAX_SAMPLE_STEPS``
+        timesteps (one line each).
+    """
+    from ..protocol import MAX_SAMPLE_STEPS
+
+    if encode is not None and encode not in ENCODINGS:
+        raise ConfigError(f"--encode {encode!r} is not valid: allowed {', '.join(ENCODINGS)}")
+    if on_chip and encode == "delta":
+        raise ConfigError("--encode delta --on-chip: delta coding has no on-chip form (it needs "
+                          "new intensities every timestep, docs/encoding.md); drop --on-chip to "
+                          "encode on the host")
+    if on_chip and timesteps is not None and not 1 <= timesteps <= MAX_SAMPLE_STEPS:
+        raise ConfigError(f"--timesteps {timesteps} is out of range for --on-chip: allowed "
+                          f"1..{MAX_SAMPLE_STEPS}")
+
+
+def _run_encoded_backend(backend, x, t, encoder, seed, readout, chunk, progress, label):
+    """:meth:`Backend.run_encoded` in chunks of samples (sample ``b`` keeps seed ``seed + b``);
+    returns (result, seconds)."""
+    batch = x.shape[0]
+    out = []
+    bar = _progress(progress, batch, label)
+    start = time.perf_counter()
+    try:
+        for k in range(0, batch, chunk):
+            out.append(backend.run_encoded(x[k:k + chunk], t, encoder, seed=seed + k,
+                                           readout=readout, on_chip=None))
+            if bar is not None:
+                bar.update(bar.task, advance=min(chunk, batch - k))
+    finally:
+        if bar is not None:
+            bar.stop()
+    return np.concatenate(out, axis=0 if readout == "counts" else 1), \
+        time.perf_counter() - start
+
+
 def run_demo(backend=None, samples=None, timesteps=None, progress=True, *, model="snntorch",
-             config=None, chunk=32) -> dict:
+             config=None, chunk=32, encode=None, on_chip=False) -> dict:
     """Classify the digits test split with the bundled model on ``backend``.
 
     Parameters
@@ -255,6 +348,14 @@ def run_demo(backend=None, samples=None, timesteps=None, progress=True, *, model
         it has one).
     chunk : int
         Samples per ``backend.run`` call.
+    encode : {"rate", "latency", "delta"}, optional
+        The spike code (default: the model's, rate coding).  On the host: :func:`host_encode`.
+    on_chip : bool
+        Send intensities instead of spikes: the digits scaled to 0..255
+        (:func:`~spikeforge.host.coding.chip_intensities`), encoded by the chip's ``rate`` or
+        ``latency`` encoder (:meth:`Backend.run_encoded`; a chip without encoders, or a
+        backend that is not a chip, falls back to the same encoding on the host).  When the
+        model decodes by spike count the chip returns only the output neurons' counts.
 
     Returns
     -------
@@ -266,7 +367,14 @@ def run_demo(backend=None, samples=None, timesteps=None, progress=True, *, model
         ``throughput`` (``kind``: what was measured, "simulation speed (this PC)" unless the
         backend is a real board; ``samples_per_s``, ``events_per_s``: input events plus output
         spikes per second of wall-clock time, ``seconds``), ``board_projection`` (what a real
-        board would do, :func:`board_speed`), ``backend``, ``model`` and the network's size.
+        board would do, :func:`board_speed`), ``backend``, ``model``, the network's size and
+        ``encoding`` (``encoder``, ``on_chip``, ``path``: who encoded, ``"host"`` or
+        ``"chip"``, ``reason``, ``readout``).  With ``on_chip``: ``accuracy_float`` and
+        ``accuracy_golden`` are host-encoded (the model's host encoder), ``accuracy_chip`` and
+        ``accuracy_golden_chip_encoding`` (the golden model fed the chip's own encoding,
+        :func:`~spikeforge.host.coding.chip_encode`) are encoded as the chip does; ``identical``
+        and ``spike_agreement`` compare the chip with the latter (``count_agreement`` too when
+        the chip returned counts).
     """
     from .compiler import compile
 
@@ -279,7 +387,9 @@ def run_demo(backend=None, samples=None, timesteps=None, progress=True, *, model
         x_test, y_test = x_test[:samples], y_test[:samples]
     t = meta["timesteps"] if timesteps is None else timesteps
     enc = meta["encoder"]
-    raster = rate_encode(x_test, t, seed=enc["seed"], x_max=enc["x_max"])
+    encoder = enc.get("kind", "rate") if encode is None else encode
+    check_encoding(encoder, on_chip, t)
+    raster = host_encode(x_test, t, encoder, x_max=enc["x_max"], seed=enc["seed"])
     config = getattr(backend, "config", None) if config is None else config
     compiled = compile(path, config)
     net, fnet = compiled.net, compiled.float_net
@@ -291,16 +401,63 @@ def run_demo(backend=None, samples=None, timesteps=None, progress=True, *, model
     float_spikes = GoldenChip(fnet, "float", batch=batch).run(raster, record_v=False)["spikes"]
     golden_spikes = GoldenChip(net, "int", batch=batch, fmt=compiled.fmt).run(
         raster, record_v=False)["spikes"]
-    backend.load(net)
-    meter = LinkCounts(backend)
-    chip_spikes, seconds = _run_backend(backend, raster, chunk, progress,
-                                        f"{backend.name}: {batch} samples")
-    counts = meter.delta()
 
     def acc(spikes):
         return float(np.mean(predict(decoder, spikes=spikes[..., sl]) == y_test))
 
-    n_events = int(raster.sum()) + int(chip_spikes[..., sl].sum())
+    encoding = {"encoder": encoder, "on_chip": bool(on_chip), "path": "host",
+                "reason": "--on-chip not given", "readout": "spikes"}
+    extra = {}
+    backend.load(net)
+    meter = LinkCounts(backend)
+    if not on_chip:
+        chip_spikes, seconds = _run_backend(backend, raster, chunk, progress,
+                                            f"{backend.name}: {batch} samples")
+        golden_ref = golden_spikes
+        n_events = int(raster.sum()) + int(chip_spikes[..., sl].sum())
+        accuracy_chip = acc(chip_spikes)
+    else:
+        from .coding import chip_encode, chip_intensities
+
+        x8 = chip_intensities(x_test, enc["x_max"])
+        seed = int(enc["seed"])
+        chip_raster = chip_encode(x8, t, encoder, seed=seed)
+        golden_ref = GoldenChip(net, "int", batch=batch, fmt=compiled.fmt).run(
+            chip_raster, record_v=False)["spikes"]
+        readout = "counts" if decoder == "count" else "spikes"
+        result, seconds = _run_encoded_backend(backend, x8, t, encoder, seed, readout, chunk,
+                                               progress, f"{backend.name}: {batch} samples")
+        encoding.update(path=backend.encoding_path, reason=backend.encoding_reason,
+                        readout=getattr(backend, "encoding_readout", None) or "spikes",
+                        intensities=f"chip_intensities(x, x_max={enc['x_max']:g}): 0..255",
+                        gain=16, seed=seed)
+        extra["accuracy_golden_chip_encoding"] = acc(golden_ref)
+        if readout == "counts":
+            from .backend import output_counts
+
+            n_first = net.population(out_pop).size
+            golden_counts = output_counts(golden_ref, net.output_indices())
+            # counts decoder: most spikes wins, ties to the lowest index (no first-spike times)
+            extra["accuracy_golden_chip_encoding"] = float(
+                np.mean(golden_counts[:, :n_first].argmax(axis=1) == y_test))
+            accuracy_chip = float(np.mean(result[:, :n_first].argmax(axis=1) == y_test))
+            extra["count_agreement"] = float(np.mean(result == golden_counts))
+            extra["decoder_on_chip"] = "spike count (ties to the lowest index)"
+            # comparisons of spikes are not possible: counts stand for them
+            chip_spikes = None
+            identical = bool(np.array_equal(result, golden_counts))
+            agreement = extra["count_agreement"]
+            n_events = int(chip_raster.sum()) + int(result.sum())
+        else:
+            chip_spikes = result
+            accuracy_chip = acc(chip_spikes)
+            n_events = int(chip_raster.sum()) + int(chip_spikes[..., sl].sum())
+    counts = meter.delta()
+    if chip_spikes is not None:
+        agreement = float(np.mean(chip_spikes[..., sl] == golden_ref[..., sl]))
+        identical = bool(np.array_equal(chip_spikes, golden_ref)
+                         if getattr(backend, "reports_all_neurons", True)
+                         else np.array_equal(chip_spikes[..., sl], golden_ref[..., sl]))
     return {
         "model": meta.get("name", model),
         "backend": backend.name,
@@ -310,11 +467,11 @@ def run_demo(backend=None, samples=None, timesteps=None, progress=True, *, model
         "synapses": int(net.n_synapses),
         "accuracy_float": acc(float_spikes),
         "accuracy_golden": acc(golden_spikes),
-        "accuracy_chip": acc(chip_spikes),
-        "spike_agreement": float(np.mean(chip_spikes[..., sl] == golden_spikes[..., sl])),
-        "identical": bool(np.array_equal(chip_spikes, golden_spikes)
-                          if getattr(backend, "reports_all_neurons", True)
-                          else np.array_equal(chip_spikes[..., sl], golden_spikes[..., sl])),
+        "accuracy_chip": accuracy_chip,
+        **extra,
+        "spike_agreement": agreement,
+        "identical": identical,
+        "encoding": encoding,
         "throughput": {
             "kind": _speed_kind(backend),
             "samples_per_s": batch / seconds if seconds > 0 else float("inf"),
@@ -363,26 +520,56 @@ def _acc_line(label, value, width=53):
     return f"  {label}".ljust(width) + f"{100 * value:6.2f} %"
 
 
+def _encoding_line(e):
+    """The ``encoding`` line of the demo and ``spikeforge run``: the code and who encoded."""
+    if e["path"] == "chip":
+        where = "on the chip (SAMPLE: the host sends intensities"
+        where += ", the chip returns output spike counts)" if e["readout"] == "counts" else ")"
+    elif e.get("on_chip"):
+        where = f"on the host, bit for bit as the chip would (chip_encode): {e['reason']}"
+    else:
+        where = "on the host"
+    return f"encoding   {e['encoder']} coding, {where}"
+
+
 def _print_demo(res, file=None):
     file = file or sys.stdout
     tp = res["throughput"]
     chip = res["backend"]
+    enc = res.get("encoding", {"encoder": "rate", "path": "host", "on_chip": False})
+    on_chip = enc.get("on_chip", False)
+    host = " (host-encoded)" if on_chip else ""
+    chip_label = (f"chip (integer model on the {chip})" if res.get("chip_link", True)
+                  else f"backend {chip!r} (instead of a chip)")
     accs = [
-        ("float model (as trained, floating point)", res["accuracy_float"]),
-        ("golden integer model (the chip's specification)", res["accuracy_golden"]),
-        (f"chip (integer model on the {chip})" if res.get("chip_link", True)
-         else f"backend {chip!r} (instead of a chip)", res["accuracy_chip"]),
+        (f"float model (as trained, floating point){host}", res["accuracy_float"]),
+        (f"golden integer model (the chip's specification){host}", res["accuracy_golden"]),
     ]
+    if on_chip:
+        accs.append(("golden integer model, encoded as the chip encodes",
+                     res["accuracy_golden_chip_encoding"]))
+        accs.append((f"{chip_label}, {'on-chip' if enc['path'] == 'chip' else 'host'} encoding",
+                     res["accuracy_chip"]))
+    else:
+        accs.append((chip_label, res["accuracy_chip"]))
     width = max(len(label) for label, _ in accs) + 5
+    if "count_agreement" in res:
+        agree = (f"agreement  {100 * res['count_agreement']:.3f} % of output spike counts "
+                 "(sample, neuron) equal chip vs golden integer model (same encoding)"
+                 + ("  (all counts identical)" if res["identical"] else ""))
+    else:
+        agree = (f"agreement  {100 * res['spike_agreement']:.3f} % of output spikes (step, "
+                 f"sample, neuron) equal chip vs golden integer model"
+                 + (" (same encoding)" if on_chip else "")
+                 + ("  (all spikes identical)" if res["identical"] else ""))
     lines = [
         f"model      {res['model']}  ({res['neurons']} neurons, {res['synapses']} synapses)",
         f"backend    {chip}",
         f"samples    {res['samples']} test digits x {res['timesteps']} steps",
+        _encoding_line(enc),
         "accuracy   share of test digits classified right:",
         *(_acc_line(label, value, width) for label, value in accs),
-        f"agreement  {100 * res['spike_agreement']:.3f} % of output spikes (step, sample, neuron) "
-        f"equal chip vs golden integer model"
-        + ("  (all spikes identical)" if res["identical"] else ""),
+        agree,
         f"{tp.get('kind', 'simulation speed (this PC)'):28s}{tp['samples_per_s']:,.1f} samples/s, "
         f"{tp['events_per_s']:,.0f} events/s (input events + output spikes per second of wall "
         "clock)",
@@ -430,8 +617,9 @@ def _load_npy(path, what="input file"):
         raise ConfigError(f"{what} {path!r} is corrupt or truncated ({e})") from None
 
 
-def load_inputs(path):
-    """``(raster, labels or None)`` from a ``.npy`` raster or an ``.npz`` with ``raster``.
+def load_inputs(path, key="raster"):
+    """``(raster, labels or None)`` from a ``.npy`` raster or an ``.npz`` with ``raster`` (the
+    array named ``key``: ``"intensities"`` for ``--encode``).
 
     The file's content must match its extension (a renamed file is refused); the arrays are
     loaded without pickle.  Shapes and values are checked by :func:`check_inputs`.
@@ -440,7 +628,7 @@ def load_inputs(path):
     ------
     ConfigError
         One line: a missing, unreadable, renamed, corrupt or truncated file, an object array, an
-        ``.npz`` without ``raster`` (the message lists its arrays).
+        ``.npz`` without ``key`` (the message lists its arrays).
     """
     path = os.fspath(path)
     if not os.path.exists(path):
@@ -473,12 +661,12 @@ def load_inputs(path):
     try:
         with np.load(path, allow_pickle=False) as z:
             names = list(z.keys())
-            if "raster" not in names:
+            if key not in names:
                 raise ConfigError(
-                    f"input file {path!r} has no array named 'raster' (it has "
+                    f"input file {path!r} has no array named {key!r} (it has "
                     f"{', '.join(names) if names else 'no arrays'})"
                 )
-            raster = z["raster"]
+            raster = z[key]
             labels = z["labels"] if "labels" in names else None
     except SpikeforgeError:
         raise
@@ -546,6 +734,53 @@ def check_inputs(raster, labels, n_inputs, path="inputs", model="the model"):
             )
         labels = lab.astype(np.int64)
     return r, labels
+
+
+def check_intensities(x, labels, n_inputs, path="inputs", model="the model"):
+    """Check the samples of ``--encode`` (one intensity 0..255 per input channel) and labels.
+
+    Returns ``(x, labels)`` with ``x`` as ``(batch, n_inputs)`` ``uint8`` (a 1-D array is one
+    sample) and the labels as a 1-D integer array or ``None``.
+
+    Raises
+    ------
+    ConfigError
+        One line: not numeric, not 1 or 2 dimensions, no sample, another number of inputs than
+        the model (both given), a value that is not an integer 0..255, labels that do not match.
+    """
+    a = np.asarray(x)
+    if a.dtype.kind not in "biuf":
+        raise ConfigError(f"{path}: the intensities have dtype {a.dtype}, expected integers "
+                          "0..255")
+    if a.ndim not in (1, 2):
+        raise ConfigError(
+            f"{path}: with --encode the inputs are intensities (n_samples, n_inputs) or "
+            f"(n_inputs,), not shape {a.shape} (a raster? drop --encode)"
+        )
+    if a.ndim == 1:
+        a = a[None, :]
+    batch, n = a.shape
+    if batch == 0:
+        raise ConfigError(f"{path}: no samples (shape {a.shape})")
+    if n != n_inputs:
+        raise ConfigError(f"{path}: the samples have {n} intensities (last axis of shape "
+                          f"{a.shape}), {model} has {n_inputs} inputs")
+    bad = ~((a >= 0) & (a <= 255) & (a == np.round(a)))
+    if bad.any():
+        raise ConfigError(
+            f"{path}: intensities must be integers 0..255 (one byte per input channel), found "
+            f"{a[bad].flat[0].item()!r} ({int(bad.sum())} such entries; scale with "
+            "chip_intensities)"
+        )
+    if labels is not None:
+        lab = np.asarray(labels)
+        if lab.dtype.kind not in "biu" or lab.ndim != 1 or lab.shape[0] != batch:
+            raise ConfigError(
+                f"{path}: 'labels' must be {batch} integers (one per sample), got shape "
+                f"{lab.shape} dtype {lab.dtype}"
+            )
+        labels = lab.astype(np.int64)
+    return a.astype(np.uint8), labels
 
 
 def check_plot_path(path):
@@ -641,7 +876,7 @@ def _cli_wording(e: SpikeforgeError) -> ConfigError:
 
 
 def run_model(model, inputs, backend=None, *, config=None, progress=True, chunk=32,
-              decoder="count", settings=None, per_neuron=False, leak="mult"):
+              decoder="count", settings=None, per_neuron=False, leak="mult", encoding=None):
     """Compile ``model`` (path or object), run ``inputs`` (raster) on ``backend``.
 
     Parameters
@@ -650,10 +885,19 @@ def run_model(model, inputs, backend=None, *, config=None, progress=True, chunk=
         NIR import settings (``dt``, reset mode and timing), :func:`nir_settings`.
     per_neuron, leak
         Quantization options of :func:`~spikeforge.host.compiler.compile`.
+    encoding : dict, optional
+        ``inputs`` are intensities ``(n_samples, n_inputs)``, integers 0..255, to encode with
+        ``encoder`` (``"rate"``, ``"latency"``, ``"delta"``) into ``timesteps`` steps (keys
+        ``gain``, ``threshold``, ``seed`` as :func:`~spikeforge.host.coding.chip_encode`).
+        ``on_chip``: the chip encodes (:meth:`Backend.run_encoded`; the host does, bit for bit
+        the same, on a chip without encoders); otherwise ``rate``/``latency`` are encoded on the
+        host by :func:`~spikeforge.host.coding.chip_encode` and ``delta`` by :func:`delta_ramp`
+        of ``x / 255``.
 
     Returns a dict with ``spikes`` (T, batch, n_neurons), ``predictions`` (decoded from the
     first output population), ``seconds``, ``counts`` (:class:`LinkCounts`),
-    ``board_projection`` (:func:`board_speed`) and the ``compiled`` network.
+    ``board_projection`` (:func:`board_speed`), ``encoding`` (``path``: who encoded, and why;
+    ``None`` without ``encoding``) and the ``compiled`` network.
     """
     from .compiler import compile
 
@@ -661,11 +905,36 @@ def run_model(model, inputs, backend=None, *, config=None, progress=True, chunk=
     compiled = compile(model, getattr(backend, "config", None) if config is None else config,
                        settings=settings, per_neuron=per_neuron, leak=leak)
     net = compiled.net
-    raster = check_raster(inputs, net.n_inputs)
-    backend.load(net)
-    meter = LinkCounts(backend)
-    spikes, seconds = _run_backend(backend, raster, chunk, progress,
-                                   f"{backend.name}: {raster.shape[1]} samples")
+    info = None
+    if encoding is not None:
+        e = dict(encoding)
+        check_encoding(e["encoder"], e.get("on_chip"), e["timesteps"])
+        x, _ = check_intensities(inputs, None, net.n_inputs)
+        info = {"encoder": e["encoder"], "on_chip": bool(e.get("on_chip")), "path": "host",
+                "reason": "--on-chip not given", "readout": "spikes"}
+        kw = {k: e[k] for k in ("gain", "threshold", "seed") if e.get(k) is not None}
+        if not e.get("on_chip"):
+            if e["encoder"] == "delta":
+                inputs = delta_ramp(x / 255.0, e["timesteps"])
+            else:
+                from .coding import chip_encode
+
+                inputs = chip_encode(x, e["timesteps"], e["encoder"], **kw)
+    if info is not None and info["on_chip"]:
+        backend.load(net)
+        meter = LinkCounts(backend)
+        start = time.perf_counter()
+        spikes = backend.run_encoded(x, e["timesteps"], e["encoder"], readout="spikes", **kw)
+        seconds = time.perf_counter() - start
+        info.update(path=backend.encoding_path, reason=backend.encoding_reason)
+        batch = x.shape[0]
+    else:
+        raster = check_raster(inputs, net.n_inputs)
+        backend.load(net)
+        meter = LinkCounts(backend)
+        spikes, seconds = _run_backend(backend, raster, chunk, progress,
+                                       f"{backend.name}: {raster.shape[1]} samples")
+        batch = raster.shape[1]
     counts = meter.delta()
     out_pop = net.outputs[0]
     sl = slice(net.base(out_pop), net.base(out_pop) + net.population(out_pop).size)
@@ -675,7 +944,8 @@ def run_model(model, inputs, backend=None, *, config=None, progress=True, chunk=
         "predictions": predict(decoder, spikes=spikes[..., sl]),
         "seconds": seconds,
         "counts": counts,
-        "board_projection": board_speed(backend, counts, int(raster.shape[1])),
+        "board_projection": board_speed(backend, counts, int(batch)),
+        "encoding": info,
     }
 
 
@@ -708,10 +978,12 @@ def _cmd_demo(args):
         raise ConfigError(f"--samples {args.samples} is out of range: allowed 1..{N_TEST}")
     if args.timesteps is not None and args.timesteps < 1:
         raise ConfigError(f"--timesteps {args.timesteps} is out of range: allowed >= 1")
+    check_encoding(args.encode, args.on_chip, args.timesteps)
     backend = open_backend(args.port)
     with backend:
         res = run_demo(backend, samples=args.samples, timesteps=args.timesteps,
-                       progress=not args.json and sys.stderr.isatty(), model=args.model)
+                       progress=not args.json and sys.stderr.isatty(), model=args.model,
+                       encode=args.encode, on_chip=args.on_chip)
     if args.json:
         print(json.dumps(res, indent=2))
     else:
@@ -735,30 +1007,71 @@ def _compile_checked(args, settings):
             from None
 
 
+def _run_encoding(args):
+    """The ``encoding`` of :func:`run_model` from ``spikeforge run``'s options (or None),
+    checked: ``--on-chip`` and ``--timesteps`` need ``--encode``, ``--encode`` needs
+    ``--timesteps``."""
+    if args.encode is None:
+        if args.on_chip:
+            raise ConfigError("--on-chip needs --encode rate or --encode latency (INPUTS then "
+                              "holds intensities 0..255, one per input channel)")
+        if args.timesteps is not None:
+            raise ConfigError("--timesteps needs --encode: a raster's first axis is its "
+                              "timesteps")
+        return None
+    if args.timesteps is None:
+        raise ConfigError(f"--encode {args.encode} needs --timesteps T (timesteps per sample)")
+    if args.timesteps < 1:
+        raise ConfigError(f"--timesteps {args.timesteps} is out of range: allowed >= 1")
+    check_encoding(args.encode, args.on_chip, args.timesteps)
+    from ..protocol import MAX_SAMPLE_STEPS
+
+    if args.encode != "delta" and args.timesteps > MAX_SAMPLE_STEPS:
+        raise ConfigError(f"--timesteps {args.timesteps} is out of range for --encode "
+                          f"{args.encode}: allowed 1..{MAX_SAMPLE_STEPS} (the chip's encoder)")
+    for name in ("gain", "threshold"):
+        v = getattr(args, name)
+        if not 0 <= v <= 255:
+            raise ConfigError(f"--{name} {v} is out of range: allowed 0..255")
+    if not 0 <= args.seed <= 0xFFFFFFFF:
+        raise ConfigError(f"--seed {args.seed} is out of range: allowed 0..4294967295")
+    return {"encoder": args.encode, "timesteps": args.timesteps, "on_chip": args.on_chip,
+            "gain": args.gain, "threshold": args.threshold, "seed": args.seed}
+
+
 def _cmd_run(args):
     # Everything that can be checked without a board is checked first.
     if args.leak not in ("mult", "shift"):
         raise ConfigError(f"--leak {args.leak!r} is not valid: allowed mult, shift")
+    encoding = _run_encoding(args)
     plot = check_plot_path(args.plot) if args.plot else None
-    raster, labels = load_inputs(args.inputs)
+    raster, labels = load_inputs(args.inputs, "raster" if encoding is None else "intensities")
     settings = nir_settings(args.model, args.dt, args.reset, args.reset_delay)
     compiled = _compile_checked(args, settings)
-    raster, labels = check_inputs(raster, labels, compiled.net.n_inputs, path=args.inputs,
-                                  model=f"the model {args.model!r}")
+    model = f"the model {args.model!r}"
+    if encoding is None:
+        raster, labels = check_inputs(raster, labels, compiled.net.n_inputs, path=args.inputs,
+                                      model=model)
+    else:
+        raster, labels = check_intensities(raster, labels, compiled.net.n_inputs,
+                                           path=args.inputs, model=model)
     backend = open_backend(args.port)
     with backend:
         try:
             res = run_model(args.model, raster, backend, settings=settings,
                             per_neuron=args.per_neuron, leak=args.leak,
-                            progress=not args.json and sys.stderr.isatty())
+                            progress=not args.json and sys.stderr.isatty(), encoding=encoding)
         except SpikeforgeError as e:
             raise _cli_wording(e) from None
+    n_samples = res["spikes"].shape[1]
     preds = res["predictions"]
     out = {"predictions": preds.tolist(), "seconds": res["seconds"],
-           "samples_per_s": raster.shape[1] / res["seconds"] if res["seconds"] > 0 else None,
+           "samples_per_s": n_samples / res["seconds"] if res["seconds"] > 0 else None,
            "speed_kind": _speed_kind(backend),
            "output_spikes": int(res["spikes"].sum()),
            "board_projection": res["board_projection"]}
+    if res["encoding"] is not None:
+        out["encoding"] = res["encoding"]
     if labels is not None:
         out["accuracy"] = float(np.mean(preds == labels))
     if plot:
@@ -767,6 +1080,8 @@ def _cmd_run(args):
         print(json.dumps(out, indent=2))
     else:
         print(f"predictions {' '.join(map(str, preds.tolist()))}")
+        if res["encoding"] is not None:
+            print(_encoding_line(res["encoding"]))
         if "accuracy" in out:
             print(f"accuracy {100 * out['accuracy']:.2f} % (predictions equal to the labels)")
         if out["samples_per_s"] is not None:
@@ -807,6 +1122,12 @@ def register(subparsers):
     p.add_argument("--timesteps", type=int, default=None, help="timesteps per sample")
     p.add_argument("--model", choices=sorted(MODELS), default="snntorch",
                    help="bundled model (default snntorch)")
+    p.add_argument("--encode", choices=ENCODINGS, default=None,
+                   help="spike code (default: the model's, rate); on the host unless --on-chip")
+    p.add_argument("--on-chip", action="store_true",
+                   help="send intensities, let the chip encode them (rate or latency; "
+                   "a chip without encoders falls back to the same encoding on the host, and "
+                   "the demo says so)")
     p.add_argument("--json", action="store_true", help="print the results as JSON")
     p.set_defaults(func=_cmd_demo)
 
@@ -823,6 +1144,23 @@ def register(subparsers):
     r.add_argument("--plot", default=None, metavar="OUT.png",
                    help="save a spike raster plot of the first sample (format from the suffix)")
     r.add_argument("--json", action="store_true", help="print the results as JSON")
+    e = r.add_argument_group(
+        "spike encoding (INPUTS then holds intensities: (n_samples, n_inputs) integers 0..255, "
+        "an .npy or an .npz with 'intensities' and optional 'labels')")
+    e.add_argument("--encode", choices=ENCODINGS, default=None,
+                   help="encode the intensities: rate, latency (docs/encoding.md: on the host "
+                   "with chip_encode, or on the chip with --on-chip: the same spikes) or delta "
+                   "(host only)")
+    e.add_argument("--on-chip", action="store_true",
+                   help="the chip encodes (SAMPLE); a chip without encoders falls back to the "
+                   "host, and the output says which")
+    e.add_argument("--timesteps", type=int, default=None, help="timesteps per sample")
+    e.add_argument("--gain", type=int, default=16,
+                   help="level = min(255, (x * gain) >> 4): 16 is 1.0 (default)")
+    e.add_argument("--threshold", type=int, default=1,
+                   help="latency coding's least level that fires (default 1)")
+    e.add_argument("--seed", type=int, default=1,
+                   help="rate coding's seed of the first sample (sample b: seed + b; default 1)")
     g = r.add_argument_group(
         "NIR import (a NIR graph stores neither its time step nor its reset; default: the "
         "settings stored with the graph, else dt=1e-4 s, reset zero, immediate)")

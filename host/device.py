@@ -14,7 +14,10 @@ Two ways of talking:
 * **Streaming** for input: :meth:`Device.run_items` (and :meth:`Device.run`,
   :meth:`Device.send_events`, :meth:`Device.step` on top of it) sends RUN requests back to back,
   keeping as many in flight as the chip's receive window (IDENTIFY) holds, and yields each
-  timestep's spikes as the replies come.  A lost RUN request or reply cannot be repaired
+  timestep's spikes as the replies come.  :meth:`Device.samples` (and :meth:`Device.sample`)
+  streams SAMPLE requests the same way: one per sample, its intensities encoded into spikes by
+  the chip itself (``docs/encoding.md``), each answered with the sample's spikes or its output
+  spike counts.  A lost RUN request or reply cannot be repaired
   in place (the chip has moved on): it raises :class:`StepLostError` with the number of
   timesteps whose spikes did arrive, after draining the link, so the caller can clear the state
   and run again from there (:class:`~spikeforge.host.chip_backend.ChipBackend` does).
@@ -31,6 +34,9 @@ import time
 from collections import deque
 from collections.abc import Iterable, Iterator
 
+import numpy as np
+
+from ..errors import ConfigError, UnsupportedError
 from ..protocol import (
     ADDR_BITS,
     CHANNEL_BITS,
@@ -38,22 +44,28 @@ from ..protocol import (
     MAX_READ_WORDS,
     MAX_RUN_ITEMS,
     MAX_RUN_STEPS,
+    MAX_SAMPLE_CHANNELS,
+    MAX_SAMPLE_STEPS,
     MAX_WRITE_WORDS,
+    NEURON_BITS,
     RUN_COMMAND,
     RUN_RESET,
     RUN_STEP_AFTER,
+    Encoder,
     FrameDecoder,
     FrameError,
     Identity,
     Op,
     PayloadError,
     RunDecoder,
+    Sample,
     Status,
     decode_identify,
     decode_status,
     decode_words,
     encode_items,
     encode_read,
+    encode_sample,
     encode_write,
     frame_bytes,
     request,
@@ -69,6 +81,7 @@ __all__ = [
     "ProtocolVersionError",
     "DeviceError",
     "StepLostError",
+    "SampleLostError",
 ]
 
 
@@ -109,6 +122,30 @@ class StepLostError(LinkError):
         super().__init__(message)
         self.steps_done = steps_done
 
+
+class SampleLostError(StepLostError):
+    """A SAMPLE request or its reply was lost on the way (:meth:`Device.samples`).
+
+    Attributes
+    ----------
+    samples_done : int
+        Samples whose results did arrive, in order (the first ``samples_done`` yielded by
+        :meth:`Device.samples` are good).
+    steps_done : int
+        ``samples_done * timesteps``.
+    """
+
+    def __init__(self, message, samples_done=0, timesteps=0):
+        super().__init__(message, samples_done * timesteps)
+        self.samples_done = samples_done
+
+
+#: Hints for a SAMPLE refused by the chip.
+_SAMPLE_HELP = {
+    Status.UNKNOWN_OP: " (IDENTIFY reported encoders, but the bitstream does not execute SAMPLE)",
+    Status.BAD_LENGTH: " (more intensities than the bitstream takes?)",
+    Status.BAD_ARG: " (encoder, timesteps or counts out of range: host and bitstream disagree)",
+}
 
 _STATUS_HELP = {
     Status.UNKNOWN_OP: " (the bitstream is older than this host library?)",
@@ -151,6 +188,8 @@ class Device:
         self.window_waits = 0
         #: RUN request frames sent.
         self.run_frames = 0
+        #: SAMPLE request frames sent.
+        self.sample_frames = 0
 
     # --- opening --------------------------------------------------------------------------
     @classmethod
@@ -421,60 +460,244 @@ class Device:
             self._drain(inflight)
             raise
 
-    def _run_reply(self, seq, inflight, decoder, yielded) -> Status:
-        """Collect the reply frames of RUN request ``seq`` (the oldest in flight) into
-        ``decoder``; return its final status.  Raise :class:`StepLostError` (after draining)
-        if a reply frame is lost or corrupt."""
+    def _run_reply(self, seq, inflight, decoder, yielded, op: Op = Op.RUN,
+                   lost=StepLostError, unit="timesteps") -> Status:
+        """Collect the reply frames of streamed request ``seq`` (the oldest in flight, a RUN or
+        a SAMPLE) into ``decoder`` (``feed(payload)``, ``dangling``); return its final status.
+        Raise ``lost`` (:class:`StepLostError`, after draining) if a reply frame is lost or
+        corrupt; ``yielded`` counts the ``unit`` delivered so far."""
         seqs = {s for s, _ in inflight}
-        for frame in self._reply_frames(Op.RUN, seqs):
+        where = f"after {yielded} {unit}"
+        for frame in self._reply_frames(op, seqs):
             if frame is None:
-                self._drain(inflight)
-                raise StepLostError(
-                    f"a RUN reply from {self.transport.description} was corrupt (CRC error) "
-                    f"after {yielded} timesteps; its spikes are lost: clear the state and run "
-                    "again",
+                self._drain(inflight, op)
+                raise lost(
+                    f"a {op.name} reply from {self.transport.description} was corrupt (CRC "
+                    f"error) {where}; its spikes are lost: clear the state and run again",
                     yielded,
                 )
             s, payload, status = frame
             if s != seq:
-                self._drain(inflight)
-                raise StepLostError(
-                    f"the reply to a RUN request was lost on the way from "
-                    f"{self.transport.description} after {yielded} timesteps: clear the state "
-                    "and run again",
+                self._drain(inflight, op)
+                raise lost(
+                    f"the reply to a {op.name} request was lost on the way from "
+                    f"{self.transport.description} {where}: clear the state and run again",
                     yielded,
                 )
             if status in (Status.MORE, Status.OK):
                 try:
                     decoder.feed(payload)
                 except PayloadError as e:
-                    self._drain(inflight)
-                    raise StepLostError(f"malformed RUN reply: {e}", yielded) from None
+                    self._drain(inflight, op)
+                    raise lost(f"malformed {op.name} reply: {e}", yielded) from None
                 if status == Status.MORE:
                     continue
                 if decoder.dangling:
-                    raise LinkError("RUN reply ended without the mark of its last timestep")
+                    raise LinkError(f"{op.name} reply ended without the mark of its last "
+                                    "timestep")
             return status
-        self._drain(inflight)
-        raise StepLostError(
-            f"no RUN reply from {self.transport.description} within "
-            f"{self.transport.timeout}s after {yielded} timesteps (board unplugged? a timestep "
-            "longer than the timeout?): clear the state and run again",
+        self._drain(inflight, op)
+        raise lost(
+            f"no {op.name} reply from {self.transport.description} within "
+            f"{self.transport.timeout}s {where} (board unplugged? a timestep longer than the "
+            "timeout?): clear the state and run again",
             yielded,
         )
 
-    def _drain(self, inflight) -> None:
+    def _drain(self, inflight, op: Op = Op.RUN) -> None:
         """Wait (bounded by the timeout) until every request in flight was answered, so that
         the link is quiet before the next request; forget their replies."""
         seqs = {s for s, _ in inflight}
         if seqs:
             last = inflight[-1][0]
-            for frame in self._reply_frames(Op.RUN, seqs):
+            for frame in self._reply_frames(op, seqs):
                 if frame is not None and frame[0] == last and frame[2] != Status.MORE:
                     break
         inflight.clear()
         self._frames.clear()
         self._resync = True
+
+    # --- on-chip encoding (SAMPLE, docs/encoding.md) --------------------------------------
+    @property
+    def encoders(self) -> bool:
+        """Whether the chip executes SAMPLE (IDENTIFY's ``encoders`` field; False when the
+        identity does not say, as an older bitstream's)."""
+        if self.identity is None:
+            self.identify()
+        try:
+            from ..hw.chip import encoders_from_ident
+
+            return encoders_from_ident(self.identity.words)
+        except Exception:  # an identity without the chip's words (tests' reference link)
+            return False
+
+    def sample(self, intensities, timesteps: int, **options):
+        """Run one sample with on-chip encoding; return what :meth:`samples` yields for it:
+        its ``timesteps`` spike lists, or (``counts=(first, count)``) its counts."""
+        (out,) = list(self.samples([intensities], timesteps, **options))
+        return out
+
+    def samples(self, intensities, timesteps: int, *, encoder="rate", gain: int = 16,
+                threshold: int = 1, seed: int = 1, counts=None,
+                reset: bool = True) -> Iterator:
+        """Stream samples to the chip as intensities; the chip encodes them into spikes.
+
+        One SAMPLE request per sample (``docs/protocol.md``, ``docs/encoding.md``), sent back
+        to back within the chip's receive window like :meth:`run_items`; results are yielded in
+        order as the replies arrive.  The iterable is consumed lazily.
+
+        Parameters
+        ----------
+        intensities : iterable of samples, or array (n_samples, n_inputs)
+            Each sample is one integer 0..255 per input channel, channel 0 first (``bytes``,
+            a sequence or a 1-D array; scale with
+            :func:`~spikeforge.host.coding.chip_intensities`).
+        timesteps : int
+            ``T``, 1..255 timesteps per sample.
+        encoder : {"rate", "latency"} or Encoder
+            The on-chip encoder.  Delta coding has no on-chip form.
+        gain, threshold : int 0..255
+            ``level = min(255, (x * gain) >> 4)``; latency coding's least level that fires.
+        seed : int 0..2**32-1
+            Rate coding's generator seed of the first sample; sample ``k`` uses ``seed + k``
+            (mod 2**32), as :func:`~spikeforge.host.coding.chip_encode` does for a batch.
+        counts : (first, count), optional
+            Reply with the spike counts of neurons ``first .. first + count - 1`` (output
+            neurons, ``count`` 1..255) instead of the spikes.
+        reset : bool
+            Clear the neuron state before each sample.
+
+        Yields
+        ------
+        list of list of int, or ndarray of uint8
+            Per sample: without ``counts``, each timestep's output spikes (as :meth:`run`
+            yields them, ``timesteps`` lists); with ``counts``, the ``count`` spike counts.
+
+        Raises
+        ------
+        UnsupportedError
+            The chip has no on-chip encoders (IDENTIFY); nothing is sent.  Encode on the host
+            (:func:`~spikeforge.host.coding.chip_encode`, bit for bit the same spikes) and use
+            :meth:`run`.
+        ConfigError
+            A parameter out of range, delta coding, a sample with more intensities than the
+            chip has input channels or values outside 0..255 (before its request is sent).
+        SampleLostError
+            A request or reply was lost or corrupt (``samples_done`` arrived intact); the link
+            is drained first.
+        DeviceError
+            The chip refused a request.
+        """
+        enc = _sample_encoder(encoder)
+        t = _u_param("timesteps", timesteps, 1, MAX_SAMPLE_STEPS)
+        gain = _u_param("gain", gain, 0, 255)
+        threshold = _u_param("threshold", threshold, 0, 255)
+        seed = _u_param("seed", seed, 0, 0xFFFFFFFF)
+        if counts is not None:
+            try:
+                first, count = counts
+            except (TypeError, ValueError):
+                raise ConfigError(f"counts={counts!r} is not valid: allowed None or "
+                                  "(first, count)") from None
+            first = _u_param("counts first", first, 0, (1 << NEURON_BITS) - 1)
+            count = _u_param("counts count", count, 1, min(255, (1 << NEURON_BITS) - first))
+            counts = (first, count)
+        if not isinstance(reset, (bool, np.bool_)):
+            raise ConfigError(f"reset={reset!r} is not valid: allowed True or False")
+        if not self.encoders:
+            raise UnsupportedError(
+                f"the chip at {self.transport.description} has no on-chip encoders (IDENTIFY: "
+                "encoders=0, a bitstream built without them): encode on the host with "
+                "chip_encode (the same spikes, bit for bit) and use run(), or let ChipBackend "
+                "fall back by itself"
+            )
+        if isinstance(intensities, np.ndarray) and intensities.ndim == 1:
+            raise ConfigError(
+                f"intensities has shape {intensities.shape}: samples() takes several samples "
+                "(n_samples, n_inputs); use sample() for one"
+            )
+        limit = min(MAX_SAMPLE_CHANNELS, self._chip_inputs())
+        return self._sample_stream(iter(intensities), Sample(
+            enc, t, b"", gain, threshold, seed, bool(reset), counts), limit)
+
+    def _sample_stream(self, it, proto: Sample, limit: int) -> Iterator:
+        """The streaming loop of :meth:`samples` (parameters checked); ``proto`` has every
+        field but the intensities and the per-sample seed."""
+        window = self.rx_window
+        t = proto.timesteps
+        inflight: deque = deque()  # (seq, bytes of the receive window)
+        used = 0
+        done = 0
+        payload = None
+        exhausted = False
+        k = 0
+
+        def lost(message, n):
+            return SampleLostError(message, n, t)
+
+        try:
+            while True:
+                while not exhausted:
+                    if payload is None:
+                        try:
+                            x = next(it)
+                        except StopIteration:
+                            exhausted = True
+                            break
+                        except BaseException:
+                            self._drain(inflight, Op.SAMPLE)  # a bad input: stop cleanly
+                            raise
+                        try:
+                            data = _sample_bytes(x, k, limit)
+                        except BaseException:
+                            self._drain(inflight, Op.SAMPLE)
+                            raise
+                        payload = encode_sample(Sample(
+                            proto.encoder, t, data, proto.gain, proto.threshold,
+                            (proto.seed + k) & 0xFFFFFFFF, proto.reset, proto.counts))
+                        k += 1
+                    size = frame_bytes(len(payload))
+                    if inflight and used + size > window:
+                        break
+                    seq = self._next_seq()
+                    self._send(request(Op.SAMPLE, seq, payload))
+                    self.sample_frames += 1
+                    inflight.append((seq, size))
+                    used += size
+                    payload = None
+                if not inflight:
+                    return
+                if exhausted and len(inflight) == 1:
+                    self.round_trips += 1
+                elif not exhausted:
+                    self.window_waits += 1
+                seq, size = inflight[0]
+                decoder = _CountsReply() if proto.counts is not None else RunDecoder()
+                status = self._run_reply(seq, inflight, decoder, done, Op.SAMPLE, lost,
+                                         "samples")
+                if status != Status.OK:
+                    self._drain(inflight, Op.SAMPLE)
+                    if status == Status.OUT_OF_ORDER:
+                        raise lost(
+                            f"a SAMPLE request to {self.transport.description} was lost on "
+                            f"the way (the chip refused the next one: OUT_OF_ORDER) after "
+                            f"{done} samples; run again from there", done)
+                    raise DeviceError(Op.SAMPLE, status, _SAMPLE_HELP.get(
+                        status, _STATUS_HELP.get(status, "")))
+                inflight.popleft()
+                used -= size
+                result = decoder.take()
+                want = proto.counts[1] if proto.counts is not None else t
+                if len(result) != want:
+                    self._drain(inflight, Op.SAMPLE)
+                    what = "counts" if proto.counts is not None else "timesteps"
+                    raise LinkError(f"the SAMPLE reply of sample {done} has {len(result)} "
+                                    f"{what}, expected {want}")
+                done += 1
+                yield result
+        except GeneratorExit:
+            self._drain(inflight, Op.SAMPLE)
+            raise
 
     def run(self, inputs: Iterable[Iterable[int]], *, reset: bool = False) -> Iterator[list[int]]:
         """For each timestep's input channels, run the timestep; yield that step's spikes.
@@ -560,3 +783,62 @@ def _input_channel(e, limit: int, where: str = "") -> int:
             f"(0..{limit - 1})"
         )
     return e
+
+
+class _CountsReply:
+    """The reply of a SAMPLE with COUNTS: its payload bytes are the counts."""
+
+    dangling = 0
+
+    def __init__(self):
+        self._data = bytearray()
+
+    def feed(self, payload: bytes) -> None:
+        self._data += payload
+
+    def take(self) -> np.ndarray:
+        return np.frombuffer(bytes(self._data), dtype=np.uint8).copy()
+
+
+def _u_param(name, value, lo, hi) -> int:
+    """``value`` as an int in ``lo..hi``, or :class:`ConfigError` naming it."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)) \
+            or not lo <= value <= hi:
+        raise ConfigError(f"{name}={value!r} is out of range: allowed an integer {lo}..{hi}")
+    return int(value)
+
+
+def _sample_encoder(encoder) -> Encoder:
+    """``encoder`` ("rate", "latency" or an :class:`Encoder`) as an :class:`Encoder`."""
+    if isinstance(encoder, Encoder):
+        return encoder
+    if isinstance(encoder, str) and encoder.lower() == "delta":
+        raise ConfigError(
+            "encoder='delta' has no on-chip form (docs/encoding.md: it needs new intensities "
+            "every timestep, no saving over sending the events): encode on the host with "
+            "delta_encode and use run()"
+        )
+    names = [e.name.lower() for e in Encoder]
+    if not isinstance(encoder, str) or encoder.lower() not in names:
+        raise ConfigError(f"encoder={encoder!r} is not valid: allowed {', '.join(names)}")
+    return Encoder[encoder.upper()]
+
+
+def _sample_bytes(x, k: int, limit: int) -> bytes:
+    """Sample ``k``'s intensities as bytes: 1..``limit`` integers 0..255."""
+    if isinstance(x, (bytes, bytearray, memoryview)):
+        data = bytes(x)
+    else:
+        a = np.asarray(x)
+        if a.ndim != 1 or not (np.issubdtype(a.dtype, np.integer)
+                               or np.issubdtype(a.dtype, np.floating)):
+            raise ConfigError(f"sample {k}: intensities of shape {a.shape} and dtype {a.dtype}; "
+                              "expected one integer 0..255 per input channel")
+        if a.size and (np.any(a != np.round(a)) or a.min() < 0 or a.max() > 255):
+            raise ConfigError(f"sample {k}: intensities must be integers 0..255 (u8 on the "
+                              "wire); scale them first (chip_intensities)")
+        data = a.astype(np.uint8).tobytes()
+    if not 1 <= len(data) <= limit:
+        raise ConfigError(f"sample {k} has {len(data)} intensities: the chip takes 1..{limit} "
+                          "(one per input channel)")
+    return data

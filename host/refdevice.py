@@ -43,7 +43,7 @@ from .coding import chip_encode
 #: Largest count of timesteps one reply mark carries.
 _MAX_MARK = REPLY_MARK - 1
 
-__all__ = ["RefCore", "RefLink"]
+__all__ = ["RefCore", "GoldenRefCore", "RefLink"]
 
 
 class RefCore:
@@ -105,6 +105,63 @@ class RefCore:
 
     def status_words(self) -> list[int]:
         return [self.t, len(self.pending)]
+
+
+class GoldenRefCore:
+    """A core for :class:`RefLink` that runs a network with the golden model (integer mode).
+
+    The network is given here, not through the memory bus: writes are kept (and read back) but
+    not interpreted, so a :class:`~spikeforge.host.chip_backend.ChipBackend` can ``load`` the
+    same network through the link as on a chip.  A timestep's spikes are those of the output
+    populations (what a chip sends to the host), in ascending neuron order; events on channels
+    at or beyond ``net.n_inputs`` are refused (counted, as the core does).  Used by the tests and
+    ``benchmarks/encoding.py`` to run the host side of a chip exactly, without RTL.
+
+    Parameters
+    ----------
+    net : Network
+        The integer network to run.
+    fmt : Format, optional
+        Integer widths (default: the golden model's).
+    """
+
+    def __init__(self, net, fmt=None):
+        from ..sim.golden import GoldenChip
+
+        kw = {} if fmt is None else {"fmt": fmt}
+        self.chip = GoldenChip(net, "int", batch=1, **kw)
+        self.outputs = np.asarray(net.output_indices())
+        self.n_inputs = net.n_inputs
+        self.mem: dict[int, int] = {}
+        self.pending = np.zeros(net.n_inputs, dtype=np.uint8)
+        self.steps = 0
+        self.events_refused = 0
+
+    def bus_write(self, addr: int, word: int) -> bool:
+        self.mem[addr] = word & 0xFFFFFFFF
+        return True
+
+    def bus_read(self, addr: int) -> tuple[int, bool]:
+        return self.mem.get(addr, 0), True
+
+    def event(self, addr: int) -> None:
+        if addr < self.n_inputs:
+            self.pending[addr] = 1
+        else:
+            self.events_refused += 1
+
+    def reset_state(self) -> None:
+        self.chip.reset()
+        self.pending[:] = 0
+
+    def step(self) -> list[int]:
+        spikes = self.chip.step(self.pending)[0]
+        self.pending[:] = 0
+        self.steps += 1
+        return [int(n) for n in self.outputs[spikes[self.outputs]]]
+
+    def status_words(self) -> list[int]:
+        return [self.steps, self.events_refused]
 
 
 class RefLink:
