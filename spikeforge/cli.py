@@ -135,18 +135,21 @@ def main(argv=None) -> int:
     if not getattr(args, "func", None):
         parser.print_help()
         return 0
+    # a user-facing warning (e.g. a NIR file read with nir's type check relaxed) is one line
+    # that says what happened, not a source location (restored after: ``main`` may run inside
+    # another program, and ``catch_warnings`` does not restore ``formatwarning``)
+    previous_format = warnings.formatwarning
+    warnings.formatwarning = _format_warning
     try:
-        with warnings.catch_warnings():
-            # a user-facing warning (e.g. a NIR file read with nir's type check relaxed) is one
-            # line that says what happened, not a source location
-            warnings.formatwarning = _format_warning
-            return int(args.func(args) or 0)
+        return int(args.func(args) or 0)
     except SpikeforgeError as exc:
         print(f"spikeforge: error: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print("spikeforge: interrupted", file=sys.stderr)
         return 130
+    finally:
+        warnings.formatwarning = previous_format
 
 
 if __name__ == "__main__":

@@ -406,3 +406,14 @@ def test_mistyped_port_name(tmp_path, model, capsys):
     np.save(tmp_path / "in.npy", _raster())
     _one_error_line(capsys, main(["run", model, str(tmp_path / "in.npy"), "--port", "golde"]),
                     "cannot open 'golde'", "virtual, golden, golden-float")
+
+
+def test_main_restores_the_warning_format(tmp_path, capsys):
+    """``main`` prints warnings as one ``spikeforge: warning:`` line while it runs, and leaves
+    the caller's ``warnings.formatwarning`` as it found it (it may run inside another program)."""
+    import warnings
+
+    before = warnings.formatwarning
+    assert main(["run", str(tmp_path / "missing.nir"), str(tmp_path / "x.npy")]) == 1
+    assert warnings.formatwarning is before
+    capsys.readouterr()
