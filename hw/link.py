@@ -362,12 +362,16 @@ class Link(wiring.Component):
             m.d.comb += counting.eq(
                 sampling & self._sfield(shdr, "flags")[SampleFlag.COUNTS.bit_length() - 1]
             )
+            # (the fast build keeps them in LUT RAM: a board whose block RAMs hold the weights
+            # and the neuron state has none to spare near the core's logic, and two more block
+            # RAMs pushed the core's memories far enough from their flops to miss 100 MHz)
             m.submodules.sample_mem = smem = Memory(
-                shape=8, depth=1 << (MAX_SAMPLE_CHANNELS - 1).bit_length(), init=[]
+                shape=8, depth=1 << (MAX_SAMPLE_CHANNELS - 1).bit_length(), init=[],
+                attrs=mem_attrs,
             )
             smem_rd, smem_wr = smem.read_port(), smem.write_port()
             m.submodules.count_mem = cmem = Memory(
-                shape=8, depth=1 << SAMPLE_HEADER.bits("out_count"), init=[]
+                shape=8, depth=1 << SAMPLE_HEADER.bits("out_count"), init=[], attrs=mem_attrs,
             )
             cmem_rd, cmem_wr = cmem.read_port(), cmem.write_port()
             # the two 8 x 8 products of storing an intensity, from flops into flops at every
