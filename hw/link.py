@@ -353,7 +353,7 @@ class Link(wiring.Component):
             hidx = Signal(range(SAMPLE_HEADER.size + 1))
             shdr = Signal(8 * SAMPLE_HEADER.size)  # the header, byte 0 in the low bits
             chan = Signal(range(MAX_SAMPLE_CHANNELS + 1))
-            n_chan = Signal.like(chan)
+            n_chan = Signal.like(chan)  # the sample's last channel (intensities - 1)
             t_idx = Signal(SAMPLE_HEADER.bits("timesteps"))  # the timestep being generated
             rng = Signal(32)  # the rate encoder's xorshift32 state
             cidx = Signal(SAMPLE_HEADER.bits("out_count"))
@@ -915,6 +915,8 @@ class Link(wiring.Component):
         )(c)
         xin, scaled, spike_t = c.xin, c.scaled, c.spike_t
         sval = Signal(8)  # a stored value or a count, read from its block RAM
+        in_range = Signal()  # the spike in ``word`` is one of the counted neurons
+        last_count = Signal(8)  # ``out_count - 1``
         draw = Signal(32)  # the generator's next state
         field = lambda name: self._sfield(shdr, name)  # noqa: E731
         encoder, timesteps = field("encoder"), field("timesteps")
@@ -939,6 +941,7 @@ class Link(wiring.Component):
                 fail(Status.BAD_ARG)
             with m.Else():
                 m.d.sync += [
+                    last_count.eq(out_count - 1),
                     chan.eq(0),
                     marks.eq(0),
                     chunk.eq(0),
@@ -948,7 +951,7 @@ class Link(wiring.Component):
                 m.next = "SP_LOAD"
         with m.State("SP_LOAD"):
             with m.If(rx_done):
-                m.d.sync += n_chan.eq(chan)
+                m.d.sync += n_chan.eq(chan - 1)  # (the last channel: at least one came)
                 reply(_BODY_RUN)
             with m.Else():
                 m.d.comb += rxo.ready.eq(1)
@@ -995,7 +998,7 @@ class Link(wiring.Component):
         with m.State("SC_CLR"):
             m.d.comb += [cmem_wr.en.eq(1), cmem_wr.data.eq(0)]
             m.d.sync += cidx.eq(cidx + 1)
-            with m.If(cidx + 1 == out_count):
+            with m.If(cidx == last_count):
                 with m.If(field("flags")[SampleFlag.RESET.bit_length() - 1]):
                     m.next = "RS_WAIT"
                 with m.Else():
@@ -1024,7 +1027,7 @@ class Link(wiring.Component):
 
         def next_channel():
             m.d.sync += chan.eq(chan + 1)
-            with m.If(chan + 1 == n_chan):  # the events are in: run the timestep
+            with m.If(chan == n_chan):  # the events are in: run the timestep
                 m.d.sync += [count.eq(1), t_idx.eq(t_idx + 1)]
                 m.next = "ST_CHECK"
             with m.Else():
@@ -1049,8 +1052,11 @@ class Link(wiring.Component):
         with m.State("SC_CHK"):  # the spike (in ``word[:16]``): one of the counted neurons?
             rel = Signal(16)
             m.d.comb += rel.eq(word[:16] - out_first)
-            with m.If(rel < out_count):
-                m.d.sync += cidx.eq(rel)
+            # (into flops: the subtraction and the comparison are too deep for the next state)
+            m.d.sync += [cidx.eq(rel), in_range.eq(rel < out_count)]
+            m.next = "SC_RANGE"
+        with m.State("SC_RANGE"):
+            with m.If(in_range):
                 m.next = "SC_RD"
             with m.Else():
                 m.next = "ST_RUN"
@@ -1070,7 +1076,7 @@ class Link(wiring.Component):
         with m.State("SC_OEM"):
             with m.If(emit(sval)):
                 m.d.sync += cidx.eq(cidx + 1)
-                with m.If(cidx + 1 == out_count):
+                with m.If(cidx == last_count):
                     m.next = "R_STATUS"
                 with m.Else():
                     m.next = "SC_ORD"
