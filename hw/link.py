@@ -503,11 +503,11 @@ class Link(wiring.Component):
                 ]
                 with m.If(bidx[0]):
                     m.d.sync += bidx.eq(0)
-                    m.next = "DISPATCH"
+                    m.next = "DCHECK" if self.fast else "DISPATCH"
 
-        with m.State("DISPATCH"):
-            # checks in the reference's order: opcode, payload length (on the body length,
-            # payload + 2), sequence number
+        def request_checks():
+            """The request's checks (in the current state): ``known``, ``len_ok``, and whether
+            it is a duplicate or out of order."""
             if self.encoders:
                 known = (op[3:] == 0) & (op[:3] != 0)
             else:
@@ -539,13 +539,30 @@ class Link(wiring.Component):
                 streamed = op[0] | op[1]
             duplicate = last_valid & (last_seq == seq)
             in_order = ~last_valid | (seq == (last_seq + 1)[:8])
+            return known, len_ok, seq_op & duplicate, seq_op & streamed & ~in_order
+
+        if self.fast:
+            # the checks into flops, a clock before DISPATCH decides on them: with them, the
+            # next-state logic behind the length comparisons missed 100 MHz on the ECP5
+            known_q, len_ok_q, dup_q, ooo_q = Signal(), Signal(), Signal(), Signal()
+            with m.State("DCHECK"):
+                m.d.sync += Cat(known_q, len_ok_q, dup_q, ooo_q).eq(Cat(*request_checks()))
+                m.next = "DISPATCH"
+
+        with m.State("DISPATCH"):
+            # checks in the reference's order: opcode, payload length (on the body length,
+            # payload + 2), sequence number
+            if self.fast:
+                known, len_ok, dup_fail, ooo_fail = known_q, len_ok_q, dup_q, ooo_q
+            else:
+                known, len_ok, dup_fail, ooo_fail = request_checks()
             with m.If(~known):
                 fail(Status.UNKNOWN_OP, "unknown_op")
             with m.Elif(~len_ok):
                 fail(Status.BAD_LENGTH)
-            with m.Elif(seq_op & duplicate):
+            with m.Elif(dup_fail):
                 fail(Status.DUPLICATE, "duplicates")
-            with m.Elif(seq_op & streamed & ~in_order):
+            with m.Elif(ooo_fail):
                 fail(Status.OUT_OF_ORDER, "out_of_order")
             with m.Else():
                 m.d.sync += [last_seq.eq(seq), last_valid.eq(1)]
