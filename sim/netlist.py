@@ -24,6 +24,7 @@ from __future__ import annotations
 import hashlib
 import inspect
 import os
+import re
 import subprocess
 import sys
 import time
@@ -126,12 +127,252 @@ def cells_sim_dir(family: str) -> Path:
     return share
 
 
-def _cell_models(family: str) -> dict[str, str]:
-    """``cells_sim.v`` and the headers it includes (ECP5: ``cells_ff.vh``, ...), by file name."""
+def _mult18x18d_model() -> str:
+    """A simulation model of the ECP5 ``MULT18X18D`` as Yosys instantiates it.
+
+    The ECP5 ``cells_sim.v`` has none (``cells_bb.v`` declares it as a black box).  Yosys maps
+    a multiplication to it with every register bypassed (no parameter set: ``REG_*_CLK =
+    "NONE"``) and the shift-chain inputs off (``SOURCEA`` = ``SOURCEB`` = 0), so the cell is
+    combinational: ``P`` is the 36-bit product of ``A`` and ``B``, each 18-bit operand signed
+    when ``SIGNEDA`` / ``SIGNEDB`` is 1 (the ECP5 sysDSP user guide, TN1267).
+    :func:`_check_mult18x18d` refuses a netlist that uses the cell any other way.
+    """
+    def bits(name, n):
+        return ", ".join(f"{name}{i}" for i in range(n))
+
+    def concat(name, n):
+        return "{" + ", ".join(f"{name}{i}" for i in reversed(range(n))) + "}"
+
+    return "\n".join([
+        "// spikeforge.sim.netlist: MULT18X18D, combinational (every register bypassed), for",
+        "// Yosys's synth_ecp5 netlists; the ECP5 cells_sim.v has no model of it.",
+        "module MULT18X18D (",
+        f"  input {bits('A', 18)},",
+        f"  input {bits('B', 18)},",
+        f"  input {bits('C', 18)},",
+        "  input SIGNEDA, SIGNEDB, SOURCEA, SOURCEB,",
+        "  input CLK0, CLK1, CLK2, CLK3, CE0, CE1, CE2, CE3, RST0, RST1, RST2, RST3,",
+        f"  output {bits('P', 36)}",
+        ");",
+        f"  wire [17:0] a = {concat('A', 18)};",
+        f"  wire [17:0] b = {concat('B', 18)};",
+        "  wire [35:0] ax = {{18{SIGNEDA & a[17]}}, a};",
+        "  wire [35:0] bx = {{18{SIGNEDB & b[17]}}, b};",
+        "  wire [35:0] p = ax * bx;  // the low 36 bits of the (sign-extended) product",
+        f"  assign {concat('P', 36)} = p;",
+        "endmodule",
+        "",
+    ])
+
+
+def _check_mult18x18d(verilog: str) -> None:
+    """Refuse a netlist whose ``MULT18X18D`` cells use what :func:`_mult18x18d_model` does not
+    model: parameters (registers, bypass), or the shift-chain inputs."""
+    if re.search(r"\bMULT18X18D\s*#", verilog):
+        raise ConfigError("the netlist sets parameters of a MULT18X18D (registers or bypass), "
+                          "which the netlist simulation's MULT18X18D model does not implement")
+    for m in re.finditer(r"\bMULT18X18D\s+(\S+)\s*\((.*?)\);", verilog, re.S):
+        for pin in ("SOURCEA", "SOURCEB"):
+            conn = re.search(rf"\.{pin}\(([^)]*)\)", m.group(2))
+            if conn is not None and conn.group(1).strip() != "1'h0":
+                raise ConfigError(f"MULT18X18D {m.group(1)}: {pin} is driven "
+                                  f"({conn.group(1).strip()}); the model needs it 0")
+
+
+_BLACKBOX = re.compile(r"\(\*\s*blackbox\s*\*\)\s*module\s+(\w+)\b(.*?)\bendmodule", re.S)
+_CELL = re.compile(r"^  ([A-Za-z_]\w*)\s+(?:#\(|\\?[^\s(]+\s*\()", re.M)
+
+
+def _dp16kd_model(cells_sim: str) -> str:
+    """A simulation model of the ECP5 ``DP16KD`` block RAM, as Yosys's ``synth_ecp5`` uses it.
+
+    The ECP5 ``cells_sim.v`` declares ``DP16KD`` as a black box only (its outputs would float
+    at 0).  This model keeps the black box's ports and parameters and adds the behaviour of the
+    configurations :func:`_check_dp16kd` accepts: ports without output registers
+    (``REGMODE_x = "NOREG"``: read data one clock after the address), widths 1, 2, 4, 9 and 18
+    (with the two byte-write enables on ``ADx1``/``ADx0`` at 18), the 36-bit pseudo dual port
+    (A writes ``{DIB, DIA}`` with four byte enables on ``ADA3..0``, B reads ``{DOB, DOA}``),
+    ``WRITEMODE`` ``NORMAL`` (the output holds during a write), ``WRITETHROUGH`` (it shows the
+    new data) and ``READBEFOREWRITE`` (the old data), clock enables.  Where both ports are used
+    they have the same width, so the placement of narrow words in the 18-bit rows is this
+    model's own (the check refuses ports of different widths that are both clocked).
+    """
+    m = _BLACKBOX.search(cells_sim)
+    if m is None or m.group(1) != "DP16KD":
+        m = next((b for b in _BLACKBOX.finditer(cells_sim) if b.group(1) == "DP16KD"), None)
+    if m is None:
+        raise ToolchainError("the ECP5 cells_sim.v has no DP16KD declaration to model")
+    header = "module DP16KD" + m.group(2)
+
+    def vec(name, n):
+        return "{" + ", ".join(f"{name}{i}" for i in reversed(range(n))) + "}"
+
+    body = [
+        "  // spikeforge.sim.netlist: behaviour (the cells_sim.v declaration is a black box)",
+        f"  wire [17:0] dia = {vec('DIA', 18)};",
+        f"  wire [17:0] dib = {vec('DIB', 18)};",
+        f"  wire [13:0] ada = {vec('ADA', 14)};",
+        f"  wire [13:0] adb = {vec('ADB', 14)};",
+        "  reg [17:0] mem [0:1023];",
+        "  reg [17:0] doa_r, dob_r;",
+        f"  assign {vec('DOA', 18)} = doa_r;",
+        f"  assign {vec('DOB', 18)} = dob_r;",
+        "  integer i;",
+        "  initial begin",
+        "    for (i = 0; i < 1024; i = i + 1) mem[i] = 18'd0;",
+        "    doa_r = 18'd0;",
+        "    dob_r = 18'd0;",
+        "  end",
+        "  // bits of an 18-bit row that a port of width w addresses with ad",
+        "  function [17:0] sel_mask(input [13:0] ad, input integer w);",
+        "    case (w)",
+        "      1: sel_mask = 18'd1 << ad[3:0];",
+        "      2: sel_mask = 18'd3 << {ad[3:1], 1'b0};",
+        "      4: sel_mask = 18'd15 << {ad[3:2], 2'b0};",
+        "      9: sel_mask = ad[3] ? 18'h3fe00 : 18'h001ff;",
+        "      default: sel_mask = 18'h3ffff;",
+        "    endcase",
+        "  endfunction",
+        "  function [4:0] sel_shift(input [13:0] ad, input integer w);",
+        "    case (w)",
+        "      1: sel_shift = {1'b0, ad[3:0]};",
+        "      2: sel_shift = {1'b0, ad[3:1], 1'b0};",
+        "      4: sel_shift = {1'b0, ad[3:2], 2'b0};",
+        "      9: sel_shift = ad[3] ? 5'd9 : 5'd0;",
+        "      default: sel_shift = 5'd0;",
+        "    endcase",
+        "  endfunction",
+        "  // the bits a write changes: the addressed word, or at 18 the enabled bytes",
+        "  function [17:0] wr_mask(input [13:0] ad, input integer w);",
+        "    if (w == 18) wr_mask = {{9{ad[1]}}, {9{ad[0]}}};",
+        "    else wr_mask = sel_mask(ad, w);",
+        "  endfunction",
+        "  function [17:0] rd_word(input [17:0] row, input [13:0] ad, input integer w);",
+        "    rd_word = (row & sel_mask(ad, w)) >> sel_shift(ad, w);",
+        "  endfunction",
+        "  generate",
+        "    if (DATA_WIDTH_A == 36) begin : pdp",
+        "      wire [9:0] wrow = {ada[13:5], 1'b0};",
+        "      wire [9:0] rrow = {adb[13:5], 1'b0};",
+        "      always @(posedge CLKA)",
+        "        if (CEA && WEA) begin",
+        "          mem[wrow] <= (mem[wrow] & ~{{9{ada[1]}}, {9{ada[0]}}})",
+        "                       | (dia & {{9{ada[1]}}, {9{ada[0]}}});",
+        "          mem[wrow + 10'd1] <= (mem[wrow + 10'd1] & ~{{9{ada[3]}}, {9{ada[2]}}})",
+        "                              | (dib & {{9{ada[3]}}, {9{ada[2]}}});",
+        "        end",
+        "      always @(posedge CLKB)",
+        "        if (CEB) begin",
+        "          doa_r <= mem[rrow];",
+        "          dob_r <= mem[rrow + 10'd1];",
+        "        end",
+        "    end else begin : tdp",
+        "      wire [9:0] rowa = ada[13:4];",
+        "      wire [9:0] rowb = adb[13:4];",
+        "      always @(posedge CLKA)",
+        "        if (CEA) begin",
+        "          if (WEA) begin",
+        "            mem[rowa] <= (mem[rowa] & ~wr_mask(ada, DATA_WIDTH_A))",
+        "                         | ((dia << sel_shift(ada, DATA_WIDTH_A))",
+        "                            & wr_mask(ada, DATA_WIDTH_A));",
+        "            if (WRITEMODE_A == \"WRITETHROUGH\")",
+        "              doa_r <= dia & (18'h3ffff >> (18 - DATA_WIDTH_A));",
+        "            else if (WRITEMODE_A == \"READBEFOREWRITE\")",
+        "              doa_r <= rd_word(mem[rowa], ada, DATA_WIDTH_A);",
+        "          end else",
+        "            doa_r <= rd_word(mem[rowa], ada, DATA_WIDTH_A);",
+        "        end",
+        "      always @(posedge CLKB)",
+        "        if (CEB) begin",
+        "          if (WEB) begin",
+        "            mem[rowb] <= (mem[rowb] & ~wr_mask(adb, DATA_WIDTH_B))",
+        "                         | ((dib << sel_shift(adb, DATA_WIDTH_B))",
+        "                            & wr_mask(adb, DATA_WIDTH_B));",
+        "            if (WRITEMODE_B == \"WRITETHROUGH\")",
+        "              dob_r <= dib & (18'h3ffff >> (18 - DATA_WIDTH_B));",
+        "            else if (WRITEMODE_B == \"READBEFOREWRITE\")",
+        "              dob_r <= rd_word(mem[rowb], adb, DATA_WIDTH_B);",
+        "          end else",
+        "            dob_r <= rd_word(mem[rowb], adb, DATA_WIDTH_B);",
+        "        end",
+        "    end",
+        "  endgenerate",
+    ]
+    # the black box's text ends just before ``endmodule``: put the behaviour there
+    return header.rstrip() + "\n" + "\n".join(body) + "\nendmodule\n"
+
+
+def _instances(verilog: str, cell: str):
+    """``(parameters, name, connections)`` text of every instance of ``cell`` in a netlist."""
+    pattern = re.compile(
+        rf"^  {cell}\s+(?:#\((.*?)\)\s*)?(\\?\S+)\s*\((.*?)\);", re.M | re.S)
+    for m in pattern.finditer(verilog):
+        yield m.group(1) or "", m.group(2), m.group(3)
+
+
+def _check_dp16kd(verilog: str) -> None:
+    """Refuse a netlist whose ``DP16KD`` cells use what :func:`_dp16kd_model` does not model."""
+    for params, name, conns in _instances(verilog, "DP16KD"):
+        p = dict(re.findall(r"\.(\w+)\(([^)]*)\)", params))
+        c = {k: v.strip() for k, v in re.findall(r"\.(\w+)\(([^)]*)\)", conns)}
+
+        def bad(why, name=name):
+            raise ConfigError(f"DP16KD {name}: {why}; the netlist simulation's DP16KD model "
+                              "does not implement it")
+
+        for key, want in (("REGMODE_A", '"NOREG"'), ("REGMODE_B", '"NOREG"'),
+                          ("CSDECODE_A", '"0b000"'), ("CSDECODE_B", '"0b000"')):
+            if p.get(key, want) != want:
+                bad(f"{key}={p[key]}")
+        for key, value in p.items():
+            if key.endswith("MUX") and value.strip('"') != key[:-3]:
+                bad(f"{key}={value} (an inverted or constant pin)")
+            if key.startswith("INITVAL_") and set(value.split("'h", 1)[-1]) - {"0"}:
+                bad("non-zero initial contents")
+        for pin in ("CSA0", "CSA1", "CSA2", "CSB0", "CSB1", "CSB2", "RSTA", "RSTB"):
+            if c.get(pin, "1'h0") != "1'h0":
+                bad(f"{pin} is driven ({c[pin]})")
+        wa = int(p.get("DATA_WIDTH_A", "18").split("'d")[-1])
+        wb = int(p.get("DATA_WIDTH_B", "18").split("'d")[-1])
+        if wa not in (1, 2, 4, 9, 18, 36) or wb not in (1, 2, 4, 9, 18, 36):
+            bad(f"data widths {wa} / {wb}")
+        if (wa == 36) != (wb == 36):
+            bad(f"data widths {wa} / {wb} (36 bits only as the pseudo dual port, both 36)")
+        both = c.get("CLKA", "1'h0") != "1'h0" and c.get("CLKB", "1'h0") != "1'h0"
+        if both and wa != wb:
+            bad(f"both ports clocked with different widths {wa} / {wb}")
+
+
+def _check_models(verilog: str, models: dict[str, str]) -> None:
+    """Refuse a netlist that instantiates a cell whose only declaration is a black box."""
+    text = "\n".join(models.values())
+    boxes = {m.group(1) for m in _BLACKBOX.finditer(text)}
+    modelled = set(re.findall(r"^module\s+(\w+)", text, re.M)) - boxes
+    for name in sorted(models):
+        if name.startswith("spikeforge_"):
+            modelled |= set(re.findall(r"^module\s+(\w+)", models[name], re.M))
+    used = set(_CELL.findall(verilog))
+    missing = sorted((used & boxes) - modelled)
+    if missing:
+        raise ConfigError(f"the netlist uses {', '.join(missing)}, which the cell models only "
+                          "declare as black boxes (no behaviour to simulate)")
+
+
+def _cell_models(family: str, verilog: str) -> dict[str, str]:
+    """``cells_sim.v`` and the headers it includes (ECP5: ``cells_ff.vh``, ...), by file name;
+    on the ECP5 also the ``MULT18X18D`` model (checked against ``verilog``, the netlist)."""
     share = cells_sim_dir(family)
     files = {"cells_sim.v": (share / "cells_sim.v").read_text()}
     for vh in sorted(share.glob("*.vh")):
         files[vh.name] = vh.read_text()
+    if family == "ecp5":
+        _check_mult18x18d(verilog)
+        _check_dp16kd(verilog)
+        files["cells_sim.v"] = _BLACKBOX.sub(
+            lambda m: "" if m.group(1) == "DP16KD" else m.group(0), files["cells_sim.v"])
+        files["spikeforge_mult18x18d.v"] = _mult18x18d_model()
+        files["spikeforge_dp16kd.v"] = _dp16kd_model((share / "cells_sim.v").read_text())
+    _check_models(verilog, files)
     return files
 
 
@@ -307,11 +548,12 @@ def build_netlist_board(
     """
     root = Path(build_dir) if build_dir is not None else default_build_dir()
     net = synthesize_chip(board, build_dir=root / "netlist", announce=announce)
+    verilog = net.verilog.read_text()
     return build_virtual_board(
-        net.verilog,
+        verilog,
         net.top,
         root / "virtual_board",
-        extra_verilog=_cell_models(net.family),
+        extra_verilog=_cell_models(net.family, verilog),
         trace=trace,
         verilator_flags=NETLIST_VERILATOR_FLAGS,
         opt_fast=opt_fast,

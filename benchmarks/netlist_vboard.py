@@ -1,0 +1,105 @@
+"""Netlist virtual board against the RTL virtual board: simulation speed of the same chip.
+
+Runs ``spikeforge demo`` (the bundled digit classifier, ``--samples`` samples) on the RTL
+virtual board of ``--board``'s chip and on its post-synthesis netlist virtual board
+(:mod:`spikeforge.sim.netlist`), both built first if not cached (the build times are reported
+only when they happen in this run).  Prints a table; ``--json`` prints one JSON object with, for
+``rtl`` and ``netlist``:
+
+* ``samples_per_s``: demo samples classified per wall-clock second.
+* ``cycles``, ``busy_cycles``: simulated clock cycles during the load and classification (all,
+  and those in which the chip was busy).
+* ``cycles_per_s``: simulated cycles per wall-clock second over the same span.
+* ``identical``: every neuron's spikes equal the golden model's; ``accuracy_chip``.
+* ``build_s``: wall seconds of the build in this run (``null`` if it was cached).
+
+and ``netlist_over_rtl_cycles_per_s`` / ``netlist_over_rtl_samples_per_s``: the netlist's speed
+as a fraction of the RTL's, plus the netlist's level (``post-synthesis``) and its synthesis time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+
+
+def _run(exe, samples):
+    from spikeforge.host.chip_backend import ChipBackend
+    from spikeforge.host.demo import run_demo
+    from spikeforge.sim.virtual_board import VirtualBoard
+
+    with VirtualBoard(exe) as vb:
+        with ChipBackend(vb.url, timeout=60.0) as backend:
+            before = vb.stats()
+            t0 = time.perf_counter()
+            res = run_demo(backend, samples=samples, progress=False)
+            wall = time.perf_counter() - t0
+            after = vb.stats()
+    cycles = after.cycles - before.cycles
+    return {
+        "samples_per_s": res["throughput"]["samples_per_s"],
+        "wall_s": wall,
+        "cycles": cycles,
+        "busy_cycles": after.busy_cycles - before.busy_cycles,
+        "cycles_per_s": cycles / wall,
+        "identical": bool(res["identical"]),
+        "accuracy_chip": res["accuracy_chip"],
+    }
+
+
+def _timed(build):
+    t0 = time.perf_counter()
+    exe = build()
+    return exe, time.perf_counter() - t0
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--json", action="store_true", help="print one JSON object")
+    parser.add_argument("--board", default="icebreaker", help="whose chip to simulate")
+    parser.add_argument("--samples", type=int, default=20, help="demo samples per board")
+    args = parser.parse_args(argv)
+
+    from spikeforge.sim.netlist import LEVEL, build_netlist_board, synthesize_chip
+    from spikeforge.sim.virtual_board import build_virtual_board, chip_for_board
+
+    name = f"spikeforge_{args.board.replace('-', '_')}"
+    rtl_exe, rtl_build = _timed(lambda: build_virtual_board(chip_for_board(args.board), name))
+    net_exe, net_build = _timed(lambda: build_netlist_board(args.board))
+    net = synthesize_chip(args.board, announce=False)
+    result = {"board": args.board, "level": LEVEL, "samples": args.samples,
+              "synth_s": net.synth_seconds}
+    for key, exe, build_s in (("rtl", rtl_exe, rtl_build), ("netlist", net_exe, net_build)):
+        result[key] = _run(exe, args.samples)
+        result[key]["build_s"] = build_s if build_s > 5 else None  # a cache hit takes < 5 s
+    result["netlist_over_rtl_cycles_per_s"] = (
+        result["netlist"]["cycles_per_s"] / result["rtl"]["cycles_per_s"])
+    result["netlist_over_rtl_samples_per_s"] = (
+        result["netlist"]["samples_per_s"] / result["rtl"]["samples_per_s"])
+    if args.json:
+        print(json.dumps(result))
+        return 0
+    print(f"{args.board}: {args.samples} demo samples, RTL vs {LEVEL} netlist virtual board")
+    print(f"{'':22s} {'RTL':>14s} {'netlist':>14s}")
+    rows = [("samples/s", "samples_per_s", "{:14.2f}"),
+            ("simulated cycles/s", "cycles_per_s", "{:14,.0f}"),
+            ("simulated cycles", "cycles", "{:14,d}"),
+            ("busy cycles", "busy_cycles", "{:14,d}"),
+            ("wall s", "wall_s", "{:14.2f}"),
+            ("identical to golden", "identical", "{!s:>14s}"),
+            ("build s (this run)", "build_s", "{:14.1f}")]
+    for label, key, fmt in rows:
+        cells = []
+        for side in ("rtl", "netlist"):
+            v = result[side][key]
+            cells.append(f"{'cached':>14s}" if v is None else fmt.format(v))
+        print(f"{label:22s} {cells[0]} {cells[1]}")
+    print(f"netlist / RTL speed: {result['netlist_over_rtl_cycles_per_s']:.3f} (cycles/s), "
+          f"{result['netlist_over_rtl_samples_per_s']:.3f} (samples/s)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
