@@ -62,9 +62,11 @@ def main(argv=None):
     parser.add_argument("--samples", type=int, default=20, help="demo samples per board")
     args = parser.parse_args(argv)
 
+    from spikeforge.boards.configs import get_board
     from spikeforge.sim.netlist import LEVEL, build_netlist_board, synthesize_chip
     from spikeforge.sim.virtual_board import build_virtual_board, chip_for_board
 
+    args.board = get_board(args.board).name  # "ulx3s" -> "ulx3s-85f": the cached build's name
     name = f"spikeforge_{args.board.replace('-', '_')}"
     rtl_exe, rtl_build = _timed(lambda: build_virtual_board(chip_for_board(args.board), name))
     net_exe, net_build = _timed(lambda: build_netlist_board(args.board))
