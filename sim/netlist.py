@@ -34,11 +34,14 @@ from pathlib import Path
 from ..errors import ConfigError
 from ..hw.util import mark_used
 from .verilator import BuildError, ToolchainError, _locked, default_build_dir
+from .virtual_board import _sim_command as _rtl_sim_command
 from .virtual_board import (
     build_virtual_board,
     chip_for_board,
     design_source_key,
+    serve,
 )
+from .virtual_board import register as _rtl_register
 
 __all__ = [
     "NetlistBuild",
@@ -49,6 +52,10 @@ __all__ = [
     "build_netlist_board",
     "netlist_board_name",
     "NETLIST_VERILATOR_FLAGS",
+    "synthesize_board_top",
+    "board_top_name",
+    "build_uart_pin_board",
+    "register",
 ]
 
 #: The level of the netlist this module simulates: after Yosys synthesis, before nextpnr.
@@ -782,3 +789,25 @@ def build_uart_pin_board(
         verbose=verbose,
         announce=announce,
     )
+
+
+def register(subparsers):
+    """Add ``spikeforge sim`` (:func:`spikeforge.sim.virtual_board.register`) with
+    ``--netlist``: serve the board's post-synthesis netlist instead of the RTL."""
+    p = _rtl_register(subparsers)
+    p.add_argument(
+        "--netlist", action="store_true",
+        help="serve the board's post-synthesis netlist (the bitstream build's Yosys synthesis, "
+        "simulated with the vendor cell models) instead of the RTL",
+    )
+    p.set_defaults(func=_sim_command)
+    return p
+
+
+def _sim_command(args):
+    if not args.netlist:
+        return _rtl_sim_command(args)
+    exe = build_netlist_board(args.board, trace=bool(args.trace))
+    serve(exe, args.port, name=netlist_board_name(args.board), host=args.host,
+          trace_file=args.trace)
+    return 0

@@ -1056,7 +1056,8 @@ def chip_for_board(board: str = "ulx3s-85f"):
 
 
 def register(subparsers):
-    """Add ``spikeforge sim`` to an argparse ``subparsers``."""
+    """Add ``spikeforge sim`` to an argparse ``subparsers``; return its parser (which
+    :func:`spikeforge.sim.netlist.register` extends with ``--netlist``)."""
     from ..boards.configs import BOARDS
 
     p = subparsers.add_parser(
@@ -1073,22 +1074,11 @@ def register(subparsers):
         help="simulate the chip configuration of this board's bitstream",
     )
     p.add_argument("--trace", metavar="FILE.vcd", help="dump a waveform (slow)")
-    p.add_argument(
-        "--netlist", action="store_true",
-        help="serve the board's post-synthesis netlist (Yosys, the bitstream's synthesis, with "
-        "the vendor cell models) instead of the RTL",
-    )
     p.set_defaults(func=_sim_command)
+    return p
 
 
 def _sim_command(args):
-    if getattr(args, "netlist", False):
-        from .netlist import build_netlist_board, netlist_board_name
-
-        exe = build_netlist_board(args.board, trace=bool(args.trace))
-        serve(exe, args.port, name=netlist_board_name(args.board), host=args.host,
-              trace_file=args.trace)
-        return 0
     top = chip_for_board(args.board)
     serve(
         top,

@@ -223,3 +223,12 @@ def test_bit_level_uart_through_the_board_top_netlist(pin_board):
 
     divisor = round(plan_clock("icebreaker").f_out_mhz * 1e6 / get_board("icebreaker").chip.baud)
     assert stats.cycles >= 10 * divisor * max(stats.rx_bytes, stats.tx_bytes)
+
+
+def test_spikeforge_sim_takes_netlist():
+    from spikeforge.cli import build_parser
+    from spikeforge.sim import netlist
+
+    args = build_parser().parse_args(["sim", "--board", "icebreaker", "--netlist"])
+    assert args.netlist and args.board == "icebreaker" and args.func is netlist._sim_command
+    assert not build_parser().parse_args(["sim"]).netlist  # the RTL stays the default
