@@ -63,9 +63,11 @@ LEVEL = "post-synthesis"
 
 _SYNTH = {"ice40": "synth_ice40", "ecp5": "synth_ecp5"}
 
-#: Verilator options the cell models need beyond the virtual board's own: the netlist has no
-#: ``timescale`` while the models do; the models' ``specify`` blocks (timing checks) are
-#: compiled out unless ``TIMING`` (iCE40) is defined, which it is not.
+#: Verilator options beyond the virtual board's own: the netlist has no ``timescale`` while the
+#: models do (TIMESCALEMOD); MULTIDRIVEN and UNOPTFLAT are quieted as cell-level netlists can
+#: raise them (an iCE40 chip build without these two options warned about TIMESCALEMOD only).
+#: The models' ``specify`` blocks (timing checks) are compiled out unless ``TIMING`` (iCE40) is
+#: defined, which it is not.
 NETLIST_VERILATOR_FLAGS = ("-Wno-TIMESCALEMOD", "-Wno-MULTIDRIVEN", "-Wno-UNOPTFLAT")
 
 
