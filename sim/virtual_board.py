@@ -1056,7 +1056,8 @@ def chip_for_board(board: str = "ulx3s-85f"):
 
 
 def register(subparsers):
-    """Add ``spikeforge sim`` to an argparse ``subparsers``."""
+    """Add ``spikeforge sim`` to an argparse ``subparsers``; return its parser (which
+    :func:`spikeforge.sim.netlist.register` extends with ``--netlist``)."""
     from ..boards.configs import BOARDS
 
     p = subparsers.add_parser(
@@ -1074,6 +1075,7 @@ def register(subparsers):
     )
     p.add_argument("--trace", metavar="FILE.vcd", help="dump a waveform (slow)")
     p.set_defaults(func=_sim_command)
+    return p
 
 
 def _sim_command(args):

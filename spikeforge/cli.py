@@ -19,7 +19,7 @@ __all__ = ["main", "build_parser"]
 # (module, attribute, commands it adds): each attribute is ``register(subparsers)``.
 _COMMANDS = [
     ("spikeforge.host.demo", "register", ("demo", "run")),
-    ("spikeforge.sim.virtual_board", "register", ("sim",)),
+    ("spikeforge.sim.netlist", "register", ("sim",)),  # virtual_board's, with --netlist
     ("spikeforge.boards.build", "register", ("build", "flash")),
     ("spikeforge.cli", "_register_info", ("info",)),
 ]
