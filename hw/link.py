@@ -237,7 +237,11 @@ class Link(wiring.Component):
         rxo = rxf.o
         rx_quiet = ~rxf.pending
         if self.fast:
-            m.submodules.rx_reg = rx_reg = StreamRegister(RxByte)
+            # a single register (a byte every two clocks, far above any UART's rate): the ring's
+            # block RAM output goes into its flops with no logic between, which is what a block
+            # RAM placed across the device from the link still makes at 100 MHz (the skid
+            # buffer's input multiplexer did not, once SAMPLE had made the link larger)
+            m.submodules.rx_reg = rx_reg = StreamRegister(RxByte, full_rate=False)
             wiring.connect(m, rxf.o, rx_reg.i)
             rxo = rx_reg.o
             rx_quiet &= ~rx_reg.o.valid
