@@ -180,25 +180,36 @@ class ChipBackend(Backend):
         if n_steps == 0 or batch == 0:
             return out
         self.events_sent += int(np.count_nonzero(raster))
+
+        def stream(first):
+            done = self._stream(raster, first, out)
+            out[:, first + done :] = False  # (the partial spikes of a sample a loss hit)
+            return done
+
+        self._with_reruns(batch, stream,
+                          lambda msg, sample: StepLostError(msg, sample * n_steps))
+        return out
+
+    def _with_reruns(self, batch, stream, lost):
+        """Run samples ``0 .. batch-1`` with ``stream(first)`` (returns how many samples from
+        ``first`` completed).  After a lost frame, rerun from the sample it hit (each sample
+        starts from a reset, so nothing carries over); after more than ``device.retries``
+        losses in a row raise ``lost(message, sample)``."""
         first, failures = 0, 0
         while first < batch:
-            done = self._stream(raster, first, out)
+            done = stream(first)
             if first + done < batch:
-                # a frame was lost: rerun from the sample it hit (each sample starts from a
-                # reset, so nothing carries over); give up after a few losses in a row
                 failures = failures + 1 if done == 0 else 1
                 self.reruns += 1
                 if failures > self.device.retries:
-                    raise StepLostError(
+                    raise lost(
                         f"the link to {self.url} lost data {failures} times in a row at sample "
                         f"{first + done}: check the cable and the baud rate "
                         f"({self.device.rx_errors} corrupt frames received)",
-                        (first + done) * n_steps,
+                        first + done,
                     )
-                out[:, first + done :] = False
                 self.device.reset_state()  # resynchronises the sequence numbers
             first += done
-        return out
 
     def run_encoded(self, intensities, timesteps, encoder="rate", *, gain=16, threshold=1,
                     seed=1, readout="spikes", on_chip=None):
@@ -238,21 +249,8 @@ class ChipBackend(Backend):
             out = np.zeros((batch, len(outputs)), dtype=np.uint8)
         else:
             out = np.zeros((timesteps, batch, self.net.n_neurons), dtype=bool)
-        first, failures = 0, 0
-        while first < batch:
-            done = self._stream_samples(x, first, seed, opts, out)
-            if first + done < batch:
-                failures = failures + 1 if done == 0 else 1
-                self.reruns += 1
-                if failures > self.device.retries:
-                    raise SampleLostError(
-                        f"the link to {self.url} lost data {failures} times in a row at sample "
-                        f"{first + done}: check the cable and the baud rate "
-                        f"({self.device.rx_errors} corrupt frames received)",
-                        first + done, timesteps,
-                    )
-                self.device.reset_state()  # resynchronises the sequence numbers
-            first += done
+        self._with_reruns(batch, lambda first: self._stream_samples(x, first, seed, opts, out),
+                          lambda msg, sample: SampleLostError(msg, sample, timesteps))
         self.encoding_path = "chip"
         self.encoding_reason = "the chip has encoders (IDENTIFY: encoders=1)"
         self.encoding_readout = "counts" if counted else "spikes"

@@ -236,27 +236,52 @@ def test_backend_on_chip_required_and_refused():
 
 
 def test_backend_reruns_samples_after_a_lost_reply():
-    state = {"n": 0}
-
-    def corrupt_fourth_reply(direction, data):
-        if direction != "to_host":
-            return data
-        frames = data.split(b"\x00")  # the replies arrive together: corrupt one frame of them
-        for k, f in enumerate(frames):
-            body = list(FrameDecoder().feed(f + b"\x00"))
-            if body and isinstance(body[0], bytes) and body[0][0] == Op.SAMPLE.value:
-                state["n"] += 1
-                if state["n"] == 4:
-                    i = len(f) // 2
-                    frames[k] = f[:i] + bytes((f[i] ^ 0x08 or 0x18,)) + f[i + 1:]
-        return b"\x00".join(frames)
-
-    chip, net = _backend(True, tamper=corrupt_fourth_reply)
+    chip, net = _backend(True, tamper=_corrupt_reply(Op.SAMPLE, {4}))
     x = _x(n=10, seed=2)
     counts = chip.run_encoded(x, 12, readout="counts", seed=4)
     assert chip.reruns == 1
     ref, _ = _backend(False)
     assert np.array_equal(counts, ref.run_encoded(x, 12, readout="counts", seed=4))
+
+
+
+def _corrupt_reply(op, which):
+    """A tamper that flips a bit in the ``which``-th reply frames of ``op`` (a set)."""
+    state = {"n": 0}
+
+    def tamper(direction, data):
+        if direction != "to_host":
+            return data
+        frames = data.split(b"\x00")
+        for k, f in enumerate(frames):
+            body = list(FrameDecoder().feed(f + b"\x00"))
+            if body and isinstance(body[0], bytes) and body[0][0] == op.value:
+                state["n"] += 1
+                if state["n"] in which:
+                    i = len(f) // 2
+                    frames[k] = f[:i] + bytes((f[i] ^ 0x08 or 0x18,)) + f[i + 1:]
+        return b"\x00".join(frames)
+
+    return tamper
+
+
+def test_backend_reruns_run_after_a_lost_reply_and_gives_up_after_retries():
+    """RUN, as SAMPLE: a lost reply costs a rerun from the sample it hit, same spikes; a link
+    that loses every reply ends in StepLostError after ``retries`` reruns in a row."""
+    from spikeforge.host.device import StepLostError
+
+    x = _x(n=10, seed=3)
+    raster = chip_encode(x, 12, "rate", seed=9)
+    ref, _ = _backend(False)
+    want = ref.run(raster)
+    chip, _ = _backend(False, tamper=_corrupt_reply(Op.RUN, {2}))
+    assert np.array_equal(chip.run(raster), want)
+    assert chip.reruns == 1
+    chip, _ = _backend(False, tamper=_corrupt_reply(Op.RUN, set(range(1, 1000))))
+    with pytest.raises(StepLostError, match="times in a row at sample 0") as exc:
+        chip.run(raster)
+    assert exc.value.steps_done == 0
+    assert chip.reruns == chip.device.retries + 1
 
 
 # --- the command line ----------------------------------------------------------------------------
