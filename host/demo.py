@@ -725,15 +725,22 @@ def check_inputs(raster, labels, n_inputs, path="inputs", model="the model"):
             f"found {v!r} ({int(bad.sum())} such entries)"
         )
     r = r.astype(np.uint8)
-    if labels is not None:
-        lab = np.asarray(labels)
-        if lab.dtype.kind not in "biu" or lab.ndim != 1 or lab.shape[0] != batch:
-            raise ConfigError(
-                f"{path}: 'labels' must be {batch} integers (one per sample), got shape "
-                f"{lab.shape} dtype {lab.dtype}"
-            )
-        labels = lab.astype(np.int64)
+    labels = _check_labels(labels, batch, path)
     return r, labels
+
+
+def _check_labels(labels, batch, path):
+    """``labels`` as int64, or None; a :class:`ConfigError` unless they are ``batch``
+    integers."""
+    if labels is None:
+        return None
+    lab = np.asarray(labels)
+    if lab.dtype.kind not in "biu" or lab.ndim != 1 or lab.shape[0] != batch:
+        raise ConfigError(
+            f"{path}: 'labels' must be {batch} integers (one per sample), got shape "
+            f"{lab.shape} dtype {lab.dtype}"
+        )
+    return lab.astype(np.int64)
 
 
 def check_intensities(x, labels, n_inputs, path="inputs", model="the model"):
@@ -772,14 +779,7 @@ def check_intensities(x, labels, n_inputs, path="inputs", model="the model"):
             f"{a[bad].flat[0].item()!r} ({int(bad.sum())} such entries; scale with "
             "chip_intensities)"
         )
-    if labels is not None:
-        lab = np.asarray(labels)
-        if lab.dtype.kind not in "biu" or lab.ndim != 1 or lab.shape[0] != batch:
-            raise ConfigError(
-                f"{path}: 'labels' must be {batch} integers (one per sample), got shape "
-                f"{lab.shape} dtype {lab.dtype}"
-            )
-        labels = lab.astype(np.int64)
+    labels = _check_labels(labels, batch, path)
     return a.astype(np.uint8), labels
 
 
