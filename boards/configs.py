@@ -13,6 +13,7 @@ from pathlib import Path
 
 from ..errors import ConfigError
 from ..protocol import DEFAULT_BAUD
+from ..spec import DEFAULT_FORMAT, WIDE_FORMAT, Format
 
 __all__ = ["ChipParams", "Board", "BOARDS", "get_board", "board_names", "default_out_dir"]
 
@@ -30,8 +31,9 @@ class ChipParams:
     populations : int
         Populations (layers) the core can hold.
     synapses : int
-        8-bit synaptic weights in the weight memory (the core's ``synapse_words`` are these
-        divided by its ``weights_per_word``, see :meth:`to_core_config`).
+        Synaptic weights (of ``fmt.weight_bits`` bits) in the weight memory (the core's
+        ``synapse_words`` are these divided by its ``weights_per_word``, see
+        :meth:`to_core_config`).
     lanes : int
         Synapses accumulated per clock cycle: 1, 2 or 4 (``CoreConfig.lanes``).
     clock_mhz : float
@@ -54,6 +56,10 @@ class ChipParams:
         The link executes SAMPLE: the chip generates a sample's input spikes from its
         intensities and counts the output spikes (``docs/encoding.md``).  Reported by IDENTIFY;
         the host encodes on the host on a chip without them.
+    fmt : Format
+        The number format (``spikeforge.spec``: ``DEFAULT_FORMAT``, 8-bit weights and 16-bit
+        state, or ``WIDE_FORMAT``, 16-bit weights and 24-bit state; ``docs/neuron.md``).
+        Reported by IDENTIFY; the compiler quantizes for it.
     """
 
     neurons: int
@@ -68,6 +74,7 @@ class ChipParams:
     fast: bool = False
     rx_window: int = 1024
     encoders: bool = False
+    fmt: Format = DEFAULT_FORMAT
 
     def __post_init__(self):
         for name in ("neurons", "inputs", "populations", "synapses", "lanes", "baud",
@@ -80,6 +87,8 @@ class ChipParams:
                 raise ConfigError(f"ChipParams.{name}={getattr(self, name)!r} must be a bool")
         if not isinstance(self.clock_mhz, (int, float)) or not 1 <= self.clock_mhz <= 500:
             raise ConfigError(f"ChipParams.clock_mhz={self.clock_mhz!r} must be in 1..500 MHz")
+        if not isinstance(self.fmt, Format):
+            raise ConfigError(f"ChipParams.fmt={self.fmt!r} must be a spikeforge.spec.Format")
 
     def core_options(self):
         """The core's timing options (:class:`~spikeforge.hw.core.CoreOptions`)."""
@@ -88,8 +97,11 @@ class ChipParams:
         return CoreOptions(fast=self.fast, weight_banks=self.weight_banks)
 
     def as_dict(self):
-        """The fields as a ``dict`` (what the build report and the CoreConfig mapping read)."""
-        return {f.name: getattr(self, f.name) for f in fields(self)}
+        """The fields as a ``dict`` (what the build report and the CoreConfig mapping read);
+        ``fmt`` as a ``dict`` of its widths, so the whole is JSON."""
+        out = {f.name: getattr(self, f.name) for f in fields(self)}
+        out["fmt"] = {f.name: getattr(self.fmt, f.name) for f in fields(self.fmt)}
+        return out
 
     def to_core_config(self, **overrides):
         """The ``spikeforge.hw.image.CoreConfig`` of this chip: the one translation of these
@@ -113,7 +125,7 @@ class ChipParams:
             synapse_words=1,  # replaced below, once the configuration says its word size
             lanes=self.lanes,
             per_neuron_threshold=self.per_neuron_threshold,
-            **overrides,
+            **{"fmt": self.fmt, **overrides},
         )
         return replace(sized, synapse_words=-(-self.synapses // sized.weights_per_word))
 
@@ -275,6 +287,42 @@ _BOARDS = [
         notes="The FT231X is both the JTAG programmer and the UART (/dev/ttyUSB0).",
     ),
     Board(
+        name="ulx3s-85f-wide",
+        title="ULX3S 85F, wide format",
+        platform="amaranth_boards.ulx3s:ULX3S_85F_Platform",
+        family="ecp5",
+        device="LFE5U-85F-6BG381C",
+        osc_mhz=25.0,
+        clock_resource="clk25",
+        uart_resource="uart",
+        usb_uart="FTDI FT231X (up to 3 Mbaud)",
+        # The same board with WIDE_FORMAT (16-bit weights, 24-bit state, 32-bit accumulator):
+        # networks whose weights are several times their thresholds keep their behaviour
+        # (docs/neuron.md, "Two formats").  A 16-bit weight takes the block RAM of two 8-bit
+        # ones, and the neuron state is wider, so it holds fewer synapses than ulx3s-85f.
+        chip=ChipParams(
+            neurons=4096,
+            inputs=1024,
+            populations=8,
+            synapses=160 * 1024,
+            lanes=2,
+            clock_mhz=100.0,
+            baud=DEFAULT_BAUD,
+            weight_banks=16,
+            fast=True,
+            rx_window=2048,
+            encoders=True,
+            fmt=WIDE_FORMAT,
+        ),
+        openfpgaloader_board="ulx3s",
+        alt_programmer=("fujprog",),
+        bitstream_ext="bit",
+        notes=(
+            "The ULX3S 85F with 16-bit weights and 24-bit neuron state (spikeforge build "
+            "--board ulx3s-85f-wide); the FT231X is both the JTAG programmer and the UART."
+        ),
+    ),
+    Board(
         name="icesugar",
         title="iCESugar v1.5",
         platform="amaranth_boards.icesugar:ICESugarPlatform",
@@ -300,7 +348,8 @@ _BOARDS = [
 BOARDS = {board.name: board for board in _BOARDS}
 """Every board, by registry name."""
 
-_ALIASES = {"ulx3s": "ulx3s-85f", "ulx3s_85f": "ulx3s-85f", "ulx3s85f": "ulx3s-85f"}
+_ALIASES = {"ulx3s": "ulx3s-85f", "ulx3s_85f": "ulx3s-85f", "ulx3s85f": "ulx3s-85f",
+            "ulx3s-wide": "ulx3s-85f-wide"}
 
 
 def board_names():

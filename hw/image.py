@@ -278,6 +278,12 @@ class CoreConfig:
                 f"lanes={self.lanes}: a weight word of max(2, lanes) weights must fit a 32-bit "
                 f"bus word (allowed up to {32 // max(2, self.lanes)} bits)"
             )
+        if not self.per_neuron_threshold and self.fmt.threshold_bits > POP_WORD_BITS:
+            raise ConfigError(
+                f"CoreConfig: threshold_bits={self.fmt.threshold_bits} needs "
+                f"per_neuron_threshold=True (a population's threshold word, PopWord.THRESHOLD, "
+                f"holds {POP_WORD_BITS} bits)"
+            )
         if self.fmt.state_bits > 31 or self.fmt.acc_bits > 32:
             raise ConfigError(
                 f"CoreConfig.fmt: state_bits={self.fmt.state_bits} / acc_bits="
