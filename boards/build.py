@@ -835,6 +835,8 @@ def build(
         "inputs": chip.inputs,
         "populations": chip.populations,
         "synapses": chip.synapses,
+        "weight_bits": chip.fmt.weight_bits,
+        "state_bits": chip.fmt.state_bits,
         "lanes": chip.lanes,
         "baud": chip.baud,
         **{k: v for k, v in parsed.items() if k.endswith(("_used", "_total"))},
@@ -926,7 +928,8 @@ def format_report(report):
         pct = 100.0 * used / total if total else 0.0
         lines.append(f"  {label:<17s}{used:>7d} / {total:<7d} {pct:5.1f}%")
     lines.append(
-        f"  chip      {report['neurons']} neurons, {report['synapses']} synapses, "
+        f"  chip      {report['neurons']} neurons, {report['synapses']} "
+        f"{report.get('weight_bits', 8)}-bit synapses, "
         f"{report['inputs']} inputs, UART {report['baud']} baud"
     )
     tried = report.get("seeds_tried") or []
@@ -989,8 +992,9 @@ def _cmd_build(args):
         for board in BOARDS.values():
             c = board.chip
             print(
-                f"{board.name:<12s} {board.title:<16s} {board.device:<18s} "
-                f"{c.neurons} neurons, {c.synapses} synapses, {c.clock_mhz:g} MHz"
+                f"{board.name:<15s} {board.title:<23s} {board.device:<18s} "
+                f"{c.neurons} neurons, {c.synapses} {c.fmt.weight_bits}-bit synapses, "
+                f"{c.fmt.state_bits}-bit state, {c.clock_mhz:g} MHz"
             )
         return 0
     if not args.board:

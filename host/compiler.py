@@ -358,6 +358,8 @@ class Compiled:
     fit : Fit or None
         The passed fit check (:func:`~spikeforge.host.image.check_fit`) that :meth:`image`
         reuses for ``config``.
+    calibration : dict or None
+        What the quantizer's calibration tried and kept (``Quantized.calibration``).
     """
 
     net: Network
@@ -368,10 +370,12 @@ class Compiled:
     config: object = None
     fmt: Format = DEFAULT_FORMAT
     fit: Fit | None = field(default=None, repr=False, compare=False)
+    calibration: dict | None = field(default=None, repr=False, compare=False)
 
     @property
     def quantized(self) -> Quantized:
-        return Quantized(self.net, self.float_net, self.scales, self.fmt, self.notes)
+        return Quantized(self.net, self.float_net, self.scales, self.fmt, self.notes,
+                         self.calibration)
 
     def image(self, config=None):
         """The chip's memory image: ``spikeforge.host.image.build_image(net, config)``.
@@ -426,10 +430,13 @@ def compile(
     *,
     settings: Settings | None = None,
     fmt: Format = DEFAULT_FORMAT,
-    per_neuron: bool = False,
+    per_neuron: bool | None = None,
     leak: str = "mult",
     n_inputs: int | None = None,
     calibration=None,
+    calibrate="random",
+    rate: float = 0.1,
+    min_agreement: float | None = 0.99,
     **sklearn_kw,
 ) -> Compiled:
     """Compile ``model`` for the chip: import, quantize, check that it fits.
@@ -446,8 +453,13 @@ def compile(
         checked.
     settings : Settings
         NIR settings (``dt``, reset).
-    fmt, per_neuron, leak
-        See :func:`quantize`.
+    fmt, per_neuron, leak, calibrate, rate, min_agreement
+        See :func:`quantize` (``fmt`` is the chip's when ``config`` is given).  ``calibrate``:
+        the inputs the quantizer checks its choice of scales on (default: random spikes at
+        ``rate``); ``per_neuron`` None lets it choose, but never per-neuron scales on a chip with
+        one threshold per population.
+    calibration
+        A scikit-learn model's training inputs (for its rate conversion).
 
     Raises
     ------
@@ -464,8 +476,13 @@ def compile(
     ):
         scales = {p.name: np.ones(p.size) for p in float_net.populations}
         int_net, notes = float_net, ["network is already integer: not quantized"]
+        calibration = None
     else:
-        q = quantize(float_net, fmt, per_neuron=per_neuron, leak=leak)
+        if per_neuron is None and not getattr(config, "per_neuron_threshold", True):
+            per_neuron = False  # one threshold per population on this chip
+        q = quantize(float_net, fmt, per_neuron=per_neuron, leak=leak, calibrate=calibrate,
+                     rate=rate, min_agreement=min_agreement)
         int_net, scales, notes = q.net, q.scales, q.notes
+        calibration = q.calibration
     fit = check_fit(int_net, config, fmt=fmt)
-    return Compiled(int_net, float_net, scales, settings, notes, config, fmt, fit)
+    return Compiled(int_net, float_net, scales, settings, notes, config, fmt, fit, calibration)

@@ -6,10 +6,13 @@ Spec: ``docs/neuron.md`` (the integer neuron and its widths), ``spikeforge.spec.
 Spikes are single bits, so every target population (or every target neuron) can have its own
 scale ``s``: the weights *into* it, its bias and its threshold are multiplied by ``s`` together,
 its membrane (and CuBa current) become ``s`` times the float ones, and its spikes do not change
-apart from rounding.  ``s`` is the largest value that keeps every incoming weight within the
-weight range (``127 / max|w|`` for 8-bit weights), lowered when the threshold would leave too
-little headroom in the state range or the bias would not fit.  Decays become ``q = round(beta *
-2**F)`` (``leak="mult"``) or the nearest ``k`` of ``v - (v >> k)`` (``leak="shift"``).
+apart from rounding.  ``s`` is at most the value that puts the largest incoming weight at the
+edge of the weight range (``127 / max|w|`` for 8-bit weights), lowered when the threshold would
+leave too little headroom in the state range or the bias would not fit.  Which scales keep the
+spikes best (per population or per neuron, the whole weight range or a quarter of it) is found by
+calibration: the float and the integer network run on a calibration input, the closest wins.
+Decays become ``q = round(beta * 2**F)`` (``leak="mult"``) or the nearest ``k`` of ``v - (v >>
+k)`` (``leak="shift"``).
 """
 
 from __future__ import annotations
@@ -22,7 +25,7 @@ import numpy as np
 from ..errors import ConfigError, UnsupportedError
 from ..network import Network, NeuronParams, Population, Projection
 from ..sim.golden import GoldenChip, validate_network
-from ..spec import DEFAULT_FORMAT, Format, LeakMode
+from ..spec import DEFAULT_FORMAT, WIDE_FORMAT, Format, LeakMode
 from .nir_import import is_readout
 
 __all__ = [
@@ -33,6 +36,7 @@ __all__ = [
     "agreement",
     "precision",
     "QuantizationWarning",
+    "calibration_raster",
 ]
 
 
@@ -55,6 +59,10 @@ class Quantized:
     fmt : Format
     notes : list of str
         What rounding did (decay errors, threshold rounding), one line each.
+    calibration : dict or None
+        What the calibration tried and kept (:func:`quantize`): ``input`` (what it ran on),
+        ``per_neuron``, ``weight_fill``, ``agreement`` (per population, on that input) and
+        ``tried`` (every choice and its lowest agreement); None without calibration.
     """
 
     net: Network
@@ -62,6 +70,7 @@ class Quantized:
     scales: dict
     fmt: Format = DEFAULT_FORMAT
     notes: list = field(default_factory=list)
+    calibration: dict | None = None
 
 
 def _per(value, n):
@@ -98,30 +107,82 @@ def _decay_codes(name, pop, beta, leak, fmt, notes):
     return k.astype(np.int64)
 
 
+CALIBRATION_STEPS = 50
+"""Timesteps of the random calibration input (``quantize(calibrate="random")``)."""
+
+CALIBRATION_SAMPLES = 64
+"""Samples of the random calibration input."""
+
+CALIBRATION_SEED = 0
+"""Seed of the random calibration input: the same network always gets the same scales."""
+
+WEIGHT_FILLS = (1.0, 0.25)
+"""The share of the weight range the largest weight into a population may take, tried by the
+calibration: 1 gives the weights every bit; a quarter leaves the state room for sums of large
+weights (a narrow state saturates before a wide weight range is used up)."""
+
+
+def calibration_raster(n_inputs: int, rate: float = 0.1, *, steps: int = CALIBRATION_STEPS,
+                       samples: int = CALIBRATION_SAMPLES, seed: int = CALIBRATION_SEED):
+    """The random calibration input: every channel spikes with probability ``rate`` in every
+    step, independently; an array ``(steps, samples, n_inputs)`` of 0/1."""
+    if not 0 < rate <= 1:
+        raise ConfigError(f"rate={rate!r} is out of range: allowed 0 < rate <= 1")
+    rng = np.random.default_rng(seed)
+    return (rng.random((steps, samples, n_inputs)) < rate).astype(np.uint8)
+
+
 def quantize(
     net: Network,
     fmt: Format = DEFAULT_FORMAT,
     *,
-    per_neuron: bool = False,
+    per_neuron: bool | None = None,
     leak: str = "mult",
     headroom: float = 4.0,
+    calibrate="random",
+    rate: float = 0.1,
+    min_agreement: float | None = 0.99,
 ) -> Quantized:
-    """Quantize a float network (as trained) to integer codes for the chip.
+    """Quantize a float network (as trained) to integer codes for the chip, choosing the scales
+    that keep its spikes.
+
+    Every population gets a scale ``s``: integer membrane = ``s`` x float membrane
+    (``docs/compiler.md``).  The largest ``s`` the format allows is limited by the weights (the
+    largest incoming weight takes the whole weight range), the threshold (``headroom``) and the
+    bias.  With calibration (the default), a few choices are tried -- one scale per population or
+    one per neuron, the largest weight at the full weight range or at a quarter of it
+    (:data:`WEIGHT_FILLS`) -- by running the float and the integer network (golden model) on the
+    calibration input, and the one whose lowest per-population spike agreement is highest is
+    kept (the first, per population and full range, unless another is better by more than
+    0.05 points).  ``Quantized.calibration`` says what was tried and what each population
+    reached.
 
     Parameters
     ----------
     net : Network
         Float network (e.g. from :func:`~spikeforge.host.nir_import.from_nir`).
     fmt : Format
-        Target widths.
-    per_neuron : bool
-        One scale per neuron (Xylo style) instead of one per population (Speck style).  Readout
-        populations (LI/CubaLI) always get one scale, so their membranes stay comparable.
+        Target widths (``spikeforge.spec.DEFAULT_FORMAT``, ``WIDE_FORMAT``).
+    per_neuron : bool or None
+        One scale per neuron (Xylo style; needs per-neuron thresholds on the chip) or one per
+        population (Speck style); None: the calibration chooses (per population without it).
+        Readout populations (LI/CubaLI) always get one scale, so their membranes stay comparable.
     leak : {"mult", "shift"}
         How leaky populations decay on the chip.
     headroom : float
         The scaled threshold is kept below ``state_max / headroom`` so the membrane can overshoot
         the threshold without saturating.
+    calibrate : "random", array or None
+        The calibration input: ``"random"`` (:func:`calibration_raster`: every channel spikes
+        with probability ``rate`` each step, 50 steps x 64 samples, fixed seed); the user's own
+        input raster ``(T, batch, n_inputs)`` (what the network will see: better); None: no
+        calibration, per-population scales at the full weight range.
+    rate : float
+        Spike probability per channel and step of the random calibration input.
+    min_agreement : float or None
+        Warn (:class:`QuantizationWarning`, naming each population, its agreement on the
+        calibration input and the parameter that lost most precision, and a wider format if
+        there is one) when the best choice leaves a population below this spike agreement.
 
     Returns
     -------
@@ -130,13 +191,114 @@ def quantize(
     Raises
     ------
     ConfigError, UnsupportedError
-        A parameter the format cannot represent (named, with the allowed range).
+        A parameter the format cannot represent (named, with the allowed range), a calibration
+        input of the wrong shape.
     """
     if leak not in ("mult", "shift"):
         raise ConfigError(f"leak={leak!r} is not valid: allowed 'mult', 'shift'")
     if not headroom >= 1:
         raise ConfigError(f"headroom={headroom!r} is out of range: allowed >= 1")
+    if per_neuron not in (None, False, True):
+        raise ConfigError(f"per_neuron={per_neuron!r} is not valid: allowed True, False, None")
+    if min_agreement is not None and not 0 <= min_agreement <= 1:
+        raise ConfigError(f"min_agreement={min_agreement!r} is out of range: allowed 0..1 or None")
     validate_network(net, "float")
+    if calibrate is None:
+        return _quantize_once(net, fmt, bool(per_neuron), leak, headroom, 1.0)
+    if isinstance(calibrate, str):
+        if calibrate != "random":
+            raise ConfigError(
+                f"calibrate={calibrate!r} is not valid: allowed 'random', an input raster "
+                f"(T, batch, {net.n_inputs}) or None"
+            )
+        raster = calibration_raster(net.n_inputs, rate)
+        source = (f"random input, spike probability {rate:g} per channel and step, "
+                  f"{CALIBRATION_STEPS} steps x {CALIBRATION_SAMPLES} samples")
+    else:
+        raster = np.asarray(calibrate)
+        if raster.ndim != 3 or raster.shape[2] != net.n_inputs or 0 in raster.shape[:2]:
+            raise ConfigError(
+                f"calibration input has shape {raster.shape}: expected (T, batch, "
+                f"{net.n_inputs}) spike counts with T, batch >= 1"
+            )
+        source = f"the given input, {raster.shape[0]} steps x {raster.shape[1]} samples"
+    modes = (False, True) if per_neuron is None else (per_neuron,)
+    float_spikes = _spikes(net, "float", raster, fmt)
+    tried, best = [], None
+    for pn in modes:
+        for fill in WEIGHT_FILLS:
+            try:
+                q = _quantize_once(net, fmt, pn, leak, headroom, fill)
+            except (ConfigError, UnsupportedError):
+                if best is None and fill == WEIGHT_FILLS[0] and pn == modes[0]:
+                    raise  # the first choice fails: say why
+                continue
+            agree = _agreements(q.net, float_spikes, _spikes(q.net, "int", raster, fmt))
+            score = min(agree.values(), default=1.0)
+            tried.append({"per_neuron": pn, "weight_fill": fill, "lowest_agreement": score})
+            if best is None or score > best[0] + 5e-4:
+                best = (score, q, agree, pn, fill)
+    score, q, agree, pn, fill = best
+    q.calibration = {"input": source, "per_neuron": pn, "weight_fill": fill,
+                     "agreement": agree, "tried": tried}
+    q.notes.append(
+        f"calibration on {source}: {'per-neuron' if pn else 'per-population'} scales, largest "
+        f"weight at {fill:g} of the weight range; lowest spike agreement "
+        f"{100 * score:.2f} %"
+    )
+    if min_agreement is not None:
+        low = {k: a for k, a in agree.items() if a < min_agreement}
+        if low:
+            _warn_low(q, low, min_agreement, " on the calibration input")
+    return q
+
+
+def _spikes(net, mode, raster, fmt, batch_size=512):
+    """The spikes ``(T, batch, n_neurons)`` of ``net`` (golden model) on ``raster``."""
+    out = []
+    for k in range(0, raster.shape[1], batch_size):
+        chunk = raster[:, k:k + batch_size]
+        out.append(GoldenChip(net, mode, batch=chunk.shape[1], fmt=fmt).run(chunk)["spikes"])
+    return np.concatenate(out, axis=1)
+
+
+def _agreements(net, a, b):
+    """Per population of ``net``, the spike agreement of spike arrays ``a`` and ``b``."""
+    out = {}
+    for pop in net.populations:
+        sl = slice(net.base(pop.name), net.base(pop.name) + pop.size)
+        out[pop.name] = agreement(a[..., sl], b[..., sl])
+    return out
+
+
+def _warn_low(q, low, min_agreement, where):
+    """Warn that populations ``low`` ({name: agreement}) are below ``min_agreement``."""
+    prec = precision(q)
+    parts = []
+    for k, a in low.items():
+        errs = prec.get(k) or {"-": 0.0}
+        name = max(errs, key=errs.get)
+        parts.append(f"{k!r} {100 * a:.2f} % (most precision lost: {name}, "
+                     f"{100 * errs[name]:.2f} %)")
+    advice = "QuantReport.precision has every parameter's rounding error"
+    if q.fmt.weight_bits < WIDE_FORMAT.weight_bits or q.fmt.state_bits < WIDE_FORMAT.state_bits:
+        advice = (f"a chip with {WIDE_FORMAT.weight_bits}-bit weights and "
+                  f"{WIDE_FORMAT.state_bits}-bit state (spikeforge.spec.WIDE_FORMAT, board "
+                  f"ulx3s-85f-wide) keeps more; " + advice)
+    warnings.warn(
+        QuantizationWarning(
+            f"the integer network's spikes agree with the float network's on less than "
+            f"{100 * min_agreement:.0f} % of entries{where} in population(s) "
+            + "; ".join(parts)
+            + f": the chip will not behave like the trained network there ({advice})"
+        ),
+        stacklevel=3,
+    )
+
+
+def _quantize_once(net, fmt, per_neuron, leak, headroom, fill) -> Quantized:
+    """One choice of scales (:func:`quantize` without calibration): ``fill`` is the share of the
+    weight range the largest weight into a population takes."""
     w_max = fmt.weight_range[1]
     state_max = fmt.state_range[1]
     thr_lo, thr_hi = fmt.threshold_range
@@ -159,7 +321,7 @@ def quantize(
         else:
             cm = colmax
         with np.errstate(divide="ignore"):
-            s = np.where(cm > 0, w_max / cm, np.inf)
+            s = np.where(cm > 0, fill * w_max / cm, np.inf)
             if not readout:
                 s = np.minimum(s, (state_max / headroom) / thr)
             s = np.minimum(s, np.where(np.abs(bias) > 0, bias_hi / np.abs(bias), np.inf))
@@ -425,23 +587,9 @@ def compare(q: Quantized, raster, labels=None, decoder="count", batch_size=512, 
         rf[pop.name], ri[pop.name] = float(a.mean()), float(b.mean())
     rep = QuantReport(agree, rf, ri, precision=precision(q))
     if min_agreement is not None:
-        low = [k for k, a in agree.items() if a < min_agreement]
+        low = {k: a for k, a in agree.items() if a < min_agreement}
         if low:
-            parts = []
-            for k in low:
-                name, frac = rep.worst(k)
-                parts.append(f"{k!r} {100 * agree[k]:.2f} % (most precision lost: {name}, "
-                             f"{100 * frac:.2f} %)")
-            warnings.warn(
-                QuantizationWarning(
-                    f"the integer network's spikes agree with the float network's on less than "
-                    f"{100 * min_agreement:.0f} % of entries in population(s) "
-                    + "; ".join(parts)
-                    + ": the chip will not behave like the trained network there "
-                    "(QuantReport.precision has every parameter's rounding error)"
-                ),
-                stacklevel=2,
-            )
+            _warn_low(q, low, min_agreement, "")
     if labels is not None:
         out_pop = q.net.outputs[0]
         sl = slice(q.net.base(out_pop), q.net.base(out_pop) + q.net.population(out_pop).size)
