@@ -193,18 +193,19 @@ def run_snntorch(net, raster):
     return np.array(out).astype(bool)
 
 
-def check_raster(n_inputs=N_IN):
+def check_raster(batch=CHECK_BATCH, n_inputs=N_IN):
     rng = np.random.default_rng(CHECK_SEED)
-    return (rng.random((CHECK_T, CHECK_BATCH, n_inputs)) < CHECK_RATE).astype(np.float32)
+    return (rng.random((CHECK_T, batch, n_inputs)) < CHECK_RATE).astype(np.float32)
 
 
-def float_match(name):
+def float_match(name, batch=CHECK_BATCH):
     """Share of (step, sample, neuron) spike entries on which the float golden model of the
-    imported fixture equals the snnTorch module; and both spike arrays."""
+    imported fixture (``from_nir(path)``, settings from the sidecar) equals the snnTorch module
+    (:func:`module_from_fixture`) on :func:`check_raster`; and both spike arrays."""
     from spikeforge.host.nir_import import from_nir
     from spikeforge.sim.golden import GoldenChip
 
-    raster = check_raster()
+    raster = check_raster(batch)
     ref = run_snntorch(module_from_fixture(name), raster)
     net = from_nir(path(name))
     ours = GoldenChip(net, "float", batch=raster.shape[1]).run(raster)["spikes"].astype(bool)
