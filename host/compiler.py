@@ -71,7 +71,7 @@ def from_snntorch(module, n_inputs: int, settings: Settings | None = None) -> Ne
 
     settings = settings or Settings.snntorch()
     kinds = (snn.Leaky, snn.Synaptic, snn.RLeaky, snn.RSynaptic)
-    resets, delays, rleaky_zero = {}, {}, []
+    resets, delays, rleaky_zero, dropped_reset = {}, {}, [], []
     for name, m in module.named_modules():
         if not isinstance(m, kinds):
             continue
@@ -88,6 +88,19 @@ def from_snntorch(module, n_inputs: int, settings: Settings | None = None) -> Ne
                                    f"quantizes)")
         resets[name] = m.reset_mechanism
         delays[name] = bool(m.reset_delay)
+        if type(m) is snn.RSynaptic and not m.reset_delay:
+            # snnTorch 1.0.0's RSynaptic.forward applies the immediate reset to a local copy of
+            # the membrane and drops it (and fails with init_hidden=True): the module computes
+            # the delayed reset, so that is what the chip must run (and what the export traces)
+            delays[name] = True
+            dropped_reset.append(m)
+            warnings.warn(
+                f"{label}: reset_delay=False has no effect in snnTorch {snn.__version__}'s "
+                f"RSynaptic (its forward drops the immediate reset), so the network trained with "
+                f"the delayed reset and is compiled with it; for an immediate reset, subclass "
+                f"RSynaptic to apply it to self.mem (tests/data/make_rcuba_fixtures.py does)",
+                stacklevel=2,
+            )
         if isinstance(m, snn.RLeaky) and m.reset_mechanism == "zero":
             rleaky_zero.append(name)
     if isinstance(settings.reset, str) and resets:
@@ -96,12 +109,16 @@ def from_snntorch(module, n_inputs: int, settings: Settings | None = None) -> Ne
                             default_reset_delay=settings.default_reset_delay)
     was_training = module.training
     module.eval()
+    for m in dropped_reset:
+        m.reset_delay = True
     try:
         with warnings.catch_warnings():  # nirtorch's own deprecation notice, not the user's
             warnings.simplefilter("ignore", DeprecationWarning)
             graph = export_to_nir(module, torch.zeros(int(n_inputs)))
     finally:
         module.train(was_training)
+        for m in dropped_reset:
+            m.reset_delay = False
     # NIR node names are module names, or "name.lif" for a recurrent module
     flat_reset = {}
     flat_delay = {}
@@ -429,7 +446,7 @@ def compile(
     config=None,
     *,
     settings: Settings | None = None,
-    fmt: Format = DEFAULT_FORMAT,
+    fmt: Format | None = None,
     per_neuron: bool | None = None,
     leak: str = "mult",
     n_inputs: int | None = None,
@@ -454,7 +471,8 @@ def compile(
     settings : Settings
         NIR settings (``dt``, reset).
     fmt, per_neuron, leak, calibrate, rate, min_agreement
-        See :func:`quantize` (``fmt`` is the chip's when ``config`` is given).  ``calibrate``:
+        See :func:`quantize`.  ``fmt`` defaults to the chip's (``config.fmt``) or
+        ``DEFAULT_FORMAT``; a ``fmt`` the chip does not have is refused.  ``calibrate``:
         the inputs the quantizer checks its choice of scales on (default: random spikes at
         ``rate``); ``per_neuron`` None lets it choose, but never per-neuron scales on a chip with
         one threshold per population.
@@ -468,7 +486,15 @@ def compile(
     UnsupportedError, ConfigError
         From the importers and the quantizer.
     """
-    fmt = getattr(config, "fmt", fmt)
+    chip_fmt = getattr(config, "fmt", None)
+    if fmt is not None and chip_fmt is not None and fmt != chip_fmt:
+        raise ConfigError(
+            f"the network was asked for {fmt.weight_bits}-bit weights and {fmt.state_bits}-bit "
+            f"state but the chip reports {chip_fmt.weight_bits}-bit weights and "
+            f"{chip_fmt.state_bits}-bit state: compile for the chip's format (leave fmt out), "
+            f"or use a board that carries the format (spikeforge build --list)"
+        )
+    fmt = chip_fmt or fmt or DEFAULT_FORMAT
     float_net = _to_float_network(model, settings, n_inputs, calibration, sklearn_kw)
     if _is_integer(float_net) and isinstance(model, (str, os.PathLike, Network)) and all(
         np.issubdtype(np.asarray(p.params.threshold).dtype, np.integer)
