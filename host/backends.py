@@ -100,15 +100,20 @@ def _chip(port):
 
 
 def _virtual(port):
+    """``virtual`` (the ULX3S chip) or ``virtual:BOARD`` (that board's chip) in Verilator."""
     from .chip_backend import VirtualChipBackend
 
-    return VirtualChipBackend()
+    if ":" not in port:
+        return VirtualChipBackend()
+    from ..boards.configs import get_board
+
+    return VirtualChipBackend(get_board(port.split(":", 1)[1]).name)
 
 
 _FACTORIES = {
     "golden": lambda port: GoldenBackend("int"),
     "golden-float": lambda port: GoldenBackend("float"),
-    "virtual": _virtual,  # the chip RTL in Verilator (needs the [sim] extra)
+    "virtual": _virtual,  # the chip RTL in Verilator (needs the [sim] extra); virtual:BOARD
     "url": _chip,  # any other --port: a serial device, socket://host:port, netlist:BOARD
 }
 
@@ -129,6 +134,8 @@ def open_backend(port: str | None = None) -> Backend:
     port = DEFAULT_BACKEND if port is None else port
     if port in _FACTORIES:
         return _FACTORIES[port](port)
+    if isinstance(port, str) and port.startswith("virtual:") and "virtual" in _FACTORIES:
+        return _FACTORIES["virtual"](port)
     if "url" in _FACTORIES:
         return _FACTORIES["url"](port)
     names = ", ".join(sorted(_FACTORIES))

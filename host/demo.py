@@ -1116,8 +1116,8 @@ def register(subparsers):
         "which this PC simulates the chip and the speed projected for a real board.")
     p.add_argument("--port", default=None,
                    help="chip URL (serial device such as /dev/ttyUSB1, socket://host:port) or "
-                   "backend name (virtual, golden, golden-float); default: virtual, the chip "
-                   "RTL on a virtual board")
+                   "backend name (virtual, virtual:BOARD, golden, golden-float); default: "
+                   "virtual, the chip RTL of the ULX3S on a virtual board")
     p.add_argument("--samples", type=int, default=None, help="number of test samples (max 360)")
     p.add_argument("--timesteps", type=int, default=None, help="timesteps per sample")
     p.add_argument("--model", choices=sorted(MODELS), default="snntorch",
@@ -1140,7 +1140,8 @@ def register(subparsers):
     r.add_argument("inputs", help="input raster (.npy) or .npz with raster[, labels]")
     r.add_argument("--port", default=None,
                    help="chip URL (/dev/ttyUSB1, socket://host:port) or backend name (virtual, "
-                   "golden, golden-float); default: virtual")
+                   "virtual:BOARD such as virtual:ulx3s-85f-wide, golden, golden-float); "
+                   "default: virtual")
     r.add_argument("--plot", default=None, metavar="OUT.png",
                    help="save a spike raster plot of the first sample (format from the suffix)")
     r.add_argument("--json", action="store_true", help="print the results as JSON")
