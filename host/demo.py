@@ -876,7 +876,7 @@ def _cli_wording(e: SpikeforgeError) -> ConfigError:
 
 
 def run_model(model, inputs, backend=None, *, config=None, progress=True, chunk=32,
-              decoder="count", settings=None, per_neuron=False, leak="mult", encoding=None):
+              decoder="count", settings=None, per_neuron=None, leak="mult", encoding=None):
     """Compile ``model`` (path or object), run ``inputs`` (raster) on ``backend``.
 
     Parameters
@@ -999,7 +999,9 @@ def _compile_checked(args, settings):
     if not os.path.exists(model):
         raise ConfigError(f"model file {model!r} does not exist")
     try:
-        return compile(model, settings=settings, per_neuron=args.per_neuron, leak=args.leak)
+        # no calibration here: the compile for the chip's own format (run_model) calibrates
+        return compile(model, settings=settings, per_neuron=args.per_neuron, leak=args.leak,
+                       calibrate=None, min_agreement=None)
     except SpikeforgeError as e:
         raise _cli_wording(e) from None
     except (zipfile.BadZipFile, zlib.error, EOFError, OSError, ValueError, KeyError) as e:
@@ -1174,8 +1176,9 @@ def register(subparsers):
                    help="when the reset happens: right after the spike (NIR) or at the start of "
                    "the next step (snnTorch)")
     q = r.add_argument_group("quantization")
-    q.add_argument("--per-neuron", action="store_true",
-                   help="one scale per neuron instead of one per population")
+    q.add_argument("--per-neuron", action="store_const", const=True, default=None,
+                   help="one scale per neuron (default: the quantizer's calibration chooses "
+                   "per neuron or per population, docs/compiler.md)")
     q.add_argument("--leak", default="mult", metavar="{mult,shift}",
                    help="how leaky populations decay on the chip (default mult)")
     r.set_defaults(func=_cmd_run)

@@ -237,3 +237,31 @@ def test_wide_chip_runs_a_recurrent_cuba_graph_like_the_golden_model(wide_chip, 
     assert spikes[..., outs].any() and np.abs(v).max() > 1 << 15
     rep = compiled.report(calibration_raster(net.n_inputs, 0.15, steps=40, samples=32, seed=5))
     assert min(rep.agreement.values()) >= 0.99
+
+
+# --- the command line -----------------------------------------------------------------------
+def test_run_warns_once_for_the_chip_it_runs_on(tmp_path):
+    """``spikeforge run`` checks the model before it opens a board without calibrating (no
+    warning for a format the chip may not have), then compiles for the chip's format: on the
+    8-bit golden model the warning comes once, naming the wide board."""
+    from spikeforge.cli import main
+
+    x = tmp_path / "x.npy"
+    np.save(x, calibration_raster(32, 0.15, steps=10, samples=4, seed=2))
+    model = str(NIR / "snntorch_rcuba_w10_zero_nodelay.nir")
+    with warnings.catch_warnings(record=True) as rec:
+        warnings.simplefilter("always")
+        assert main(["run", model, str(x), "--port", "golden"]) == 0
+    quant = [w for w in rec if issubclass(w.category, QuantizationWarning)]
+    assert len(quant) == 1 and "ulx3s-85f-wide" in str(quant[0].message)
+
+
+def test_virtual_port_names_an_unknown_board(tmp_path, capsys):
+    from spikeforge.cli import main
+
+    x = tmp_path / "x.npy"
+    np.save(x, calibration_raster(32, 0.15, steps=3, samples=1))
+    model = str(NIR / "snntorch_rcuba_w05_subtract_delay.nir")
+    assert main(["run", model, str(x), "--port", "virtual:nope"]) == 1
+    err = capsys.readouterr().err
+    assert "unknown board 'nope'" in err and "ulx3s-85f-wide" in err
