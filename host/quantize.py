@@ -388,7 +388,7 @@ def _quantize_once(net, fmt, per_neuron, leak, headroom, fill) -> Quantized:
         lo, hi = fmt.weight_range
         if w.size and (w.min() < lo or w.max() > hi):  # only by float round-off at the edge
             w = np.clip(w, lo, hi)
-        projections.append(Projection(proj.src, proj.dst, w))
+        projections.append(Projection(proj.src, proj.dst, w, proj.delay))
     qnet = Network(net.n_inputs, pops, projections, list(net.outputs))
     validate_network(qnet, "int", fmt)
     return Quantized(net=qnet, float_net=net, scales=scales, fmt=fmt, notes=notes)

@@ -15,7 +15,9 @@ Timing of connections (the routing semantics):
 * a projection from the input or from an *earlier* population delivers in the same timestep
   (feed-forward: ``spk1 = lif1(fc1(x)); spk2 = lif2(fc2(spk1))`` as in snnTorch);
 * a projection from the *same or a later* population is recurrent: spikes of timestep ``t``
-  arrive in timestep ``t + 1`` (as snnTorch's ``RLeaky``).
+  arrive in timestep ``t + 1`` (as snnTorch's ``RLeaky``);
+* a projection's ``delay`` ``d`` adds ``d`` timesteps to either (``docs/network.md``, "Synaptic
+  delays").
 """
 
 from __future__ import annotations
@@ -154,11 +156,25 @@ class Projection:
         The name of a population.
     weights : array of shape (n_src, n_dst) or Sparse
         Dense weights (zero entries are no synapse) or sparse connections.
+    delay : int
+        Synaptic delay in timesteps, >= 0: a spike of step ``t`` arrives in step ``t + d`` (a
+        feed-forward projection) or ``t + 1 + d`` (a recurrent one); ``docs/network.md``,
+        "Synaptic delays".
     """
 
     src: str
     dst: str
     weights: object
+    delay: int = 0
+
+    def __post_init__(self):
+        d = self.delay
+        if isinstance(d, (bool, np.bool_)) or not isinstance(d, (int, np.integer)) or d < 0:
+            raise ConfigError(
+                f"Projection {self.src}->{self.dst}: delay={d!r} is not valid: allowed an "
+                f"integer number of timesteps >= 0"
+            )
+        self.delay = int(d)
 
     def dense(self, n_src: int, n_dst: int) -> np.ndarray:
         """Return the weights as a dense ``(n_src, n_dst)`` array (checked)."""
