@@ -56,6 +56,9 @@ class ChipParams:
         The link executes SAMPLE: the chip generates a sample's input spikes from its
         intensities and counts the output spikes (``docs/encoding.md``).  Reported by IDENTIFY;
         the host encodes on the host on a chip without them.
+    max_delay : int
+        The longest synaptic delay the core delivers, in timesteps (``CoreConfig.max_delay``,
+        ``docs/network.md``, "Synaptic delays"); 0: no delays.  Reported by IDENTIFY.
     fmt : Format
         The number format (``spikeforge.spec``: ``DEFAULT_FORMAT``, 8-bit weights and 16-bit
         state, or ``WIDE_FORMAT``, 16-bit weights and 24-bit state; ``docs/neuron.md``).
@@ -75,6 +78,7 @@ class ChipParams:
     rx_window: int = 1024
     encoders: bool = False
     fmt: Format = DEFAULT_FORMAT
+    max_delay: int = 0
 
     def __post_init__(self):
         for name in ("neurons", "inputs", "populations", "synapses", "lanes", "baud",
@@ -89,6 +93,10 @@ class ChipParams:
             raise ConfigError(f"ChipParams.clock_mhz={self.clock_mhz!r} must be in 1..500 MHz")
         if not isinstance(self.fmt, Format):
             raise ConfigError(f"ChipParams.fmt={self.fmt!r} must be a spikeforge.spec.Format")
+        if isinstance(self.max_delay, bool) or not isinstance(self.max_delay, int) or not (
+            0 <= self.max_delay <= 14
+        ):
+            raise ConfigError(f"ChipParams.max_delay={self.max_delay!r} must be in 0..14 steps")
 
     def core_options(self):
         """The core's timing options (:class:`~spikeforge.hw.core.CoreOptions`)."""
@@ -125,7 +133,7 @@ class ChipParams:
             synapse_words=1,  # replaced below, once the configuration says its word size
             lanes=self.lanes,
             per_neuron_threshold=self.per_neuron_threshold,
-            **{"fmt": self.fmt, **overrides},
+            **{"fmt": self.fmt, "max_delay": self.max_delay, **overrides},
         )
         return replace(sized, synapse_words=-(-self.synapses // sized.weights_per_word))
 
@@ -280,6 +288,8 @@ _BOARDS = [
             rx_window=2048,
             # on-chip spike encoding and count readout (the UP5K has no logic cells left)
             encoders=True,
+            # synaptic delays up to 7 steps: the spike bitmaps of the last 8 steps
+            max_delay=7,
         ),
         openfpgaloader_board="ulx3s",
         alt_programmer=("fujprog",),
@@ -315,6 +325,7 @@ _BOARDS = [
             rx_window=2048,
             encoders=True,
             fmt=WIDE_FORMAT,
+            max_delay=7,
         ),
         openfpgaloader_board="ulx3s",
         alt_programmer=("fujprog",),

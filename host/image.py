@@ -20,6 +20,7 @@ from ..hw.image import (
     ConfigWord,
     CoreConfig,
     DescList,
+    DescStride,
     PopWord,
     Region,
     Span,
@@ -71,6 +72,8 @@ class Block:
     first: int  #: first source of the group the block covers
     count: int  #: sources covered
     stride: int | None = None  #: slots from row to row (default: ``length``)
+    #: steps after the source's spike that the block delivers (``a + d``, :data:`DescStride`)
+    arrival: int = 0
 
     def words(self) -> list[int]:
         """The block's :class:`DescWord` words."""
@@ -79,13 +82,20 @@ class Block:
             pack(Span, first=self.target, count=self.length),
             self.slot,
             pack(Span, first=self.first, count=self.count),
-            stride,
+            pack(DescStride, stride=stride, arrival=self.arrival),
         ]
 
 
+def arrival(net, proj) -> int:
+    """Steps after a source spike that ``proj`` delivers: ``a + d`` (``docs/network.md``,
+    "Synaptic delays"; ``a`` = 1 for a recurrent projection)."""
+    return int(net.is_recurrent(proj)) + proj.delay
+
+
 def _groups(net):
-    """Fan-out groups in table order: the input channels, then per population forward and
-    recurrent; each as ``(key, projections)``."""
+    """Fan-out groups in table order: the input channels, then per population forward (same
+    step) and recurrent (a later step: every arrival >= 1, recurrent or delayed); each as
+    ``(key, projections)``."""
     keys = [("input", None)]
     for pop in net.populations:
         keys += [("forward", pop.name), ("recurrent", pop.name)]
@@ -94,7 +104,7 @@ def _groups(net):
         if proj.src == INPUT:
             groups[("input", None)].append(proj)
         else:
-            kind = "recurrent" if net.is_recurrent(proj) else "forward"
+            kind = "recurrent" if arrival(net, proj) else "forward"
             groups[(kind, proj.src)].append(proj)
     return list(groups.items())
 
@@ -143,7 +153,7 @@ def compile_blocks(net, config: CoreConfig) -> Layout:
             box[:, :length] = w[r0:r1, c0:c1]
             blocks.append(
                 Block(target, length, len(slots), int(r0), int(r1 - r0),
-                      stride if lanes > 1 else None)
+                      stride if lanes > 1 else None, arrival(net, proj))
             )
             slots.extend(int(x) for x in box.ravel())
         lists[key] = (first, len(blocks) - first)
@@ -206,6 +216,22 @@ def _capacity_problems(net, config: CoreConfig) -> list[str]:
             f"the network has {len(net.populations)} populations, the core's table holds "
             f"{config.n_populations}"
         )
+    for proj in net.projections:
+        if not proj.delay:
+            continue
+        if proj.src == INPUT:
+            problems.append(
+                f"projection input->{proj.dst} has a delay of {proj.delay} steps: the core "
+                f"delivers input events as they come and keeps no history of them; delay the "
+                f"input raster on the host, or route the input through a population "
+                f"(docs/network.md, 'Synaptic delays')"
+            )
+        elif proj.delay > config.max_delay:
+            problems.append(
+                f"projection {proj.src}->{proj.dst} has a delay of {proj.delay} steps, the core "
+                + (f"delivers delays up to {config.max_delay}" if config.max_delay else
+                   "has no delays (max_delay = 0; the ulx3s-85f boards carry them)")
+            )
     names = ("beta", "alpha") + (() if config.per_neuron_threshold else ("threshold",))
     for pop in net.populations:
         for name in names:
@@ -296,11 +322,13 @@ def build_image(net, config: CoreConfig, fit: Fit | None = None) -> list[tuple[i
     n = net.n_neurons
     pop_words, thr, bias = [], [], []
     for pop, arr in zip(net.populations, fit.arrays, strict=True):
+        first, count = lists[("recurrent", pop.name)]
         opts = pop_options(
             pop.params,
             pop.name in net.outputs,
             lists[("forward", pop.name)][1] > 0,
-            lists[("recurrent", pop.name)][1] > 0,
+            count > 0,
+            max((b.arrival for b in blocks[first:first + count]), default=0),
         )
         beta = _scalar(pop.params.beta) if pop.params.leak != LeakMode.NONE else 0
         alpha = (

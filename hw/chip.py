@@ -66,7 +66,11 @@ IDENT_FIELDS = (
     "route_entries",
     "delay_depth",
     "encoders",
+    "max_delay",
 )
+#: Core fields added after the first bitstreams, and their value when a bitstream does not
+#: report them: ``max_delay`` (the longest synaptic delay, ``CoreConfig.max_delay``).
+_LATER_CORE_FIELDS = {"max_delay": 0}
 #: The link's fields of :data:`IDENT_FIELDS`: what the host link can do beyond the core.
 #: ``encoders``: 1 if the link executes SAMPLE (on-chip spike encoding, ``docs/encoding.md``).
 _LINK_FIELDS = ("encoders",)
@@ -124,7 +128,7 @@ def _ident_values(words) -> dict:
 def config_from_ident(words) -> CoreConfig:
     """Rebuild the :class:`CoreConfig` (of each core) a chip reported in IDENTIFY."""
     words = list(words)
-    values = _ident_values(words)
+    values = {**_LATER_CORE_FIELDS, **_ident_values(words)}
     if any(name not in values for name in _CORE_FIELDS):
         raise ConfigError(
             f"IDENTIFY returned {len(words)} capability words, expected {len(IDENT_FIELDS)} "

@@ -96,6 +96,21 @@ Span = data.StructLayout({"first": 16, "count": 16})
 targets (:attr:`DescWord.TARGET`: ``first`` = target, ``count`` = length) and the router's
 source entries (``spikeforge.hw.router``)."""
 
+ARRIVAL_BITS = 4
+"""Width of a descriptor's arrival (:data:`DescStride`) and of a population's ``walks``: how many
+steps after a spike its fan-out block delivers, 0 (same step) .. 15."""
+
+MAX_DELAY = (1 << ARRIVAL_BITS) - 2
+"""The largest ``CoreConfig.max_delay`` the formats can describe (an arrival is at most
+``max_delay + 1``)."""
+
+DescStride = data.StructLayout({"stride": 16, "arrival": ARRIVAL_BITS})
+"""Layout of :attr:`DescWord.STRIDE`: the stride, and the block's *arrival*, the number of steps
+after the source's spike that it delivers (``docs/network.md``, "Synaptic delays": ``a + d``).
+A core matches a source only with the blocks of its own arrival: 0 for input events and
+same-step walks, ``k`` for the walk of the bitmap of ``k`` steps ago.  A core without delays
+(``max_delay = 0``) does not look at it."""
+
 PopOptions = data.StructLayout(
     {
         "model": NeuronModel,
@@ -104,7 +119,10 @@ PopOptions = data.StructLayout(
         "reset_delay": 1,
         "output": 1,  # spikes go to the host on the ``spikes`` stream
         "forward": 1,  # spikes have a same-step fan-out (walked after the sweep)
-        "recurrent": 1,  # spikes have a next-step fan-out (walked at the next step's start)
+        "recurrent": 1,  # spikes have a later-step fan-out (walked at a later step's start)
+        # the latest arrival of the later-step fan-out: walks k = 1 .. walks of the bitmaps of
+        # k steps ago (a core with delays; 1 without: next step only)
+        "walks": ARRIVAL_BITS,
     }
 )
 """Layout of :attr:`PopWord.OPTIONS` (the neuron options and :class:`PopFlag`)."""
@@ -186,7 +204,7 @@ class PopFlag(enum.IntFlag):
     RESET_DELAY = 1 << PopOptions["reset_delay"].offset
     OUTPUT = 1 << PopOptions["output"].offset  #: spikes go to the host on the ``spikes`` stream
     FORWARD = 1 << PopOptions["forward"].offset  #: spikes have a same-step fan-out
-    RECURRENT = 1 << PopOptions["recurrent"].offset  #: spikes have a next-step fan-out
+    RECURRENT = 1 << PopOptions["recurrent"].offset  #: spikes have a later-step fan-out
 
 
 class DescWord(enum.Enum):
@@ -202,7 +220,9 @@ class DescWord(enum.Enum):
     TARGET = 0  #: :data:`Span`: ``first`` = target, ``count`` = length
     SLOT = 1  #: first weight slot of the block
     SOURCES = 2  #: :data:`Span`: the block's rows
-    STRIDE = 3  #: weight slots from one row to the next (``length`` rounded up to the lanes)
+    #: :data:`DescStride`: weight slots from one row to the next (``length`` rounded up to the
+    #: lanes), and the block's arrival
+    STRIDE = 3
 
 
 @dataclass(frozen=True)
@@ -231,6 +251,10 @@ class CoreConfig:
     per_neuron_threshold : bool
         One threshold per neuron (``Region.THR``, one memory word per neuron) or one per
         population (``PopWord.THRESHOLD``; saves the memory on small FPGAs).
+    max_delay : int
+        The longest synaptic delay the core delivers, 0 .. 14 timesteps (``docs/network.md``,
+        "Synaptic delays"; ``docs/core.md``, "Delays"): the spike bitmap keeps the last
+        ``bitmap_banks`` steps.  0: no delays (two banks, this step's and last step's).
     """
 
     n_neurons: int = 256
@@ -241,6 +265,7 @@ class CoreConfig:
     lanes: int = 1
     fmt: Format = field(default=DEFAULT_FORMAT)
     per_neuron_threshold: bool = True
+    max_delay: int = 0
 
     def __post_init__(self):
         checks = [
@@ -265,6 +290,11 @@ class CoreConfig:
             raise ConfigError(
                 f"CoreConfig.n_neurons={self.n_neurons} must be a multiple of lanes={self.lanes} "
                 f"(the neuron memories are banked by neuron % lanes)"
+            )
+        d = self.max_delay
+        if isinstance(d, bool) or not isinstance(d, (int, np.integer)) or not 0 <= d <= MAX_DELAY:
+            raise ConfigError(
+                f"CoreConfig.max_delay={d!r} is out of range: allowed 0..{MAX_DELAY} timesteps"
             )
         if not isinstance(self.per_neuron_threshold, bool):
             raise ConfigError(
@@ -336,6 +366,17 @@ class CoreConfig:
         return self.weights_per_word * self.fmt.weight_bits
 
     @property
+    def bitmap_banks(self) -> int:
+        """Banks of the spike bitmap, one per step kept: 2 without delays, else the power of
+        two >= ``max_delay + 1`` (a start-of-step walk reads the bank of ``k`` steps ago, ``k``
+        up to ``max_delay + 1``: the bank the step will write still holds that step)."""
+        return max(2, 1 << bits_for(self.max_delay + 1))
+
+    @property
+    def bank_bits(self) -> int:
+        return (self.bitmap_banks - 1).bit_length()
+
+    @property
     def bitmap_words(self) -> int:
         """Words of one bank of the spike bitmap (a power of two >= n_neurons / 16)."""
         return 1 << bits_for(-(-self.n_neurons // BITMAP_BITS))
@@ -362,8 +403,12 @@ def address(region: Region, offset: int = 0) -> int:
     return region.base | int(offset)
 
 
-def pop_options(params, output: bool, forward: bool, recurrent: bool = False) -> int:
-    """The :attr:`PopWord.OPTIONS` word of a population (:data:`PopOptions`)."""
+def pop_options(params, output: bool, forward: bool, recurrent: bool = False,
+                walks: int | None = None) -> int:
+    """The :attr:`PopWord.OPTIONS` word of a population (:data:`PopOptions`); ``walks``: the
+    latest arrival of its later-step fan-out (default 1 with a recurrent fan-out)."""
+    if walks is None:
+        walks = int(bool(recurrent))
     return pack(
         PopOptions,
         model=NeuronModel(params.model),
@@ -373,6 +418,7 @@ def pop_options(params, output: bool, forward: bool, recurrent: bool = False) ->
         output=int(bool(output)),
         forward=int(bool(forward)),
         recurrent=int(bool(recurrent)),
+        walks=walks,
     )
 
 

@@ -12,7 +12,7 @@ from amaranth.lib import data, stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
-from ..image import BITMAP_BITS, BITMAP_SHIFT, CoreConfig, DescList
+from ..image import ARRIVAL_BITS, BITMAP_BITS, BITMAP_SHIFT, CoreConfig, DescList
 from .descriptors import source_layout
 
 __all__ = ["SpikeBitmap", "Walker", "RegisteredWalker", "walk_layout"]
@@ -32,7 +32,7 @@ class SpikeBitmap(wiring.Component):
     ----------
     valid, spikes, group : In
         A neuron group's results: which of its lanes spiked.
-    bank : In(1)
+    bank : In(bank_bits)
         The bank the sweep writes.
     clear : In(1)
         A step starts: forget the word being written.
@@ -49,9 +49,9 @@ class SpikeBitmap(wiring.Component):
                 "valid": In(1),
                 "spikes": In(config.lanes),
                 "group": In(_groups_bits(config)),
-                "bank": In(1),
+                "bank": In(config.bank_bits),
                 "clear": In(1),
-                "rd_addr": In(range(2 * words)),
+                "rd_addr": In(range(config.bitmap_banks * words)),
                 "rd_en": In(1),
                 "rd_data": Out(BITMAP_BITS),
             }
@@ -62,7 +62,7 @@ class SpikeBitmap(wiring.Component):
         cfg = self.config
         W = cfg.bitmap_words
         m.submodules.bm_mem = mem = Memory(
-            shape=unsigned(BITMAP_BITS), depth=2 * W, init=[]
+            shape=unsigned(BITMAP_BITS), depth=cfg.bitmap_banks * W, init=[]
         )
         rd, wr = mem.read_port(), mem.write_port()
         m.d.comb += [rd.addr.eq(self.rd_addr), rd.en.eq(self.rd_en), self.rd_data.eq(rd.data)]
@@ -85,11 +85,14 @@ class SpikeBitmap(wiring.Component):
 
 def walk_layout(config: CoreConfig) -> data.StructLayout:
     """A walk: neurons ``lo .. end - 1`` of bitmap bank ``bank``; emit them on the spike stream
-    and / or hand them to the fan-out (through descriptor list ``list``)."""
+    and / or hand them to the fan-out (through descriptor list ``list``; with delays, to its
+    blocks of arrival ``key``)."""
     nb = config.neuron_bits
-    return data.StructLayout(
-        {"bank": 1, "lo": nb, "end": nb + 1, "emit": 1, "fanout": 1, "list": DescList}
-    )
+    fields = {"bank": config.bank_bits, "lo": nb, "end": nb + 1, "emit": 1, "fanout": 1,
+              "list": DescList}
+    if config.max_delay:
+        fields["key"] = ARRIVAL_BITS
+    return data.StructLayout(fields)
 
 
 class Walker(wiring.Component):
@@ -121,7 +124,7 @@ class Walker(wiring.Component):
             {
                 "start": In(1),
                 "cmd": In(walk_layout(config)),
-                "rd_addr": Out(range(2 * config.bitmap_words)),
+                "rd_addr": Out(range(config.bitmap_banks * config.bitmap_words)),
                 "rd_en": Out(1),
                 "rd_data": In(BITMAP_BITS),
                 "spikes": Out(stream.Signature(unsigned(nb))),
@@ -144,7 +147,8 @@ class Walker(wiring.Component):
         W = cfg.bitmap_words
         self._m = m
         self._wbits = (W - 1).bit_length()
-        self._bank = Signal()
+        self._bank = Signal(cfg.bank_bits)
+        key = Signal(ARRIVAL_BITS) if cfg.max_delay else None
         self._lo = Signal(nb)  # first neuron
         self._hi = Signal(nb + 1)  # one past the last neuron (inclusive_end: the last neuron)
         emit, fanout = Signal(), Signal()
@@ -172,6 +176,8 @@ class Walker(wiring.Component):
                 fanout.eq(cmd.fanout),
                 lst.eq(cmd.list),
             ]
+            if key is not None:
+                m.d.sync += key.eq(cmd.key)
         m.d.comb += [self.rd_addr.eq(Cat(self._word[: self._wbits], self._bank)), self.rd_en.eq(0)]
 
         out_valid = Signal()
@@ -243,6 +249,8 @@ class Walker(wiring.Component):
             self.source.payload.offset.eq(out_n - self._lo),
             self.source.payload.list.eq(lst),
         ]
+        if key is not None:
+            m.d.comb += self.source.payload.key.eq(key)
         emitted = ~emit | out_sent | self.spikes.ready
         m.d.comb += self.source.valid.eq(out_valid & emitted & fanout)
         with m.If(out_valid):

@@ -13,15 +13,28 @@ from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from ..compare import at_most
-from ..image import DESC_WORDS, LIST_BITS, CoreConfig, DescList, DescWord, Span
+from ..image import (
+    ARRIVAL_BITS,
+    DESC_WORDS,
+    LIST_BITS,
+    CoreConfig,
+    DescList,
+    DescStride,
+    DescWord,
+    Span,
+)
 from .issuer import segment_layout
 
 __all__ = ["DescriptorEngine", "RegisteredDescriptorEngine", "source_layout"]
 
 
 def source_layout(config: CoreConfig) -> data.StructLayout:
-    """A source of fan-out: index ``offset`` within its group, the group's descriptor list."""
-    return data.StructLayout({"offset": config.offset_bits, "list": DescList})
+    """A source of fan-out: index ``offset`` within its group, the group's descriptor list (and,
+    on a core with delays, ``key``: the arrival of the blocks it uses, :data:`DescStride`)."""
+    fields = {"offset": config.offset_bits, "list": DescList}
+    if config.max_delay:
+        fields["key"] = ARRIVAL_BITS
+    return data.StructLayout(fields)
 
 
 class DescriptorEngine(wiring.Component):
@@ -73,6 +86,7 @@ class DescriptorEngine(wiring.Component):
             m.d.sync += [src_valid.eq(1), src.eq(self.source.payload)]
         seg = segment_layout(cfg)
         self._o = Signal(cfg.offset_bits)  # the source's offset
+        self._key = Signal(ARRIVAL_BITS) if cfg.max_delay else None  # the source's arrival
         self._d = Signal(cfg.desc_bits + 1)  # the descriptor being read
         left = Signal(LIST_BITS + 1)
         self._last = Signal()  # registered left == 1
@@ -95,6 +109,7 @@ class DescriptorEngine(wiring.Component):
                     m.d.sync += [
                         src_valid.eq(0),
                         self._o.eq(src.offset),
+                        *([self._key.eq(src.key)] if self._key is not None else []),
                         self._d.eq(src.list.first),
                         left.eq(count),
                         self._last.eq(count == 1),
@@ -139,7 +154,10 @@ class DescriptorEngine(wiring.Component):
         rows, else the next descriptor."""
         m = self._m
         m.d.sync += self._stride.eq(word)
-        with m.If(self._in):
+        hit = self._in
+        if self._key is not None:  # with delays: only the blocks of the source's arrival
+            hit = hit & (DescStride(word[: DescStride.size]).arrival == self._key)
+        with m.If(hit):
             m.next = state
         with m.Else():
             self._next_descriptor()

@@ -88,8 +88,9 @@ class Sequencer(wiring.Component):
         A neuron group is in the datapaths.
     wb_group : Out
         The group the datapaths' results belong to (they come out in sweep order).
-    bank : Out(1)
-        The bitmap bank this step writes (the other holds last step's spikes).
+    bank : Out(bank_bits)
+        The bitmap bank this step writes (the others hold the last steps' spikes: last step's
+        without delays, the last ``bitmap_banks - 1`` steps' with ``max_delay``).
     walk_start : Out(1)
     walk : Out(walk_layout(config))
     walk_idle : In(1)
@@ -127,7 +128,7 @@ class Sequencer(wiring.Component):
                 "spiked": In(1),
                 "dp_busy": In(1),
                 "wb_group": Out(gbits),
-                "bank": Out(1),
+                "bank": Out(config.bank_bits),
                 "walk_start": Out(1),
                 "walk": Out(walk_layout(config)),
                 "walk_idle": In(1),
@@ -166,13 +167,27 @@ class Sequencer(wiring.Component):
         # bank ``prev`` holds last step's spikes, the step writes bank ~prev; prev_valid is
         # cleared by CONTROL (forget pending recurrent spikes).  cur_any / rec_any: population p
         # spiked this step / last step (a walk of a population without spikes is skipped).
-        prev = Signal()
-        prev_valid = Signal()
+        # With delays (docs/core.md, "Delays"): the step writes bank ``cur``, bank cur - k holds
+        # the spikes of k steps ago, valid for k <= ``age`` (steps since CONTROL cleared them);
+        # hist[k - 1]: which populations spiked k steps ago.
+        D = cfg.max_delay
+        B = cfg.bitmap_banks
         cur_any = Signal(cfg.n_populations)
-        rec_any = Signal(cfg.n_populations)
-        m.d.comb += self.bank.eq(~prev)
-        with m.If(self.clear_spikes):
-            m.d.sync += prev_valid.eq(0)
+        if D:
+            cur = Signal(cfg.bank_bits)
+            age = Signal(range(B + 1))
+            hist = [Signal(cfg.n_populations, name=f"hist{k + 1}") for k in range(B)]
+            wk = Signal(range(B + 1))  # the walk of k steps ago being done: k = wk
+            m.d.comb += self.bank.eq(cur)
+            with m.If(self.clear_spikes):
+                m.d.sync += age.eq(0)
+        else:
+            prev = Signal()
+            prev_valid = Signal()
+            rec_any = Signal(cfg.n_populations)
+            m.d.comb += self.bank.eq(~prev)
+            with m.If(self.clear_spikes):
+                m.d.sync += prev_valid.eq(0)
 
         self._idx = pop_idx = Signal(range(cfg.n_populations + 1))
         with m.If(self.results & self.spiked):
@@ -248,7 +263,7 @@ class Sequencer(wiring.Component):
             self.source.payload.list.eq(self.input_list),
         ]
 
-        def start_walk(bank, emit, fanout, lst):
+        def start_walk(bank, emit, fanout, lst, key=0):
             m.d.comb += [
                 self.walk_start.eq(1),
                 walk.bank.eq(bank),
@@ -256,15 +271,24 @@ class Sequencer(wiring.Component):
                 walk.fanout.eq(fanout),
                 walk.list.eq(lst),
             ]
+            if D:
+                m.d.comb += walk.key.eq(key)
 
         at_end = self._decision(m, pop_idx == self.n_pops, "np_end")
-        skip = self._decision(
-            m, phase_rec & ~(prev_valid & rec_any.bit_select(pop_idx, 1)), "np_skip"
-        )
+        if D:
+            # a population spiked k steps ago, k = 1 .. B, within the valid history
+            rec_valid = Cat(h.bit_select(pop_idx, 1) & (k + 1 <= age)
+                            for k, h in enumerate(hist)).any()
+            # (bit 0 of the row is unused: wk counts from 1)
+            hist_k = Cat(Const(0, 1), *(h.bit_select(pop_idx, 1) for h in hist)).bit_select(wk, 1)
+            wk_go = p_opts.recurrent & hist_k & (wk <= age) & (wk <= p_opts.walks)
+            more = self._decision(m, wk < p_opts.walks, "chk_more")
+        else:
+            rec_valid = prev_valid & rec_any.bit_select(pop_idx, 1)
+            wk_go = p_opts.recurrent & rec_any.bit_select(pop_idx, 1) & prev_valid
+        skip = self._decision(m, phase_rec & ~rec_valid, "np_skip")
         ok = self._decision(m, pop_ok, "chk_ok")
-        rec_go = ok & self._decision(
-            m, p_opts.recurrent & rec_any.bit_select(pop_idx, 1) & prev_valid, "chk_rec"
-        )
+        rec_go = ok & self._decision(m, wk_go, "chk_rec")
         emit, fanout = p_opts.output, p_opts.forward
         drain_go = self._decision(m, (emit | fanout) & cur_any.bit_select(pop_idx, 1), "drain_go")
         next_pop = self._via("NEXT_POP")
@@ -303,6 +327,8 @@ class Sequencer(wiring.Component):
                     m.next = next_pop
                 with m.Else():
                     m.d.sync += ld_k.eq(0)
+                    if D:
+                        m.d.sync += wk.eq(1)
                     m.next = "LOAD"
             with m.State("LOAD"):
                 # word k is addressed in cycle k and captured in cycle k + 1
@@ -327,13 +353,16 @@ class Sequencer(wiring.Component):
                     m.next = self._via("CHECK")
             with m.State("CHECK"):
                 with m.If(phase_rec):
-                    # last step's spikes of a population with a recurrent fan-out
+                    # last step's spikes of a population with a recurrent fan-out (with
+                    # delays: the spikes of wk steps ago, wk = 1 .. walks)
                     with m.If(rec_go):
-                        start_walk(prev, 0, 1, pop.recurrent)
+                        if D:
+                            start_walk((cur - wk)[: cfg.bank_bits], 0, 1, pop.recurrent, wk)
+                        else:
+                            start_walk(prev, 0, 1, pop.recurrent)
                         m.next = "WALK"
                     with m.Else():
-                        m.d.sync += pop_idx.eq(pop_idx + 1)
-                        m.next = next_pop
+                        self._next_walk_or_pop(m, D and more, wk if D else None, pop_idx)
                 with m.Elif(ok):
                     m.d.sync += [
                         sweep_g.eq(pop.base >> lg),
@@ -364,24 +393,30 @@ class Sequencer(wiring.Component):
             with m.State("SWEEP_DRAIN"):
                 with m.If(self._datapaths_idle(m)):
                     with m.If(drain_go):
-                        start_walk(~prev, emit, fanout, pop.forward)
+                        start_walk(cur if D else ~prev, emit, fanout, pop.forward)
                         m.next = "WALK"
                     with m.Else():
                         m.d.sync += pop_idx.eq(pop_idx + 1)
                         m.next = next_pop
             with m.State("WALK"):
                 with m.If(self.walk_idle):
-                    m.d.sync += pop_idx.eq(pop_idx + 1)
-                    m.next = next_pop
+                    if D:
+                        self._next_walk_or_pop(m, phase_rec & more, wk, pop_idx)
+                    else:
+                        m.d.sync += pop_idx.eq(pop_idx + 1)
+                        m.next = next_pop
             with m.State("FINISH"):
                 with m.If(self.drained):
-                    m.d.sync += [
-                        prev.eq(~prev),
-                        prev_valid.eq(1),
-                        rec_any.eq(cur_any),
-                        cur_any.eq(0),
-                        in_step.eq(0),
-                    ]
+                    m.d.sync += [cur_any.eq(0), in_step.eq(0)]
+                    if D:
+                        m.d.sync += [
+                            cur.eq(cur + 1),
+                            age.eq(Mux(age == B, B, age + 1)),
+                            hist[0].eq(cur_any),
+                        ]
+                        m.d.sync += [hist[k].eq(hist[k - 1]) for k in range(1, B)]
+                    else:
+                        m.d.sync += [prev.eq(~prev), prev_valid.eq(1), rec_any.eq(cur_any)]
                     m.d.comb += self.done.eq(1)
                     m.next = "IDLE"
         return m
@@ -389,6 +424,20 @@ class Sequencer(wiring.Component):
     def _datapaths_idle(self, m):
         """The sweep's last results are out (and, fast build, seen by ``drain_go``)."""
         return ~self.dp_busy
+
+    def _next_walk_or_pop(self, m, more, wk, pop_idx):
+        """After a start-of-step walk (or its skip): the walk of one step further back if
+        ``more`` (a core with delays), else the next population."""
+        if wk is None:
+            m.d.sync += pop_idx.eq(pop_idx + 1)
+            m.next = self._via("NEXT_POP")
+            return
+        with m.If(more):
+            m.d.sync += wk.eq(wk + 1)
+            m.next = self._via("CHECK")
+        with m.Else():
+            m.d.sync += pop_idx.eq(pop_idx + 1)
+            m.next = self._via("NEXT_POP")
 
 
 class RegisteredSequencer(Sequencer):
