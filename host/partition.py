@@ -247,11 +247,26 @@ def subnetwork(net: Network, group, core_of=None):
             else:
                 key = ("neuron", net.base(proj.src) + int(r))
             sub_w[chan_of[key]] = w[r]
+        # (a delayed projection cannot cross cores: partition() reports it, _delays_crossing)
         projections.append(Projection(INPUT, proj.dst, sub_w))
     outputs = [p for p in group if p in net.outputs or p in leaving]
     sub = Network(len(channels), pops, projections, outputs or [group[-1]])
     sub.outputs = outputs  # no output at all: the core emits nothing (Network would pick one)
     return sub, channels
+
+
+def _delays_crossing(net, group):
+    """Problems of the delayed projections that enter ``group`` from a population on another
+    core: a core delivers delays from its own spike bitmaps, the router only the same and the
+    next step (``docs/routing.md``)."""
+    inside = set(group)
+    return [
+        f"projection {proj.src}->{proj.dst} has a delay of {proj.delay} steps and would cross "
+        f"cores ({proj.src!r} on another core than {proj.dst!r}): delays are delivered within "
+        f"a core; put both populations on one core (assign=...)"
+        for proj in net.projections
+        if proj.delay and proj.src != INPUT and proj.dst in inside and proj.src not in inside
+    ]
 
 
 def _check_assign(net, assign, n_cores):
@@ -384,10 +399,12 @@ def partition(net: Network, n_cores: int, core_config: CoreConfig, *, strategy: 
         key = tuple(group)
         if key not in checked:
             sub, chans = subnetwork(net, group)
+            crossing = _delays_crossing(net, group)
             try:
-                checked[key] = (sub, chans, check_fit(sub, core_config), [])
+                fit = check_fit(sub, core_config)
+                checked[key] = (sub, chans, None if crossing else fit, crossing)
             except FitError as exc:
-                checked[key] = (sub, chans, None, exc.problems)
+                checked[key] = (sub, chans, None, crossing + list(exc.problems))
         return checked[key][3]
 
     if assign is not None:
