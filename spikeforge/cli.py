@@ -50,14 +50,25 @@ def _info(args):
     import json
     import os
 
+    from .boards.configs import BOARDS
     from .sim.verilator import cache_usage, default_build_dir, toolchains
-    from .spec import DEFAULT_FORMAT
+    from .spec import DEFAULT_FORMAT, WIDE_FORMAT
+
+    formats = {"DEFAULT_FORMAT": DEFAULT_FORMAT, "WIDE_FORMAT": WIDE_FORMAT}
 
     cache = cache_usage(default_build_dir())
     tools = toolchains()
     data = {
         "version": __version__,
         "format": dataclasses.asdict(DEFAULT_FORMAT),
+        "formats": {name: dataclasses.asdict(f) for name, f in formats.items()},
+        "boards": {
+            name: {
+                "format": next(k for k, f in formats.items() if f == b.chip.fmt),
+                "max_delay": b.chip.max_delay,
+            }
+            for name, b in BOARDS.items()
+        },
         "build_cache": {
             "path": str(cache.path),
             "exists": cache.exists,
@@ -71,8 +82,13 @@ def _info(args):
         print(json.dumps(data))
         return 0
     print(f"spikeforge {__version__}")
+    print(f"  {'number format':16s} {'DEFAULT_FORMAT':>15s} {'WIDE_FORMAT':>12s}")
     for k, v in data["format"].items():
-        print(f"  {k:16s} {v}")
+        print(f"  {k:16s} {v:>15} {data['formats']['WIDE_FORMAT'][k]:>12}")
+    print("boards")
+    for name, b in data["boards"].items():
+        delays = f"delays up to {b['max_delay']} steps" if b["max_delay"] else "no delays"
+        print(f"  {name:16s} {b['format']}, {delays}")
     where = " (from $SPIKEFORGE_BUILD_DIR)" if data["build_cache"]["env"] else ""
     print(f"build cache {cache.path}{where}")
     if cache.exists:
