@@ -426,10 +426,11 @@ def precision(q: Quantized) -> dict:
     """
     fmt = q.fmt
     out = {}
-    dense_f = {(p.src, p.dst): q.float_net.dense_weights(p).astype(np.float64)
-               for p in q.float_net.projections}
-    dense_i = {(p.src, p.dst): q.net.dense_weights(p).astype(np.float64)
-               for p in q.net.projections}
+    # by position: two projections between one pair (e.g. with different delays) stay apart
+    dense_f = {(k, p.src, p.dst): q.float_net.dense_weights(p).astype(np.float64)
+               for k, p in enumerate(q.float_net.projections)}
+    dense_i = {(k, p.src, p.dst): q.net.dense_weights(p).astype(np.float64)
+               for k, p in enumerate(q.net.projections)}
     for fpop, ipop in zip(q.float_net.populations, q.net.populations, strict=True):
         n = fpop.size
         s = np.asarray(q.scales[fpop.name], dtype=np.float64).reshape(-1)
@@ -439,11 +440,13 @@ def precision(q: Quantized) -> dict:
         errs = {}
         w_errs = {}
         w_max = 0.0
-        for (src, dst), wf in dense_f.items():
+        for (k, src, dst), wf in dense_f.items():
             if dst != fpop.name:
                 continue
-            wi = dense_i[(src, dst)] / s[None, :]
-            w_errs[f"weights from {src}"] = np.abs(wi - wf).max(axis=0) if wf.size else np.zeros(n)
+            wi = dense_i[(k, src, dst)] / s[None, :]
+            err = np.abs(wi - wf).max(axis=0) if wf.size else np.zeros(n)
+            name = f"weights from {src}"
+            w_errs[name] = np.maximum(w_errs[name], err) if name in w_errs else err
             w_max = max(w_max, float(np.abs(wf).max()) if wf.size else 0.0)
         if readout:
             ref = np.full(n, w_max if w_max > 0 else 1.0)
