@@ -655,7 +655,7 @@ def test_compile_dispatches_on_the_model_type(digits):
 # --- how much precision quantization loses, and the loud warning --------------------------------
 def test_precision_measures_each_parameter_against_the_threshold():
     net = _float_net(threshold=0.37, beta=0.9)
-    q = quantize(net)
+    q = quantize(net, calibrate=None)  # one scale for the population
     s = q.scales["h"][0]
     p = precision(q)["h"]
     thr_int = q.net.populations[0].params.threshold
