@@ -637,6 +637,11 @@ class GoldenChip:
     input projections of many timesteps are one product.  The float mode keeps the products of
     one timestep at a time (the same calls as snnTorch's ``Linear``) and the additions of
     several projections in projection order.
+
+    A projection with a synaptic delay ``d > 0`` (``docs/network.md``, "Synaptic delays")
+    delivers from a ring of its source's last spikes (the input's for an input projection), at
+    the start of the step ``t + a + d``, before any population updates; a network without
+    delays keeps no history and runs exactly as it did before delays existed.
     """
 
     def __init__(self, net: Network, arithmetic="int", batch=1, fmt=DEFAULT_FORMAT, dtype=None):
@@ -755,7 +760,11 @@ class GoldenChip:
 
     @property
     def acc(self):
-        """Input already delivered for the next timestep (recurrent spikes), (batch, n_neurons)."""
+        """Input already delivered for the next timestep (recurrent spikes), (batch, n_neurons).
+
+        Spikes arriving through a synaptic delay are not in it: they are added at the start of
+        the step they arrive in.
+        """
         return self._gather([a if live else np.zeros_like(a)
                              for a, live in zip(self._acc, self._live, strict=True)])
 
@@ -904,6 +913,11 @@ class GoldenChip:
         raster : array of 0/1, shape (T, batch, n_inputs) (or (T, n_inputs) when batch is 1)
         record_v : bool
             Also return the membrane after every step.
+
+        The run continues from the chip's state, as :meth:`step` does: membranes, and spikes
+        still on their way (recurrent, or through a synaptic delay) arrive in the steps of this
+        run.  Call :meth:`reset` first for a fresh start (a new chip, :meth:`evaluate` and the
+        golden backend always start from it).
 
         Returns
         -------
