@@ -154,6 +154,7 @@ def from_weights(
     reset_delay=True,
     readout=False,
     names=None,
+    delays=None,
 ) -> Network:
     """A feed-forward float network from a list of NumPy weight matrices.
 
@@ -172,6 +173,11 @@ def from_weights(
         its membrane).
     names : list of str, optional
         Population names (default ``"layer1"``, ``"layer2"``, ...).
+    delays : list of int, optional
+        One synaptic delay per weight matrix, in timesteps (default 0 each): ``weights[k]``'s
+        projection delivers a spike of step ``t`` in step ``t + delays[k]``
+        (``docs/network.md``, "Synaptic delays").  The chip refuses a delayed input projection
+        (``delays[0] > 0``); the golden model runs it.
     """
     ws = [np.asarray(w, dtype=np.float32) for w in weights]
     if not ws:
@@ -188,6 +194,11 @@ def from_weights(
         raise ConfigError(f"n_inputs={n_inputs} but weights[0] has {ws[0].shape[0]} rows")
     if biases is not None and len(biases) != len(ws):
         raise ConfigError(f"{len(biases)} biases for {len(ws)} weight matrices")
+    if delays is None:
+        delays = [0] * len(ws)
+    delays = list(delays)
+    if len(delays) != len(ws):
+        raise ConfigError(f"{len(delays)} delays for {len(ws)} weight matrices")
     if neuron not in ("lif", "if", "cuba"):
         raise ConfigError(f"neuron={neuron!r} is not valid: allowed 'lif', 'if', 'cuba'")
     names = names or [f"layer{k + 1}" for k in range(len(ws))]
@@ -208,7 +219,7 @@ def from_weights(
         if readout and last:
             p.update(threshold=READOUT_THRESHOLD, reset="none", reset_delay=False)
         pops.append(Population(names[k], n, NeuronParams(**p)))
-        projs.append(Projection(INPUT if k == 0 else names[k - 1], names[k], w))
+        projs.append(Projection(INPUT if k == 0 else names[k - 1], names[k], w, delays[k]))
     return Network(ws[0].shape[0], pops, projs, [names[-1]])
 
 
@@ -309,7 +320,7 @@ def save_network(net: Network, path) -> None:
         meta["populations"].append(entry)
     for k, proj in enumerate(net.projections):
         arrays[f"proj{k}_w"] = net.dense_weights(proj)
-        meta["projections"].append({"src": proj.src, "dst": proj.dst})
+        meta["projections"].append({"src": proj.src, "dst": proj.dst, "delay": proj.delay})
     np.savez_compressed(path, spikeforge_network=np.array(json.dumps(meta)), **arrays)
 
 
@@ -328,7 +339,8 @@ def load_network(path) -> Network:
             pops.append(Population(e["name"], e["size"], NeuronParams(
                 model=e["model"], leak=e["leak"], reset=e["reset"],
                 reset_delay=e["reset_delay"], **vals)))
-        projs = [Projection(e["src"], e["dst"], z[f"proj{k}_w"])
+        # files written before synaptic delays have no "delay": 0
+        projs = [Projection(e["src"], e["dst"], z[f"proj{k}_w"], e.get("delay", 0))
                  for k, e in enumerate(meta["projections"])]
     return Network(meta["n_inputs"], pops, projs, meta["outputs"])
 

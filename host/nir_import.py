@@ -44,12 +44,13 @@ READOUT_THRESHOLD = 1e30
 """Float threshold of a leaky-integrator readout (LI / CubaLI): never reached."""
 
 SUPPORTED_NODES = (
-    "Input", "Output", "Affine", "Linear", "Scale", "LIF", "IF", "CubaLIF", "LI", "CubaLI",
-    "NIRGraph (subgraphs, e.g. snnTorch's RLeaky/RSynaptic)",
+    "Input", "Output", "Affine", "Linear", "Scale", "Delay", "LIF", "IF", "CubaLIF", "LI",
+    "CubaLI", "NIRGraph (subgraphs, e.g. snnTorch's RLeaky/RSynaptic)",
 )
 _SUPPORTED_TEXT = ", ".join(SUPPORTED_NODES)
 _GAIN_SNAP = 1e-5  # |gain - 1| below this is float32 round-off of an exporter: taken as 1
 _RESETS = ("subtract", "zero", "none")
+_DELAY_TOL = 1e-6  # |delay/dt - round(delay/dt)| <= this * max(1, delay/dt): a whole number
 
 
 def is_readout(params: NeuronParams) -> bool:
@@ -442,6 +443,31 @@ def _linear(name, node):
     return w.T.copy(), b
 
 
+def _delay_steps(name, node, dt):
+    """A ``Delay`` node's delays in timesteps (int array, one per element or one for all).
+
+    ``delay / dt`` must be a whole number of steps (within ``_DELAY_TOL``, relative) and >= 0.
+    """
+    sec = np.asarray(node.delay, dtype=np.float64).reshape(-1)
+    if sec.size == 0:
+        raise ConfigError(f"NIR node {name!r} (Delay): delay is empty")
+    steps = sec / dt
+    rounded = np.round(steps)
+    bad = np.abs(steps - rounded) > _DELAY_TOL * np.maximum(1.0, np.abs(steps))
+    if np.any(bad):
+        k = int(np.flatnonzero(bad)[0])
+        raise UnsupportedError(
+            f"NIR node {name!r} (Delay): delay[{k}]={sec[k]!r} s is {steps[k]:.6g} timesteps of "
+            f"dt={dt!r} s: the chip delays by whole timesteps only (check Settings.dt)"
+        )
+    if np.any(rounded < 0):
+        k = int(np.flatnonzero(rounded < 0)[0])
+        raise ConfigError(
+            f"NIR node {name!r} (Delay): delay[{k}]={sec[k]!r} s is negative: allowed >= 0"
+        )
+    return rounded.astype(np.int64)
+
+
 def _check_output_type(name, node, n):
     """An Output's declared type must hold the ``n`` values that reach it, unit dimensions
     aside (nir's strict check, relaxed by :func:`read_nir`, also compares those)."""
@@ -474,6 +500,9 @@ def from_nir(graph, settings: Settings | None = None) -> Network:
         order), one projection per (source, target) pair with every chain of Affine / Linear /
         Scale nodes between them multiplied out, biases and ``v_leak`` as neuron biases, input
         gains folded into the weights.  Edges that close a cycle deliver in the next step.
+        ``Delay`` nodes on the way add up to the projection's ``delay`` (``delay / dt``
+        timesteps, whole within a relative 1e-6); a Delay with different values per element
+        splits the projection, one per distinct delay (``docs/compiler.md``, "Delays").
 
     Raises
     ------
@@ -510,6 +539,8 @@ def from_nir(graph, settings: Settings | None = None) -> Network:
             kinds[name] = "neuron"
         elif _kind(node) in _LINEAR:
             kinds[name] = "linear"
+        elif _kind(node) == "Delay":
+            kinds[name] = "delay"
         else:
             refused.append(_refusal(name, node))
     # every unsupported node and every non-finite parameter at once
@@ -525,6 +556,23 @@ def from_nir(graph, settings: Settings | None = None) -> Network:
     if not neurons:
         raise UnsupportedError("the NIR graph has no neuron node (LIF, IF, CubaLIF, LI, CubaLI)")
     linear = {k: _linear(k, flat.nodes[k][1]) for k in flat.nodes if kinds[k] == "linear"}
+    delays = {k: _delay_steps(k, flat.nodes[k][1], settings.dt)
+              for k in flat.nodes if kinds[k] == "delay"}
+
+    def width(p, seen=()):
+        """How many values node ``p`` passes on (None: cannot tell)."""
+        if p in linear:
+            return linear[p][0].shape[1]
+        if p in delays:
+            if delays[p].size > 1:
+                return delays[p].size
+            for q in preds[p]:
+                if q not in seen:
+                    n = width(q, seen + (p,))
+                    if n:
+                        return n
+            return None
+        return sizes.get(p)
 
     # sizes: from parameters, else from the linear node that feeds the neuron
     sizes = {in_name: n_inputs}
@@ -533,17 +581,19 @@ def from_nir(graph, settings: Settings | None = None) -> Network:
     for k in neurons:
         if sizes[k] is None:
             for p in preds[k]:
-                if p in linear:
-                    sizes[k] = linear[p][0].shape[1]
-                elif p in sizes and sizes[p]:
-                    sizes[k] = sizes[p]
+                if width(p):
+                    sizes[k] = width(p)
             if not sizes[k]:
                 raise ConfigError(
                     f"NIR node {k!r}: cannot tell how many neurons it has (scalar parameters "
                     f"and no Affine/Linear before it)"
                 )
 
-    # contributions into each node: list of (source, W (n_src, n_node), bias (n_node,))
+    # contributions into each node: list of (source, W (n_src, n_node), bias (n_node,), delay)
+    # with delay the sum of the Delay nodes on the way (timesteps); bias entries have source
+    # None.  A Delay is elementwise and linear, so it commutes with the matrices around it; a
+    # non-zero bias before it is refused (in the first d steps the delayed bias would be
+    # missing, which a neuron bias cannot express)
     memo = {}
 
     def contrib(node, stack=()):
@@ -558,20 +608,41 @@ def from_nir(graph, settings: Settings | None = None) -> Network:
         for p in preds[node]:
             if kinds[p] in ("neuron", "input"):
                 n = sizes[p]
-                out.append((p, np.eye(n), np.zeros(n)))
+                out.append((p, np.eye(n), np.zeros(n), 0))
             elif kinds[p] == "linear":
                 w, b = linear[p]
-                for src, m, bb in contrib(p, stack + (node,)):
+                for src, m, bb, d in contrib(p, stack + (node,)):
                     if src is None:
-                        out.append((None, None, bb @ w))
+                        out.append((None, None, bb @ w, 0))
                         continue
                     if m.shape[1] != w.shape[0]:
                         raise ConfigError(
                             f"NIR node {p!r} ({_kind(flat.nodes[p][1])}) expects {w.shape[0]} "
                             f"inputs but {src!r} gives {m.shape[1]}"
                         )
-                    out.append((src, m @ w, bb @ w))
-                out.append((None, None, b))  # the node's own bias, counted once
+                    out.append((src, m @ w, bb @ w, d))
+                out.append((None, None, b, 0))  # the node's own bias, counted once
+            elif kinds[p] == "delay":
+                steps = delays[p]
+                for src, m, bb, d in contrib(p, stack + (node,)):
+                    if src is None:
+                        if np.any(bb != 0):
+                            raise UnsupportedError(
+                                f"NIR node {p!r} (Delay) delays a non-zero Affine bias: not "
+                                f"supported (the chip adds a neuron's bias in every step, but a "
+                                f"delayed bias would be missing in the first {int(steps.max())} "
+                                f"steps); put the Delay before the Affine, or use a Linear"
+                            )
+                        continue
+                    if steps.size not in (1, m.shape[1]):
+                        raise ConfigError(
+                            f"NIR node {p!r} (Delay) has {steps.size} delays but {src!r} gives "
+                            f"it {m.shape[1]} values"
+                        )
+                    per = np.broadcast_to(steps, (m.shape[1],))
+                    for v in np.unique(per):  # one projection per distinct delay
+                        mask = (per == v).astype(np.float64)
+                        out.append((src, m * mask[None, :], bb * mask, d + int(v)))
             else:
                 raise UnsupportedError(
                     f"NIR node {p!r} ({kinds[p]}) feeds {node!r}: not supported"
@@ -590,7 +661,7 @@ def from_nir(graph, settings: Settings | None = None) -> Network:
             refused.append(str(e))
             continue
         bias = extra_bias.copy()
-        for src, m, b in contrib(k):
+        for src, m, b, d in contrib(k):
             if b.shape != (n,):
                 raise ConfigError(
                     f"NIR node {k!r} has {n} neurons but receives {b.shape[0]} values"
@@ -600,15 +671,16 @@ def from_nir(graph, settings: Settings | None = None) -> Network:
             if src is None:
                 continue
             w = m * gain[None, :]
-            proj_w[(src, k)] = proj_w.get((src, k), 0) + w
+            proj_w[(src, k, d)] = proj_w.get((src, k, d), 0) + w
         params.bias = bias
         populations[k] = Population(k, n, params)
     _raise_all(refused)
 
     # update order: reverse DFS postorder from the input; edges that close a cycle are recurrent
     adj = {k: [] for k in neurons + [in_name]}
-    for src, dst in proj_w:
-        adj[src].append(dst)
+    for src, dst, _ in proj_w:
+        if dst not in adj[src]:
+            adj[src].append(dst)
     order, state = [], {}
 
     def dfs(u):
@@ -628,6 +700,13 @@ def from_nir(graph, settings: Settings | None = None) -> Network:
     outputs = []
     for o in flat.outputs:
         for p in preds[o]:
+            if kinds[p] == "delay":
+                raise UnsupportedError(
+                    f"NIR node {p!r} (Delay) feeds the Output {o!r}: not supported; the chip "
+                    f"sends a population's spikes to the host in the step they happen (a Delay "
+                    f"is the delay of a projection between neuron nodes): delay the output "
+                    f"spikes on the host"
+                )
             if kinds[p] != "neuron":
                 raise UnsupportedError(
                     f"NIR node {p!r} ({_kind(flat.nodes[p][1]) if kinds[p] != 'input' else 'Input'}"
@@ -639,8 +718,8 @@ def from_nir(graph, settings: Settings | None = None) -> Network:
                 outputs.append(p)
         _check_output_type(o, flat.nodes[o][1], sum(sizes[p] for p in preds[o]))
     projections = [
-        Projection(INPUT if src == in_name else src, dst, w.astype(np.float32))
-        for (src, dst), w in proj_w.items()
+        Projection(INPUT if src == in_name else src, dst, w.astype(np.float32), d)
+        for (src, dst, d), w in proj_w.items()
     ]
     for p in populations.values():
         prm = p.params

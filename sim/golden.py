@@ -637,6 +637,11 @@ class GoldenChip:
     input projections of many timesteps are one product.  The float mode keeps the products of
     one timestep at a time (the same calls as snnTorch's ``Linear``) and the additions of
     several projections in projection order.
+
+    A projection with a synaptic delay ``d > 0`` (``docs/network.md``, "Synaptic delays")
+    delivers from a ring of its source's last spikes (the input's for an input projection), at
+    the start of the step ``t + a + d``, before any population updates; a network without
+    delays keeps no history and runs exactly as it did before delays existed.
     """
 
     def __init__(self, net: Network, arithmetic="int", batch=1, fmt=DEFAULT_FORMAT, dtype=None):
@@ -663,10 +668,18 @@ class GoldenChip:
         # projections grouped by when they deliver
         self._from_input, self._recurrent = [], []
         self._forward_to = [[] for _ in net.populations]  # same-step projections per target
+        # projections with a synaptic delay d > 0 (docs/network.md, "Synaptic delays"):
+        # (source, target, w, lag) with source -1 for the input and lag = a + d >= 1 steps; they
+        # deliver from a history of their source's last spikes at the start of a step
+        self._delayed = []
         for proj in net.projections:
             w = net.dense_weights(proj).astype(self._mm_dtype)
             dst = net.index(proj.dst)
-            if proj.src == INPUT:
+            if proj.delay:
+                src = -1 if proj.src == INPUT else net.index(proj.src)
+                lag = proj.delay + (1 if net.is_recurrent(proj) else 0)
+                self._delayed.append((src, dst, w, lag))
+            elif proj.src == INPUT:
                 self._from_input.append((dst, w))
             elif net.is_recurrent(proj):
                 self._recurrent.append((net.index(proj.src), dst, w))
@@ -675,6 +688,10 @@ class GoldenChip:
         # populations whose spikes feed a projection (kept as 0.0/1.0 for the products)
         self._sources = sorted({src for fw in self._forward_to for src, _ in fw}
                                | {src for src, _, _ in self._recurrent})
+        # history length per delayed source: its longest lag (a ring of that many steps)
+        self._hist_len = {}
+        for src, _, _, lag in self._delayed:
+            self._hist_len[src] = max(lag, self._hist_len.get(src, 0))
         if self._is_int:
             self._bias_mm = [p["bias"].astype(self._mm_dtype) for p in self._params]
         self.output_indices = net.output_indices()
@@ -697,6 +714,14 @@ class GoldenChip:
         self._acc = [np.zeros(s, dtype=self._mm_dtype) for s in shapes]
         self._live = [False] * len(shapes)  # does _acc[k] hold this step's input?
         self._sf = {k: np.zeros(shapes[k], dtype=self._mm_dtype) for k in self._sources}
+        # spike histories of the delayed projections' sources: (steps, batch, n) rings, slot
+        # t % steps holding step t's spikes (0/1 in the product dtype); only slots written since
+        # the last reset are read (see _step), so a reset forgets every spike in flight
+        self._hist = {src: np.zeros((n, batch, self.net.n_inputs if src < 0 else shapes[src][1]),
+                                    dtype=self._mm_dtype)
+                      for src, n in self._hist_len.items()}
+        self._hist_pop = [self._hist.get(k) for k in range(len(shapes))]
+        self._hist_in = self._hist.get(-1)
         self._work = [_Work(s) for s in shapes]
         self._scratch_bufs = {}
         self._one_thread = False  # BLAS limited to one thread (inside run)
@@ -709,7 +734,10 @@ class GoldenChip:
         return buf
 
     def reset(self):
-        """Set every state (membrane, current, accumulator, pending spikes) to zero."""
+        """Set every state (membrane, current, accumulator, pending spikes) to zero.
+
+        Spikes still on their way through a synaptic delay are forgotten as well.
+        """
         for a in (*self._v, *self._i):
             a.fill(0)
         self._live = [False] * len(self._live)
@@ -732,7 +760,11 @@ class GoldenChip:
 
     @property
     def acc(self):
-        """Input already delivered for the next timestep (recurrent spikes), (batch, n_neurons)."""
+        """Input already delivered for the next timestep (recurrent spikes), (batch, n_neurons).
+
+        Spikes arriving through a synaptic delay are not in it: they are added at the start of
+        the step they arrive in.
+        """
         return self._gather([a if live else np.zeros_like(a)
                              for a, live in zip(self._acc, self._live, strict=True)])
 
@@ -747,12 +779,16 @@ class GoldenChip:
             _matmul(a, w, acc, self._one_thread)
             self._live[k] = True
 
-    def _step(self, spikes, inputs=None, pre=None):
+    def _step(self, spikes, inputs=None, pre=None, raw=None):
         """One timestep, spikes written into ``spikes`` (bool, (batch, n_neurons)).
 
         ``inputs``: this step's input in the product dtype, or ``pre``: per population, the
         input projections' sum for this step already computed (integer mode), or ``None``.
+        ``raw``: this step's input in the product dtype for the history of delayed input
+        projections when ``inputs`` is not given (``None``: no input events).
         """
+        if self._delayed:
+            self._deliver_delayed(inputs if inputs is not None else raw)
         if inputs is not None:
             for dst, w in self._from_input:
                 self._deliver(dst, inputs, w)
@@ -784,11 +820,30 @@ class GoldenChip:
             self._live[k] = False
             if k in self._sf:
                 np.copyto(self._sf[k], s)
+            h = self._hist_pop[k]
+            if h is not None:
+                np.copyto(h[self.t % h.shape[0]], s)
         # Recurrent spikes arrive in the next step.  Their targets (same or earlier populations)
         # have already updated in this step, so their accumulators hold the next step's input.
         for src, dst, w in self._recurrent:
             self._deliver(dst, self._sf[src], w)
         self.t += 1
+
+    def _deliver_delayed(self, inputs):
+        """The arrivals of this step through delayed projections (before any update), then
+        this step's input into the input history."""
+        t = self.t
+        for src, dst, w, lag in self._delayed:
+            if t >= lag:  # sent in step t - lag >= 0, after the last reset
+                h = self._hist[src]
+                self._deliver(dst, h[(t - lag) % h.shape[0]], w)
+        h = self._hist_in
+        if h is not None:
+            slot = h[t % h.shape[0]]
+            if inputs is None:
+                slot.fill(0)
+            else:
+                np.copyto(slot, inputs, casting="unsafe")
 
     def _check_values(self, x, what):
         """Integer mode: every input is 0 or 1 (an input channel fires at most once a step)."""
@@ -830,7 +885,7 @@ class GoldenChip:
                     f"({self.batch}, {n_in})"
                 )
             self._check_values(inputs, "inputs")
-            if self._from_input:
+            if self._from_input or self._hist_in is not None:
                 a = self._scratch("inputs", inputs.shape, self._mm_dtype)
                 np.copyto(a, inputs, casting="unsafe")
         spikes = np.empty((self.batch, self.net.n_neurons), dtype=bool)
@@ -859,6 +914,11 @@ class GoldenChip:
         record_v : bool
             Also return the membrane after every step.
 
+        The run continues from the chip's state, as :meth:`step` does: membranes, and spikes
+        still on their way (recurrent, or through a synaptic delay) arrive in the steps of this
+        run.  Call :meth:`reset` first for a fresh start (a new chip, :meth:`evaluate` and the
+        golden backend always start from it).
+
         Returns
         -------
         dict
@@ -873,7 +933,8 @@ class GoldenChip:
         # (Not worth its ~30 us for a short run whose products are all small: row blocks.)
         macs = max([0] + [raster.shape[0] * self.batch * w.size for _, w in self._from_input]
                    + [self.batch * w.size for fw in self._forward_to for _, w in fw]
-                   + [self.batch * w.size for _, _, w in self._recurrent])
+                   + [self.batch * w.size for _, _, w in self._recurrent]
+                   + [self.batch * w.size for _, _, w, _ in self._delayed])
         limit = self._is_int and macs > 4 * _GEMM_SINGLE_THREAD
         with _one_blas_thread() if limit else contextlib.nullcontext(False) as one:
             self._one_thread = one
@@ -914,9 +975,11 @@ class GoldenChip:
             for dt in range(part.shape[0]):
                 t = t0 + dt
                 if pre is not None:
-                    self._step(spikes[t], pre=[None if p is None else p[dt] for p in pre])
+                    self._step(spikes[t], pre=[None if p is None else p[dt] for p in pre],
+                               raw=a[dt] if self._hist_in is not None else None)
                 else:
-                    self._step(spikes[t], inputs=a[dt] if self._from_input else None)
+                    self._step(spikes[t], inputs=a[dt] if self._from_input else None,
+                               raw=a[dt] if self._hist_in is not None else None)
                 if vs is not None:
                     for sl, v in zip(self._slices, self._v, strict=True):
                         vs[t, :, sl] = v
