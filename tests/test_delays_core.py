@@ -40,7 +40,7 @@ def _delay_net(rng, max_delay, n_inputs=10):
     p3 = NeuronParams(model="cuba", leak="mult", beta=3900, alpha=3000, threshold=150,
                       reset="none")
     sparse = Sparse(rows=rng.integers(0, 12, 20), cols=rng.integers(0, 7, 20),
-                    weights=rng.integers(-128, 128, 20))
+                    weights=rng.integers(-60, 60, 20))  # (repeated pairs add up)
     return Network(
         n_inputs,
         [Population("a", 12, p1), Population("b", 7, p2), Population("c", 5, p3)],
