@@ -40,6 +40,7 @@ import numpy as np
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
+from spikeforge.errors import SpikeforgeError  # noqa: E402
 from spikeforge.host.backends import open_backend  # noqa: E402
 from spikeforge.network import (  # noqa: E402
     INPUT,
@@ -113,11 +114,15 @@ def main(argv=None):
     raster = patterns(offsets, steps)
     delayed, plain = network(k), network(k, delays=False)
     det = delayed.base("detector")
-    with open_backend(args.port) as backend:
-        backend.load(delayed)
-        s_delayed = np.asarray(backend.run(raster))
-        backend.load(plain)
-        s_plain = np.asarray(backend.run(raster))
+    try:
+        with open_backend(args.port) as backend:
+            backend.load(delayed)
+            s_delayed = np.asarray(backend.run(raster))
+            backend.load(plain)
+            s_plain = np.asarray(backend.run(raster))
+    except SpikeforgeError as exc:  # e.g. a chip without delays: say why, in one line
+        print(f"delay_coincidence.py: error: {' '.join(str(exc).split())}", file=sys.stderr)
+        return 1
     print(f"backend {args.port}: detector fires when B comes {k} steps after A "
           f"(relay A -> detector delayed by {k})")
     print(f"{'offset B-A':>10} {'A step':>6} {'B step':>6}   {'delayed':>12}   {'no delay':>12}")
