@@ -241,6 +241,60 @@ _UP5K_CHIP = ChipParams(
     per_neuron_threshold=False,
 )
 
+_ULX3S = Board(
+    name="ulx3s-85f",
+    title="ULX3S 85F",
+    platform="amaranth_boards.ulx3s:ULX3S_85F_Platform",
+    family="ecp5",
+    device="LFE5U-85F-6BG381C",
+    osc_mhz=25.0,
+    clock_resource="clk25",
+    uart_resource="uart",
+    usb_uart="FTDI FT231X (up to 3 Mbaud)",
+    # 208 x 18 kbit EBR: 352k 8-bit weights (176k 16-bit words) take 176 blocks, the state of
+    # 4096 neurons (84 bits each) 21, the spike bitmaps and tables the rest (docs/boards.md).
+    # 100 MHz = 25 MHz * 4 is a clock the PLL makes exactly; 3 Mbaud is divisor 33 (1 %
+    # fast, within the UART's 2 %).  The weight banks and the fast build make it
+    # (docs/core.md, "Timing options").
+    chip=ChipParams(
+        neurons=4096,
+        inputs=1024,
+        populations=8,
+        synapses=352 * 1024,
+        lanes=2,
+        clock_mhz=100.0,
+        baud=DEFAULT_BAUD,
+        weight_banks=16,
+        fast=True,
+        # one 18-kbit block RAM holds 2 kB: four full request frames in flight
+        rx_window=2048,
+        # on-chip spike encoding and count readout (the UP5K has no logic cells left)
+        encoders=True,
+        # synaptic delays up to 7 steps: the spike bitmaps of the last 8 steps
+        max_delay=7,
+    ),
+    openfpgaloader_board="ulx3s",
+    alt_programmer=("fujprog",),
+    bitstream_ext="bit",
+    notes="The FT231X is both the JTAG programmer and the UART (/dev/ttyUSB0).",
+)
+
+# The same board with WIDE_FORMAT (16-bit weights, 24-bit state, 32-bit accumulator): networks
+# whose weights are several times their thresholds keep their behaviour (docs/neuron.md, "Two
+# formats").  A 16-bit weight takes the block RAM of two 8-bit ones, and the neuron state is
+# wider, so it holds fewer synapses.  75 MHz = 25 MHz * 3 (3 Mbaud is divisor 25): at 100 MHz
+# the 16-bit weight words from the far block RAMs missed timing (88 MHz, docs/boards.md).
+_ULX3S_WIDE = replace(
+    _ULX3S,
+    name="ulx3s-85f-wide",
+    title="ULX3S 85F, wide format",
+    chip=replace(_ULX3S.chip, synapses=160 * 1024, clock_mhz=75.0, fmt=WIDE_FORMAT),
+    notes=(
+        "The ULX3S 85F with 16-bit weights and 24-bit neuron state (spikeforge build "
+        "--board ulx3s-85f-wide); the FT231X is both the JTAG programmer and the UART."
+    ),
+)
+
 _BOARDS = [
     Board(
         name="icebreaker",
@@ -259,82 +313,8 @@ _BOARDS = [
         synth_opts=("-dsp", "-spram"),
         notes="The FT2232H's second channel is the UART (/dev/ttyUSB1 on Linux).",
     ),
-    Board(
-        name="ulx3s-85f",
-        title="ULX3S 85F",
-        platform="amaranth_boards.ulx3s:ULX3S_85F_Platform",
-        family="ecp5",
-        device="LFE5U-85F-6BG381C",
-        osc_mhz=25.0,
-        clock_resource="clk25",
-        uart_resource="uart",
-        usb_uart="FTDI FT231X (up to 3 Mbaud)",
-        # 208 x 18 kbit EBR: 352k 8-bit weights (176k 16-bit words) take 176 blocks, the state of
-        # 4096 neurons (84 bits each) 21, the spike bitmaps and tables the rest (docs/boards.md).
-        # 100 MHz = 25 MHz * 4 is a clock the PLL makes exactly; 3 Mbaud is divisor 33 (1 %
-        # fast, within the UART's 2 %).  The weight banks and the fast build make it
-        # (docs/core.md, "Timing options").
-        chip=ChipParams(
-            neurons=4096,
-            inputs=1024,
-            populations=8,
-            synapses=352 * 1024,
-            lanes=2,
-            clock_mhz=100.0,
-            baud=DEFAULT_BAUD,
-            weight_banks=16,
-            fast=True,
-            # one 18-kbit block RAM holds 2 kB: four full request frames in flight
-            rx_window=2048,
-            # on-chip spike encoding and count readout (the UP5K has no logic cells left)
-            encoders=True,
-            # synaptic delays up to 7 steps: the spike bitmaps of the last 8 steps
-            max_delay=7,
-        ),
-        openfpgaloader_board="ulx3s",
-        alt_programmer=("fujprog",),
-        bitstream_ext="bit",
-        notes="The FT231X is both the JTAG programmer and the UART (/dev/ttyUSB0).",
-    ),
-    Board(
-        name="ulx3s-85f-wide",
-        title="ULX3S 85F, wide format",
-        platform="amaranth_boards.ulx3s:ULX3S_85F_Platform",
-        family="ecp5",
-        device="LFE5U-85F-6BG381C",
-        osc_mhz=25.0,
-        clock_resource="clk25",
-        uart_resource="uart",
-        usb_uart="FTDI FT231X (up to 3 Mbaud)",
-        # The same board with WIDE_FORMAT (16-bit weights, 24-bit state, 32-bit accumulator):
-        # networks whose weights are several times their thresholds keep their behaviour
-        # (docs/neuron.md, "Two formats").  A 16-bit weight takes the block RAM of two 8-bit
-        # ones, and the neuron state is wider, so it holds fewer synapses than ulx3s-85f.
-        chip=ChipParams(
-            neurons=4096,
-            inputs=1024,
-            populations=8,
-            synapses=160 * 1024,
-            lanes=2,
-            # 75 MHz = 25 MHz * 3 (3 Mbaud is divisor 25): at 100 MHz the 16-bit weight words
-            # from the far block RAMs missed timing (88 MHz, docs/boards.md)
-            clock_mhz=75.0,
-            baud=DEFAULT_BAUD,
-            weight_banks=16,
-            fast=True,
-            rx_window=2048,
-            encoders=True,
-            fmt=WIDE_FORMAT,
-            max_delay=7,
-        ),
-        openfpgaloader_board="ulx3s",
-        alt_programmer=("fujprog",),
-        bitstream_ext="bit",
-        notes=(
-            "The ULX3S 85F with 16-bit weights and 24-bit neuron state (spikeforge build "
-            "--board ulx3s-85f-wide); the FT231X is both the JTAG programmer and the UART."
-        ),
-    ),
+    _ULX3S,
+    _ULX3S_WIDE,
     Board(
         name="icesugar",
         title="iCESugar v1.5",

@@ -4,6 +4,7 @@ import itertools
 import numpy as np
 import pytest
 from amaranth.sim import Simulator
+from core_golden import assert_core_run_matches_golden
 
 from spikeforge.errors import ConfigError, FitError
 from spikeforge.host.image import (
@@ -429,14 +430,7 @@ def test_core_matches_golden(seed, lanes, weight_banks, fast, per_neuron_thresho
     events[3] = list(range(net.n_inputs))  # every channel, back to back
     res = run_network(net, cfg, events, weight_banks=weight_banks,
                       fast=fast)
-    golden = GoldenChip(net)
-    out = golden.output_indices
-    for t, evs in enumerate(events):
-        counts = np.zeros(net.n_inputs, dtype=np.int64)
-        np.add.at(counts, evs, 1)
-        s = golden.step(counts)[0]
-        assert res["spikes"][t] == sorted(int(n) for n in out[s[out]]), f"step {t}"
-        np.testing.assert_array_equal(res["v"][t][: net.n_neurons], golden.v[0], f"step {t}")
+    assert_core_run_matches_golden(res, net, events)
     assert res["status"]["PARAM_ERRORS"] == 0
     assert res["status"]["STEPS"] == len(events)
 

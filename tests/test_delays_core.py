@@ -13,6 +13,8 @@ import itertools
 
 import numpy as np
 import pytest
+from core_golden import assert_core_run_matches_golden
+from test_core_unit import _random_net
 
 from spikeforge.errors import FitError
 from spikeforge.host.image import check_fit, fit_problems
@@ -26,24 +28,19 @@ from spikeforge.sim.golden import GoldenChip
 
 
 def _delay_net(rng, max_delay, n_inputs=10):
-    """Feed-forward, recurrent, backward and self-recurrent projections, each with a random
-    delay 0 .. max_delay, two of them between the same pair with different delays; input
-    projections without delay (the chip refuses those)."""
+    """test_core_unit's three populations with feed-forward, recurrent, backward and
+    self-recurrent projections, each with a random delay 0 .. max_delay, two of them between the
+    same pair with different delays; input projections without delay (the chip refuses
+    those)."""
     def d():
         return int(rng.integers(0, max_delay + 1))
 
-    p1 = NeuronParams(model="lif", leak="mult", beta=int(rng.integers(2000, 4097)),
-                      threshold=rng.integers(40, 200, 12), bias=rng.integers(-5, 6, 12),
-                      reset="subtract", reset_delay=False)
-    p2 = NeuronParams(model="cuba", leak="shift", beta=3, alpha=2, threshold=90,
-                      reset="zero", reset_delay=True)
-    p3 = NeuronParams(model="cuba", leak="mult", beta=3900, alpha=3000, threshold=150,
-                      reset="none")
+    pops = _random_net(rng, n_inputs).populations
     sparse = Sparse(rows=rng.integers(0, 12, 20), cols=rng.integers(0, 7, 20),
                     weights=rng.integers(-60, 60, 20))  # (repeated pairs add up)
     return Network(
         n_inputs,
-        [Population("a", 12, p1), Population("b", 7, p2), Population("c", 5, p3)],
+        pops,
         [
             Projection(INPUT, "a", rng.integers(-20, 110, (n_inputs, 12))),
             Projection("a", "b", sparse, d()),
@@ -82,17 +79,7 @@ def test_core_with_delays_matches_golden(lanes, weight_banks, fast, max_delay):
     events[5] = list(range(net.n_inputs))
     events[-6:] = [[]] * 6  # the delayed spikes still arrive after the input stops
     res = run_network(net, cfg, events, weight_banks=weight_banks, fast=fast)
-    golden = GoldenChip(net)
-    out = golden.output_indices
-    spiked = 0
-    for t, evs in enumerate(events):
-        counts = np.zeros(net.n_inputs, dtype=np.int64)
-        np.add.at(counts, evs, 1)
-        s = golden.step(counts)[0]
-        spiked += int(s.sum())
-        assert res["spikes"][t] == sorted(int(n) for n in out[s[out]]), f"step {t}"
-        np.testing.assert_array_equal(res["v"][t][: net.n_neurons], golden.v[0], f"step {t}")
-    assert spiked > 20
+    assert assert_core_run_matches_golden(res, net, events) > 20
     assert res["status"]["PARAM_ERRORS"] == 0
 
 

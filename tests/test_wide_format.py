@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from core_golden import assert_core_run_matches_golden
 
 from spikeforge.errors import ConfigError, FitError
 from spikeforge.host.backends import GoldenBackend
@@ -29,7 +30,6 @@ from spikeforge.hw.core import CoreOptions
 from spikeforge.hw.core_sim import run_network
 from spikeforge.hw.image import CoreConfig
 from spikeforge.network import INPUT, Network, NeuronParams, Population, Projection
-from spikeforge.sim.golden import GoldenChip
 from spikeforge.spec import DEFAULT_FORMAT, WIDE_FORMAT
 
 NIR = Path(__file__).parent / "data" / "nir"
@@ -84,17 +84,7 @@ def test_core_matches_golden_in_the_wide_format(lanes, weight_banks, fast):
     events = [list(rng.permutation(net.n_inputs)[: rng.integers(0, 11)]) for _ in range(10)]
     events[3] = list(range(net.n_inputs))
     res = run_network(net, cfg, events, weight_banks=weight_banks, fast=fast)
-    golden = GoldenChip(net, fmt=WIDE_FORMAT)
-    out = golden.output_indices
-    spiked = 0
-    for t, evs in enumerate(events):
-        counts = np.zeros(net.n_inputs, dtype=np.int64)
-        np.add.at(counts, evs, 1)
-        s = golden.step(counts)[0]
-        spiked += int(s.sum())
-        assert res["spikes"][t] == sorted(int(n) for n in out[s[out]]), f"step {t}"
-        np.testing.assert_array_equal(res["v"][t][: net.n_neurons], golden.v[0], f"step {t}")
-    assert spiked > 10
+    assert assert_core_run_matches_golden(res, net, events, WIDE_FORMAT) > 10
     # the membranes really use the wide range (beyond 16 bits)
     assert np.abs(np.asarray(res["v"])).max() > 1 << 15
     assert res["status"]["PARAM_ERRORS"] == 0
