@@ -464,16 +464,17 @@ def _is_pool(op):
     return (isinstance(op, Conv2d) and k.shape[1] == 1 and op.groups == k.shape[0]
             and np.all(k == k.reshape(-1)[0]) and op.dilation == (1, 1)
             and op.stride == op.kernel_size and all(p == (0, 0) for p in op.padding)
-            and all(n % s == 0 for n, s in zip(op.in_shape, op.stride, strict=True)))
+            and op.extent == op.in_shape)
 
 
 def _fold_pool_conv(pool, conv):
     """``pool`` then ``conv`` as one strided :class:`Conv2d` on the pool's input, or None.
 
-    Exact when the pool is a non-overlapping window sum (stride = window, no padding) that
-    covers its input (sizes divisible by the window): pooled pixel ``p`` is the window at
-    ``p * k``, so the conv's tap ``j`` (dilation ``D``) becomes ``k`` taps at ``j * D * k + i``,
-    its stride ``S * k`` and its padding ``P * k`` (a padded pooled pixel is a window of zeros).
+    Exact when the pool is a non-overlapping window sum (stride = window, no padding):
+    pooled pixel ``p`` is the window at ``p * k``, so the conv's tap ``j`` (dilation ``D``)
+    becomes ``k`` taps at ``j * D * k + i``, its stride ``S * k`` and its padding ``P * k`` (a
+    padded pooled pixel is a window of zeros).  A remainder the pool drops (``H % k`` rows) is
+    cropped: the folded conv reads only ``extent = (H // k) * k`` rows.
     """
     if not (_is_pool(pool) and isinstance(conv, Conv2d)):
         return None
@@ -491,8 +492,9 @@ def _fold_pool_conv(pool, conv):
             big[:, :, y0:y0 + kh, x0:x0 + kw] = (conv.kernel[:, :, jy, jx] * value)[:, :, None,
                                                                                      None]
     pad = [[p0 * k, p1 * k] for (p0, p1), k in zip(conv.padding, (kh, kw), strict=True)]
+    extent = tuple(o * k for o, k in zip(pool.out_shape, (kh, kw), strict=True))
     return Conv2d(big, pool.in_shape, (conv.stride[0] * kh, conv.stride[1] * kw), pad, 1,
-                  conv.groups)
+                  conv.groups, extent=extent)
 
 
 def _ints(v, what, name, node):

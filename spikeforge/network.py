@@ -195,13 +195,18 @@ class Conv:
         sees the input channels of its group only.
     in_channels : int, optional
         ``C_in`` (default ``kernel.shape[1] * groups``; given, it is checked).
+    extent : int or one per axis, optional
+        Only source positions ``< extent`` are read (default ``in_shape``): the convolution of
+        the input cropped to ``extent``, the sources beyond it have no synapse.  This is what
+        a pooling layer that drops a remainder (``floor``) folded into the next convolution
+        needs (``docs/network.md``).
     """
 
     ndim = None  # spatial dimensions: 1 or 2 (None: taken from the kernel)
     kind = "Conv"
 
     def __init__(self, kernel, in_shape, stride=1, padding=0, dilation=1, groups=1,
-                 in_channels=None):
+                 in_channels=None, extent=None):
         k = np.asarray(kernel)
         nd = self.ndim or k.ndim - 2
         name = self.kind
@@ -215,6 +220,11 @@ class Conv:
             raise ConfigError(f"{name}: the kernel must hold finite numbers")
         self.kernel = k
         self.in_shape = _per_axis(in_shape, nd, "in_shape", name, 1)
+        self.extent = self.in_shape if extent is None else _per_axis(extent, nd, "extent",
+                                                                     name, 1)
+        if any(e > n for e, n in zip(self.extent, self.in_shape, strict=True)):
+            raise ConfigError(f"{name}: extent={self.extent} is larger than in_shape="
+                              f"{self.in_shape}")
         self.stride = _per_axis(stride, nd, "stride", name, 1)
         self.dilation = _per_axis(dilation, nd, "dilation", name, 1)
         if isinstance(groups, (bool, np.bool_)) or not isinstance(groups, (int, np.integer)) or (
@@ -260,7 +270,7 @@ class Conv:
                 pads = tuple((p, p) for p in one)
         self.padding = pads
         out = []
-        for n, (p0, p1), sp, s in zip(self.in_shape, pads, span, self.stride, strict=True):
+        for n, (p0, p1), sp, s in zip(self.extent, pads, span, self.stride, strict=True):
             o = (n + p0 + p1 - sp) // s + 1
             if o < 1:
                 raise ConfigError(
@@ -311,7 +321,8 @@ class Conv:
 
     def __repr__(self):
         pad = tuple(p if p[0] != p[1] else p[0] for p in self.padding)
-        return (f"{self.kind}(kernel{self.kernel.shape}, in_shape={self.in_shape}, "
+        ext = f", extent={self.extent}" if self.extent != self.in_shape else ""
+        return (f"{self.kind}(kernel{self.kernel.shape}, in_shape={self.in_shape}{ext}, "
                 f"stride={self.stride}, padding={pad}, dilation={self.dilation}, "
                 f"groups={self.groups}) -> {self.dst_shape}")
 
@@ -337,7 +348,7 @@ class Conv:
         pos = []
         for j in range(nd):
             p = os_[j] * self.stride[j] - self.padding[j][0] + ks[j] * self.dilation[j]
-            keep &= (p >= 0) & (p < self.in_shape[j])
+            keep &= (p >= 0) & (p < self.extent[j])
             pos.append(p)
         rows = np.ravel_multi_index((ci[keep], *[p[keep] for p in pos]), self.src_shape)
         cols = np.ravel_multi_index((co[keep], *[o[keep] for o in os_]), self.dst_shape)
@@ -385,6 +396,7 @@ class Conv:
         nd = len(self.in_shape)
         b = int(np.prod(lead)) if lead else 1
         xs = x.reshape(b, *self.src_shape)
+        xs = xs[(slice(None), slice(None), *[slice(0, e) for e in self.extent])]
         xp = np.pad(xs, [(0, 0), (0, 0), *self.padding])
         c_out, c_in_g = self.kernel.shape[:2]
         g = self.groups
@@ -409,7 +421,7 @@ class Conv:
         """The same geometry with another kernel (e.g. the quantized one)."""
         cls = Conv1d if len(self.in_shape) == 1 else Conv2d
         return cls(kernel, self.in_shape, self.stride, [list(p) for p in self.padding],
-                   self.dilation, self.groups)
+                   self.dilation, self.groups, extent=self.extent)
 
 
 class Conv1d(Conv):
