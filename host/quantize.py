@@ -327,6 +327,13 @@ def _quantize_once(net, fmt, per_neuron, leak, headroom, fill) -> Quantized:
             s = np.minimum(s, np.where(np.abs(bias) > 0, bias_hi / np.abs(bias), np.inf))
         if readout:
             s = np.full(n, s.min())
+        channels = {proj.weights.out_channels for proj in net.projections
+                    if proj.dst == pop.name and isinstance(proj.weights, Conv)}
+        if per_neuron and len(channels) == 1 and np.all(np.isfinite(s)):
+            # a convolution's target: one scale per output channel (the smallest of its
+            # neurons'), so that the scaled kernel stays shared (docs/network.md)
+            c = channels.pop()
+            s = np.repeat(s.reshape(c, -1).min(axis=1), n // c)
         if not np.all(np.isfinite(s)):
             # no input and no bias: any scale; keep thresholds exact-ish
             s = np.where(np.isfinite(s), s, (state_max / headroom) / np.maximum(thr, 1e-30))
