@@ -503,16 +503,31 @@ def network_problems(net: Network, arithmetic="int", fmt: Format = DEFAULT_FORMA
             problems.append(str(exc))
     fan_in = [np.zeros(p.size, dtype=np.float64) for p in net.populations]
     for proj in net.projections:
+        conv = proj.weights if isinstance(proj.weights, Conv) else None
         try:
-            w = net.dense_weights(proj)
+            if conv is not None:  # checked on its kernel, without unrolling it
+                conv.check_sizes(net.source_size(proj.src), net.population(proj.dst).size,
+                                 f"Projection {proj.src}->{proj.dst}")
+                k = conv.kernel
+                w = k.reshape(k.shape[0], -1)
+            else:
+                w = net.dense_weights(proj)
         except ConfigError as exc:
             problems.append(str(exc))
             continue
-        problem = _weight_problem(w, f"projection {proj.src}->{proj.dst}", arithmetic, fmt)
+        label = f"projection {proj.src}->{proj.dst}" + (
+            f" ({conv.kind} kernel, [out channel, flat tap])" if conv is not None else "")
+        problem = _weight_problem(w, label, arithmetic, fmt)
         if problem:
             problems.append(problem)
             continue
-        fan_in[net.index(proj.dst)] += np.abs(w.astype(np.float64)).sum(axis=0)
+        if conv is not None:
+            _, cols, kidx = conv._synapse_index()
+            fan_in[net.index(proj.dst)] += np.bincount(
+                cols, weights=np.abs(conv.kernel.reshape(-1)[kidx].astype(np.float64)),
+                minlength=conv.n_dst)
+        else:
+            fan_in[net.index(proj.dst)] += np.abs(w.astype(np.float64)).sum(axis=0)
     if problems:
         return problems, None
     if arithmetic == "int":

@@ -587,3 +587,22 @@ def test_golden_direct_convolution_equals_the_unrolled_product(arithmetic):
     assert a["spikes"].mean() > 0.05
     np.testing.assert_array_equal(a["spikes"], b["spikes"])
     np.testing.assert_array_equal(a["v"], b["v"])
+
+
+def test_validation_checks_a_conv_kernel_without_unrolling_it():
+    from spikeforge.sim.golden import network_problems
+
+    prm = NeuronParams(leak="none", threshold=10, reset="subtract")
+    conv = Conv2d(np.full((2, 1, 3, 3), 200), (4, 4), padding=1)
+    net = Network(16, [Population("c", 32, prm)], [Projection("input", "c", conv)])
+    problems, _ = network_problems(net, "int")
+    assert len(problems) == 1 and "input->c (Conv2d kernel" in problems[0]
+    assert "out of range" in problems[0]
+    # the fan-in bound uses the unrolled synapses: a corner neuron has 4, the centre 9
+    conv = Conv2d(np.full((1, 1, 3, 3), 127), (3, 3), padding=1)
+    net = Network(9, [Population("c", 9, prm)], [Projection("input", "c", conv)])
+    assert network_problems(net, "int")[0] == []
+    big = Conv2d(np.full((1, 512, 3, 3), 127), (3, 3), padding=1)  # 512*9*127 > 2**19 - 1
+    net = Network(4608, [Population("c", 9, prm)], [Projection("input", "c", big)])
+    problems, _ = network_problems(net, "int")
+    assert len(problems) == 1 and "neuron 4 can receive" in problems[0]
