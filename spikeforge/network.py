@@ -635,4 +635,6 @@ class Network:
     @property
     def n_synapses(self) -> int:
         """Number of non-zero synapses."""
-        return int(sum(np.count_nonzero(self.dense_weights(p)) for p in self.projections))
+        return int(sum(
+            len(p.weights.to_sparse().rows) if isinstance(p.weights, Conv)
+            else np.count_nonzero(self.dense_weights(p)) for p in self.projections))

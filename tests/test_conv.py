@@ -606,3 +606,45 @@ def test_validation_checks_a_conv_kernel_without_unrolling_it():
     net = Network(4608, [Population("c", 9, prm)], [Projection("input", "c", big)])
     problems, _ = network_problems(net, "int")
     assert len(problems) == 1 and "neuron 4 can receive" in problems[0]
+
+
+def _conv_graph(in_shape, conv, n_out):
+    nir = pytest.importorskip("nir")
+    n = int(np.prod(n_out))
+    nodes = {"input": nir.Input(input_type={"input": np.array(in_shape)}), "conv": conv,
+             "if1": nir.IF(r=np.ones(n), v_threshold=np.ones(n), v_reset=np.zeros(n)),
+             "output": nir.Output(output_type={"output": np.array([n])})}
+    return nir.NIRGraph(nodes=nodes, edges=[("input", "conv"), ("conv", "if1"),
+                                            ("if1", "output")], type_check=False)
+
+
+@pytest.mark.parametrize("in_shape, weight, input_shape, needle", [
+    ([1, 6, 6], (2, 1, 3, 3), (8, 8), "input_shape=[8, 8] but its source gives [6, 6]"),
+    ([1, 8, 8], (2, 3, 3, 3), (8, 8), "the source has 1 channels"),
+])
+def test_nir_conv_that_does_not_fit_its_source_is_refused(in_shape, weight, input_shape, needle):
+    nir = pytest.importorskip("nir")
+    from spikeforge.host.nir_import import Settings, from_nir
+
+    conv = nir.Conv2d(input_shape=input_shape, weight=np.ones(weight), stride=1, padding=1,
+                      dilation=1, groups=1, bias=np.zeros(weight[0]))
+    with pytest.raises(ConfigError) as e:
+        from_nir(_conv_graph(in_shape, conv, 2 * 64), Settings(dt=1.0))
+    assert "'conv' (Conv2d)" in str(e.value) and needle in str(e.value)
+
+
+def test_nir_pool_without_a_shaped_source_is_refused():
+    nir = pytest.importorskip("nir")
+    from spikeforge.host.nir_import import Settings, from_nir
+
+    pool = nir.SumPool2d(kernel_size=np.array([2, 2]), stride=np.array([2, 2]),
+                         padding=np.array([0, 0]))
+    with pytest.raises(ConfigError) as e:
+        from_nir(_conv_graph([16], pool, 4), Settings(dt=1.0))
+    assert "'conv' (SumPool2d)" in str(e.value) and "(C, H, W)" in str(e.value)
+
+
+def test_network_counts_conv_synapses_without_unrolling():
+    net = _conv_net()
+    assert net.n_synapses == sum(int(np.count_nonzero(net.dense_weights(p)))
+                                 for p in net.projections)
