@@ -24,7 +24,18 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ..errors import ConfigError, UnsupportedError
-from ..network import INPUT, Network, NeuronParams, Population, Projection
+from ..network import (
+    INPUT,
+    AvgPool2d,
+    Conv,
+    Conv1d,
+    Conv2d,
+    Network,
+    NeuronParams,
+    Population,
+    Projection,
+    SumPool2d,
+)
 
 __all__ = [
     "NIRTypeWarning",
@@ -44,8 +55,9 @@ READOUT_THRESHOLD = 1e30
 """Float threshold of a leaky-integrator readout (LI / CubaLI): never reached."""
 
 SUPPORTED_NODES = (
-    "Input", "Output", "Affine", "Linear", "Scale", "Delay", "LIF", "IF", "CubaLIF", "LI",
-    "CubaLI", "NIRGraph (subgraphs, e.g. snnTorch's RLeaky/RSynaptic)",
+    "Input", "Output", "Affine", "Linear", "Scale", "Delay", "Conv1d", "Conv2d", "SumPool2d",
+    "AvgPool2d", "Flatten", "LIF", "IF", "CubaLIF", "LI", "CubaLI",
+    "NIRGraph (subgraphs, e.g. snnTorch's RLeaky/RSynaptic)",
 )
 _SUPPORTED_TEXT = ", ".join(SUPPORTED_NODES)
 _GAIN_SNAP = 1e-5  # |gain - 1| below this is float32 round-off of an exporter: taken as 1
@@ -373,6 +385,204 @@ _NEURONS = ("LIF", "IF", "CubaLIF", "LI", "CubaLI")
 _LINEAR = ("Affine", "Linear", "Scale")
 
 
+# --- convolution, pooling, flatten (docs/network.md, "Convolution and pooling") ----------------
+_CONV = ("Conv1d", "Conv2d", "SumPool2d", "AvgPool2d")
+_SHAPED = _CONV + ("Flatten",)
+
+
+class _Eye:
+    """The identity on ``n`` values (a direct edge, a Flatten): composes without a matrix."""
+
+    def __init__(self, n):
+        self.n = int(n)
+
+
+def _n_in(op):
+    return op.n if isinstance(op, _Eye) else op.n_src if isinstance(op, Conv) else op.shape[0]
+
+
+def _n_out(op):
+    return op.n if isinstance(op, _Eye) else op.n_dst if isinstance(op, Conv) else op.shape[1]
+
+
+def _as_dense(op):
+    if isinstance(op, _Eye):
+        return np.eye(op.n)
+    if isinstance(op, Conv):
+        return op.dense().astype(np.float64)
+    return op
+
+
+def _times(m, op):
+    """``m`` then ``op`` (each an ``_Eye``, a dense ``(n_in, n_out)`` matrix or a ``Conv``)."""
+    if isinstance(m, _Eye):
+        return op
+    if isinstance(op, _Eye):
+        return m
+    if isinstance(m, Conv) and isinstance(op, Conv):
+        folded = _fold_pool_conv(m, op)
+        if folded is not None:
+            return folded
+    if isinstance(op, Conv):
+        return op.apply(_as_dense(m).T).T if isinstance(m, Conv) else op.apply(m.T).T
+    return _as_dense(m) @ op
+
+
+def _gained(m, gain):
+    """``m`` with every target's input gain folded in (a Conv stays one when the gain is the same
+    within each output channel)."""
+    if isinstance(m, Conv):
+        per_c = gain.reshape(m.out_channels, -1)
+        if np.all(per_c == 1):
+            return m
+        if np.all(per_c == per_c[:, :1]):
+            g = per_c[:, 0].reshape(-1, *([1] * (m.kernel.ndim - 1)))
+            return m.with_kernel(m.kernel * g)
+    return _as_dense(m) * gain[None, :]
+
+
+def _float32(w):
+    if isinstance(w, (SumPool2d, AvgPool2d)):
+        return w
+    if isinstance(w, Conv):
+        return w.with_kernel(w.kernel.astype(np.float32))
+    return np.asarray(w).astype(np.float32)
+
+
+def _apply(b, op):
+    """A bias vector through ``op``."""
+    if isinstance(op, _Eye):
+        return b
+    if isinstance(op, Conv):
+        return op.apply(b.astype(np.float64))
+    return b @ op
+
+
+def _is_pool(op):
+    """A 2-d depthwise window sum with one value, no padding and stride = window."""
+    k = op.kernel
+    return (isinstance(op, Conv2d) and k.shape[1] == 1 and op.groups == k.shape[0]
+            and np.all(k == k.reshape(-1)[0]) and op.dilation == (1, 1)
+            and op.stride == op.kernel_size and all(p == (0, 0) for p in op.padding)
+            and op.extent == op.in_shape)
+
+
+def _fold_pool_conv(pool, conv):
+    """``pool`` then ``conv`` as one strided :class:`Conv2d` on the pool's input, or None.
+
+    Exact when the pool is a non-overlapping window sum (stride = window, no padding):
+    pooled pixel ``p`` is the window at ``p * k``, so the conv's tap ``j`` (dilation ``D``)
+    becomes ``k`` taps at ``j * D * k + i``, its stride ``S * k`` and its padding ``P * k`` (a
+    padded pooled pixel is a window of zeros).  A remainder the pool drops (``H % k`` rows) is
+    cropped: the folded conv reads only ``extent = (H // k) * k`` rows.
+    """
+    if not (_is_pool(pool) and isinstance(conv, Conv2d)):
+        return None
+    if pool.dst_shape != conv.src_shape:
+        return None
+    kh, kw = pool.kernel_size
+    value = pool.kernel.reshape(-1)[0]
+    c_out, c_in_g, qh, qw = conv.kernel.shape
+    dh, dw = conv.dilation
+    big = np.zeros((c_out, c_in_g, (qh - 1) * dh * kh + kh, (qw - 1) * dw * kw + kw),
+                   dtype=np.result_type(conv.kernel.dtype, np.float64))
+    for jy in range(qh):
+        for jx in range(qw):
+            y0, x0 = jy * dh * kh, jx * dw * kw
+            big[:, :, y0:y0 + kh, x0:x0 + kw] = (conv.kernel[:, :, jy, jx] * value)[:, :, None,
+                                                                                     None]
+    pad = [[p0 * k, p1 * k] for (p0, p1), k in zip(conv.padding, (kh, kw), strict=True)]
+    extent = tuple(o * k for o, k in zip(pool.out_shape, (kh, kw), strict=True))
+    return Conv2d(big, pool.in_shape, (conv.stride[0] * kh, conv.stride[1] * kw), pad, 1,
+                  conv.groups, extent=extent)
+
+
+def _ints(v, what, name, node):
+    a = np.asarray(v).reshape(-1)
+    if a.size == 0 or not np.all(np.mod(a, 1) == 0):
+        raise ConfigError(f"NIR node {name!r} ({_kind(node)}): {what}={v!r} is not valid: "
+                          f"allowed whole numbers")
+    return [int(x) for x in a]
+
+
+def _padding(v, name, node):
+    if isinstance(v, bytes):
+        v = v.decode()
+    if isinstance(v, np.ndarray) and v.dtype.kind in "SU":
+        v = str(v.reshape(-1)[0] if v.ndim else v.item())
+        v = v.decode() if isinstance(v, bytes) else v
+    if isinstance(v, str):
+        return v
+    a = _ints(v, "padding", name, node)
+    return a[0] if len(a) == 1 else a
+
+
+def _conv_op(name, node, in_shape):
+    """``(Conv, bias per target neuron)`` of a Conv1d / Conv2d / SumPool2d / AvgPool2d node whose
+    source has the channel-first shape ``in_shape`` (None: unknown)."""
+    kind = _kind(node)
+    want = 2 if kind == "Conv1d" else 3
+    while in_shape is not None and len(in_shape) > want and in_shape[0] == 1:
+        in_shape = in_shape[1:]  # leading batch / time dimensions of an exporter's type
+    try:
+        if kind in ("Conv1d", "Conv2d"):
+            w = np.asarray(node.weight, dtype=np.float64)
+            nd = 1 if kind == "Conv1d" else 2
+            spatial = None
+            if getattr(node, "input_shape", None) is not None:
+                spatial = _ints(node.input_shape, "input_shape", name, node)
+            if in_shape is not None and len(in_shape) == nd + 1:
+                if spatial is not None and list(in_shape[1:]) != spatial:
+                    raise ConfigError(
+                        f"NIR node {name!r} ({kind}): input_shape={spatial} but its source "
+                        f"gives {list(in_shape[1:])}"
+                    )
+                spatial = list(in_shape[1:])
+                c_in = in_shape[0]
+            else:
+                c_in = None
+            if spatial is None:
+                raise ConfigError(
+                    f"NIR node {name!r} ({kind}): cannot tell the spatial size of its input "
+                    f"(no input_shape and no shaped source)"
+                )
+            groups = _ints(node.groups, "groups", name, node)[0]
+            stride = _ints(node.stride, "stride", name, node)
+            dilation = _ints(node.dilation, "dilation", name, node)
+            cls = Conv1d if nd == 1 else Conv2d
+            op = cls(w, spatial, stride if len(stride) > 1 else stride[0],
+                     _padding(node.padding, name, node),
+                     dilation if len(dilation) > 1 else dilation[0], groups, c_in)
+            b = np.asarray(node.bias, dtype=np.float64).reshape(-1)
+            if b.size == 1:
+                b = np.full(op.out_channels, float(b[0]))
+            if b.size != op.out_channels:
+                raise ConfigError(
+                    f"NIR node {name!r} ({kind}): bias has {b.size} entries for "
+                    f"{op.out_channels} output channels"
+                )
+            return op, np.repeat(b, int(np.prod(op.out_shape)))
+        # pooling: channels and size from the source
+        if in_shape is None or len(in_shape) != 3:
+            t = next(iter((getattr(node, "input_type", None) or {}).values()), None)
+            in_shape = None if t is None else [int(x) for x in np.asarray(t).reshape(-1)]
+        if in_shape is None or len(in_shape) != 3:
+            raise ConfigError(
+                f"NIR node {name!r} ({kind}): cannot tell the (C, H, W) shape of its input "
+                f"(got {in_shape}); pooling needs a channel-first 2-d source"
+            )
+        cls = SumPool2d if kind == "SumPool2d" else AvgPool2d
+        op = cls(in_shape[0], _ints(node.kernel_size, "kernel_size", name, node),
+                 in_shape[1:], _ints(node.stride, "stride", name, node),
+                 _ints(node.padding, "padding", name, node))
+        return op, np.zeros(op.n_dst)
+    except ConfigError as e:
+        msg = str(e)
+        if msg.startswith("NIR node"):
+            raise
+        raise ConfigError(f"NIR node {name!r} ({kind}): {msg}") from None
+
+
 _NOT_PARAMETERS = ("input_type", "output_type", "metadata")
 
 
@@ -530,6 +740,12 @@ def from_nir(graph, settings: Settings | None = None) -> Network:
             if node is not None and _kind(node) in ("Affine", "Linear"):
                 n_inputs = int(np.asarray(node.weight).shape[1])
                 break
+            if node is not None and _kind(node) in ("Conv1d", "Conv2d") and getattr(
+                    node, "input_shape", None) is not None:
+                w = np.asarray(node.weight)
+                n_inputs = int(w.shape[1] * int(np.asarray(node.groups).reshape(-1)[0])
+                               * np.prod(np.asarray(node.input_shape)))
+                break
     kinds, refused, non_finite = {}, [], []
     for name, (role, node) in flat.nodes.items():
         non_finite += _non_finite(name, node)
@@ -541,6 +757,10 @@ def from_nir(graph, settings: Settings | None = None) -> Network:
             kinds[name] = "linear"
         elif _kind(node) == "Delay":
             kinds[name] = "delay"
+        elif _kind(node) in _CONV:
+            kinds[name] = "conv"
+        elif _kind(node) == "Flatten":
+            kinds[name] = "flatten"
         else:
             refused.append(_refusal(name, node))
     # every unsupported node and every non-finite parameter at once
@@ -559,10 +779,56 @@ def from_nir(graph, settings: Settings | None = None) -> Network:
     delays = {k: _delay_steps(k, flat.nodes[k][1], settings.dt)
               for k in flat.nodes if kinds[k] == "delay"}
 
+    # channel-first shapes of what each node passes on (for convolutions and pooling)
+    in_dims = next(iter(in_type.values()), None) if in_type else None
+    shapes = {in_name: tuple(int(x) for x in np.asarray(in_dims).reshape(-1))
+              if in_dims is not None else ((n_inputs,) if n_inputs else None)}
+    convs = {}
+
+    def pred_shape(p, seen):
+        for q in preds[p]:
+            if q not in seen:
+                sh = shape_of(q, seen + (p,))
+                if sh is not None:
+                    return sh
+        return None
+
+    def conv_of(p, seen=()):
+        if p not in convs:
+            convs[p] = _conv_op(p, flat.nodes[p][1], pred_shape(p, seen))
+        return convs[p]
+
+    def shape_of(p, seen=()):
+        """The shape of what node ``p`` passes on (None: cannot tell)."""
+        if shapes.get(p) is not None:
+            return shapes[p]
+        kind, res = kinds[p], None
+        if kind == "linear":
+            res = (linear[p][0].shape[1],)
+        elif kind == "conv":
+            res = conv_of(p, seen)[0].dst_shape
+        elif kind == "flatten":
+            sh = pred_shape(p, seen)
+            res = None if sh is None else (int(np.prod(sh)),)
+        elif kind in ("neuron", "delay"):
+            own = (_neuron_size(p, flat.nodes[p][1]) if kind == "neuron"
+                   else (delays[p].size if delays[p].size > 1 else None))
+            sh = pred_shape(p, seen)
+            if sh is not None and (own is None or int(np.prod(sh)) == own):
+                res = sh
+            elif own is not None:
+                res = (own,)
+        if res is not None:
+            shapes[p] = res
+        return res
+
     def width(p, seen=()):
         """How many values node ``p`` passes on (None: cannot tell)."""
         if p in linear:
             return linear[p][0].shape[1]
+        if kinds[p] in ("conv", "flatten"):
+            sh = shape_of(p, seen)
+            return None if sh is None else int(np.prod(sh))
         if p in delays:
             if delays[p].size > 1:
                 return delays[p].size
@@ -608,19 +874,27 @@ def from_nir(graph, settings: Settings | None = None) -> Network:
         for p in preds[node]:
             if kinds[p] in ("neuron", "input"):
                 n = sizes[p]
-                out.append((p, np.eye(n), np.zeros(n), 0))
-            elif kinds[p] == "linear":
-                w, b = linear[p]
+                out.append((p, _Eye(n), np.zeros(n), 0))
+            elif kinds[p] in ("linear", "conv", "flatten"):
+                if kinds[p] == "linear":
+                    w, b = linear[p]
+                elif kinds[p] == "conv":
+                    w, b = conv_of(p)
+                else:  # Flatten: channel-first C-order flattening keeps every index
+                    n = width(p)
+                    if n is None:
+                        raise ConfigError(f"NIR node {p!r} (Flatten): cannot tell its size")
+                    w, b = _Eye(n), np.zeros(n)
                 for src, m, bb, d in contrib(p, stack + (node,)):
                     if src is None:
-                        out.append((None, None, bb @ w, 0))
+                        out.append((None, None, _apply(bb, w), 0))
                         continue
-                    if m.shape[1] != w.shape[0]:
+                    if _n_out(m) != _n_in(w):
                         raise ConfigError(
-                            f"NIR node {p!r} ({_kind(flat.nodes[p][1])}) expects {w.shape[0]} "
-                            f"inputs but {src!r} gives {m.shape[1]}"
+                            f"NIR node {p!r} ({_kind(flat.nodes[p][1])}) expects {_n_in(w)} "
+                            f"inputs but {src!r} gives {_n_out(m)}"
                         )
-                    out.append((src, m @ w, bb @ w, d))
+                    out.append((src, _times(m, w), _apply(bb, w), d))
                 out.append((None, None, b, 0))  # the node's own bias, counted once
             elif kinds[p] == "delay":
                 steps = delays[p]
@@ -634,15 +908,19 @@ def from_nir(graph, settings: Settings | None = None) -> Network:
                                 f"steps); put the Delay before the Affine, or use a Linear"
                             )
                         continue
-                    if steps.size not in (1, m.shape[1]):
+                    if steps.size not in (1, _n_out(m)):
                         raise ConfigError(
                             f"NIR node {p!r} (Delay) has {steps.size} delays but {src!r} gives "
-                            f"it {m.shape[1]} values"
+                            f"it {_n_out(m)} values"
                         )
-                    per = np.broadcast_to(steps, (m.shape[1],))
-                    for v in np.unique(per):  # one projection per distinct delay
+                    per = np.broadcast_to(steps, (_n_out(m),))
+                    values = np.unique(per)
+                    if values.size == 1:
+                        out.append((src, m, bb, d + int(values[0])))
+                        continue
+                    for v in values:  # one projection per distinct delay
                         mask = (per == v).astype(np.float64)
-                        out.append((src, m * mask[None, :], bb * mask, d + int(v)))
+                        out.append((src, _as_dense(m) * mask[None, :], bb * mask, d + int(v)))
             else:
                 raise UnsupportedError(
                     f"NIR node {p!r} ({kinds[p]}) feeds {node!r}: not supported"
@@ -670,8 +948,9 @@ def from_nir(graph, settings: Settings | None = None) -> Network:
             bias += gain * b
             if src is None:
                 continue
-            w = m * gain[None, :]
-            proj_w[(src, k, d)] = proj_w.get((src, k, d), 0) + w
+            w = _gained(m, gain)
+            key = (src, k, d)
+            proj_w[key] = w if key not in proj_w else _as_dense(proj_w[key]) + _as_dense(w)
         params.bias = bias
         populations[k] = Population(k, n, params)
     _raise_all(refused)
@@ -718,7 +997,7 @@ def from_nir(graph, settings: Settings | None = None) -> Network:
                 outputs.append(p)
         _check_output_type(o, flat.nodes[o][1], sum(sizes[p] for p in preds[o]))
     projections = [
-        Projection(INPUT if src == in_name else src, dst, w.astype(np.float32), d)
+        Projection(INPUT if src == in_name else src, dst, _float32(w), d)
         for (src, dst, d), w in proj_w.items()
     ]
     for p in populations.values():

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 
 from ..errors import ConfigError, UnsupportedError
-from ..network import Network, NeuronParams, Population, Projection
+from ..network import Conv, Network, NeuronParams, Population, Projection
 from ..sim.golden import GoldenChip, validate_network
 from ..spec import DEFAULT_FORMAT, WIDE_FORMAT, Format, LeakMode
 from .nir_import import is_readout
@@ -327,6 +327,13 @@ def _quantize_once(net, fmt, per_neuron, leak, headroom, fill) -> Quantized:
             s = np.minimum(s, np.where(np.abs(bias) > 0, bias_hi / np.abs(bias), np.inf))
         if readout:
             s = np.full(n, s.min())
+        channels = {proj.weights.out_channels for proj in net.projections
+                    if proj.dst == pop.name and isinstance(proj.weights, Conv)}
+        if per_neuron and len(channels) == 1 and np.all(np.isfinite(s)):
+            # a convolution's target: one scale per output channel (the smallest of its
+            # neurons'), so that the scaled kernel stays shared (docs/network.md)
+            c = channels.pop()
+            s = np.repeat(s.reshape(c, -1).min(axis=1), n // c)
         if not np.all(np.isfinite(s)):
             # no input and no bias: any scale; keep thresholds exact-ish
             s = np.where(np.isfinite(s), s, (state_max / headroom) / np.maximum(thr, 1e-30))
@@ -382,10 +389,21 @@ def _quantize_once(net, fmt, per_neuron, leak, headroom, fill) -> Quantized:
         scales[pop.name] = s
         pops.append(Population(pop.name, n, NeuronParams(**params)))
     projections = []
+    lo, hi = fmt.weight_range
     for proj in net.projections:
         s = scales[proj.dst]
+        conv = proj.weights if isinstance(proj.weights, Conv) else None
+        if conv is not None:
+            per_c = s.reshape(conv.out_channels, -1)
+            if np.all(per_c == per_c[:, :1]):
+                # one scale per output channel: the kernel is scaled and stays shared
+                # (docs/network.md, "Convolution and pooling")
+                g = per_c[:, 0].reshape(-1, *([1] * (conv.kernel.ndim - 1)))
+                k = np.clip(np.rint(conv.kernel.astype(np.float64) * g), lo, hi).astype(np.int64)
+                projections.append(Projection(proj.src, proj.dst, conv.with_kernel(k),
+                                              proj.delay))
+                continue
         w = np.rint(dense[id(proj)] * s[None, :]).astype(np.int64)
-        lo, hi = fmt.weight_range
         if w.size and (w.min() < lo or w.max() > hi):  # only by float round-off at the edge
             w = np.clip(w, lo, hi)
         projections.append(Projection(proj.src, proj.dst, w, proj.delay))

@@ -19,7 +19,7 @@ import time
 import numpy as np
 
 from ..errors import ConfigError
-from ..network import INPUT, Network, NeuronParams
+from ..network import INPUT, Conv, Network, NeuronParams
 from ..progress import progress_bar
 from ..spec import DEFAULT_FORMAT, Format, LeakMode, NeuronModel, ResetMode
 
@@ -503,16 +503,31 @@ def network_problems(net: Network, arithmetic="int", fmt: Format = DEFAULT_FORMA
             problems.append(str(exc))
     fan_in = [np.zeros(p.size, dtype=np.float64) for p in net.populations]
     for proj in net.projections:
+        conv = proj.weights if isinstance(proj.weights, Conv) else None
         try:
-            w = net.dense_weights(proj)
+            if conv is not None:  # checked on its kernel, without unrolling it
+                conv.check_sizes(net.source_size(proj.src), net.population(proj.dst).size,
+                                 f"Projection {proj.src}->{proj.dst}")
+                k = conv.kernel
+                w = k.reshape(k.shape[0], -1)
+            else:
+                w = net.dense_weights(proj)
         except ConfigError as exc:
             problems.append(str(exc))
             continue
-        problem = _weight_problem(w, f"projection {proj.src}->{proj.dst}", arithmetic, fmt)
+        label = f"projection {proj.src}->{proj.dst}" + (
+            f" ({conv.kind} kernel, [out channel, flat tap])" if conv is not None else "")
+        problem = _weight_problem(w, label, arithmetic, fmt)
         if problem:
             problems.append(problem)
             continue
-        fan_in[net.index(proj.dst)] += np.abs(w.astype(np.float64)).sum(axis=0)
+        if conv is not None:
+            _, cols, kidx = conv._synapse_index()
+            fan_in[net.index(proj.dst)] += np.bincount(
+                cols, weights=np.abs(conv.kernel.reshape(-1)[kidx].astype(np.float64)),
+                minlength=conv.n_dst)
+        else:
+            fan_in[net.index(proj.dst)] += np.abs(w.astype(np.float64)).sum(axis=0)
     if problems:
         return problems, None
     if arithmetic == "int":
@@ -586,6 +601,29 @@ def _check_batch(batch):
         raise ConfigError(f"batch={batch!r} is out of range: allowed an integer >= 1")
 
 
+_CONV_DIRECT = 1 << 20
+"""A convolution whose unrolled matrix has at least this many entries is computed directly
+(:meth:`spikeforge.network.Conv.apply`), not as a product with the unrolled matrix."""
+
+
+class _ConvMatrix:
+    """A large :class:`Conv` projection standing in for its unrolled ``(n_src, n_dst)`` matrix.
+
+    Integer mode stays exact: every partial sum of 0/1 spikes times integer weights is an
+    integer bounded by ``sum(|w|)`` (the fit check), as for the matrix product.  Float mode
+    adds the taps in another order than a matrix product would (a few ulps, as torch's own
+    convolution does).
+    """
+
+    def __init__(self, conv, dtype):
+        self.conv = conv.with_kernel(conv.kernel.astype(dtype))
+        self.shape = (conv.n_src, conv.n_dst)
+        self.size = conv.n_src * conv.n_dst
+
+    def product(self, a):
+        return self.conv.apply(a)
+
+
 def _matmul(a, w, out, one_thread=False):
     """``a @ w`` into ``out``: one product when ``one_thread`` (BLAS on one thread), else in
     row blocks that each stay below OpenBLAS's threading threshold.
@@ -593,6 +631,9 @@ def _matmul(a, w, out, one_thread=False):
     Only for exact (integer-valued) products may ``one_thread`` be true: OpenBLAS may sum a
     float product in a different order when the rows are split differently.
     """
+    if isinstance(w, _ConvMatrix):
+        out[...] = w.product(a)
+        return out
     m, k = a.shape
     n = w.shape[1]
     rows = max(1, _GEMM_SINGLE_THREAD // max(1, k * n))
@@ -673,7 +714,11 @@ class GoldenChip:
         # deliver from a history of their source's last spikes at the start of a step
         self._delayed = []
         for proj in net.projections:
-            w = net.dense_weights(proj).astype(self._mm_dtype)
+            conv = proj.weights if isinstance(proj.weights, Conv) else None
+            if conv is not None and conv.n_src * conv.n_dst >= _CONV_DIRECT:
+                w = _ConvMatrix(conv, self._mm_dtype)  # direct convolution, no matrix
+            else:
+                w = net.dense_weights(proj).astype(self._mm_dtype)
             dst = net.index(proj.dst)
             if proj.delay:
                 src = -1 if proj.src == INPUT else net.index(proj.src)

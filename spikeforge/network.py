@@ -29,7 +29,10 @@ import numpy as np
 from .errors import ConfigError
 from .spec import LeakMode, NeuronModel, ResetMode
 
-__all__ = ["NeuronParams", "Population", "Sparse", "Projection", "Network", "INPUT"]
+__all__ = [
+    "NeuronParams", "Population", "Sparse", "Conv", "Conv1d", "Conv2d", "SumPool2d", "AvgPool2d",
+    "Projection", "Network", "INPUT",
+]
 
 INPUT = "input"
 """The name of the host's input channels as a projection source."""
@@ -144,6 +147,342 @@ class Sparse:
             )
 
 
+# --- weight-shared projections (docs/network.md, "Convolution and pooling") ---------------------
+def _per_axis(value, nd, name, owner, minimum):
+    """``value`` (an int or one int per spatial axis) as a tuple of ``nd`` ints >= ``minimum``."""
+    a = np.asarray(value)
+    if a.ndim == 0:
+        a = np.full(nd, a)
+    a = a.reshape(-1)
+    ok = a.size == nd and all(
+        isinstance(x, (int, np.integer)) and not isinstance(x, (bool, np.bool_)) and x >= minimum
+        for x in a.tolist()
+    )
+    if not ok:
+        raise ConfigError(
+            f"{owner}: {name}={value!r} is not valid: allowed an integer >= {minimum} or "
+            f"{nd} of them (one per spatial axis)"
+        )
+    return tuple(int(x) for x in a.tolist())
+
+
+class Conv:
+    """A weight-shared convolution from a channel-first ``(C_in, *in_shape)`` source to a
+    channel-first ``(C_out, *out_shape)`` target (``docs/network.md``, "Convolution and pooling").
+
+    Neurons are numbered channel-first, ``(c, y, x)`` flattened in C order (as ``torch.flatten``
+    and NIR's ``Flatten`` of a ``(C, H, W)`` tensor); the target neuron ``(co, oy, ox)`` receives
+
+    ``sum over ci in co's group, ky, kx of kernel[co, ci', ky, kx] * src[ci, oy*sy - py0 + ky*dy,
+    ox*sx - px0 + kx*dx]``
+
+    with sources outside the input being zeros (no synapse).  This is PyTorch's ``conv1d`` /
+    ``conv2d`` (cross-correlation, ``padding_mode="zeros"``).
+
+    Parameters
+    ----------
+    kernel : array (C_out, C_in / groups, K1 [, K2])
+        The shared weights (NIR's and PyTorch's layout).
+    in_shape : int or tuple
+        Spatial size of the source, ``(H, W)`` for 2-d, ``(L,)`` or ``L`` for 1-d.
+    stride, dilation : int or one per axis (>= 1)
+    padding : int, one per axis, one ``(before, after)`` pair per axis, ``"valid"`` or ``"same"``
+        Zeros added around the input.  ``"valid"`` is 0; ``"same"`` (stride 1 only) pads
+        ``dilation * (K - 1)`` per axis, ``floor`` of half before and the rest after (as
+        PyTorch), so the output has the input's size.
+    groups : int
+        ``C_in`` and ``C_out`` are split into ``groups`` equal groups; output channel ``co``
+        sees the input channels of its group only.
+    in_channels : int, optional
+        ``C_in`` (default ``kernel.shape[1] * groups``; given, it is checked).
+    extent : int or one per axis, optional
+        Only source positions ``< extent`` are read (default ``in_shape``): the convolution of
+        the input cropped to ``extent``, the sources beyond it have no synapse.  This is what
+        a pooling layer that drops a remainder (``floor``) folded into the next convolution
+        needs (``docs/network.md``).
+    """
+
+    ndim = None  # spatial dimensions: 1 or 2 (None: taken from the kernel)
+    kind = "Conv"
+
+    def __init__(self, kernel, in_shape, stride=1, padding=0, dilation=1, groups=1,
+                 in_channels=None, extent=None):
+        k = np.asarray(kernel)
+        nd = self.ndim or k.ndim - 2
+        name = self.kind
+        if k.ndim != nd + 2 or nd not in (1, 2) or k.size == 0:
+            raise ConfigError(
+                f"{name}: kernel of shape {k.shape} is not valid: allowed (C_out, C_in/groups, "
+                + ("K)" if nd == 1 else "KH, KW)" if nd == 2 else "K) or (C_out, C_in/groups, KH, "
+                   "KW)")
+            )
+        if not (np.issubdtype(k.dtype, np.number) and np.all(np.isfinite(k))):
+            raise ConfigError(f"{name}: the kernel must hold finite numbers")
+        self.kernel = k
+        self.in_shape = _per_axis(in_shape, nd, "in_shape", name, 1)
+        self.extent = self.in_shape if extent is None else _per_axis(extent, nd, "extent",
+                                                                     name, 1)
+        if any(e > n for e, n in zip(self.extent, self.in_shape, strict=True)):
+            raise ConfigError(f"{name}: extent={self.extent} is larger than in_shape="
+                              f"{self.in_shape}")
+        self.stride = _per_axis(stride, nd, "stride", name, 1)
+        self.dilation = _per_axis(dilation, nd, "dilation", name, 1)
+        if isinstance(groups, (bool, np.bool_)) or not isinstance(groups, (int, np.integer)) or (
+                groups < 1):
+            raise ConfigError(f"{name}: groups={groups!r} is not valid: allowed an integer >= 1")
+        self.groups = int(groups)
+        c_out, c_in_g = k.shape[:2]
+        if c_out % self.groups:
+            raise ConfigError(
+                f"{name}: {c_out} output channels do not split into groups={self.groups}"
+            )
+        self.in_channels = c_in_g * self.groups
+        if in_channels is not None and int(in_channels) != self.in_channels:
+            raise ConfigError(
+                f"{name}: the source has {in_channels} channels but the kernel takes "
+                f"{c_in_g} per group x groups={self.groups} = {self.in_channels}"
+            )
+        self.out_channels = c_out
+        ksize = k.shape[2:]
+        span = [d * (kk - 1) + 1 for d, kk in zip(self.dilation, ksize, strict=True)]
+        if isinstance(padding, str):
+            if padding == "valid":
+                pads = ((0, 0),) * nd
+            elif padding == "same":
+                if any(s != 1 for s in self.stride):
+                    raise ConfigError(
+                        f"{name}: padding='same' needs stride 1 (got stride={self.stride}), as "
+                        f"in PyTorch"
+                    )
+                pads = tuple(((sp - 1) // 2, sp - 1 - (sp - 1) // 2) for sp in span)
+            else:
+                raise ConfigError(
+                    f"{name}: padding={padding!r} is not valid: allowed 'valid', 'same' or "
+                    f"integers >= 0"
+                )
+        else:
+            a = np.asarray(padding)
+            if a.ndim == 2 and a.shape == (nd, 2):
+                flat = _per_axis(a.reshape(-1), 2 * nd, "padding", name, 0)
+                pads = tuple((flat[2 * j], flat[2 * j + 1]) for j in range(nd))
+            else:
+                one = _per_axis(padding, nd, "padding", name, 0)
+                pads = tuple((p, p) for p in one)
+        self.padding = pads
+        out = []
+        for n, (p0, p1), sp, s in zip(self.extent, pads, span, self.stride, strict=True):
+            o = (n + p0 + p1 - sp) // s + 1
+            if o < 1:
+                raise ConfigError(
+                    f"{name}: the kernel (span {sp} with dilation) is larger than the padded "
+                    f"input ({n} + {p0} + {p1}): no output"
+                )
+            out.append(o)
+        self.out_shape = tuple(out)
+        self._index = None
+
+    # --- sizes ---------------------------------------------------------------------------------
+    @property
+    def kernel_size(self):
+        return tuple(self.kernel.shape[2:])
+
+    @property
+    def n_src(self) -> int:
+        """Source neurons: ``C_in * prod(in_shape)``."""
+        return self.in_channels * int(np.prod(self.in_shape))
+
+    @property
+    def n_dst(self) -> int:
+        """Target neurons: ``C_out * prod(out_shape)``."""
+        return self.out_channels * int(np.prod(self.out_shape))
+
+    @property
+    def src_shape(self):
+        return (self.in_channels, *self.in_shape)
+
+    @property
+    def dst_shape(self):
+        return (self.out_channels, *self.out_shape)
+
+    @property
+    def n_weights(self) -> int:
+        """Distinct (shared) weights: the kernel's entries."""
+        return int(self.kernel.size)
+
+    @property
+    def n_synapses(self) -> int:
+        """Synapses of the unrolled projection (pairs of an in-range source and a target; zero
+        kernel entries included)."""
+        return int(self._synapse_index()[0].size)
+
+    @property
+    def dtype(self):
+        return self.kernel.dtype
+
+    def __repr__(self):
+        pad = tuple(p if p[0] != p[1] else p[0] for p in self.padding)
+        ext = f", extent={self.extent}" if self.extent != self.in_shape else ""
+        return (f"{self.kind}(kernel{self.kernel.shape}, in_shape={self.in_shape}{ext}, "
+                f"stride={self.stride}, padding={pad}, dilation={self.dilation}, "
+                f"groups={self.groups}) -> {self.dst_shape}")
+
+    # --- unrolling -----------------------------------------------------------------------------
+    def _synapse_index(self):
+        """``(rows, cols, k)``: source, target and flat kernel index of every synapse."""
+        if self._index is not None:
+            return self._index
+        nd = len(self.in_shape)
+        c_out, c_in_g = self.kernel.shape[:2]
+        per_group = c_out // self.groups
+        # every (co, ci_g, k..., o...) combination, then drop out-of-range sources
+        grids = np.meshgrid(
+            np.arange(c_out), np.arange(c_in_g),
+            *[np.arange(k) for k in self.kernel_size], *[np.arange(o) for o in self.out_shape],
+            indexing="ij",
+        )
+        co, cig = grids[0].ravel(), grids[1].ravel()
+        ks = [g.ravel() for g in grids[2:2 + nd]]
+        os_ = [g.ravel() for g in grids[2 + nd:]]
+        ci = (co // per_group) * c_in_g + cig
+        keep = np.ones(co.shape, dtype=bool)
+        pos = []
+        for j in range(nd):
+            p = os_[j] * self.stride[j] - self.padding[j][0] + ks[j] * self.dilation[j]
+            keep &= (p >= 0) & (p < self.extent[j])
+            pos.append(p)
+        rows = np.ravel_multi_index((ci[keep], *[p[keep] for p in pos]), self.src_shape)
+        cols = np.ravel_multi_index((co[keep], *[o[keep] for o in os_]), self.dst_shape)
+        kidx = np.ravel_multi_index((co[keep], cig[keep], *[k[keep] for k in ks]),
+                                    self.kernel.shape)
+        self._index = (rows.astype(np.int64), cols.astype(np.int64), kidx.astype(np.int64))
+        return self._index
+
+    def to_sparse(self) -> Sparse:
+        """The unrolled synapses as a :class:`Sparse` (zero kernel entries left out)."""
+        rows, cols, kidx = self._synapse_index()
+        w = self.kernel.reshape(-1)[kidx]
+        nz = w != 0
+        return Sparse(rows[nz], cols[nz], w[nz])
+
+    def check_sizes(self, n_src, n_dst, owner="Conv"):
+        if (n_src, n_dst) != (self.n_src, self.n_dst):
+            raise ConfigError(
+                f"{owner}: {self!r} connects {self.n_src} sources "
+                f"{self.src_shape} to {self.n_dst} targets {self.dst_shape}, but the projection "
+                f"is ({n_src}, {n_dst})"
+            )
+
+    def dense(self, n_src=None, n_dst=None) -> np.ndarray:
+        """The unrolled ``(n_src, n_dst)`` weight matrix (exact: every kernel entry in place)."""
+        n_src = self.n_src if n_src is None else n_src
+        n_dst = self.n_dst if n_dst is None else n_dst
+        self.check_sizes(n_src, n_dst)
+        rows, cols, kidx = self._synapse_index()
+        dtype = self.kernel.dtype
+        if np.issubdtype(dtype, np.integer) or dtype == np.bool_:
+            dtype = np.int64
+        out = np.zeros((n_src, n_dst), dtype=dtype)
+        # each (source, target) pair occurs once (distinct kernel taps reach distinct sources)
+        out[rows, cols] = self.kernel.reshape(-1)[kidx]
+        return out
+
+    def apply(self, x) -> np.ndarray:
+        """``x @ self.dense()`` for ``x`` of shape ``(..., n_src)``, computed directly."""
+        x = np.asarray(x)
+        lead = x.shape[:-1]
+        if x.shape[-1] != self.n_src:
+            raise ConfigError(f"{self.kind}.apply: x has {x.shape[-1]} values, expected "
+                              f"{self.n_src}")
+        nd = len(self.in_shape)
+        b = int(np.prod(lead)) if lead else 1
+        xs = x.reshape(b, *self.src_shape)
+        xs = xs[(slice(None), slice(None), *[slice(0, e) for e in self.extent])]
+        xp = np.pad(xs, [(0, 0), (0, 0), *self.padding])
+        c_out, c_in_g = self.kernel.shape[:2]
+        g = self.groups
+        pg = c_out // g
+        dtype = np.result_type(x.dtype, self.kernel.dtype)
+        out = np.zeros((b, c_out, *self.out_shape), dtype=dtype)
+        kern = self.kernel.reshape(g, pg, c_in_g, *self.kernel_size)
+        for kpos in np.ndindex(*self.kernel_size):
+            sl = tuple(
+                slice(kpos[j] * self.dilation[j],
+                      kpos[j] * self.dilation[j] + self.stride[j] * (self.out_shape[j] - 1) + 1,
+                      self.stride[j])
+                for j in range(nd)
+            )
+            patch = xp[(slice(None), slice(None), *sl)]  # (b, C_in, *out_shape)
+            patch = patch.reshape(b, g, c_in_g, *self.out_shape)
+            w = kern[(Ellipsis, *kpos)]  # (g, pg, c_in_g)
+            out += np.einsum("bgi...,goi->bgo...", patch, w).reshape(out.shape)
+        return out.reshape(*lead, self.n_dst)
+
+    def with_kernel(self, kernel) -> Conv:
+        """The same geometry with another kernel (e.g. the quantized one)."""
+        cls = Conv1d if len(self.in_shape) == 1 else Conv2d
+        return cls(kernel, self.in_shape, self.stride, [list(p) for p in self.padding],
+                   self.dilation, self.groups, extent=self.extent)
+
+
+class Conv1d(Conv):
+    """A 1-d :class:`Conv`: kernel ``(C_out, C_in / groups, K)``, source ``(C_in, L)``."""
+
+    ndim = 1
+    kind = "Conv1d"
+
+
+class Conv2d(Conv):
+    """A 2-d :class:`Conv`: kernel ``(C_out, C_in / groups, KH, KW)``, source ``(C_in, H, W)``."""
+
+    ndim = 2
+    kind = "Conv2d"
+
+
+class SumPool2d(Conv2d):
+    """Sum pooling of each channel over ``kernel_size`` windows: a depthwise :class:`Conv2d`
+    with a kernel of ones (``groups = channels``).
+
+    Parameters
+    ----------
+    channels : int
+    kernel_size : int or (KH, KW)
+    in_shape : (H, W)
+    stride : int or (SH, SW), default ``kernel_size``
+    padding : int or (PH, PW), default 0 (zeros, which add nothing to a sum)
+    """
+
+    kind = "SumPool2d"
+    _scale = None  # the value of every kernel entry: 1, or 1 / (KH * KW) for an average
+
+    def __init__(self, channels, kernel_size, in_shape, stride=None, padding=0):
+        if isinstance(channels, (bool, np.bool_)) or not isinstance(
+                channels, (int, np.integer)) or channels < 1:
+            raise ConfigError(f"{self.kind}: channels={channels!r} must be an integer >= 1")
+        ks = _per_axis(kernel_size, 2, "kernel_size", self.kind, 1)
+        stride = ks if stride is None else stride
+        value = self._value(ks)
+        super().__init__(np.full((int(channels), 1, *ks), value), in_shape, stride, padding,
+                         1, int(channels))
+
+    def _value(self, ks):
+        return 1.0
+
+    @property
+    def n_weights(self) -> int:
+        """One shared value."""
+        return 1
+
+
+class AvgPool2d(SumPool2d):
+    """Average pooling: :class:`SumPool2d` times ``1 / (KH * KW)``.  Padded zeros count in the
+    divisor (PyTorch's ``count_include_pad=True``), so every window has the same weight."""
+
+    kind = "AvgPool2d"
+
+    def _value(self, ks):
+        return 1.0 / (ks[0] * ks[1])
+
+
 @dataclass
 class Projection:
     """Synapses from a source (``"input"`` or a population) to a target population.
@@ -154,8 +493,11 @@ class Projection:
         ``"input"`` or the name of a population.
     dst : str
         The name of a population.
-    weights : array of shape (n_src, n_dst) or Sparse
-        Dense weights (zero entries are no synapse) or sparse connections.
+    weights : array of shape (n_src, n_dst), Sparse or Conv
+        Dense weights (zero entries are no synapse), sparse connections, or a weight-shared
+        convolution / pooling (:class:`Conv`, :class:`Conv1d`, :class:`Conv2d`,
+        :class:`SumPool2d`, :class:`AvgPool2d`; ``docs/network.md``, "Convolution and
+        pooling"), which :meth:`dense` unrolls.
     delay : int
         Synaptic delay in timesteps, >= 0: a spike of step ``t`` arrives in step ``t + d`` (a
         feed-forward projection) or ``t + 1 + d`` (a recurrent one); ``docs/network.md``,
@@ -179,6 +521,9 @@ class Projection:
     def dense(self, n_src: int, n_dst: int) -> np.ndarray:
         """Return the weights as a dense ``(n_src, n_dst)`` array (checked)."""
         w = self.weights
+        if isinstance(w, Conv):
+            w.check_sizes(n_src, n_dst, f"Projection {self.src}->{self.dst}")
+            return w.dense(n_src, n_dst)
         if isinstance(w, Sparse):
             if len(w.rows) and (w.rows.min() < 0 or w.rows.max() >= n_src):
                 raise ConfigError(
@@ -290,4 +635,6 @@ class Network:
     @property
     def n_synapses(self) -> int:
         """Number of non-zero synapses."""
-        return int(sum(np.count_nonzero(self.dense_weights(p)) for p in self.projections))
+        return int(sum(
+            len(p.weights.to_sparse().rows) if isinstance(p.weights, Conv)
+            else np.count_nonzero(self.dense_weights(p)) for p in self.projections))

@@ -8,7 +8,7 @@ import warnings
 import numpy as np
 import pytest
 
-from spikeforge.errors import ConfigError, UnsupportedError
+from spikeforge.errors import ConfigError
 from spikeforge.host.compiler import Settings, compare, from_nir, quantize
 from spikeforge.host.nir_import import READOUT_THRESHOLD, NIRTypeWarning, is_readout
 from spikeforge.sim.golden import GoldenChip
@@ -56,9 +56,7 @@ IMPORTS = [
 
 # file, settings, error type, substrings the message must contain
 REFUSED = [
-    ("sinabs_conv", SINABS, UnsupportedError, ["'0'", "Conv2d", "not supported", "Affine"]),
-    # fails nir's strict type check: read relaxed (with a warning), then refused by node
-    ("norse_conv", NORSE, UnsupportedError, ["'0'", "Conv2d", "not supported"]),
+    # sinabs_conv and norse_conv import now: test_conv_framework_graphs_import below
     ("norse_lifbox", Settings(dt=1e-3), ConfigError,
      ["'1'", "(LIF)", "shorter than dt=0.001", "Settings.dt"]),
     ("norse_cuba", Settings(dt=1e-3), ConfigError,
@@ -160,3 +158,38 @@ def test_framework_graph_quantizes_and_runs_in_int_mode(name, settings):
     assert set(rep.agreement) == {p.name for p in net.populations}
     for pop, agree in rep.agreement.items():  # measured: 0.925 ... 1.0
         assert agree >= 0.9, (pop, agree)
+
+
+@pytest.mark.parametrize("name, settings, shapes", [
+    ("sinabs_conv", SINABS, [("input", "1", (1, 4, 4), (2, 2, 2)), ("1", "3", (2, 2, 2),
+                                                                    (2, 1, 1))]),
+    # fails nir's strict type check (scalar LIF parameters behind the Conv2d): read relaxed
+    ("norse_conv", NORSE, [("input", "1", (1, 4, 4), (2, 2, 2))]),
+])
+def test_conv_framework_graphs_import(name, settings, shapes):
+    # Sinabs' and Norse's Conv2d (and Sinabs' SumPool2d) become weight-shared projections
+    # (docs/network.md, "Convolution and pooling"); the conv's bias goes to the neurons of its
+    # output channel, times the neuron's input gain
+    import nir
+
+    from spikeforge.network import Conv
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", NIRTypeWarning)
+        net = from_nir(_path(name), settings)
+        graph = nir.read(_path(name), type_check=False)
+    got = [(p.src, p.dst, p.weights.src_shape, p.weights.dst_shape) for p in net.projections]
+    assert got == shapes
+    assert all(isinstance(p.weights, Conv) for p in net.projections)
+    conv = graph.nodes["0"]
+    gain = 1.0 if name == "sinabs_conv" else 0.1  # Norse: r * dt / tau = 1e-6 / 1e-5
+    w = net.projections[0].weights
+    np.testing.assert_allclose(w.kernel, np.asarray(conv.weight) * gain, rtol=1e-6)
+    np.testing.assert_allclose(np.asarray(net.populations[0].params.bias),
+                               np.repeat(np.asarray(conv.bias) * gain, 4), rtol=1e-6, atol=1e-9)
+    raster = _raster(20, 2, 16, p=0.8)
+    out = GoldenChip(net, "float", batch=2).run(raster)
+    assert out["spikes"].shape == (20, 2, net.n_neurons)
+    q = quantize(net, min_agreement=0.0)
+    assert all(isinstance(p.weights, Conv) for p in q.net.projections)
+    GoldenChip(q.net, "int", batch=2).run(raster)
