@@ -742,9 +742,9 @@ def build(
     ecp5_outreg : bool, optional
         ECP5: run :mod:`~spikeforge.boards.ecp5_outreg` on the synthesized netlist (DP16KD
         read ports whose output only feeds flip-flops use their output register instead);
-        default :func:`spikeforge.boards.ecp5_outreg.enabled` (on, unless the environment
-        variable ``SPIKEFORGE_ECP5_OUTREG=0``).  The report's ``ecp5_outreg`` says what it
-        absorbed.
+        default :func:`spikeforge.boards.ecp5_outreg.enabled` (off, unless the environment
+        variable ``SPIKEFORGE_ECP5_OUTREG=1``: it lowered the ULX3S's Fmax on two of three
+        seeds).  The report's ``ecp5_outreg`` says what it absorbed.
 
     Returns
     -------
@@ -1115,7 +1115,7 @@ def register(subparsers):
         action=argparse.BooleanOptionalAction,
         default=None,
         help="ECP5: DP16KD read ports whose output only feeds flip-flops use the block RAM's "
-        "output register instead (default on; also SPIKEFORGE_ECP5_OUTREG=0/1)",
+        "output register instead (default off; also SPIKEFORGE_ECP5_OUTREG=0/1)",
     )
     p.add_argument("--json", action="store_true", help="print the report as one JSON object")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress output")

@@ -27,7 +27,9 @@ The port then gets ``REGMODE_x = "OUTREG"``, ``OCEx`` = the flip-flops' enable, 
 bit drives the net the flip-flop's ``Q`` drove; the flip-flops are removed.  Nothing else
 changes.  The same function runs on the bitstream build's ``top.json`` (``boards/build.py``)
 and on the netlist virtual board's netlist (``sim/netlist.py``), whose DP16KD model implements
-the output register.
+the output register.  It is off by default (:data:`DEFAULT_ENABLED`: it lowered the ULX3S's
+Fmax on two of three placement seeds); ``spikeforge build --ecp5-outreg``,
+``build(..., ecp5_outreg=True)`` or ``SPIKEFORGE_ECP5_OUTREG=1`` turn it on.
 
 The one behaviour that depends on the primitive's reset details: a synchronous ``RST`` clears
 the output register; whether it also clears the EBR's output latch (the first stage) is not
@@ -47,8 +49,12 @@ from pathlib import Path
 
 __all__ = ["DEFAULT_ENABLED", "ENV_VAR", "absorb_output_registers", "enabled", "transform_file"]
 
-#: Whether the ECP5 build and the netlist virtual board run the pass by default.
-DEFAULT_ENABLED = True
+#: Whether the ECP5 build and the netlist virtual board run the pass by default: off.  On the
+#: ULX3S it absorbs 176 ports and moves each weight bank's register from a flip-flop the placer
+#: puts near the bank multiplexer to the EBR itself, so the EBR-to-logic routing and the
+#: multiplexer share one clock: 92.9 / 96.6 / 88.6 MHz over nextpnr seeds 1-3 against
+#: 103.9 / 90.5 / 98.6 without it (docs/boards.md, "Status").
+DEFAULT_ENABLED = False
 
 #: Environment variable that overrides :data:`DEFAULT_ENABLED` (``0`` / ``1``).
 ENV_VAR = "SPIKEFORGE_ECP5_OUTREG"

@@ -486,9 +486,12 @@ def _netlist_key(design_key: str, board, family: str, script: str) -> str:
     h = hashlib.sha256()
     from ..boards import ecp5_outreg
 
+    # the pass's code (whether it runs is in the script: its default does not change a key)
+    outreg = "".join(inspect.getsource(f) for f in (
+        ecp5_outreg._param, ecp5_outreg._const, ecp5_outreg._module_outreg,
+        ecp5_outreg.absorb_output_registers, ecp5_outreg.transform_file))
     for part in (design_key, str(board), family, script, _yosys_version(),
-                 inspect.getsource(drop_zero_meminit), Path(__file__).read_text(),
-                 Path(ecp5_outreg.__file__).read_text()):
+                 inspect.getsource(drop_zero_meminit), Path(__file__).read_text(), outreg):
         h.update(part.encode() + b"\0")
     return h.hexdigest()
 

