@@ -23,6 +23,7 @@ import time
 from pathlib import Path
 
 from ..errors import ConfigError, SpikeforgeError
+from . import ecp5_outreg as _outreg
 from .configs import BOARDS, default_out_dir, get_board
 from .flash import register as _register_flash
 
@@ -575,12 +576,15 @@ def _place_and_route(pnr_argv, seeds, jobs, out_dir, name, env, family, clock_mh
     return chosen, results
 
 
-def _run_tools(out_dir, name, env, family, seeds, jobs, progress, start, clock_mhz):
-    """Yosys once, then nextpnr for each seed (``jobs`` at a time, each in ``seeds/<seed>/``),
+def _run_tools(out_dir, name, env, family, seeds, jobs, progress, start, clock_mhz,
+               outreg=False):
+    """Yosys once, then (ECP5, ``outreg``) :func:`~spikeforge.boards.ecp5_outreg.transform_file`
+    on its netlist, then nextpnr for each seed (``jobs`` at a time, each in ``seeds/<seed>/``),
     then the packer on the kept seed's placement, copied into ``out_dir``.
 
-    Returns ``(seed, {seed: result})``: the kept seed and the results of the runs that finished
-    (:func:`parse_nextpnr_report`'s dict, or the :class:`BuildError` of a failed run).
+    Returns ``(seed, {seed: result}, outreg)``: the kept seed, the results of the runs that
+    finished (:func:`parse_nextpnr_report`'s dict, or the :class:`BuildError` of a failed run)
+    and what the DP16KD output-register pass absorbed (``None`` when it did not run).
     """
     synth_argv, pnr_argv, pack_argv = _tool_commands(out_dir, name, env)
     placed = f"{name}.asc" if family == "ice40" else f"{name}.config"
@@ -601,6 +605,16 @@ def _run_tools(out_dir, name, env, family, seeds, jobs, progress, start, clock_m
         time.sleep(_POLL_S)
     if code != 0:
         raise _failure(job, "synth", _log_lines(job))
+
+    # ECP5: the block RAMs' output registers take over the flip-flops after them
+    absorbed = None
+    if family == "ecp5" and outreg:
+        absorbed = _outreg.transform_file(out_dir / f"{name}.json")
+        note = (f"DP16KD output registers: {absorbed['ports']} read ports took over "
+                f"{absorbed['flip_flops']} flip-flops (REGMODE OUTREG)")
+        with open(out_dir / f"{name}.rpt", "a") as rpt:
+            rpt.write(f"\nspikeforge.boards.ecp5_outreg: {note}\n")
+        report("synth", note)
 
     # place and route: one nextpnr per seed, several at a time
     seeds_root = out_dir / "seeds"
@@ -625,7 +639,7 @@ def _run_tools(out_dir, name, env, family, seeds, jobs, progress, start, clock_m
         time.sleep(_POLL_S)
     if code != 0:
         raise _failure(job, "pack")
-    return chosen, results
+    return chosen, results, absorbed
 
 
 _CELL_NAMES = {
@@ -685,6 +699,7 @@ def build(
     jobs=None,
     check_timing=True,
     name="top",
+    ecp5_outreg=None,
 ):
     """Build the bitstream of a board and return its report.
 
@@ -724,6 +739,12 @@ def build(
     check_timing : bool
         Raise :class:`TimingError` when a clock misses its constraint (the report is written
         first).
+    ecp5_outreg : bool, optional
+        ECP5: run :mod:`~spikeforge.boards.ecp5_outreg` on the synthesized netlist (DP16KD
+        read ports whose output only feeds flip-flops use their output register instead);
+        default :func:`spikeforge.boards.ecp5_outreg.enabled` (off, unless the environment
+        variable ``SPIKEFORGE_ECP5_OUTREG=1``: it lowered the ULX3S's Fmax on two of three
+        seeds).  The report's ``ecp5_outreg`` says what it absorbed.
 
     Returns
     -------
@@ -735,7 +756,8 @@ def build(
         (``luts_used``, ``luts_total``, ``rams_used``, ...), ``bitstream``, ``build_s``,
         ``seed`` (the kept one), ``seeds_tried`` (``seed``, ``fmax_mhz``, ``timing_met`` of
         each finished nextpnr run, in the order given; a failed run also has ``error``),
-        ``tools``.
+        ``tools``, and on the ECP5 ``ecp5_outreg`` (``{"ports", "flip_flops"}`` absorbed, or
+        ``None`` when the pass was off).
 
     Raises
     ------
@@ -799,8 +821,9 @@ def build(
         il_path = out_dir / f"{name}.il"
         il_path.write_text(drop_zero_meminit(il_path.read_text())[0])
     t_tools = time.monotonic()
-    seed, results = _run_tools(
-        out_dir, name, env, board.family, seeds, jobs, progress, t0, pll.f_out_mhz
+    outreg = _outreg.enabled(ecp5_outreg)
+    seed, results, absorbed = _run_tools(
+        out_dir, name, env, board.family, seeds, jobs, progress, t0, pll.f_out_mhz, outreg
     )
     elapsed_tools = time.monotonic() - t_tools
 
@@ -849,6 +872,8 @@ def build(
         "seeds_tried": _seeds_tried(seeds, results),
         "tools": _tool_versions(board.family),
     }
+    if board.family == "ecp5":
+        report["ecp5_outreg"] = absorbed
     (out_dir / "build.json").write_text(json.dumps(report, indent=2) + "\n")
     if progress is not None:
         progress("done", f"bitstream {bitstream}", time.monotonic() - t0)
@@ -939,6 +964,12 @@ def format_report(report):
             for t in tried
         )
         lines.append(f"  seed      {report['seed']}  (nextpnr seeds tried, fmax MHz: {runs})")
+    outreg = report.get("ecp5_outreg")
+    if outreg:
+        lines.append(
+            f"  EBR oreg  {outreg['ports']} DP16KD read ports use their output register "
+            f"({outreg['flip_flops']} flip-flops absorbed)"
+        )
     lines.append(f"  bitstream {report['bitstream']} ({report['build_s']:.0f} s)")
     return "\n".join(lines)
 
@@ -1009,6 +1040,7 @@ def _cmd_build(args):
                 seeds=args.seeds or [1 if args.seed is None else args.seed],
                 jobs=args.jobs,
                 check_timing=not args.allow_timing_fail,
+                ecp5_outreg=args.ecp5_outreg,
             )
         except TimingError as exc:
             report = exc.report
@@ -1077,6 +1109,13 @@ def register(subparsers):
     )
     p.add_argument(
         "--allow-timing-fail", action="store_true", help="exit 0 even when timing is not met"
+    )
+    p.add_argument(
+        "--ecp5-outreg",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="ECP5: DP16KD read ports whose output only feeds flip-flops use the block RAM's "
+        "output register instead (default off; also SPIKEFORGE_ECP5_OUTREG=0/1)",
     )
     p.add_argument("--json", action="store_true", help="print the report as one JSON object")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress output")

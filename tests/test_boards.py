@@ -1005,3 +1005,111 @@ def test_build_seed_arguments(monkeypatch):
     ):
         with pytest.raises(SystemExit):
             _cli(["build", "--board", "icebreaker", "-q", *bad])
+
+
+# --- the ECP5 DP16KD output-register pass (boards/ecp5_outreg.py) ----------------------------
+
+
+def _outreg_netlist(ff_params=None, ff_conns=None, extra_sink=False, ram_params=None):
+    """A Yosys JSON netlist: one DP16KD (port A reads, width 1) whose DOA0 (net 10) feeds the
+    DI of one TRELLIS_FF clocked by net 2 (the RAM's clock), reset by net 3, Q on net 11."""
+    ram = {
+        "type": "DP16KD",
+        "parameters": {"DATA_WIDTH_A": "00000000000000000000000000000001",
+                       "DATA_WIDTH_B": "00000000000000000000000000000001",
+                       "REGMODE_A": "NOREG", "REGMODE_B": "NOREG", "RESETMODE": "ASYNC",
+                       **(ram_params or {})},
+        "port_directions": {**{f"DO{p}{i}": "output" for p in "AB" for i in range(18)}},
+        "connections": {"CLKA": [2], "CLKB": [2], "CEA": ["1"], "CEB": ["1"],
+                        "OCEA": ["1"], "OCEB": ["1"], "RSTA": ["0"], "RSTB": ["0"],
+                        **{f"DO{p}{i}": [100 + 18 * (p == "B") + i] for p in "AB"
+                           for i in range(18)}},
+    }
+    ram["connections"]["DOA0"] = [10]
+    for pin in ("CLKA", "CLKB", "CEA", "CEB", "OCEA", "OCEB", "RSTA", "RSTB"):
+        ram["port_directions"][pin] = "input"
+    ff = {
+        "type": "TRELLIS_FF",
+        "parameters": {"CEMUX": "1 ", "CLKMUX": "CLK", "GSR": "DISABLED", "LSRMUX": "LSR",
+                       "REGSET": "RESET", "SRMODE": "LSR_OVER_CE", **(ff_params or {})},
+        "port_directions": {"CE": "input", "CLK": "input", "DI": "input", "LSR": "input",
+                            "Q": "output"},
+        "connections": {"CE": [4], "CLK": [2], "DI": [10], "LSR": [3], "Q": [11],
+                        **(ff_conns or {})},
+    }
+    cells = {"ram": ram, "ff": ff}
+    if extra_sink:
+        cells["lut"] = {"type": "LUT4", "parameters": {},
+                        "port_directions": {"A": "input", "Z": "output"},
+                        "connections": {"A": [10], "Z": [12]}}
+    return {"modules": {"top": {"ports": {}, "cells": cells, "netnames": {}}}}
+
+
+def test_ecp5_outreg_absorbs_the_flip_flop_after_a_block_ram_port():
+    from spikeforge.boards.ecp5_outreg import absorb_output_registers
+
+    netlist = _outreg_netlist()
+    assert absorb_output_registers(netlist) == {"ports": 1, "flip_flops": 1}
+    cells = netlist["modules"]["top"]["cells"]
+    assert set(cells) == {"ram"}
+    ram = cells["ram"]
+    assert ram["parameters"]["REGMODE_A"] == "OUTREG"
+    assert ram["parameters"]["REGMODE_B"] == "NOREG"
+    assert ram["parameters"]["RESETMODE"] == "SYNC"  # the flip-flop's synchronous reset
+    assert ram["connections"]["DOA0"] == [11]  # drives what the flip-flop's Q drove
+    assert ram["connections"]["RSTA"] == [3]
+    assert ram["connections"]["OCEA"] == ["1"]
+
+
+def test_ecp5_outreg_keeps_the_enable_when_it_is_the_ports_own():
+    from spikeforge.boards.ecp5_outreg import absorb_output_registers
+
+    netlist = _outreg_netlist(ff_params={"CEMUX": "CE"}, ff_conns={"LSR": ["0"]})
+    netlist["modules"]["top"]["cells"]["ram"]["connections"]["CEA"] = [4]
+    assert absorb_output_registers(netlist)["ports"] == 1
+    ram = netlist["modules"]["top"]["cells"]["ram"]
+    assert ram["connections"]["OCEA"] == [4]
+    assert ram["connections"]["RSTA"] == ["0"]
+    assert ram["parameters"]["RESETMODE"] == "ASYNC"  # no reset: left alone
+
+
+@pytest.mark.parametrize("kwargs", [
+    dict(extra_sink=True),  # the RAM output also feeds logic
+    dict(ff_conns={"CLK": [5]}),  # another clock
+    dict(ff_params={"CLKMUX": "INV"}),
+    dict(ff_params={"CEMUX": "CE"}),  # an enable that is not the RAM port's
+    dict(ff_params={"REGSET": "SET"}),  # resets / starts at 1
+    dict(ff_params={"SRMODE": "ASYNC"}),
+    dict(ff_params={"LSRMUX": "INV"}),
+    dict(ram_params={"REGMODE_A": "OUTREG"}),
+    dict(ram_params={"DATA_WIDTH_A": "00000000000000000000000000100100",
+                     "DATA_WIDTH_B": "00000000000000000000000000100100"}),
+])
+def test_ecp5_outreg_leaves_what_the_output_register_cannot_reproduce(kwargs):
+    from spikeforge.boards.ecp5_outreg import absorb_output_registers
+
+    netlist = _outreg_netlist(**kwargs)
+    before = json.dumps(netlist, sort_keys=True)
+    assert absorb_output_registers(netlist) == {"ports": 0, "flip_flops": 0}
+    assert json.dumps(netlist, sort_keys=True) == before
+
+
+def test_ecp5_outreg_leaves_a_ram_whose_other_port_has_a_reset():
+    from spikeforge.boards.ecp5_outreg import absorb_output_registers
+
+    netlist = _outreg_netlist()
+    netlist["modules"]["top"]["cells"]["ram"]["connections"]["RSTB"] = [7]
+    assert absorb_output_registers(netlist)["ports"] == 0
+
+
+def test_ecp5_outreg_default_and_environment(monkeypatch):
+    from spikeforge.boards import ecp5_outreg
+
+    monkeypatch.delenv(ecp5_outreg.ENV_VAR, raising=False)
+    assert ecp5_outreg.enabled() is ecp5_outreg.DEFAULT_ENABLED
+    assert ecp5_outreg.enabled(False) is False
+    monkeypatch.setenv(ecp5_outreg.ENV_VAR, "0")
+    assert ecp5_outreg.enabled() is False
+    assert ecp5_outreg.enabled(True) is True
+    monkeypatch.setenv(ecp5_outreg.ENV_VAR, "1")
+    assert ecp5_outreg.enabled() is True

