@@ -26,7 +26,7 @@ class NeuronLanes(wiring.Component):
 
     Attributes
     ----------
-    pop : In(population_layout())
+    pop : In(population_layout(config))
         The population being swept (its options, decay codes and threshold).
     sweep_issue, sweep_group, sweep_mask : In
         Read neuron group ``sweep_group`` and update lanes ``sweep_mask`` of it.
@@ -66,7 +66,7 @@ class NeuronLanes(wiring.Component):
         acc = data.ArrayLayout(unsigned(fmt.acc_bits), L)
         super().__init__(
             {
-                "pop": In(population_layout()),
+                "pop": In(population_layout(config)),
                 "sweep_issue": In(1),
                 "sweep_group": In(gbits),
                 "sweep_mask": In(L),

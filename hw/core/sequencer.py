@@ -29,13 +29,22 @@ from .descriptors import source_layout
 __all__ = ["Sequencer", "RegisteredSequencer", "population_layout"]
 
 
-def population_layout() -> data.StructLayout:
+def options_layout(config: CoreConfig) -> data.StructLayout:
+    """The part of :data:`~spikeforge.hw.image.PopOptions` a core reads: all of it with delays,
+    every field but ``walks`` (the last) without, so a core without delays has no trace of
+    them."""
+    if config.max_delay:
+        return PopOptions
+    return data.StructLayout({name: f.shape for name, f in PopOptions if name != "walks"})
+
+
+def population_layout(config: CoreConfig) -> data.StructLayout:
     """The population being run: its table entry (:class:`~spikeforge.hw.image.PopWord`)."""
     return data.StructLayout(
         {
             "base": POP_WORD_BITS,
             "size": POP_WORD_BITS,
-            "options": PopOptions,
+            "options": options_layout(config),
             "beta": POP_WORD_BITS,
             "alpha": POP_WORD_BITS,
             "forward": DescList,
@@ -78,7 +87,7 @@ class Sequencer(wiring.Component):
         The fan-out and the accumulation pipelines are idle.
     pop_addr : Out
         The population table's read address; ``pop_data`` its word a clock later.
-    pop : Out(population_layout())
+    pop : Out(population_layout(config))
         The population being run.
     sweep_issue, sweep_group, sweep_mask : Out
         Present a neuron group to the state memories and datapaths (lanes ``sweep_mask``).
@@ -120,7 +129,7 @@ class Sequencer(wiring.Component):
                 "drained": In(1),
                 "pop_addr": Out(range(POP_WORDS * config.n_populations)),
                 "pop_data": In(POP_WORD_BITS),
-                "pop": Out(population_layout()),
+                "pop": Out(population_layout(config)),
                 "sweep_issue": Out(1),
                 "sweep_group": Out(gbits),
                 "sweep_mask": Out(L),
@@ -193,7 +202,7 @@ class Sequencer(wiring.Component):
         with m.If(self.results & self.spiked):
             m.d.sync += cur_any.bit_select(pop_idx, 1).eq(1)
         pop = self.pop
-        p_opts = Signal(PopOptions)
+        p_opts = Signal(options_layout(cfg))
         p_words = {
             PopWord.BASE: pop.base,
             PopWord.SIZE: pop.size,
