@@ -69,7 +69,8 @@ IDENT_FIELDS = (
     "max_delay",
 )
 #: Core fields added after the first bitstreams, and their value when a bitstream does not
-#: report them: ``max_delay`` (the longest synaptic delay, ``CoreConfig.max_delay``).
+#: report them: ``max_delay`` (the longest synaptic delay, ``CoreConfig.max_delay``).  They come
+#: last in :data:`IDENT_FIELDS`, and :func:`ident_words` leaves them out at their default.
 _LATER_CORE_FIELDS = {"max_delay": 0}
 #: The link's fields of :data:`IDENT_FIELDS`: what the host link can do beyond the core.
 #: ``encoders``: 1 if the link executes SAMPLE (on-chip spike encoding, ``docs/encoding.md``).
@@ -116,6 +117,10 @@ def ident_words(config: CoreConfig | RouterConfig, *, encoders: bool = False) ->
         else:
             value = getattr(core.fmt if name in _FORMAT_FIELDS else core, name)
         out.append(int(value))
+    # trailing later fields at their default are not sent (a reader takes the default): a chip
+    # without delays keeps the reply, and the gateware, it had before them
+    while len(out) > 1 and _LATER_CORE_FIELDS.get(IDENT_FIELDS[len(out) - 1]) == out[-1]:
+        out.pop()
     return out
 
 
