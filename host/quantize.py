@@ -223,7 +223,7 @@ def quantize(
             )
         source = f"the given input, {raster.shape[0]} steps x {raster.shape[1]} samples"
     modes = (False, True) if per_neuron is None else (per_neuron,)
-    float_spikes = _spikes(net, "float", raster, fmt)
+    float_spikes = _run(net, "float", raster, fmt)[0]
     tried, best = [], None
     for pn in modes:
         for fill in WEIGHT_FILLS:
@@ -233,7 +233,7 @@ def quantize(
                 if best is None and fill == WEIGHT_FILLS[0] and pn == modes[0]:
                     raise  # the first choice fails: say why
                 continue
-            agree = _agreements(q.net, float_spikes, _spikes(q.net, "int", raster, fmt))
+            agree = _agreements(q.net, float_spikes, _run(q.net, "int", raster, fmt)[0])
             score = min(agree.values(), default=1.0)
             tried.append({"per_neuron": pn, "weight_fill": fill, "lowest_agreement": score})
             if best is None or score > best[0] + 5e-4:
@@ -253,13 +253,17 @@ def quantize(
     return q
 
 
-def _spikes(net, mode, raster, fmt, batch_size=512):
-    """The spikes ``(T, batch, n_neurons)`` of ``net`` (golden model) on ``raster``."""
-    out = []
+def _run(net, mode, raster, fmt, record_v=False, batch_size=512):
+    """``(spikes, v)`` of ``net`` (golden model) on ``raster``, ``batch_size`` samples at a
+    time: arrays ``(T, batch, n_neurons)``; ``v`` is None unless ``record_v``."""
+    spikes, vs = [], []
     for k in range(0, raster.shape[1], batch_size):
         chunk = raster[:, k:k + batch_size]
-        out.append(GoldenChip(net, mode, batch=chunk.shape[1], fmt=fmt).run(chunk)["spikes"])
-    return np.concatenate(out, axis=1)
+        out = GoldenChip(net, mode, batch=chunk.shape[1], fmt=fmt).run(chunk, record_v=record_v)
+        spikes.append(out["spikes"])
+        if record_v:
+            vs.append(out["v"])
+    return np.concatenate(spikes, axis=1), (np.concatenate(vs, axis=1) if record_v else None)
 
 
 def _agreements(net, a, b):
@@ -588,24 +592,14 @@ def compare(q: Quantized, raster, labels=None, decoder="count", batch_size=512, 
         raise ConfigError(f"min_agreement={min_agreement!r} is out of range: allowed 0..1 or None")
 
     raster = np.asarray(raster)
-    results = {}
-    for mode, net in (("float", q.float_net), ("int", q.net)):
-        spikes, vs = [], []
-        for k in range(0, raster.shape[1], batch_size):
-            chunk = raster[:, k:k + batch_size]
-            out = GoldenChip(net, mode, batch=chunk.shape[1], fmt=q.fmt).run(
-                chunk, record_v=decoder == "membrane")
-            spikes.append(out["spikes"])
-            if decoder == "membrane":
-                vs.append(out["v"])
-        results[mode] = (np.concatenate(spikes, axis=1),
-                         np.concatenate(vs, axis=1) if vs else None)
-    agree, rf, ri = {}, {}, {}
+    results = {mode: _run(net, mode, raster, q.fmt, decoder == "membrane", batch_size)
+               for mode, net in (("float", q.float_net), ("int", q.net))}
+    agree = _agreements(q.net, results["float"][0], results["int"][0])
+    rf, ri = {}, {}
     for pop in q.net.populations:
         sl = slice(q.net.base(pop.name), q.net.base(pop.name) + pop.size)
-        a, b = results["float"][0][..., sl], results["int"][0][..., sl]
-        agree[pop.name] = agreement(a, b)
-        rf[pop.name], ri[pop.name] = float(a.mean()), float(b.mean())
+        rf[pop.name] = float(results["float"][0][..., sl].mean())
+        ri[pop.name] = float(results["int"][0][..., sl].mean())
     rep = QuantReport(agree, rf, ri, precision=precision(q))
     if min_agreement is not None:
         low = {k: a for k, a in agree.items() if a < min_agreement}
