@@ -28,7 +28,7 @@ from spikeforge.sim.golden import GoldenChip
 
 def _sops(net, cfg, events, golden_spikes):
     """Synaptic operations the core performs: every slot of every block a source is in."""
-    lists, blocks, _ = compile_blocks(net, cfg)
+    lists, blocks = compile_blocks(net, cfg)[:2]
 
     def cost(key, o):
         first, count = lists[key]

@@ -18,6 +18,8 @@ from ..errors import ConfigError, FitError
 from ..hw.image import (
     LIST_BITS,
     ConfigWord,
+    ConvEntry,
+    ConvWord,
     CoreConfig,
     DescList,
     DescStride,
@@ -29,12 +31,13 @@ from ..hw.image import (
     pack,
     pop_options,
 )
-from ..network import INPUT
+from ..network import INPUT, Conv
 from ..sim.golden import network_problems
 from ..spec import DEFAULT_FORMAT, Format, LeakMode, NeuronModel
 
 __all__ = [
     "Block",
+    "SharedBlock",
     "Layout",
     "Fit",
     "compile_blocks",
@@ -75,6 +78,9 @@ class Block:
     #: steps after the source's spike that the block delivers (``a + d``, :data:`DescStride`)
     arrival: int = 0
 
+    #: descriptor table entries the block takes
+    entries = 1
+
     def words(self) -> list[int]:
         """The block's :class:`DescWord` words."""
         stride = self.length if self.stride is None else self.stride
@@ -83,6 +89,44 @@ class Block:
             self.slot,
             pack(Span, first=self.first, count=self.count),
             pack(DescStride, stride=stride, arrival=self.arrival),
+        ]
+
+
+@dataclass(frozen=True)
+class SharedBlock:
+    """A weight-shared block (one group of a convolution; :class:`~spikeforge.hw.image.ConvWord`,
+    ``docs/core.md`` "Weight-shared blocks"): two descriptor entries, one ``CONV`` word per
+    source from ``table``."""
+
+    target: int  #: first target neuron (global index)
+    extent: int  #: every target lies in ``target .. target + extent - 1``
+    slot: int  #: first weight slot of the kernel
+    first: int  #: first source of the group the block covers
+    count: int  #: sources covered (``CONV`` words)
+    table: int  #: the first source's ``CONV`` word
+    channels: int  #: output channels (the outer loop)
+    row_targets: int
+    row_slots: int
+    channel_targets: int
+    channel_slots: int
+    arrival: int = 0
+
+    entries = 2
+
+    def words(self) -> list[int]:
+        """The block's eight words: a :class:`DescWord` entry, then a :class:`ConvWord` one."""
+        second = {
+            ConvWord.TABLE: pack(Span, first=self.table, count=self.channels),
+            ConvWord.ROW: pack(Span, first=self.row_targets, count=self.row_slots),
+            ConvWord.EMPTY: 0,
+            ConvWord.CHANNEL: pack(Span, first=self.channel_targets, count=self.channel_slots),
+        }
+        return [
+            pack(Span, first=self.target, count=self.extent),
+            self.slot,
+            pack(Span, first=self.first, count=self.count),
+            pack(DescStride, stride=0, arrival=self.arrival, shared=1),
+            *(second[w] for w in ConvWord),
         ]
 
 
@@ -110,11 +154,137 @@ def _groups(net):
 
 
 class Layout(NamedTuple):
-    """What :func:`compile_blocks` returns: the fan-out blocks and the weight slots."""
+    """What :func:`compile_blocks` returns: the fan-out blocks, the weight slots and the
+    ``CONV`` words of the weight-shared blocks."""
 
     lists: dict
     blocks: list
     slots: list
+    conv: list = []
+
+    @property
+    def entries(self) -> int:
+        """Descriptor table entries the blocks take (a weight-shared block two)."""
+        return sum(b.entries for b in self.blocks)
+
+
+_ENTRY_MAX = {f: (1 << ConvEntry[f].width) - 1 for f in ("target", "slot", "rows", "run")}
+
+
+def _axis(n_in, extent, k, stride, pad, n_out):
+    """One spatial axis of a convolution as the core's weight-shared blocks take it.
+
+    Returns ``(order, count, out_first, pos_first)``: ``order`` the kernel taps in storage
+    order (phase by phase, ``(u + pad) mod stride``, descending within a phase), and for every
+    source position ``u``: how many outputs it reaches, the first (lowest) of them and the
+    storage position of its tap; the taps of consecutive outputs are consecutive in storage.
+    """
+    order = [t for ph in range(stride) for t in sorted(range(ph, k, stride), reverse=True)]
+    pos = {t: i for i, t in enumerate(order)}
+    count = np.zeros(n_in, dtype=np.int64)
+    out_first = np.zeros(n_in, dtype=np.int64)
+    pos_first = np.zeros(n_in, dtype=np.int64)
+    for u in range(min(n_in, extent)):
+        taps = [t for t in range(k - 1, -1, -1)
+                if (u + pad - t) % stride == 0 and 0 <= (u + pad - t) // stride < n_out]
+        if taps:
+            count[u], out_first[u], pos_first[u] = len(taps), (u + pad - taps[0]) // stride, \
+                pos[taps[0]]
+    return order, count, out_first, pos_first
+
+
+def shared_problem(conv: Conv, config: CoreConfig) -> str | None:
+    """Why ``conv`` cannot be a weight-shared block on ``config`` (``None``: it can)."""
+    if not config.conv_words:
+        return "the core has no weight-shared blocks (CoreConfig.conv_words = 0)"
+    if any(d != 1 for d in conv.dilation):
+        return f"dilation {conv.dilation} (the core's shared blocks take dilation 1)"
+    kh, kw = (1, *conv.kernel_size) if len(conv.kernel_size) == 1 else conv.kernel_size
+    sy, sx = (1, *conv.stride) if len(conv.stride) == 1 else conv.stride
+    for name, k, s in (("height", kh, sy), ("width", kw, sx)):
+        if -(-k // s) > _ENTRY_MAX["rows"]:
+            return (f"kernel {name} {k} with stride {s} reaches {-(-k // s)} outputs per source "
+                    f"(the core's shared blocks take {_ENTRY_MAX['rows']})")
+    plane = int(np.prod(conv.out_shape))
+    if plane > _ENTRY_MAX["target"] + 1:
+        return (f"an output channel of {plane} neurons (the core's shared blocks take "
+                f"{_ENTRY_MAX['target'] + 1})")
+    c_in_g = conv.kernel.shape[1]
+    per_source = c_in_g * kh * (kw + config.lanes) * config.lanes
+    if per_source > _ENTRY_MAX["slot"] + 1:
+        return (f"{c_in_g} input channels per group x a {kh}x{kw} kernel (the core's shared "
+                f"blocks address {_ENTRY_MAX['slot'] + 1} kernel slots per output channel)")
+    return None
+
+
+def _shared_blocks(net, proj, conv: Conv, config: CoreConfig, slots, conv_words):
+    """``proj``'s convolution as one :class:`SharedBlock` per group; appends its kernel copies
+    to ``slots`` and its source entries to ``conv_words``."""
+    L = config.lanes
+    nd = len(conv.in_shape)
+    kern = conv.kernel if nd == 2 else conv.kernel[:, :, None, :]
+    in_hw = conv.in_shape if nd == 2 else (1, *conv.in_shape)
+    ext = conv.extent if nd == 2 else (1, *conv.extent)
+    out_hw = conv.out_shape if nd == 2 else (1, *conv.out_shape)
+    stride = conv.stride if nd == 2 else (1, *conv.stride)
+    pads = [p[0] for p in conv.padding] if nd == 2 else [0, conv.padding[0][0]]
+    c_out, c_in_g, kh, kw = kern.shape
+    g = conv.groups
+    co_g = c_out // g
+    ho, wo = out_hw
+    plane = ho * wo
+    oy_order, ny, oy0, ypos = _axis(in_hw[0], ext[0], kh, stride[0], pads[0], ho)
+    ox_order, nx, ox0, xpos = _axis(in_hw[1], ext[1], kw, stride[1], pads[1], wo)
+    # the storage of one group: [co][ci][row][column]; with lanes, a row step congruent to the
+    # target's (wo) and a channel step congruent to plane, and L copies shifted by one slot
+    kwp = kw + (wo - kw) % L
+    ch = c_in_g * kh * kwp
+    ch += (plane - ch) % L
+    total = co_g * ch
+    total += (1 - total) % L if L > 1 else 0
+    store = np.zeros((g, co_g, c_in_g, kh, kwp), dtype=np.int64)
+    k = np.asarray(kern).astype(np.int64).reshape(g, co_g, c_in_g, kh, kw)
+    store[..., :kw] = k[:, :, :, oy_order, :][..., ox_order]
+    # the source entries of one group (the same for every group): (ci, y, x) in C order
+    ci, yy, xx = np.meshgrid(np.arange(c_in_g), np.arange(in_hw[0]), np.arange(in_hw[1]),
+                             indexing="ij")
+    ci, yy, xx = ci.ravel(), yy.ravel(), xx.ravel()
+    rows, run = ny[yy], nx[xx]
+    t_rel = oy0[yy] * wo + ox0[xx]
+    s_rel = ci * kh * kwp + ypos[yy] * kwp + xpos[xx]
+    live = (rows > 0) & (run > 0)
+    blocks = []
+    n_src = c_in_g * in_hw[0] * in_hw[1]
+    for grp in range(g):
+        target = net.base(proj.dst) + grp * co_g * plane
+        slot = len(slots)
+        flat = store[grp].reshape(co_g, -1)
+        group = np.zeros(total, dtype=np.int64)
+        for c in range(co_g):
+            group[c * ch:c * ch + flat.shape[1]] = flat[c]
+        for _copy in range(L):  # copy a starts at slot + a * total, congruent to slot + a
+            slots.extend(int(x) for x in group)
+        copy = (target + t_rel - slot - s_rel) % L if L > 1 else 0
+        s_entry = copy * total + s_rel
+        t_entry = t_rel
+        if live.any() and (s_entry[live].max() > _ENTRY_MAX["slot"]
+                           or t_entry[live].max() > _ENTRY_MAX["target"]):
+            raise ConfigError(f"projection {proj.src}->{proj.dst}: the convolution's entries do "
+                              f"not fit the core's CONV word")
+        words = np.where(
+            live,
+            t_entry | s_entry << ConvEntry["slot"].offset | rows << ConvEntry["rows"].offset
+            | run << ConvEntry["run"].offset,
+            0,
+        )
+        table = len(conv_words)
+        conv_words.extend(int(w) for w in words)
+        blocks.append(SharedBlock(
+            target=target, extent=co_g * plane, slot=slot, first=grp * n_src, count=n_src,
+            table=table, channels=co_g, row_targets=wo, row_slots=kwp,
+            channel_targets=plane, channel_slots=ch, arrival=arrival(net, proj),
+        ))
+    return blocks
 
 
 def compile_blocks(net, config: CoreConfig) -> Layout:
@@ -134,10 +304,16 @@ def compile_blocks(net, config: CoreConfig) -> Layout:
         descriptors; ``blocks``: the :class:`Block` list; ``slots``: the weight of every slot
         (signed).
     """
-    lists, blocks, slots = {}, [], []
+    lists, blocks, slots, conv_words = {}, [], [], []
+    entries = 0
     for key, projections in _groups(net):
-        first = len(blocks)
+        first = entries
         for proj in projections:
+            if isinstance(proj.weights, Conv) and shared_problem(proj.weights, config) is None:
+                new = _shared_blocks(net, proj, proj.weights, config, slots, conv_words)
+                blocks.extend(new)
+                entries += sum(b.entries for b in new)
+                continue
             w = np.asarray(net.dense_weights(proj)).astype(np.int64)
             rows = np.flatnonzero(w.any(axis=1))
             cols = np.flatnonzero(w.any(axis=0))
@@ -156,8 +332,9 @@ def compile_blocks(net, config: CoreConfig) -> Layout:
                       stride if lanes > 1 else None, arrival(net, proj))
             )
             slots.extend(int(x) for x in box.ravel())
-        lists[key] = (first, len(blocks) - first)
-    return Layout(lists, blocks, slots)
+            entries += 1
+        lists[key] = (first, entries - first)
+    return Layout(lists, blocks, slots, conv_words)
 
 
 @dataclass(frozen=True, eq=False)
@@ -242,12 +419,18 @@ def _capacity_problems(net, config: CoreConfig) -> list[str]:
 
 
 def _layout_problems(layout: Layout, config: CoreConfig) -> list[str]:
-    lists, blocks, slots = layout
+    lists, blocks, slots, conv = layout
     problems = []
-    if len(blocks) > config.descriptors:
+    if layout.entries > config.descriptors:
         problems.append(
-            f"the fan-out needs {len(blocks)} block descriptors (one per projection), "
-            f"the core's descriptor table holds {config.descriptors}"
+            f"the fan-out needs {layout.entries} block descriptor entries (one per projection, "
+            f"two per group of a weight-shared convolution), the core's descriptor table holds "
+            f"{config.descriptors}"
+        )
+    if len(conv) > config.conv_words:
+        problems.append(
+            f"the convolutions need {len(conv)} CONV words (one per source of each "
+            f"weight-shared block), the core's CONV table holds {config.conv_words}"
         )
     words = -(-len(slots) // config.weights_per_word)
     if words > config.synapse_words:
@@ -313,7 +496,7 @@ def build_image(net, config: CoreConfig, fit: Fit | None = None) -> list[tuple[i
             "(use the Fit that check_fit(net, config) returned)"
         )
     fmt = config.fmt
-    lists, blocks, slots = fit.layout
+    lists, blocks, slots, conv = fit.layout
 
     def list_word(key):
         first, count = lists[key]
@@ -321,14 +504,16 @@ def build_image(net, config: CoreConfig, fit: Fit | None = None) -> list[tuple[i
 
     n = net.n_neurons
     pop_words, thr, bias = [], [], []
+    starts = np.cumsum([0] + [b.entries for b in blocks])[:-1]
     for pop, arr in zip(net.populations, fit.arrays, strict=True):
         first, count = lists[("recurrent", pop.name)]
+        later = [b for b, e in zip(blocks, starts, strict=True) if first <= e < first + count]
         opts = pop_options(
             pop.params,
             pop.name in net.outputs,
             lists[("forward", pop.name)][1] > 0,
             count > 0,
-            max((b.arrival for b in blocks[first:first + count]), default=0),
+            max((b.arrival for b in later), default=0),
         )
         beta = _scalar(pop.params.beta) if pop.params.leak != LeakMode.NONE else 0
         alpha = (
@@ -367,6 +552,7 @@ def build_image(net, config: CoreConfig, fit: Fit | None = None) -> list[tuple[i
         (address(Region.ACC), [0] * n),
         (address(Region.DESC), desc_words),
         (address(Region.WEIGHT), weight_words),
+        (address(Region.CONV), conv),
         (address(Region.CONFIG, ConfigWord.N_INPUTS.value), [net.n_inputs]),
         (address(Region.CONFIG, ConfigWord.INPUT_LIST.value), [list_word(("input", None))]),
         (address(Region.CONFIG, ConfigWord.CONTROL.value), [1]),

@@ -43,6 +43,9 @@ __all__ = [
     "PopOptions",
     "Span",
     "DescList",
+    "DescStride",
+    "ConvEntry",
+    "ConvWord",
     "pack",
     "unpack",
     "region_size",
@@ -104,12 +107,19 @@ MAX_DELAY = (1 << ARRIVAL_BITS) - 2
 """The largest ``CoreConfig.max_delay`` the formats can describe (an arrival is at most
 ``max_delay + 1``)."""
 
-DescStride = data.StructLayout({"stride": 16, "arrival": ARRIVAL_BITS})
+DescStride = data.StructLayout({"stride": 16, "arrival": ARRIVAL_BITS, "shared": 1})
 """Layout of :attr:`DescWord.STRIDE`: the stride, and the block's *arrival*, the number of steps
 after the source's spike that it delivers (``docs/network.md``, "Synaptic delays": ``a + d``).
 A core matches a source only with the blocks of its own arrival: 0 for input events and
 same-step walks, ``k`` for the walk of the bitmap of ``k`` steps ago.  A core without delays
-(``max_delay = 0``) does not look at it."""
+(``max_delay = 0``) does not look at it.  ``shared`` marks a weight-shared block (a
+convolution, :class:`ConvWord`; only on a core with ``conv_words > 0``)."""
+
+ConvEntry = data.StructLayout({"target": 14, "slot": 12, "rows": 3, "run": 3})
+"""Layout of a word of :attr:`Region.CONV`: one source of a weight-shared block
+(``docs/core.md``, "Weight-shared blocks"): its first target relative to the block's target
+(``target``), its first weight slot relative to the block's slot (``slot``), the rows it reaches
+(``rows``, 0 .. 7) and the targets per row (``run``, 0 .. 7)."""
 
 PopOptions = data.StructLayout(
     {
@@ -137,7 +147,8 @@ class Region(enum.Enum, shape=4):
     ``CoreConfig.per_neuron_threshold``) and ``BIAS`` (signed) one per neuron; ``DESC`` four
     :class:`DescWord` words per fan-out block descriptor; ``WEIGHT`` one word per
     ``CoreConfig.weights_per_word`` weights (slot ``k`` in word ``k // weights_per_word``, field
-    ``k % weights_per_word`` from the low bits).
+    ``k % weights_per_word`` from the low bits); ``CONV`` one :data:`ConvEntry` per source of a
+    weight-shared block (only when ``CoreConfig.conv_words > 0``).
     """
 
     CONFIG = 0
@@ -150,6 +161,7 @@ class Region(enum.Enum, shape=4):
     BIAS = 7
     DESC = 8
     WEIGHT = 9
+    CONV = 10
 
     @property
     def base(self) -> int:
@@ -225,6 +237,28 @@ class DescWord(enum.Enum):
     STRIDE = 3
 
 
+class ConvWord(enum.Enum):
+    """The words of a weight-shared block's second descriptor entry (``4 * (d + 1) + word``).
+
+    A weight-shared block (a convolution, ``docs/core.md`` "Weight-shared blocks") takes two
+    consecutive entries of the descriptor table: the first is an ordinary :class:`DescWord`
+    entry (``TARGET``: the first target and the extent all its targets lie in, ``SLOT``: the
+    first weight slot, ``SOURCES``: its rows, ``STRIDE``: arrival and ``shared = 1``); the
+    second holds these words.  Source ``o`` (``first <= o < first + count``) reads its
+    :data:`ConvEntry` at ``CONV[table + o - first]`` and adds, for every output channel
+    ``c < channels`` and row ``r < rows``, weight slots ``slot + e.slot + c * channel_slots +
+    r * row_slots + j`` to neurons ``target + e.target + c * channel_targets + r * row_targets +
+    j``, ``j < run``.  Word 2 (the ``SOURCES`` position) is 0, so the entry never matches a
+    source as a block of its own.
+    """
+
+    #: :data:`Span`: ``first`` = the block's first :attr:`Region.CONV` word, ``count`` = channels
+    TABLE = 0
+    ROW = 1  #: :data:`Span`: ``first`` = row_targets, ``count`` = row_slots
+    EMPTY = 2  #: 0 (no rows)
+    CHANNEL = 3  #: :data:`Span`: ``first`` = channel_targets, ``count`` = channel_slots
+
+
 @dataclass(frozen=True)
 class CoreConfig:
     """Capacities and widths of one :class:`~spikeforge.hw.core.NeuronCore`.
@@ -255,6 +289,10 @@ class CoreConfig:
         The longest synaptic delay the core delivers, 0 .. 14 timesteps (``docs/network.md``,
         "Synaptic delays"; ``docs/core.md``, "Delays"): the spike bitmap keeps the last
         ``bitmap_banks`` steps.  0: no delays (two banks, this step's and last step's).
+    conv_words : int
+        Words of :attr:`Region.CONV`, the per-source table of weight-shared blocks
+        (convolutions, ``docs/core.md`` "Weight-shared blocks"), 0 .. 65536; 0: the core has
+        none and runs convolutions unrolled into dense blocks.
     """
 
     n_neurons: int = 256
@@ -266,9 +304,11 @@ class CoreConfig:
     fmt: Format = field(default=DEFAULT_FORMAT)
     per_neuron_threshold: bool = True
     max_delay: int = 0
+    conv_words: int = 0
 
     def __post_init__(self):
         checks = [
+            ("conv_words", self.conv_words, 0, 1 << 16),
             ("n_neurons", self.n_neurons, 1, 1 << 15),
             ("n_inputs", self.n_inputs, 1, 1 << 15),
             ("n_populations", self.n_populations, 1, 256),
@@ -373,6 +413,11 @@ class CoreConfig:
         return max(2, 1 << bits_for(self.max_delay + 1))
 
     @property
+    def conv_bits(self) -> int:
+        """Width of a :attr:`Region.CONV` address."""
+        return max(1, (self.conv_words - 1).bit_length())
+
+    @property
     def bank_bits(self) -> int:
         return (self.bitmap_banks - 1).bit_length()
 
@@ -395,6 +440,7 @@ def region_size(region: Region, config: CoreConfig) -> int:
         Region.BIAS: config.n_neurons,
         Region.DESC: DESC_WORDS * config.descriptors,
         Region.WEIGHT: config.synapse_words,
+        Region.CONV: config.conv_words,
     }[region]
 
 

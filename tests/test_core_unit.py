@@ -498,7 +498,7 @@ def test_compile_blocks_dense_and_sparse():
     net = Network(4, [Population("a", 8), Population("b", 16)],
                   [Projection(INPUT, "a", w), Projection("a", "b", sparse),
                    Projection("b", "a", np.zeros((16, 8), dtype=int))])
-    lists, blocks, slots = compile_blocks(net, cfg)
+    lists, blocks, slots = compile_blocks(net, cfg)[:3]
     assert lists[("input", None)] == (0, 1)
     assert blocks[0] == Block(target=0, length=8, slot=0, first=0, count=4)
     assert slots[:32] == list(w.ravel())

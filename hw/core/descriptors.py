@@ -8,7 +8,7 @@ behind one interface: :class:`DescriptorEngine` uses each word as it leaves the 
 every table word goes into.
 """
 
-from amaranth import Cat, Const, Module, Signal
+from amaranth import Cat, Const, Module, Mux, Signal
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -17,6 +17,8 @@ from ..image import (
     ARRIVAL_BITS,
     DESC_WORDS,
     LIST_BITS,
+    ConvEntry,
+    ConvWord,
     CoreConfig,
     DescList,
     DescStride,
@@ -58,21 +60,31 @@ class DescriptorEngine(wiring.Component):
         A source is waiting in the register.
     param_err : Out(1)
         Pulse: a descriptor out of range was skipped.
+    conv_addr : Out(config.conv_bits)
+        With weight-shared blocks (``config.conv_words > 0``): the address of the
+        :attr:`~spikeforge.hw.image.Region.CONV` read port.
+    conv_data : In(32)
+        The CONV word addressed two clocks earlier (registered after the block RAM).
     """
+
+    #: clocks from a descriptor word's address to the clock the engine uses it
+    word_latency = 1
 
     def __init__(self, config: CoreConfig):
         self.config = config
-        super().__init__(
-            {
-                "source": In(stream.Signature(source_layout(config))),
-                "desc_addr": Out(range(DESC_WORDS * config.descriptors)),
-                "desc_data": In(32),
-                "segment": Out(stream.Signature(segment_layout(config))),
-                "idle": Out(1),
-                "pending": Out(1),
-                "param_err": Out(1),
-            }
-        )
+        ports = {
+            "source": In(stream.Signature(source_layout(config))),
+            "desc_addr": Out(range(DESC_WORDS * config.descriptors)),
+            "desc_data": In(32),
+            "segment": Out(stream.Signature(segment_layout(config))),
+            "idle": Out(1),
+            "pending": Out(1),
+            "param_err": Out(1),
+        }
+        if config.conv_words:
+            ports["conv_addr"] = Out(config.conv_bits)
+            ports["conv_data"] = In(32)
+        super().__init__(ports)
 
     def elaborate(self, platform):
         m = Module()
@@ -90,6 +102,8 @@ class DescriptorEngine(wiring.Component):
         self._d = Signal(cfg.desc_bits + 1)  # the descriptor being read
         left = Signal(LIST_BITS + 1)
         self._last = Signal()  # registered left == 1
+        # with weight-shared blocks: registered left <= 2 (a shared block takes two entries)
+        self._le2 = Signal() if cfg.conv_words else None
         self._left = left
         self._diff = Signal(cfg.offset_bits)  # the source's row of the block
         self._in = Signal()  # the source is one of the block's rows
@@ -113,6 +127,7 @@ class DescriptorEngine(wiring.Component):
                         self._d.eq(src.list.first),
                         left.eq(count),
                         self._last.eq(count == 1),
+                        *([self._le2.eq(count <= 2)] if self._le2 is not None else []),
                     ]
                     with m.If(count != 0):
                         m.next = "A0"
@@ -120,6 +135,8 @@ class DescriptorEngine(wiring.Component):
                 self._read(DescWord.SOURCES)
                 m.next = "A1"
             self._block_states(m)
+            if cfg.conv_words:
+                self._shared_states(m)
         return m
 
     # --- shared by both implementations ------------------------------------------------------
@@ -128,14 +145,29 @@ class DescriptorEngine(wiring.Component):
         bits = (DESC_WORDS - 1).bit_length()
         self._m.d.comb += self.desc_addr.eq(Cat(Const(word.value, bits), self._d))
 
-    def _next_descriptor(self):
+    def _next_descriptor(self, shared=None):
+        """On to the next descriptor of the list (``shared``: past a weight-shared block's two
+        entries), or back to IDLE after the last."""
         m = self._m
-        m.d.sync += [
-            self._d.eq(self._d + 1),
-            self._left.eq(self._left - 1),
-            self._last.eq(self._left == 2),
-        ]
-        with m.If(self._last):
+        if self._le2 is None or shared is None:
+            m.d.sync += [
+                self._d.eq(self._d + 1),
+                self._left.eq(self._left - 1),
+                self._last.eq(self._left == 2),
+            ]
+            if self._le2 is not None:
+                m.d.sync += self._le2.eq(self._left <= 3)
+            done = self._last
+        else:
+            step = 1 + shared
+            m.d.sync += [
+                self._d.eq(self._d + step),
+                self._left.eq(self._left - step),
+                self._last.eq(self._left == step + 1),
+                self._le2.eq(self._left <= step + 2),
+            ]
+            done = Mux(shared, self._le2, self._last)
+        with m.If(done):
             m.next = "IDLE"
         with m.Else():
             m.next = "A0"
@@ -155,8 +187,18 @@ class DescriptorEngine(wiring.Component):
         m = self._m
         m.d.sync += self._stride.eq(word)
         hit = self._in
+        fields = DescStride(word[: DescStride.size])
         if self._key is not None:  # with delays: only the blocks of the source's arrival
-            hit = hit & (DescStride(word[: DescStride.size]).arrival == self._key)
+            hit = hit & (fields.arrival == self._key)
+        if self.config.conv_words:  # a weight-shared block: its own states, two entries
+            shared = fields.shared
+            with m.If(hit & shared):
+                m.next = "C0"
+            with m.Elif(hit):
+                m.next = state
+            with m.Else():
+                self._next_descriptor(shared)
+            return
         with m.If(hit):
             m.next = state
         with m.Else():
@@ -207,6 +249,134 @@ class DescriptorEngine(wiring.Component):
         """The slot of lane 0 of the first group (the block's slot is its target's lane)."""
         return slot - self._tmod if self.config.lanes > 1 else slot
 
+    # --- weight-shared blocks (convolutions) -------------------------------------------------
+    def _read_second(self, word):
+        """Address word ``word`` (:class:`ConvWord`) of the current block's second entry."""
+        bits = (DESC_WORDS - 1).bit_length()
+        self._m.d.comb += self.desc_addr.eq(Cat(Const(word.value, bits), self._d + 1))
+
+    def _shared_states(self, m):
+        """A weight-shared block: read its words and the source's CONV entry, then emit one
+        segment per (channel, row) (``docs/core.md``, "Weight-shared blocks")."""
+        cfg = self.config
+        L, lg = cfg.lanes, cfg.lane_bits
+        lat = self.word_latency
+        data = self.desc_data
+        tw = max(cfg.neuron_bits, 16) + 2  # a target before the range check (no wrap)
+        tbase, t_end = Signal(tw), Signal(tw)
+        ok = Signal()  # 1 <= extent, target + extent <= n_neurons
+        sbase = Signal(cfg.slot_bits)
+        caddr = Signal(cfg.conv_bits)
+        channels = Signal(16)
+        row_t, row_s, ch_t, ch_s = (Signal(16, name=n) for n in ("row_t", "row_s", "ch_t", "ch_s"))
+        entry = ConvEntry(self.conv_data)
+        rows, run = Signal(3), Signal(3)
+        t, t_hi, s = Signal(tw), Signal(tw), Signal(cfg.slot_bits)  # the current segment
+        t0, hi0, s0 = Signal(tw), Signal(tw), Signal(cfg.slot_bits)  # its channel's first row
+        rows_left, ch_left = Signal(3), Signal(16)
+        row_last, ch_last = Signal(), Signal()
+        m.d.comb += self.conv_addr.eq(caddr)
+        # the word schedule: word k addressed in state C<k>, used in state C<k + lat>
+        reads = [(True, ConvWord.TABLE), (False, DescWord.TARGET), (False, DescWord.SLOT),
+                 (True, ConvWord.ROW), (True, ConvWord.CHANNEL)]
+        n_states = len(reads) + lat
+        for k in range(n_states):
+            with m.State(f"C{k}"):
+                if k < len(reads):
+                    second, word = reads[k]
+                    (self._read_second if second else self._read)(word)
+                j = k - lat
+                if j >= 0:
+                    span = Span(data)
+                    word = reads[j][1]
+                    if word is ConvWord.TABLE:
+                        m.d.sync += [caddr.eq(span.first + self._diff), channels.eq(span.count)]
+                    elif word is DescWord.TARGET:
+                        m.d.sync += [
+                            tbase.eq(span.first),
+                            t_end.eq(span.first + span.count),
+                            ok.eq((span.count != 0) & at_most(span.first + span.count,
+                                                              cfg.n_neurons)),
+                        ]
+                    elif word is DescWord.SLOT:
+                        m.d.sync += sbase.eq(data)
+                    elif word is ConvWord.ROW:
+                        m.d.sync += [row_t.eq(span.first), row_s.eq(span.count)]
+                if k < n_states - 1:
+                    m.next = f"C{k + 1}"
+                    continue
+                # the last word (CHANNEL), and the source's entry (read two clocks after
+                # its address, set when TABLE was used)
+                span = Span(data)
+                m.d.sync += [
+                    ch_t.eq(span.first),
+                    ch_s.eq(span.count),
+                    rows.eq(entry.rows),
+                    run.eq(entry.run),
+                    t.eq(tbase + entry.target),
+                    t0.eq(tbase + entry.target),
+                    t_hi.eq(tbase + entry.target + entry.run),
+                    hi0.eq(tbase + entry.target + entry.run),
+                    s.eq(sbase + entry.slot),
+                    s0.eq(sbase + entry.slot),
+                    rows_left.eq(entry.rows),
+                    row_last.eq(entry.rows == 1),
+                    ch_left.eq(channels),
+                    ch_last.eq(channels == 1),
+                ]
+                empty = (entry.rows == 0) | (entry.run == 0) | (channels == 0)
+                with m.If(~ok & ~empty):
+                    m.d.comb += self.param_err.eq(1)
+                    self._next_descriptor(Const(1))
+                with m.Elif(empty):
+                    self._next_descriptor(Const(1))
+                with m.Else():
+                    m.next = "EMIT"
+        with m.State("EMIT"):
+            tmod = t[:lg] if L > 1 else Const(0, 1)
+            payload = self.segment.payload
+            m.d.comb += payload.tg.eq(t >> lg)
+            if L == 1:
+                m.d.comb += [payload.slot.eq(s), payload.n.eq(run)]
+            else:
+                last_lane = (tmod + run - 1)[:lg]
+                m.d.comb += [
+                    # the slot of lane 0: slots are congruent to their targets modulo L
+                    payload.slot.eq(Cat(Const(0, lg), s[lg:])),
+                    payload.n.eq((run + tmod + L - 1) >> lg),
+                    payload.fmask.eq((Const((1 << L) - 1, L) << tmod)[:L]),
+                    payload.lmask.eq(Const((1 << L) - 1, L) >> (~last_lane)[:lg]),
+                ]
+            with m.If(t_hi > t_end):  # a segment past the block's extent: skip the source
+                m.d.comb += self.param_err.eq(1)
+                self._next_descriptor(Const(1))
+            with m.Else():
+                m.d.comb += self.segment.valid.eq(1)
+                with m.If(self.segment.ready):
+                    with m.If(~row_last):
+                        m.d.sync += [
+                            t.eq(t + row_t),
+                            t_hi.eq(t_hi + row_t),
+                            s.eq(s + row_s),
+                            rows_left.eq(rows_left - 1),
+                            row_last.eq(rows_left == 2),
+                        ]
+                    with m.Elif(~ch_last):
+                        m.d.sync += [
+                            t.eq(t0 + ch_t),
+                            t0.eq(t0 + ch_t),
+                            t_hi.eq(hi0 + ch_t),
+                            hi0.eq(hi0 + ch_t),
+                            s.eq(s0 + ch_s),
+                            s0.eq(s0 + ch_s),
+                            rows_left.eq(rows),
+                            row_last.eq(rows == 1),
+                            ch_left.eq(ch_left - 1),
+                            ch_last.eq(ch_left == 2),
+                        ]
+                    with m.Else():
+                        self._next_descriptor(Const(1))
+
     # --- the states the two implementations differ in ----------------------------------------
     def _block_states(self, m):
         data = self.desc_data
@@ -232,6 +402,8 @@ class DescriptorEngine(wiring.Component):
 class RegisteredDescriptorEngine(DescriptorEngine):
     """The fast build's engine: every word is used from the register it goes into a clock after
     it is read, so no comparison or sum starts at a block RAM's output."""
+
+    word_latency = 2
 
     def _block_states(self, m):
         data = self.desc_data

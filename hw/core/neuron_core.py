@@ -103,7 +103,8 @@ class NeuronCore(wiring.Component):
 
         # --- the parts ---------------------------------------------------------------------------
         m.submodules.bus = bus = BusSlave(
-            [(r.value, region_size(r, cfg), r != Region.STATUS) for r in Region],
+            [(r.value, region_size(r, cfg), r != Region.STATUS) for r in Region
+             if r is not Region.CONV or cfg.conv_words],
             region_shift=REGION_SHIFT,
             registered_decode=fast,
             read_latency=self.read_latency,
@@ -142,6 +143,26 @@ class NeuronCore(wiring.Component):
         if fast:
             desc_word = Signal(32, name="desc_q")
             m.d.sync += desc_word.eq(desc_rd.data)
+
+        # the per-source table of the weight-shared blocks (convolutions), when the core has
+        # one; its word is registered before the descriptor engine uses it
+        conv_q = conv_word = None
+        if cfg.conv_words:
+            m.submodules.conv_mem = conv_mem = Memory(
+                shape=unsigned(32), depth=cfg.conv_words, init=[]
+            )
+            conv_rd, conv_wr = conv_mem.read_port(), conv_mem.write_port()
+            conv_word = conv_rd.data
+            conv_q = Signal(32, name="conv_q")
+            m.d.sync += conv_q.eq(conv_rd.data)
+            m.d.comb += [
+                conv_rd.en.eq(1),
+                conv_rd.addr.eq(Mux(bus.pend, bus.req.offset, desc.conv_addr)),
+                conv_wr.addr.eq(bus.req.offset),
+                conv_wr.data.eq(bus.req.data),
+                conv_wr.en.eq(bus.req.we & (bus.req.region == Region.CONV.value)),
+                desc.conv_data.eq(conv_q),
+            ]
 
         # --- the bus and the registers ---------------------------------------------------------
         connect(m, flipped(self.mem), bus.bus)
@@ -249,10 +270,11 @@ class NeuronCore(wiring.Component):
             weights.wdata.eq(req.data),
             weights.we.eq(on_bus(Region.WEIGHT)),
         ]
-        self._read_path(m, bus, regs, lanes, weights, pop_rd.data, desc_rd.data, desc_word)
+        self._read_path(m, bus, regs, lanes, weights, pop_rd.data, desc_rd.data, desc_word,
+                        conv_word)
         return m
 
-    def _read_path(self, m, bus, regs, lanes, weights, pop_word, desc_word, desc_q):
+    def _read_path(self, m, bus, regs, lanes, weights, pop_word, desc_word, desc_q, conv_word):
         """The word a bus read returns, ``read_latency`` clocks after the registered request:
         picked by region from the registers, the tables, the neuron lanes or the weights; in
         the fast build and with weight banks, from registers a clock later."""
@@ -279,6 +301,9 @@ class NeuronCore(wiring.Component):
             if not banked:
                 with m.Case(Region.WEIGHT.value):
                     m.d.comb += first.eq(weights.data)
+            if conv_word is not None:
+                with m.Case(Region.CONV.value):
+                    m.d.comb += first.eq(conv_word)
         if self.read_latency == 1:
             m.d.comb += [lanes.r_region.eq(region), lanes.r_lane.eq(lane), bus.r_data.eq(first)]
             return
@@ -290,6 +315,7 @@ class NeuronCore(wiring.Component):
         m.d.sync += [first_q.eq(first), region_q.eq(region), lane_q.eq(lane)]
         second = Signal(BUS_DATA_BITS, name="rdata_final")
         m.d.comb += second.eq(first_q)
+
         if fast:
             m.d.comb += [lanes.r_region.eq(region_q), lanes.r_lane.eq(lane_q)]
         else:
