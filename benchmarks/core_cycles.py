@@ -19,21 +19,29 @@ import sys
 
 import numpy as np
 
-from spikeforge.host.image import compile_blocks
+from spikeforge.host.image import SharedBlock, compile_blocks
+from spikeforge.hw.image import ConvEntry, unpack
 from spikeforge.hw.core_sim import run_network
 from spikeforge.hw.image import CoreConfig
-from spikeforge.network import INPUT, Network, NeuronParams, Population, Projection
+from spikeforge.network import INPUT, Conv2d, Network, NeuronParams, Population, Projection
 from spikeforge.sim.golden import GoldenChip
 
 
 def _sops(net, cfg, events, golden_spikes):
     """Synaptic operations the core performs: every slot of every block a source is in."""
-    lists, blocks = compile_blocks(net, cfg)[:2]
+    layout = compile_blocks(net, cfg)
+    starts = np.cumsum([0] + [b.entries for b in layout.blocks])[:-1]
+
+    def ops(b, o):
+        if isinstance(b, SharedBlock):  # rows x run per output channel (docs/core.md)
+            e = unpack(ConvEntry, layout.conv[b.table + o - b.first])
+            return e["rows"] * e["run"] * b.channels
+        return b.length
 
     def cost(key, o):
-        first, count = lists[key]
-        return sum(b.length for b in blocks[first : first + count]
-                   if b.first <= o < b.first + b.count)
+        first, count = layout.lists[key]
+        return sum(ops(b, o) for b, e in zip(layout.blocks, starts, strict=True)
+                   if first <= e < first + count and b.first <= o < b.first + b.count)
 
     total = sum(cost(("input", None), c) for c in events)
     for n in np.flatnonzero(golden_spikes):
@@ -78,6 +86,34 @@ def dense_throughput(n_inputs, n_neurons, lanes=1, **core_options):
     idle, busy = _run(net, cfg, [[], list(range(n_inputs))], core_options)
     extra = busy["cycles"] - idle["cycles"]
     return busy["sops"] / extra / lanes, idle["cycles"], extra
+
+
+def conv_throughput(c_in=8, c_out=16, size=16, kernel=3, stride=1, lanes=1, seed=0,
+                    **core_options):
+    """SOP per clock per lane of a weight-shared convolution (``docs/core.md``, "Weight-shared
+    blocks"): every input of a ``c_in x size x size`` image fires into a ``kernel x kernel``
+    convolution to ``c_out`` channels (padding ``kernel // 2``), no neuron spikes."""
+    rng = np.random.default_rng(seed)
+    conv = Conv2d(rng.integers(1, 20, (c_out, c_in, kernel, kernel)), (size, size),
+                  stride=stride, padding=kernel // 2)
+    n = -(-conv.n_dst // lanes) * lanes
+    cfg = CoreConfig(n_neurons=n, n_inputs=conv.n_src, n_populations=2, lanes=lanes,
+                     synapse_words=conv.n_weights + 64, conv_words=conv.n_src)
+    net = Network(
+        conv.n_src,
+        [Population("a", conv.n_dst, NeuronParams(leak="none", threshold=30000))],
+        [Projection(INPUT, "a", conv)],
+    )
+    idle, busy = _run(net, cfg, [[], list(range(conv.n_src))], core_options)
+    extra = busy["cycles"] - idle["cycles"]
+    return {
+        "layer": f"Conv2d {c_in}->{c_out} {kernel}x{kernel} stride {stride} on {size}x{size}",
+        "sops": busy["sops"],
+        "synapses": conv.n_synapses,
+        "cycles": extra,
+        "sop_per_cycle_per_lane": busy["sops"] / extra / lanes,
+        "kernel_slots": conv.n_weights,
+    }
 
 
 def two_layer(n_inputs, hidden, out, seed=0, lanes=1):

@@ -65,6 +65,8 @@ class DescriptorEngine(wiring.Component):
         :attr:`~spikeforge.hw.image.Region.CONV` read port.
     conv_data : In(32)
         The CONV word addressed two clocks earlier (registered after the block RAM).
+    flush : In(1)
+        A descriptor word is written: forget the cached weight-shared block.
     """
 
     #: clocks from a descriptor word's address to the clock the engine uses it
@@ -84,6 +86,7 @@ class DescriptorEngine(wiring.Component):
         if config.conv_words:
             ports["conv_addr"] = Out(config.conv_bits)
             ports["conv_data"] = In(32)
+            ports["flush"] = In(1)
         super().__init__(ports)
 
     def elaborate(self, platform):
@@ -115,6 +118,8 @@ class DescriptorEngine(wiring.Component):
         self._prod = Signal(cfg.slot_bits)  # row * stride
         idle = Signal()
         m.d.comb += self.idle.eq(~src_valid & idle)
+        if cfg.conv_words:
+            self._shared_signals()
         with m.FSM(name="desc"):
             with m.State("IDLE"):
                 m.d.comb += idle.eq(1)
@@ -131,12 +136,17 @@ class DescriptorEngine(wiring.Component):
                     ]
                     with m.If(count != 0):
                         m.next = "A0"
+                    if cfg.conv_words:
+                        self._shared_take(m, src)
             with m.State("A0"):
                 self._read(DescWord.SOURCES)
                 m.next = "A1"
             self._block_states(m)
             if cfg.conv_words:
                 self._shared_states(m)
+        if cfg.conv_words:  # (after the FSM: a write wins over filling the cache)
+            with m.If(self.flush):
+                m.d.sync += self._g["c_valid"].eq(0)
         return m
 
     # --- shared by both implementations ------------------------------------------------------
@@ -180,6 +190,8 @@ class DescriptorEngine(wiring.Component):
             self._diff.eq(diff),
             self._in.eq((self._o >= span.first) & (diff < span.count)),
         ]
+        if self.config.conv_words:  # (kept for the cache of a weight-shared block)
+            self._m.d.sync += self._rows_span.eq(word)
 
     def _stride_then(self, word, state):
         """From the STRIDE word: the stride; then ``state`` if the source is one of the block's
@@ -255,6 +267,65 @@ class DescriptorEngine(wiring.Component):
         bits = (DESC_WORDS - 1).bit_length()
         self._m.d.comb += self.desc_addr.eq(Cat(Const(word.value, bits), self._d + 1))
 
+    def _shared_take(self, m, src):
+        """In IDLE, taking ``src``: a source whose list is the cached weight-shared block goes
+        straight to its CONV entry (state ``Q``), without reading the descriptor again."""
+        g = self._g
+        m.d.sync += [
+            g["cur_list"].eq(src.list),
+            g["q_diff"].eq(src.offset - g["c_first"]),
+            g["q_ge"].eq(src.offset >= g["c_first"]),
+        ]
+        hit = g["c_valid"] & (src.list.as_value() == g["c_list"])
+        if self._key is not None:
+            hit = hit & (src.key == g["c_key"])
+        with m.If(hit):
+            m.next = "Q"
+
+    def _shared_signals(self):
+        cfg = self.config
+        tw = max(cfg.neuron_bits, 16) + 2  # a target before the range check (no wrap)
+        sb = cfg.slot_bits
+        g = {
+            "tbase": tw, "t_end": tw, "ok": 1, "sbase": sb, "cbase": 16, "caddr": cfg.conv_bits,
+            "channels": 16, "row_t": 16, "row_s": 16, "ch_t": 16, "ch_s": 16,
+            "rows": 3, "run": 3, "t": tw, "t_hi": tw, "s": sb, "t0": tw, "hi0": tw, "s0": sb,
+            "rows_left": 3, "ch_left": 16, "row_last": 1, "ch_last": 1,
+            # the cache: the last block of a one-block list, its rows and arrival
+            "c_valid": 1, "c_list": DescList.size, "c_first": 16, "c_count": 16,
+            "c_key": ARRIVAL_BITS, "cur_list": DescList, "q_diff": cfg.offset_bits, "q_ge": 1,
+        }
+        self._g = {name: Signal(shape, name=f"sh_{name}") for name, shape in g.items()}
+        self._rows_span = Signal(Span, name="sh_rows_span")
+
+    def _shared_start(self, m, entry):
+        """The source's first segment from its CONV ``entry``; then EMIT (or the next
+        descriptor: an empty entry, or a block out of range, counted)."""
+        g = self._g
+        t = g["tbase"] + entry.target
+        m.d.sync += [
+            g["rows"].eq(entry.rows),
+            g["run"].eq(entry.run),
+            g["t"].eq(t),
+            g["t0"].eq(t),
+            g["t_hi"].eq(t + entry.run),
+            g["hi0"].eq(t + entry.run),
+            g["s"].eq(g["sbase"] + entry.slot),
+            g["s0"].eq(g["sbase"] + entry.slot),
+            g["rows_left"].eq(entry.rows),
+            g["row_last"].eq(entry.rows == 1),
+            g["ch_left"].eq(g["channels"]),
+            g["ch_last"].eq(g["channels"] == 1),
+        ]
+        empty = (entry.rows == 0) | (entry.run == 0) | (g["channels"] == 0)
+        with m.If(empty):
+            self._next_descriptor(Const(1))
+        with m.Elif(~g["ok"]):
+            m.d.comb += self.param_err.eq(1)
+            self._next_descriptor(Const(1))
+        with m.Else():
+            m.next = "EMIT"
+
     def _shared_states(self, m):
         """A weight-shared block: read its words and the source's CONV entry, then emit one
         segment per (channel, row) (``docs/core.md``, "Weight-shared blocks")."""
@@ -262,20 +333,9 @@ class DescriptorEngine(wiring.Component):
         L, lg = cfg.lanes, cfg.lane_bits
         lat = self.word_latency
         data = self.desc_data
-        tw = max(cfg.neuron_bits, 16) + 2  # a target before the range check (no wrap)
-        tbase, t_end = Signal(tw), Signal(tw)
-        ok = Signal()  # 1 <= extent, target + extent <= n_neurons
-        sbase = Signal(cfg.slot_bits)
-        caddr = Signal(cfg.conv_bits)
-        channels = Signal(16)
-        row_t, row_s, ch_t, ch_s = (Signal(16, name=n) for n in ("row_t", "row_s", "ch_t", "ch_s"))
+        g = self._g
         entry = ConvEntry(self.conv_data)
-        rows, run = Signal(3), Signal(3)
-        t, t_hi, s = Signal(tw), Signal(tw), Signal(cfg.slot_bits)  # the current segment
-        t0, hi0, s0 = Signal(tw), Signal(tw), Signal(cfg.slot_bits)  # its channel's first row
-        rows_left, ch_left = Signal(3), Signal(16)
-        row_last, ch_last = Signal(), Signal()
-        m.d.comb += self.conv_addr.eq(caddr)
+        m.d.comb += self.conv_addr.eq(g["caddr"])
         # the word schedule: word k addressed in state C<k>, used in state C<k + lat>
         reads = [(True, ConvWord.TABLE), (False, DescWord.TARGET), (False, DescWord.SLOT),
                  (True, ConvWord.ROW), (True, ConvWord.CHANNEL)]
@@ -286,53 +346,59 @@ class DescriptorEngine(wiring.Component):
                     second, word = reads[k]
                     (self._read_second if second else self._read)(word)
                 j = k - lat
-                if j >= 0:
-                    span = Span(data)
-                    word = reads[j][1]
-                    if word is ConvWord.TABLE:
-                        m.d.sync += [caddr.eq(span.first + self._diff), channels.eq(span.count)]
-                    elif word is DescWord.TARGET:
-                        m.d.sync += [
-                            tbase.eq(span.first),
-                            t_end.eq(span.first + span.count),
-                            ok.eq((span.count != 0) & at_most(span.first + span.count,
-                                                              cfg.n_neurons)),
-                        ]
-                    elif word is DescWord.SLOT:
-                        m.d.sync += sbase.eq(data)
-                    elif word is ConvWord.ROW:
-                        m.d.sync += [row_t.eq(span.first), row_s.eq(span.count)]
+                if j < 0:
+                    m.next = f"C{k + 1}"
+                    continue
+                span = Span(data)
+                word = reads[j][1]
+                if word is ConvWord.TABLE:
+                    m.d.sync += [
+                        g["caddr"].eq(span.first + self._diff),
+                        g["cbase"].eq(span.first),
+                        g["channels"].eq(span.count),
+                    ]
+                elif word is DescWord.TARGET:
+                    m.d.sync += [
+                        g["tbase"].eq(span.first),
+                        g["t_end"].eq(span.first + span.count),
+                        g["ok"].eq((span.count != 0)
+                                   & at_most(span.first + span.count, cfg.n_neurons)),
+                    ]
+                elif word is DescWord.SLOT:
+                    m.d.sync += g["sbase"].eq(data)
+                elif word is ConvWord.ROW:
+                    m.d.sync += [g["row_t"].eq(span.first), g["row_s"].eq(span.count)]
                 if k < n_states - 1:
                     m.next = f"C{k + 1}"
                     continue
-                # the last word (CHANNEL), and the source's entry (read two clocks after
-                # its address, set when TABLE was used)
-                span = Span(data)
+                # the last word (CHANNEL), and the source's entry (addressed when TABLE was
+                # used, at least three clocks ago); a one-block list is cached
+                m.d.sync += [g["ch_t"].eq(span.first), g["ch_s"].eq(span.count)]
+                cur = g["cur_list"]
                 m.d.sync += [
-                    ch_t.eq(span.first),
-                    ch_s.eq(span.count),
-                    rows.eq(entry.rows),
-                    run.eq(entry.run),
-                    t.eq(tbase + entry.target),
-                    t0.eq(tbase + entry.target),
-                    t_hi.eq(tbase + entry.target + entry.run),
-                    hi0.eq(tbase + entry.target + entry.run),
-                    s.eq(sbase + entry.slot),
-                    s0.eq(sbase + entry.slot),
-                    rows_left.eq(entry.rows),
-                    row_last.eq(entry.rows == 1),
-                    ch_left.eq(channels),
-                    ch_last.eq(channels == 1),
+                    g["c_valid"].eq((cur.count == 2) & ~self.flush),
+                    g["c_list"].eq(cur.as_value()),
+                    g["c_first"].eq(self._rows_span.first),
+                    g["c_count"].eq(self._rows_span.count),
                 ]
-                empty = (entry.rows == 0) | (entry.run == 0) | (channels == 0)
-                with m.If(~ok & ~empty):
-                    m.d.comb += self.param_err.eq(1)
-                    self._next_descriptor(Const(1))
-                with m.Elif(empty):
-                    self._next_descriptor(Const(1))
-                with m.Else():
-                    m.next = "EMIT"
+                if self._key is not None:
+                    m.d.sync += g["c_key"].eq(self._key)
+                self._shared_start(m, entry)
+        # the cached block: the source's row, its entry's address, two clocks for the entry
+        with m.State("Q"):
+            with m.If(g["q_ge"] & (g["q_diff"] < g["c_count"])):
+                m.d.sync += g["caddr"].eq(g["cbase"] + g["q_diff"])
+                m.next = "K0"
+            with m.Else():  # not one of the block's rows: nothing to do
+                m.next = "IDLE"
+        with m.State("K0"):
+            m.next = "K1"
+        with m.State("K1"):
+            m.next = "K2"
+        with m.State("K2"):
+            self._shared_start(m, entry)
         with m.State("EMIT"):
+            t, s, run = g["t"], g["s"], g["run"]
             tmod = t[:lg] if L > 1 else Const(0, 1)
             payload = self.segment.payload
             m.d.comb += payload.tg.eq(t >> lg)
@@ -347,32 +413,32 @@ class DescriptorEngine(wiring.Component):
                     payload.fmask.eq((Const((1 << L) - 1, L) << tmod)[:L]),
                     payload.lmask.eq(Const((1 << L) - 1, L) >> (~last_lane)[:lg]),
                 ]
-            with m.If(t_hi > t_end):  # a segment past the block's extent: skip the source
+            with m.If(g["t_hi"] > g["t_end"]):  # past the block's extent: skip the source
                 m.d.comb += self.param_err.eq(1)
                 self._next_descriptor(Const(1))
             with m.Else():
                 m.d.comb += self.segment.valid.eq(1)
                 with m.If(self.segment.ready):
-                    with m.If(~row_last):
+                    with m.If(~g["row_last"]):
                         m.d.sync += [
-                            t.eq(t + row_t),
-                            t_hi.eq(t_hi + row_t),
-                            s.eq(s + row_s),
-                            rows_left.eq(rows_left - 1),
-                            row_last.eq(rows_left == 2),
+                            g["t"].eq(t + g["row_t"]),
+                            g["t_hi"].eq(g["t_hi"] + g["row_t"]),
+                            g["s"].eq(s + g["row_s"]),
+                            g["rows_left"].eq(g["rows_left"] - 1),
+                            g["row_last"].eq(g["rows_left"] == 2),
                         ]
-                    with m.Elif(~ch_last):
+                    with m.Elif(~g["ch_last"]):
                         m.d.sync += [
-                            t.eq(t0 + ch_t),
-                            t0.eq(t0 + ch_t),
-                            t_hi.eq(hi0 + ch_t),
-                            hi0.eq(hi0 + ch_t),
-                            s.eq(s0 + ch_s),
-                            s0.eq(s0 + ch_s),
-                            rows_left.eq(rows),
-                            row_last.eq(rows == 1),
-                            ch_left.eq(ch_left - 1),
-                            ch_last.eq(ch_left == 2),
+                            g["t"].eq(g["t0"] + g["ch_t"]),
+                            g["t0"].eq(g["t0"] + g["ch_t"]),
+                            g["t_hi"].eq(g["hi0"] + g["ch_t"]),
+                            g["hi0"].eq(g["hi0"] + g["ch_t"]),
+                            g["s"].eq(g["s0"] + g["ch_s"]),
+                            g["s0"].eq(g["s0"] + g["ch_s"]),
+                            g["rows_left"].eq(g["rows"]),
+                            g["row_last"].eq(g["rows"] == 1),
+                            g["ch_left"].eq(g["ch_left"] - 1),
+                            g["ch_last"].eq(g["ch_left"] == 2),
                         ]
                     with m.Else():
                         self._next_descriptor(Const(1))

@@ -62,8 +62,11 @@ class OpIssuer(wiring.Component):
         first = Signal()
         last = Signal()  # registered remaining == 1
         take = nxt_valid & (~active | last)
+        # a core with weight-shared blocks (short segments back to back) refills the waiting
+        # register in the clock it is taken
+        refill = take if self.config.conv_words else 0
         m.d.comb += [
-            self.segment.ready.eq(~nxt_valid),
+            self.segment.ready.eq(~nxt_valid | refill),
             self.idle.eq(~nxt_valid & ~active),
             self.op.valid.eq(active),
             self.op.tg.eq(cur.tg),
@@ -72,8 +75,9 @@ class OpIssuer(wiring.Component):
                 1 if L == 1 else Mux(first, cur.fmask, -1) & Mux(last, cur.lmask, -1)
             ),
         ]
-        with m.If(self.segment.valid & ~nxt_valid):
-            m.d.sync += [nxt_valid.eq(1), nxt.eq(self.segment.payload)]
+        if not self.config.conv_words:
+            with m.If(self.segment.valid & ~nxt_valid):
+                m.d.sync += [nxt_valid.eq(1), nxt.eq(self.segment.payload)]
         with m.If(active):
             m.d.sync += [
                 cur.tg.eq(cur.tg + 1),
@@ -96,4 +100,7 @@ class OpIssuer(wiring.Component):
                 active.eq(1),
                 nxt_valid.eq(0),
             ]
+        if self.config.conv_words:  # (after the take: a refill wins)
+            with m.If(self.segment.valid & self.segment.ready):
+                m.d.sync += [nxt_valid.eq(1), nxt.eq(self.segment.payload)]
         return m

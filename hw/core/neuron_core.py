@@ -162,6 +162,7 @@ class NeuronCore(wiring.Component):
                 conv_wr.data.eq(bus.req.data),
                 conv_wr.en.eq(bus.req.we & (bus.req.region == Region.CONV.value)),
                 desc.conv_data.eq(conv_q),
+                desc.flush.eq(bus.req.we & (bus.req.region == Region.DESC.value)),
             ]
 
         # --- the bus and the registers ---------------------------------------------------------
