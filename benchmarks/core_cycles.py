@@ -20,9 +20,8 @@ import sys
 import numpy as np
 
 from spikeforge.host.image import SharedBlock, compile_blocks
-from spikeforge.hw.image import ConvEntry, unpack
 from spikeforge.hw.core_sim import run_network
-from spikeforge.hw.image import CoreConfig
+from spikeforge.hw.image import ConvEntry, CoreConfig, unpack
 from spikeforge.network import INPUT, Conv2d, Network, NeuronParams, Population, Projection
 from spikeforge.sim.golden import GoldenChip
 
