@@ -59,6 +59,10 @@ class ChipParams:
     max_delay : int
         The longest synaptic delay the core delivers, in timesteps (``CoreConfig.max_delay``,
         ``docs/network.md``, "Synaptic delays"); 0: no delays.  Reported by IDENTIFY.
+    conv_words : int
+        Words of the core's table of weight-shared blocks (``CoreConfig.conv_words``, one per
+        source of a convolution; ``docs/core.md``, "Weight-shared blocks"); 0: convolutions
+        are unrolled into dense blocks.  Reported by IDENTIFY.
     fmt : Format
         The number format (``spikeforge.spec``: ``DEFAULT_FORMAT``, 8-bit weights and 16-bit
         state, or ``WIDE_FORMAT``, 16-bit weights and 24-bit state; ``docs/neuron.md``).
@@ -79,6 +83,7 @@ class ChipParams:
     encoders: bool = False
     fmt: Format = DEFAULT_FORMAT
     max_delay: int = 0
+    conv_words: int = 0
 
     def __post_init__(self):
         for name in ("neurons", "inputs", "populations", "synapses", "lanes", "baud",
@@ -97,6 +102,10 @@ class ChipParams:
             0 <= self.max_delay <= 14
         ):
             raise ConfigError(f"ChipParams.max_delay={self.max_delay!r} must be in 0..14 steps")
+        if isinstance(self.conv_words, bool) or not isinstance(self.conv_words, int) or not (
+            0 <= self.conv_words <= 1 << 16
+        ):
+            raise ConfigError(f"ChipParams.conv_words={self.conv_words!r} must be in 0..65536")
 
     def core_options(self):
         """The core's timing options (:class:`~spikeforge.hw.core.CoreOptions`)."""
@@ -133,7 +142,8 @@ class ChipParams:
             synapse_words=1,  # replaced below, once the configuration says its word size
             lanes=self.lanes,
             per_neuron_threshold=self.per_neuron_threshold,
-            **{"fmt": self.fmt, "max_delay": self.max_delay, **overrides},
+            **{"fmt": self.fmt, "max_delay": self.max_delay, "conv_words": self.conv_words,
+               **overrides},
         )
         return replace(sized, synapse_words=-(-self.synapses // sized.weights_per_word))
 
@@ -295,6 +305,24 @@ _ULX3S_WIDE = replace(
     ),
 )
 
+# The same board for convolutional networks (docs/core.md, "Weight-shared blocks"): block RAM
+# goes to neuron state and to the per-source table of the weight-shared blocks instead of dense
+# weights.  10,240 neurons (84 bits each, ~55 EBR), 12,288 CONV words (24 EBR), 192k 8-bit
+# synapses for the dense layers and the kernels (96 EBR), one lane (a convolution's runs along
+# a row are a few targets long, docs/core.md), delays up to 7 steps.
+_ULX3S_CONV = replace(
+    _ULX3S,
+    name="ulx3s-85f-conv",
+    title="ULX3S 85F, convolution",
+    chip=replace(_ULX3S.chip, neurons=10240, inputs=4096, synapses=192 * 1024, lanes=1,
+                 conv_words=12288),
+    notes=(
+        "The ULX3S 85F for convolutional networks: 10,240 neurons, weight-shared blocks "
+        "(spikeforge build --board ulx3s-85f-conv); the FT231X is both the JTAG programmer and "
+        "the UART."
+    ),
+)
+
 _BOARDS = [
     Board(
         name="icebreaker",
@@ -315,6 +343,7 @@ _BOARDS = [
     ),
     _ULX3S,
     _ULX3S_WIDE,
+    _ULX3S_CONV,
     Board(
         name="icesugar",
         title="iCESugar v1.5",

@@ -67,11 +67,13 @@ IDENT_FIELDS = (
     "delay_depth",
     "encoders",
     "max_delay",
+    "conv_words",
 )
 #: Core fields added after the first bitstreams, and their value when a bitstream does not
-#: report them: ``max_delay`` (the longest synaptic delay, ``CoreConfig.max_delay``).  They come
+#: report them: ``max_delay`` (the longest synaptic delay, ``CoreConfig.max_delay``) and
+#: ``conv_words`` (the table of weight-shared blocks, ``CoreConfig.conv_words``).  They come
 #: last in :data:`IDENT_FIELDS`, and :func:`ident_words` leaves them out at their default.
-_LATER_CORE_FIELDS = {"max_delay": 0}
+_LATER_CORE_FIELDS = {"max_delay": 0, "conv_words": 0}
 #: The link's fields of :data:`IDENT_FIELDS`: what the host link can do beyond the core.
 #: ``encoders``: 1 if the link executes SAMPLE (on-chip spike encoding, ``docs/encoding.md``).
 _LINK_FIELDS = ("encoders",)

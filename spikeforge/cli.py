@@ -66,6 +66,8 @@ def _info(args):
             name: {
                 "format": next(k for k, f in formats.items() if f == b.chip.fmt),
                 "max_delay": b.chip.max_delay,
+                "neurons": b.chip.neurons,
+                "conv_words": b.chip.conv_words,
             }
             for name, b in BOARDS.items()
         },
@@ -88,7 +90,9 @@ def _info(args):
     print("boards")
     for name, b in data["boards"].items():
         delays = f"delays up to {b['max_delay']} steps" if b["max_delay"] else "no delays"
-        print(f"  {name:16s} {b['format']}, {delays}")
+        conv = ("weight-shared convolutions" if b["conv_words"] else
+                "convolutions unrolled")
+        print(f"  {name:16s} {b['neurons']:>6} neurons, {b['format']}, {delays}, {conv}")
     where = " (from $SPIKEFORGE_BUILD_DIR)" if data["build_cache"]["env"] else ""
     print(f"build cache {cache.path}{where}")
     if cache.exists:

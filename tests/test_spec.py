@@ -64,8 +64,12 @@ def test_cli_info_json():
     data = json.loads(out.stdout)
     assert data["format"]["weight_bits"] == 8
     assert data["formats"]["WIDE_FORMAT"]["state_bits"] == 24
-    assert data["boards"]["ulx3s-85f-wide"] == {"format": "WIDE_FORMAT", "max_delay": 7}
-    assert data["boards"]["icebreaker"] == {"format": "DEFAULT_FORMAT", "max_delay": 0}
+    assert data["boards"]["ulx3s-85f-wide"] == {"format": "WIDE_FORMAT", "max_delay": 7,
+                                                "neurons": 4096, "conv_words": 0}
+    assert data["boards"]["icebreaker"] == {"format": "DEFAULT_FORMAT", "max_delay": 0,
+                                            "neurons": 1024, "conv_words": 0}
+    conv = data["boards"]["ulx3s-85f-conv"]
+    assert conv["neurons"] >= 9000 and conv["conv_words"] > 0
 
 
 def test_subpackages_import_under_one_namespace():
