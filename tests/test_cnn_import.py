@@ -188,6 +188,39 @@ def test_exported_cnn_quantizes_with_per_layer_agreement(name, fmt_name):
         assert min(alone.values()) >= 0.995, alone
 
 
+def test_cnn_fixtures_are_what_the_script_writes(tmp_path):
+    # only where Sinabs and snnTorch are installed (not needed by the tests above): the script's
+    # graphs hold the committed parameters and its reference runs the committed spikes
+    pytest.importorskip("sinabs")
+    pytest.importorskip("snntorch")
+    import importlib.util
+
+    import nir
+
+    spec = importlib.util.spec_from_file_location(
+        "make_cnn_fixtures", os.path.join(DATA, "..", "make_cnn_fixtures.py"))
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    mod.main(["--out", str(tmp_path)])
+    for name in GRAPHS:
+        stored, fresh = nir.read(_path(name)), nir.read(str(tmp_path / f"{name}.nir"))
+        assert sorted(stored.nodes) == sorted(fresh.nodes)
+        for k, node in fresh.nodes.items():
+            for attr in ("weight", "bias", "tau", "r", "v_threshold", "kernel_size", "stride",
+                         "padding"):
+                if hasattr(node, attr):
+                    np.testing.assert_array_equal(getattr(stored.nodes[k], attr),
+                                                  getattr(node, attr), err_msg=f"{k}.{attr}")
+        for ext in (".json", "_reference.npz"):
+            a, b = _path(name, ext), str(tmp_path / f"{name}{ext}")
+            if ext == ".json":
+                assert open(a).read() == open(b).read()
+            else:
+                ra, rb = np.load(a), np.load(b)
+                for key in ra.files:
+                    np.testing.assert_array_equal(ra[key], rb[key])
+
+
 # --- encoders: event streams and images -> the (C, H, W) input raster ---------------------------
 TONIC_DTYPE = np.dtype([("x", "<i2"), ("y", "<i2"), ("t", "<i8"), ("p", "<i2")])  # N-MNIST's
 
