@@ -423,9 +423,9 @@ def encode_events(events, sensor_size, time_window, *, steps=None, t_start=None,
     Parameters
     ----------
     events : structured array, dict, or a list of them
-        One sample's events, a structured array with integer fields ``x``, ``y``, ``p``, ``t``
-        (tonic's ``events``; ``p`` may be bool) or a dict of four equally long arrays; or a list
-        of samples (the batch).  Events need not be sorted.
+        One sample's events, a structured array with fields ``x``, ``y``, ``p`` (whole
+        numbers; ``p`` may be bool) and ``t`` (tonic's ``events``) or a dict of four equally
+        long arrays; or a list of samples (the batch).  Events need not be sorted.
     sensor_size : (W, H, P)
         tonic's ``sensor_size`` (width, height, polarities), e.g. ``(34, 34, 2)`` for N-MNIST:
         ``0 <= x < W``, ``0 <= y < H``, ``0 <= p < P``.
@@ -433,10 +433,10 @@ def encode_events(events, sensor_size, time_window, *, steps=None, t_start=None,
         Length of one step, in the unit of ``t`` (tonic: microseconds), > 0.
     steps : int, optional
         Number of steps ``T``; events from step ``T`` on are left out.  Default: as many as the
-        sample with the longest stream needs.
+        sample with the longest stream needs (its last, incomplete window included).
     t_start : int or float, optional
         Start of step 0 for every sample; events before it are left out.  Default: each
-        sample's first event (tonic's ``ToFrame``).
+        sample's first event.
     n_inputs : int, optional
         The network's input channels (``net.n_inputs``): checked to be ``P * H * W``.
 
@@ -492,7 +492,8 @@ def encode_events(events, sensor_size, time_window, *, steps=None, t_start=None,
                     f"encode_events: sample {k}, event {i} (x={int(x[i])}, y={int(y[i])}, "
                     f"p={int(p[i])}, t={t[i]}): {name}={int(a[i])} is outside the sensor: "
                     f"allowed 0..{hi - 1} (sensor_size (W, H, P) = {size}; {bad.size} such "
-                    f"event(s))"
+                    f"event(s))" + ("; map polarities -1/+1 to 0/1 first"
+                                    if name == "p" and a[i] < 0 else "")
                 )
         start = (t.min() if t.size else 0) if t_start is None else t_start
         step = np.floor((t - start) / float(time_window)).astype(np.int64)

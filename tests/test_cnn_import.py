@@ -282,7 +282,8 @@ def test_encode_events_defaults_and_inputs():
     ((np.array([(0, 0, 0, 2)], dtype=TONIC_DTYPE), (34, 34, 2), 1000), {},
      "p=2 is outside the sensor: allowed 0..1"),
     ((np.array([(0, 0, 0, -1)], dtype=TONIC_DTYPE), (34, 34, 2), 1000), {},
-     "p=-1 is outside the sensor"),
+     "p=-1 is outside the sensor: allowed 0..1 (sensor_size (W, H, P) = (34, 34, 2); 1 such "
+     "event(s)); map polarities -1/+1 to 0/1 first"),
     ((np.zeros(3, dtype=[("x", "i2"), ("y", "i2"), ("t", "i8")]), (34, 34, 2), 1000), {},
      "has no field p"),
     (({"x": [0.5], "y": [0], "p": [0], "t": [0]}, (34, 34, 2), 1000), {},
