@@ -35,6 +35,8 @@ __all__ = [
     "SEED_ZERO_STATE",
     "raster_to_events",
     "events_to_raster",
+    "encode_events",
+    "encode_images",
     "spike_count",
     "first_spike",
     "membrane_readout",
@@ -354,6 +356,227 @@ def events_to_raster(events, n_inputs):
             )
         np.add.at(out[t], evs, 1)
     return out
+
+
+# --- event cameras and images: a CNN's (C, H, W) input -------------------------------------------
+_EVENT_FIELDS = ("x", "y", "p", "t")
+
+
+def _event_fields(ev, k):
+    """``x, y, p, t`` of sample ``k``'s events as int64 arrays (a structured array with those
+    fields, as tonic's, or a mapping of them)."""
+    names = getattr(getattr(ev, "dtype", None), "names", None)
+    if names is not None:
+        have = names
+    elif isinstance(ev, dict):
+        have = tuple(ev)
+    else:
+        raise ConfigError(
+            f"encode_events: sample {k} is a {type(ev).__name__}: expected a structured array "
+            f"with fields x, y, p, t (as tonic's) or a dict of those arrays"
+        )
+    missing = [f for f in _EVENT_FIELDS if f not in have]
+    if missing:
+        raise ConfigError(
+            f"encode_events: sample {k} has no field {', '.join(missing)} (it has "
+            f"{', '.join(have) or 'none'}): expected x, y, p, t"
+        )
+    out = []
+    for f in _EVENT_FIELDS:
+        a = np.asarray(ev[f])
+        if a.ndim != 1:
+            raise ConfigError(f"encode_events: sample {k}: field {f} has shape {a.shape}, "
+                              f"expected one value per event")
+        if a.dtype == np.bool_:
+            a = a.astype(np.int64)
+        if not (np.issubdtype(a.dtype, np.integer) or np.issubdtype(a.dtype, np.floating)):
+            raise ConfigError(f"encode_events: sample {k}: field {f} has dtype {a.dtype}, "
+                              f"expected numbers")
+        if f == "t":  # times may be float (seconds) or integer (tonic: microseconds)
+            if not np.all(np.isfinite(a)):
+                raise ConfigError(f"encode_events: sample {k}: a time t is not finite")
+            out.append(a)
+            continue
+        if np.issubdtype(a.dtype, np.floating) and (
+                not np.all(np.isfinite(a)) or np.any(a != np.round(a))):
+            i = int(np.flatnonzero(~np.isfinite(a) | (a != np.round(a)))[0])
+            raise ConfigError(f"encode_events: sample {k}, event {i}: {f}={float(a[i])!r} is not a "
+                              f"whole number")
+        out.append(a.astype(np.int64))
+    if len({a.size for a in out}) > 1:
+        raise ConfigError(f"encode_events: sample {k}: fields x, y, p, t have different lengths "
+                          f"{[a.size for a in out]}")
+    return out
+
+
+def encode_events(events, sensor_size, time_window, *, steps=None, t_start=None,
+                  n_inputs=None):
+    """Bin event streams (an event camera's ``x, y, p, t``) into an input raster.
+
+    Step ``k`` of a sample holds the events with ``t_start + k * time_window <= t <
+    t_start + (k + 1) * time_window``; event ``(x, y, p)`` is input channel ``(p * H + y) * W +
+    x``, the channel-first ``(C, H, W)`` = ``(polarity, y, x)`` layout of a CNN's input
+    (``docs/network.md``, "Index order"; tonic's ``ToFrame`` frames ``(T, P, H, W)`` flattened).
+    A channel fires at most once per step on the chip, so several events of one pixel and
+    polarity in one step are one input spike.
+
+    Parameters
+    ----------
+    events : structured array, dict, or a list of them
+        One sample's events, a structured array with fields ``x``, ``y``, ``p`` (whole
+        numbers; ``p`` may be bool) and ``t`` (tonic's ``events``) or a dict of four equally
+        long arrays; or a list of samples (the batch).  Events need not be sorted.
+    sensor_size : (W, H, P)
+        tonic's ``sensor_size`` (width, height, polarities), e.g. ``(34, 34, 2)`` for N-MNIST:
+        ``0 <= x < W``, ``0 <= y < H``, ``0 <= p < P``.
+    time_window : int or float
+        Length of one step, in the unit of ``t`` (tonic: microseconds), > 0.
+    steps : int, optional
+        Number of steps ``T``; events from step ``T`` on are left out.  Default: as many as the
+        sample with the longest stream needs (its last, incomplete window included).
+    t_start : int or float, optional
+        Start of step 0 for every sample; events before it are left out.  Default: each
+        sample's first event.
+    n_inputs : int, optional
+        The network's input channels (``net.n_inputs``): checked to be ``P * H * W``.
+
+    Returns
+    -------
+    ndarray of uint8, shape (T, batch, P * H * W)
+
+    Raises
+    ------
+    ConfigError
+        A sample without the four fields or with fields of different lengths, a coordinate or
+        polarity outside ``sensor_size`` (the first offending event is named), a non-integer
+        coordinate, a bad ``sensor_size`` / ``time_window`` / ``steps``, an empty batch, no
+        events at all and no ``steps``, ``n_inputs`` different from ``P * H * W``.
+    """
+    size = tuple(np.atleast_1d(np.asarray(sensor_size)).tolist()) if not isinstance(
+        sensor_size, (int, np.integer)) else (sensor_size,)
+    if len(size) != 3 or not all(isinstance(v, int) and v >= 1 for v in size):
+        raise ConfigError(
+            f"encode_events: sensor_size={sensor_size!r} is not valid: allowed (W, H, P), three "
+            f"integers >= 1 (tonic's sensor_size, e.g. (34, 34, 2))"
+        )
+    w, h, n_pol = size
+    n_ch = n_pol * h * w
+    if n_inputs is not None and n_inputs != n_ch:
+        raise ConfigError(
+            f"encode_events: sensor_size (W, H, P) = {size} gives {n_ch} input channels "
+            f"(P * H * W), but the network has n_inputs={n_inputs}"
+        )
+    if (isinstance(time_window, (bool, np.bool_)) or not np.isscalar(time_window)
+            or not np.isfinite(time_window) or time_window <= 0):
+        raise ConfigError(f"encode_events: time_window={time_window!r} is out of range: allowed "
+                          f"a number > 0 (in the unit of t)")
+    if steps is not None and (isinstance(steps, (bool, np.bool_)) or
+                              not isinstance(steps, (int, np.integer)) or steps < 1):
+        raise ConfigError(f"encode_events: steps={steps!r} is out of range: allowed an integer "
+                          f">= 1")
+    if t_start is not None and (not np.isscalar(t_start) or not np.isfinite(t_start)):
+        raise ConfigError(f"encode_events: t_start={t_start!r} is not valid: allowed a number")
+    single = isinstance(events, dict) or getattr(getattr(events, "dtype", None), "names",
+                                                 None) is not None
+    samples = [events] if single else list(events)
+    if not samples:
+        raise ConfigError("encode_events: the batch is empty")
+    binned = []
+    for k, ev in enumerate(samples):
+        x, y, p, t = _event_fields(ev, k)
+        for name, a, hi in (("x", x, w), ("y", y, h), ("p", p, n_pol)):
+            bad = np.flatnonzero((a < 0) | (a >= hi))
+            if bad.size:
+                i = int(bad[0])
+                raise ConfigError(
+                    f"encode_events: sample {k}, event {i} (x={int(x[i])}, y={int(y[i])}, "
+                    f"p={int(p[i])}, t={t[i]}): {name}={int(a[i])} is outside the sensor: "
+                    f"allowed 0..{hi - 1} (sensor_size (W, H, P) = {size}; {bad.size} such "
+                    f"event(s))" + ("; map polarities -1/+1 to 0/1 first"
+                                    if name == "p" and a[i] < 0 else "")
+                )
+        start = (t.min() if t.size else 0) if t_start is None else t_start
+        step = np.floor((t - start) / float(time_window)).astype(np.int64)
+        binned.append((step, (p * h + y) * w + x))
+    if steps is None:
+        last = max((int(s.max()) for s, _ in binned if s.size), default=-1)
+        if last < 0:
+            raise ConfigError("encode_events: no events at or after t_start and no steps given: "
+                              "pass steps")
+        steps = last + 1
+    steps = int(steps)
+    raster = np.zeros((steps, len(samples), n_ch), dtype=np.uint8)
+    for b, (step, ch) in enumerate(binned):
+        keep = (step >= 0) & (step < steps)
+        raster[step[keep], b, ch[keep]] = 1
+    return raster
+
+
+def encode_images(images, timesteps, code="rate", *, in_shape=None, layout="NCHW", seed=0,
+                  x_max=None, gain=1.0):
+    """Rate- or latency-code an image batch into the input raster of a CNN.
+
+    The images are flattened channel-first, pixel ``(c, y, x)`` being input channel ``(c * H +
+    y) * W + x`` (``docs/network.md``, "Index order"), then coded as :func:`rate_encode` or
+    :func:`latency_encode` (linear) code the flattened intensities.
+
+    Parameters
+    ----------
+    images : array, shape (N, C, H, W), (N, H, W) or (C, H, W) / (H, W) with ``in_shape``
+        Intensities in ``[0, 1]`` (``[0, x_max]`` with ``x_max``).  ``(N, H, W)`` is one
+        channel.  A single image needs ``in_shape`` (else ``(N, H, W)`` and ``(C, H, W)`` look
+        alike).
+    timesteps : int
+        Number of steps ``T``.
+    code : {"rate", "latency"}
+    in_shape : (C, H, W), optional
+        The network's input shape (a NIR graph's ``Input`` type): the images must have it.
+    layout : {"NCHW", "NHWC"}
+        Where the channel axis of a 4-d batch is; ``"NHWC"`` (image libraries' order) is
+        transposed to channel-first.
+    seed, x_max, gain
+        As :func:`rate_encode` (``seed`` and ``gain`` for rate coding only).
+
+    Returns
+    -------
+    ndarray of uint8, shape (T, N, C * H * W)
+    """
+    x = np.asarray(images, dtype=np.float64)
+    if layout not in ("NCHW", "NHWC"):
+        raise ConfigError(f"encode_images: layout={layout!r} is not valid: allowed 'NCHW', "
+                          f"'NHWC'")
+    if code not in ("rate", "latency"):
+        raise ConfigError(f"encode_images: code={code!r} is not valid: allowed 'rate', "
+                          f"'latency'")
+    if in_shape is not None:
+        in_shape = tuple(int(v) for v in np.atleast_1d(in_shape))
+        if len(in_shape) != 3 or min(in_shape) < 1:
+            raise ConfigError(f"encode_images: in_shape={in_shape!r} is not valid: allowed "
+                              f"(C, H, W)")
+        if x.ndim in (2, 3) and x.shape == in_shape[3 - x.ndim:]:
+            x = x.reshape((1, *in_shape) if layout == "NCHW" else
+                          (1, *in_shape[1:], in_shape[0]))  # one image
+    if x.ndim == 3:
+        x = x[:, None]  # (N, H, W): one channel
+    elif x.ndim == 4:
+        if layout == "NHWC":
+            x = x.transpose(0, 3, 1, 2)
+    else:
+        raise ConfigError(
+            f"encode_images: images have shape {x.shape}: expected (N, C, H, W) or (N, H, W) "
+            f"(a single (C, H, W) or (H, W) image with in_shape)"
+        )
+    if x.shape[0] == 0 or 0 in x.shape[1:]:
+        raise ConfigError(f"encode_images: images have shape {x.shape}: an empty batch or image")
+    if in_shape is not None and x.shape[1:] != in_shape:
+        raise ConfigError(
+            f"encode_images: images are {x.shape[1:]} (C, H, W) after layout {layout!r}, the "
+            f"network's input is {in_shape}"
+        )
+    flat = np.ascontiguousarray(x).reshape(x.shape[0], -1)
+    if code == "rate":
+        return rate_encode(flat, timesteps, seed=seed, x_max=x_max, gain=gain)
+    return latency_encode(flat, timesteps, x_max=x_max)
 
 
 # --- decoders ------------------------------------------------------------------------------------
