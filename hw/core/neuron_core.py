@@ -272,10 +272,11 @@ class NeuronCore(wiring.Component):
             weights.we.eq(on_bus(Region.WEIGHT)),
         ]
         self._read_path(m, bus, regs, lanes, weights, pop_rd.data, desc_rd.data, desc_word,
-                        conv_word)
+                        conv_word, conv_q)
         return m
 
-    def _read_path(self, m, bus, regs, lanes, weights, pop_word, desc_word, desc_q, conv_word):
+    def _read_path(self, m, bus, regs, lanes, weights, pop_word, desc_word, desc_q, conv_word,
+                   conv_q):
         """The word a bus read returns, ``read_latency`` clocks after the registered request:
         picked by region from the registers, the tables, the neuron lanes or the weights; in
         the fast build and with weight banks, from registers a clock later."""
@@ -302,7 +303,7 @@ class NeuronCore(wiring.Component):
             if not banked:
                 with m.Case(Region.WEIGHT.value):
                     m.d.comb += first.eq(weights.data)
-            if conv_word is not None:
+            if conv_word is not None and not fast:
                 with m.Case(Region.CONV.value):
                     m.d.comb += first.eq(conv_word)
         if self.read_latency == 1:
@@ -335,6 +336,9 @@ class NeuronCore(wiring.Component):
                     m.d.comb += second.eq(pop_q)
                 with m.Case(Region.DESC.value):
                     m.d.comb += second.eq(desc_q)
+                if conv_q is not None:  # (the engine's register of the CONV word)
+                    with m.Case(Region.CONV.value):
+                        m.d.comb += second.eq(conv_q)
         if self.read_latency == 2:
             m.d.comb += bus.r_data.eq(second)
             return
