@@ -115,6 +115,28 @@ def conv_throughput(c_in=8, c_out=16, size=16, kernel=3, stride=1, lanes=1, seed
     }
 
 
+#: the convolution layers of ``--conv``: a 3x3 layer with 16 and 8 output channels, and a 5x5
+#: stride-2 one like the N-MNIST CNN's first
+CONV_LAYERS = [
+    {"c_in": 4, "c_out": 16, "size": 8},
+    {"c_in": 4, "c_out": 8, "size": 8},
+    {"c_in": 2, "c_out": 16, "size": 12, "kernel": 5, "stride": 2},
+]
+
+
+def conv_main(lanes, options, as_json):
+    rows = [conv_throughput(**layer, lanes=lanes, **options) for layer in CONV_LAYERS]
+    if as_json:
+        json.dump({"lanes": lanes, **options, "conv": rows}, sys.stdout, indent=2)
+        print()
+        return
+    print(f"weight-shared convolutions, every input firing, {lanes} lane(s):")
+    print(f"  {'layer':44s} {'SOPs':>7} {'clocks':>7} {'SOP/clock/lane':>15}")
+    for r in rows:
+        print(f"  {r['layer']:44s} {r['sops']:>7} {r['cycles']:>7} "
+              f"{r['sop_per_cycle_per_lane']:>15.4f}")
+
+
 def two_layer(n_inputs, hidden, out, seed=0, lanes=1):
     rng = np.random.default_rng(seed)
     cfg = CoreConfig(n_neurons=hidden + out, n_inputs=n_inputs, n_populations=2,
@@ -226,8 +248,12 @@ def main(argv=None):
                         help="weight memory banks (NeuronCore weight_banks; the ULX3S uses 16)")
     parser.add_argument("--fast", action="store_true",
                         help="the fast build of the core (NeuronCore fast=True, as on the ULX3S)")
+    parser.add_argument("--conv", action="store_true",
+                        help="only the weight-shared convolution layers (docs/core.md)")
     args = parser.parse_args(argv)
     options = {"weight_banks": args.weight_banks, "fast": args.fast}
+    if args.conv:
+        return conv_main(args.lanes, options, args.json)
 
     lanes = args.lanes
     sop, idle, _ = dense_throughput(args.inputs, args.neurons, lanes, **options)
