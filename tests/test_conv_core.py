@@ -239,3 +239,40 @@ def test_garbage_in_the_conv_table_stays_inside_the_block(options):
     assert out["status"][StatusWord.PARAM_ERRORS.value] > 0
     assert out["readback"] == [0x1234_5678]
     assert unpack(ConvEntry, garbage[0])["rows"] == 7
+
+
+# --- the whole chip ---------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def conv_chip(verilator_toolchain):
+    """A virtual board whose core has weight-shared blocks and delays (the conv profile's
+    options, small)."""
+    from spikeforge.host.chip_backend import ChipBackend
+    from spikeforge.hw.chip import Chip
+    from spikeforge.sim.virtual_board import VirtualBoard
+
+    cfg = CoreConfig(n_neurons=336, n_inputs=72, n_populations=8, synapse_words=6144,
+                     conv_words=512, descriptors=24, max_delay=3)
+    chip = Chip(cfg, 24_000_000, options=CoreOptions(fast=True, weight_banks=3))
+    with VirtualBoard(chip, name="conv_test") as vb:
+        backend = ChipBackend(vb.url, timeout=10.0)
+        yield backend
+        backend.close()
+
+
+@pytest.mark.parametrize(("seed", "delay"), [(1, 0), (2, 2)])
+def test_chip_with_convolutions_matches_golden(conv_chip, seed, delay):
+    """Every layer's spikes and every membrane, several samples (state resets between them),
+    and the streamed RUN path; the chip reports its CONV words in IDENTIFY."""
+    assert conv_chip.config.conv_words == 512
+    rng = np.random.default_rng(seed)
+    net = _conv_net(rng, delay)
+    net = Network(net.n_inputs, net.populations, net.projections,
+                  [p.name for p in net.populations])
+    conv_chip.load(net)
+    raster = (rng.random((10, 3, net.n_inputs)) < 0.3).astype(np.uint8)
+    spikes, v = conv_chip.run_membrane(raster)
+    gold = GoldenChip(net, "int", batch=3).run(raster, record_v=True)
+    np.testing.assert_array_equal(spikes, gold["spikes"])
+    np.testing.assert_array_equal(v, gold["v"])
+    assert gold["spikes"].sum() > 100
+    np.testing.assert_array_equal(conv_chip.run(raster), gold["spikes"])
