@@ -147,8 +147,9 @@ def unrolled_slots(net):
 
 
 def kernel_weights(net):
-    """Weights a weight-shared layout would store: a Conv's kernel entries, a dense
-    projection's non-zero weights."""
+    """Weights a weight-shared layout would store for the integer network: a Conv's kernel
+    entries (the second convolution's is the 6x6 stride-2 kernel with the pool folded in: each
+    trained weight 4 times), a dense projection's non-zero weights."""
     from spikeforge.network import Conv
 
     total = 0
