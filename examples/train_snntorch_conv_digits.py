@@ -28,7 +28,8 @@ float golden model gives snnTorch's output spikes on the test split (the agreeme
 the metadata), and compiles it with the default quantization for the ULX3S chip (``--port
 virtual``, the conv unrolled into dense blocks), storing the integer (chip) accuracy beside the
 float one.  The unrolled layout and the quantized network are what ``spikeforge demo --model
-digits-conv`` runs.  One thread (``torch.set_num_threads(1)``): a few minutes on a shared CPU.
+digits-conv`` runs.  One thread (``torch.set_num_threads(1)``): about 3 minutes; the same
+seed writes the same graph, byte for byte.
 """
 
 from __future__ import annotations
