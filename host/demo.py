@@ -74,8 +74,16 @@ class PlotError(SpikeforgeError):
 N_TEST = 360
 """The test split is the last ``N_TEST`` samples of ``sklearn.datasets.load_digits``."""
 
-MODELS = {"snntorch": "digits.nir", "sklearn": "digits_sklearn.npz"}
-"""Bundled models: snnTorch-trained (the default) and converted from a scikit-learn MLP."""
+MODELS = {"snntorch": "digits.nir", "sklearn": "digits_sklearn.npz",
+          "digits-conv": "digits_conv.nir"}
+"""Bundled models: snnTorch-trained (the default), converted from a scikit-learn MLP, and a
+convolutional snnTorch network (``digits-conv``: two 3x3 convolutions with average pooling; on
+today's chip each convolution is unrolled into a dense block, ``docs/network.md``)."""
+
+_TRAINERS = {"snntorch": "examples/train_snntorch_digits.py",
+             "sklearn": "examples/train_sklearn_digits.py",
+             "digits-conv": "examples/train_snntorch_conv_digits.py"}
+"""The script that writes each bundled model."""
 
 
 def load_digits_split():
@@ -101,7 +109,7 @@ def load_bundled(model: str = "snntorch"):
     meta_path = os.path.splitext(path)[0] + ".json"
     if not os.path.isfile(path) or not os.path.isfile(meta_path):
         raise ConfigError(
-            f"the bundled model {path!r} is missing; run examples/train_{model}_digits.py"
+            f"the bundled model {path!r} is missing; run {_TRAINERS[model]}"
         )
     with open(meta_path) as f:
         return path, json.load(f)
@@ -338,11 +346,11 @@ def run_demo(backend=None, samples=None, timesteps=None, progress=True, *, model
     samples : int, optional
         Use the first ``samples`` test samples (default: all 360).
     timesteps : int, optional
-        Default: the model's (25).
+        Default: the model's (its metadata's ``timesteps``).
     progress : bool
         Show a progress bar while the chip runs.
-    model : {"snntorch", "sklearn"}
-        Which bundled model.
+    model : {"snntorch", "sklearn", "digits-conv"}
+        Which bundled model (:data:`MODELS`).
     config
         Chip configuration for the fit check (default: the backend's ``config`` attribute, if
         it has one).
@@ -1123,7 +1131,9 @@ def register(subparsers):
     p.add_argument("--samples", type=int, default=None, help="number of test samples (max 360)")
     p.add_argument("--timesteps", type=int, default=None, help="timesteps per sample")
     p.add_argument("--model", choices=sorted(MODELS), default="snntorch",
-                   help="bundled model (default snntorch)")
+                   help="bundled model: snntorch (the default, a 64-128-10 LIF network), "
+                   "sklearn (a converted scikit-learn MLP) or digits-conv (a spiking CNN: "
+                   "two 3x3 convolutions, unrolled into dense blocks on the chip)")
     p.add_argument("--encode", choices=ENCODINGS, default=None,
                    help="spike code (default: the model's, rate); on the host unless --on-chip")
     p.add_argument("--on-chip", action="store_true",

@@ -166,3 +166,48 @@ class _OutputsOnly(GoldenBackend):
 def test_demo_with_an_outputs_only_backend():
     res = run_demo(_OutputsOnly(), samples=8, progress=False)
     assert res["identical"] and res["spike_agreement"] == 1.0
+
+
+# --- the convolutional model (digits-conv) -------------------------------------------------------
+@needs_digits
+def test_demo_conv_model_on_the_golden_backend():
+    """The bundled spiking CNN: all 360 test digits through the golden backend give the integer
+    accuracy its training script measured, and chip == golden."""
+    _, meta = load_bundled("digits-conv")
+    res = run_demo(GoldenBackend(), progress=False, model="digits-conv")
+    assert res["samples"] == 360 and res["timesteps"] == meta["timesteps"]
+    assert res["neurons"] == meta["neurons"] and res["synapses"] == meta["synapses"]
+    assert res["identical"] and res["accuracy_chip"] == res["accuracy_golden"]
+    assert res["accuracy_golden"] == pytest.approx(meta["int_accuracy"], abs=1e-12)
+    assert res["accuracy_float"] == pytest.approx(meta["golden_float_accuracy"], abs=1e-12)
+    assert res["accuracy_golden"] >= 0.97
+
+
+@needs_digits
+def test_conv_model_fits_the_virtual_board_unrolled():
+    """The CNN keeps its convolutions (integer kernels) and fits the ULX3S chip with every
+    convolution unrolled into a dense block (host/image.py)."""
+    from spikeforge.boards.configs import get_board
+    from spikeforge.host.compiler import compile
+    from spikeforge.host.image import compile_blocks, fit_problems
+    from spikeforge.network import Conv
+
+    path, meta = load_bundled("digits-conv")
+    config = get_board("ulx3s-85f").chip.to_core_config()
+    net = compile(path, config).net
+    assert fit_problems(net, config) == []
+    assert [type(p.weights).__name__ for p in net.projections] == ["Conv2d", "Conv2d", "ndarray"]
+    assert all(np.issubdtype(p.weights.kernel.dtype, np.integer)
+               for p in net.projections if isinstance(p.weights, Conv))
+    slots = len(compile_blocks(net, config).slots)
+    assert meta["unrolled_weight_slots"] <= slots <= config.synapse_words * \
+        config.weights_per_word
+
+
+@needs_digits
+def test_demo_conv_model_on_the_virtual_board(verilator_toolchain):
+    # the ULX3S chip in Verilator: rtl (conftest.py)
+    with open_backend("virtual") as backend:
+        res = run_demo(backend, samples=4, progress=False, model="digits-conv")
+    assert res["identical"] and res["spike_agreement"] == 1.0
+    assert res["accuracy_chip"] == res["accuracy_golden"]
