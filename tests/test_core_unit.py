@@ -487,7 +487,7 @@ def test_fit_problems_lists_every_reason():
     small = CoreConfig(n_neurons=64, n_inputs=32, n_populations=4, synapse_words=100,
                        descriptors=1, per_neuron_threshold=False)
     text = "\n".join(fit_problems(net, small))
-    assert "2 block descriptors" in text and "synapse words" in text
+    assert "2 block descriptor entries" in text and "synapse words" in text
     assert "per-neuron threshold" in text
 
 
