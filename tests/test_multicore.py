@@ -485,9 +485,11 @@ def test_ident_fields_are_read_and_written_by_name(monkeypatch):
     the same configurations round-trip with the fields in another order."""
     from spikeforge.hw import chip as chip_mod
 
-    sent = ident_words(RCFG)  # (a trailing later field at its default, max_delay 0, is omitted)
+    # trailing later fields at their default (max_delay, conv_words: 0) are omitted
+    sent = ident_words(RCFG)
     assert len(sent) == chip_mod.IDENT_FIELDS.index("max_delay")
-    words = {"max_delay": 0, **dict(zip(chip_mod.IDENT_FIELDS, sent, strict=False))}
+    later = {"max_delay": 0, "conv_words": 0}
+    words = {**later, **dict(zip(chip_mod.IDENT_FIELDS, sent, strict=False))}
     assert words["cores"] == RCFG.cores and words["chip_inputs"] == RCFG.n_inputs
     assert words["route_entries"] == RCFG.entries and words["delay_depth"] == RCFG.delay_depth
     assert words["weight_bits"] == SMALL.fmt.weight_bits and words["n_neurons"] == SMALL.n_neurons
