@@ -160,7 +160,7 @@ class Layout(NamedTuple):
     lists: dict
     blocks: list
     slots: list
-    conv: list = []
+    conv: tuple | list = ()
 
     @property
     def entries(self) -> int:
@@ -266,14 +266,13 @@ def _shared_blocks(net, proj, conv: Conv, config: CoreConfig, slots, conv_words)
             slots.extend(int(x) for x in group)
         copy = (target + t_rel - slot - s_rel) % L if L > 1 else 0
         s_entry = copy * total + s_rel
-        t_entry = t_rel
         if live.any() and (s_entry[live].max() > _ENTRY_MAX["slot"]
-                           or t_entry[live].max() > _ENTRY_MAX["target"]):
+                           or t_rel[live].max() > _ENTRY_MAX["target"]):
             raise ConfigError(f"projection {proj.src}->{proj.dst}: the convolution's entries do "
                               f"not fit the core's CONV word")
         words = np.where(
             live,
-            t_entry | s_entry << ConvEntry["slot"].offset | rows << ConvEntry["rows"].offset
+            t_rel | s_entry << ConvEntry["slot"].offset | rows << ConvEntry["rows"].offset
             | run << ConvEntry["run"].offset,
             0,
         )
