@@ -196,9 +196,10 @@ def test_registry_targets():
     # 21); test_build_the_whole_chip_for_the_ulx3s_and_meet_timing builds it.
     assert ulx.chip.neurons >= 4096 and ulx.chip.synapses >= 352 * 1024
     assert -(-ulx.chip.to_core_config().synapse_words // 1024) + 21 < 208
-    # the 100 MHz, which the PLL makes exactly (25 MHz x 4); 3 Mbaud is divisor 33,
-    # 1 % fast, within the UART's tolerance
-    assert ulx.chip.clock_mhz >= 100
+    # 90 MHz, which the PLL makes exactly (25 MHz x 18 / 5) and which placement meets on every
+    # seed (100 MHz, the first wave's target, was met or missed by the placement seed); 3 Mbaud
+    # is divisor 30, exact
+    assert ulx.chip.clock_mhz >= 90
     assert plan_clock("ulx3s-85f").f_out_mhz == ulx.chip.clock_mhz
     divisor = uart_divisor(int(ulx.chip.clock_mhz * 1e6), ulx.chip.baud)
     assert abs(ulx.chip.clock_mhz * 1e6 / divisor / ulx.chip.baud - 1) <= MAX_BAUD_ERROR

@@ -68,12 +68,12 @@ def test_core_bound_run():
 
 
 def test_board_parameters_come_from_the_registry():
-    assert board_link("ulx3s") == (100e6, 3_000_000)
+    assert board_link("ulx3s") == (90e6, 3_000_000)
     assert board_link("icebreaker") == (24e6, 3_000_000)
     assert board_link("icesugar") == (24e6, 115_200)
     ps = project_board("ulx3s", **COUNTS)
     assert [p.latency_s for p in ps] == list(USB_LATENCIES_S) == [0.001, 0.016]
-    assert ps[0].board == "ulx3s-85f" and ps[0].total_s == pytest.approx(0.23)
+    assert ps[0].board == "ulx3s-85f" and ps[0].total_s == pytest.approx(0.22 + 1e6 / 90e6)
     slow = project_board("icesugar", latencies=(0.0,), **COUNTS)[0]
     assert slow.wire_to_chip_s == pytest.approx(30_000 * 10 / 115_200)
     assert slow.core_s == pytest.approx(1e6 / 24e6)
@@ -186,9 +186,11 @@ def test_link_counts_and_board_speed():
     proj = board_speed(chip, counts, 4)
     assert proj["available"] and proj["board"] == "ulx3s-85f" and proj["mode"] == "stop-and-wait"
     p1, p16 = proj["latencies"]
-    # per sample: 1 ms core + 10 ms up + 2 ms down + 10 round trips * 1 ms = 23 ms
-    assert p1["per_sample_s"] == pytest.approx(0.023)
-    assert p16["per_sample_s"] == pytest.approx(0.013 + 0.160)
+    # per sample: 1.11 ms core (100,000 cycles at 90 MHz) + 10 ms up + 2 ms down
+    # + 10 round trips * 1 ms = 23.1 ms
+    core = 100_000 / 90e6
+    assert p1["per_sample_s"] == pytest.approx(core + 0.022)
+    assert p16["per_sample_s"] == pytest.approx(core + 0.012 + 0.160)
     assert p1["uart_bound_samples_per_s"] == pytest.approx(100.0)
     # a device without round_trips: the transport's turnarounds stand in
     chip = _fake_chip(with_round_trips=False)
@@ -227,7 +229,7 @@ def test_demo_prints_simulation_speed_and_projected_board_speed(capsys):
     _print_demo(res)
     out = capsys.readouterr().out
     assert "simulation speed (this PC)" in out
-    assert "board speed (projected)     ulx3s-85f: chip clock 100 MHz, UART 3,000,000 baud" in out
-    assert "USB latency    1 ms       43.5 samples/s (23 ms a sample: chip 1 ms, wire 12 ms" in out
+    assert "board speed (projected)     ulx3s-85f: chip clock 90 MHz, UART 3,000,000 baud" in out
+    assert "USB latency    1 ms       43.3 samples/s (23.1 ms a sample: chip 1.11 ms, wire 12 ms" in out
     assert "golden integer model (the chip's specification)" in out
     assert "400,000 chip cycles, 12,000 bytes to the chip, 2,400 back, 40 round trips" in out
