@@ -26,6 +26,7 @@ from ..errors import ConfigError, SpikeforgeError
 from . import ecp5_outreg as _outreg
 from .configs import BOARDS, default_out_dir, get_board
 from .flash import register as _register_flash
+from .read_collisions import mark_read_collisions
 
 __all__ = [
     "ToolchainError",
@@ -38,6 +39,7 @@ __all__ = [
     "register",
     "default_out_dir",
     "drop_zero_meminit",
+    "prepare_rtlil",
     "select_seed",
     "parse_seeds",
 ]
@@ -147,6 +149,20 @@ def drop_zero_meminit(text):
         return match.group(0)
 
     return _MEMINIT_CELL.sub(keep_or_drop, text), removed
+
+
+def prepare_rtlil(text, family):
+    """The RTLIL passes a board build runs on Amaranth's design before Yosys reads it.
+
+    Every family: :func:`~spikeforge.boards.read_collisions.mark_read_collisions` (memories
+    whose reads never use a word written in the same clock map without Yosys's read-first
+    emulation).  iCE40: :func:`drop_zero_meminit` (the weights map to SPRAM).  The netlist
+    virtual board (``sim/netlist.py``) runs the same function.
+    """
+    text = mark_read_collisions(text)[0]
+    if family == "ice40":
+        text = drop_zero_meminit(text)[0]
+    return text
 
 
 def toolchain_env(family, env=None):
@@ -742,9 +758,9 @@ def build(
     ecp5_outreg : bool, optional
         ECP5: run :mod:`~spikeforge.boards.ecp5_outreg` on the synthesized netlist (DP16KD
         read ports whose output only feeds flip-flops use their output register instead);
-        default :func:`spikeforge.boards.ecp5_outreg.enabled` (off, unless the environment
-        variable ``SPIKEFORGE_ECP5_OUTREG=1``: it lowered the ULX3S's Fmax on two of three
-        seeds).  The report's ``ecp5_outreg`` says what it absorbed.
+        default :func:`spikeforge.boards.ecp5_outreg.enabled` (on, unless the environment
+        variable ``SPIKEFORGE_ECP5_OUTREG=0``).  The report's ``ecp5_outreg`` says what it
+        absorbed.
 
     Returns
     -------
@@ -816,10 +832,8 @@ def build(
         (out_dir / product).unlink(missing_ok=True)
     shutil.rmtree(out_dir / "seeds", ignore_errors=True)
     plan.extract(out_dir)
-    if board.family == "ice40":
-        # SPRAM inference needs memories without initial contents (drop_zero_meminit).
-        il_path = out_dir / f"{name}.il"
-        il_path.write_text(drop_zero_meminit(il_path.read_text())[0])
+    il_path = out_dir / f"{name}.il"
+    il_path.write_text(prepare_rtlil(il_path.read_text(), board.family))
     t_tools = time.monotonic()
     outreg = _outreg.enabled(ecp5_outreg)
     seed, results, absorbed = _run_tools(
@@ -1115,7 +1129,7 @@ def register(subparsers):
         action=argparse.BooleanOptionalAction,
         default=None,
         help="ECP5: DP16KD read ports whose output only feeds flip-flops use the block RAM's "
-        "output register instead (default off; also SPIKEFORGE_ECP5_OUTREG=0/1)",
+        "output register instead (default on; also SPIKEFORGE_ECP5_OUTREG=0/1)",
     )
     p.add_argument("--json", action="store_true", help="print the report as one JSON object")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress output")

@@ -20,18 +20,20 @@ a much shorter clock-to-output.
   have no or the same enable (``CEMUX = "1"``, or ``CE`` connected to the port's own ``CE``
   net, so the output register enable ``OCE`` equals the enable the flip-flop had and it is
   also the RAM's read enable); reset to 0 (``REGSET = "RESET"``, no ``PRLD``); and share one
-  reset: none (``LSR`` tied to 0) or one synchronous reset net (``SRMODE = "LSR_OVER_CE"``,
-  ``LSRMUX = "LSR"``), which becomes ``RSTx`` with ``RESETMODE = "SYNC"``.
+  reset: none (``LSR`` tied to 0) or, only with ``resets=True``, one synchronous reset net
+  (``SRMODE = "LSR_OVER_CE"``, ``LSRMUX = "LSR"``), which becomes ``RSTx`` with ``RESETMODE =
+  "SYNC"``.
 
 The port then gets ``REGMODE_x = "OUTREG"``, ``OCEx`` = the flip-flops' enable, and each ``DO``
 bit drives the net the flip-flop's ``Q`` drove; the flip-flops are removed.  Nothing else
 changes.  The same function runs on the bitstream build's ``top.json`` (``boards/build.py``)
 and on the netlist virtual board's netlist (``sim/netlist.py``), whose DP16KD model implements
-the output register.  It is off by default (:data:`DEFAULT_ENABLED`: it lowered the ULX3S's
-Fmax on two of three placement seeds); ``spikeforge build --ecp5-outreg``,
-``build(..., ecp5_outreg=True)`` or ``SPIKEFORGE_ECP5_OUTREG=1`` turn it on.
+the output register.  It is on by default (:data:`DEFAULT_ENABLED`); ``spikeforge build
+--no-ecp5-outreg``, ``build(..., ecp5_outreg=False)`` or ``SPIKEFORGE_ECP5_OUTREG=0`` turn it
+off.
 
-The one behaviour that depends on the primitive's reset details: a synchronous ``RST`` clears
+With ``resets=True`` (not what the build runs), one behaviour depends on the primitive's
+reset details: a synchronous ``RST`` clears
 the output register; whether it also clears the EBR's output latch (the first stage) is not
 spelled out in the documentation at hand.  If it does, the word the register loads in the clock
 after the reset is 0 instead of the word read during the reset cycle: the same, as long as the
@@ -49,12 +51,13 @@ from pathlib import Path
 
 __all__ = ["DEFAULT_ENABLED", "ENV_VAR", "absorb_output_registers", "enabled", "transform_file"]
 
-#: Whether the ECP5 build and the netlist virtual board run the pass by default: off.  On the
-#: ULX3S it absorbs 176 ports and moves each weight bank's register from a flip-flop the placer
-#: puts near the bank multiplexer to the EBR itself, so the EBR-to-logic routing and the
-#: multiplexer share one clock: 92.9 / 96.6 / 88.6 MHz over nextpnr seeds 1-3 against
-#: 103.9 / 90.5 / 98.6 without it (docs/boards.md, "Status").
-DEFAULT_ENABLED = False
+#: Whether the ECP5 build and the netlist virtual board run the pass by default: on.  On the
+#: ULX3S it absorbs the weight banks' reset-less output flip-flops (176 ports), so a far bank's
+#: EBR-to-flop routing is no longer added to its slow clock-to-output: at 90 MHz 91.0 / 97.3 MHz
+#: over nextpnr seeds 1-2 against 84.1 / 88.0 (and 99.9 with seed 3) without it.  (Before the
+#: weight banks' flip-flops were reset-less it absorbed them with their reset, whose net then
+#: reached every EBR: 92.9 / 96.6 / 88.6 against 103.9 / 90.5 / 98.6 at 100 MHz, so it was off.)
+DEFAULT_ENABLED = True
 
 #: Environment variable that overrides :data:`DEFAULT_ENABLED` (``0`` / ``1``).
 ENV_VAR = "SPIKEFORGE_ECP5_OUTREG"
@@ -81,7 +84,7 @@ def _const(bits, value):
     return len(bits) == 1 and bits[0] == value
 
 
-def _module_outreg(module) -> tuple[int, int]:
+def _module_outreg(module, resets: bool = False) -> tuple[int, int]:
     cells = module["cells"]
     sinks = defaultdict(list)  # bit -> [(cell, port)] of every input pin and output port on it
     for name, cell in cells.items():
@@ -118,7 +121,7 @@ def _module_outreg(module) -> tuple[int, int]:
             if not all(isinstance(b, int) for b in clk):
                 continue
             plan = []  # (DO pin, flip-flop name)
-            enables, resets = set(), set()
+            enables, reset_nets = set(), set()
             ok = True
             for i in range(18):
                 (bit,) = conn[f"DO{p}{i}"]
@@ -145,18 +148,20 @@ def _module_outreg(module) -> tuple[int, int]:
                     ok = False
                     break
                 if _const(c.get("LSR", ["0"]), "0"):
-                    resets.add("0")
+                    reset_nets.add("0")
                 elif (_param(ff, "LSRMUX", "LSR") == "LSR"
                       and _param(ff, "SRMODE", "LSR_OVER_CE") == "LSR_OVER_CE"
                       and all(isinstance(b, int) for b in c["LSR"])):
-                    resets.add(tuple(c["LSR"]))
+                    reset_nets.add(tuple(c["LSR"]))
                 else:
                     ok = False
                     break
                 plan.append((f"DO{p}{i}", users[0][0]))
-            if not ok or not plan or len(enables) != 1 or len(resets) != 1:
+            if not ok or not plan or len(enables) != 1 or len(reset_nets) != 1:
                 continue
-            (enable,), (reset,) = enables, resets
+            (enable,), (reset,) = enables, reset_nets
+            if reset != "0" and not resets:
+                continue
             for pin, ffname in plan:
                 conn[pin] = list(cells[ffname]["connections"]["Q"])
                 del cells[ffname]
@@ -170,13 +175,18 @@ def _module_outreg(module) -> tuple[int, int]:
     return ports, ffs
 
 
-def absorb_output_registers(netlist: dict) -> dict:
+def absorb_output_registers(netlist: dict, resets: bool = False) -> dict:
     """Rewrite a Yosys JSON netlist (the dict of ``write_json``) in place, as the module
-    docstring says; returns ``{"ports": n, "flip_flops": m}``, what was absorbed."""
+    docstring says; returns ``{"ports": n, "flip_flops": m}``, what was absorbed.
+
+    ``resets``: also absorb flip-flops with a synchronous reset (it becomes the port's
+    ``RST``).  The build leaves them (the default): the reset net then reaches every such block
+    RAM across the die, a 10.5 ns path on the ULX3S, so only reset-less registers (the weight
+    banks' ``w_q``) move into the EBR."""
     ports = ffs = 0
     for module in netlist.get("modules", {}).values():
         if "cells" in module:
-            p, f = _module_outreg(module)
+            p, f = _module_outreg(module, resets)
             ports, ffs = ports + p, ffs + f
     return {"ports": ports, "flip_flops": ffs}
 

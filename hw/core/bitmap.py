@@ -13,6 +13,7 @@ from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
 from ..image import ARRIVAL_BITS, BITMAP_BITS, BITMAP_SHIFT, CoreConfig, DescList
+from ..util import READ_COLLISION_X
 from .descriptors import source_layout
 
 __all__ = ["SpikeBitmap", "Walker", "RegisteredWalker", "walk_layout"]
@@ -61,8 +62,10 @@ class SpikeBitmap(wiring.Component):
         m = Module()
         cfg = self.config
         W = cfg.bitmap_words
+        # (written by the sweep's results, read by walks: never in one clock, docs/core.md)
         m.submodules.bm_mem = mem = Memory(
-            shape=unsigned(BITMAP_BITS), depth=cfg.bitmap_banks * W, init=[]
+            shape=unsigned(BITMAP_BITS), depth=cfg.bitmap_banks * W, init=[],
+            attrs=READ_COLLISION_X,
         )
         rd, wr = mem.read_port(), mem.write_port()
         m.d.comb += [rd.addr.eq(self.rd_addr), rd.en.eq(self.rd_en), self.rd_data.eq(rd.data)]

@@ -16,6 +16,7 @@ from amaranth.lib.wiring import In, Out
 from ..bus import BUS_DATA_BITS, BusRequest
 from ..core_neuron import NeuronDatapath
 from ..image import REGION_SHIFT, CoreConfig, Region
+from ..util import READ_COLLISION_X
 from .sequencer import population_layout
 
 __all__ = ["NeuronLanes", "RegisteredNeuronLanes"]
@@ -108,7 +109,8 @@ class NeuronLanes(wiring.Component):
             """One memory per lane (bank ``l`` holds the neurons ``n % lanes == l``)."""
             rds, wrs = [], []
             for l in lanes:
-                mem = Memory(shape=unsigned(width), depth=NB, init=[])
+                # (no read uses a word written in the same clock: docs/core.md, "Memories")
+                mem = Memory(shape=unsigned(width), depth=NB, init=[], attrs=READ_COLLISION_X)
                 m.submodules[name + (f"{l}" if L > 1 else "")] = mem
                 rds.append(mem.read_port())
                 wrs.append(mem.write_port())

@@ -57,7 +57,7 @@ class CoreOptions:
 
     @classmethod
     def fastest(cls, weight_banks: int = 16) -> CoreOptions:
-        """The fast build with banked weights (the ULX3S at 100 MHz)."""
+        """The fast build with banked weights (the ULX3S)."""
         return cls(fast=True, weight_banks=weight_banks)
 
     def table_attrs(self, platform) -> dict | None:

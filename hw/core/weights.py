@@ -11,6 +11,7 @@ from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
 from ..image import CoreConfig
+from ..util import READ_COLLISION_X
 from .options import CoreOptions
 
 __all__ = ["WeightMemory", "BankedWeightMemory", "weight_memory"]
@@ -43,7 +44,9 @@ class WeightMemory(wiring.Component):
         )
 
     def _memory(self, m, name, depth):
-        mem = Memory(shape=unsigned(self.config.word_bits), depth=depth, init=[])
+        # (a read in the clock of a write is never used: docs/core.md, "Memories")
+        mem = Memory(shape=unsigned(self.config.word_bits), depth=depth, init=[],
+                     attrs=READ_COLLISION_X)
         m.submodules[name] = mem
         return mem.read_port(), mem.write_port()
 
@@ -112,7 +115,9 @@ class BankedWeightMemory(WeightMemory):
                 wr.en.eq(we),
                 rd.en.eq(1 if self.register_inputs else ~self.we),
             ]
-            q = Signal(cfg.word_bits, name=f"w_q{b}")
+            # reset-less: the ECP5 build can make it the block RAM's output register without
+            # routing the reset to every bank (boards/ecp5_outreg.py)
+            q = Signal(cfg.word_bits, name=f"w_q{b}", reset_less=True)
             m.d.sync += q.eq(rd.data)
             outputs.append(q)
         m.d.comb += self.data.eq(Array(outputs)[bsel_d[-1]])
