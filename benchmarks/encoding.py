@@ -16,7 +16,7 @@ Wire bytes are measured twice and must agree: through ``Device`` on the referenc
 virtual board, on the chip RTL.  The SAMPLE request and COUNTS reply sizes are also computed
 from the protocol's frame encoders (``expected_*``).  Chip cycles come from the virtual board
 (``VirtualBoard.stats().cycles``, the chip RTL in Verilator: the real SAMPLE gateware); the
-projection is ``spikeforge.host.projection`` (``docs/projection.md``): ULX3S 100 MHz, 3 Mbaud,
+projection is ``spikeforge.host.projection`` (``docs/projection.md``): ULX3S 90 MHz, 3 Mbaud,
 1 ms / 16 ms of USB latency per round trip, pipelined within the 2 kB receive window.
 ``--no-vboard`` skips the RTL (bytes only, no cycles, no projection).
 

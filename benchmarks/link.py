@@ -19,10 +19,10 @@ Prints a table; ``--json`` prints one JSON object.  Fields (per sample unless sa
   request frame (``spikeforge.protocol.events_efficiency``).
 * ``wire_bytes_to_chip``, ``wire_bytes_to_host``, ``chip_cycles``: the counts behind the
   projections.
-* ``projected_ulx3s_samples_per_s_1ms`` / ``_16ms``: a ULX3S (100 MHz, 3 Mbaud) with 1 ms / 16 ms
-  of USB latency per round trip, the link pipelined within the receive window
-  (``spikeforge.host.projection``, ``docs/projection.md``).  ``uart_bound_samples_per_s``: the
-  same bytes with nothing but the UART's bit time.
+* ``projected_ulx3s_samples_per_s_1ms`` / ``_16ms``: a ULX3S (its registry clock, 90 MHz, and
+  3 Mbaud) with 1 ms / 16 ms of USB latency per round trip, the link pipelined within the
+  receive window (``spikeforge.host.projection``, ``docs/projection.md``).
+  ``uart_bound_samples_per_s``: the same bytes with nothing but the UART's bit time.
 * ``vboard_cycles_per_busy_cycle``: cycles the virtual board simulated over the cycles the chip
   was busy (not idle).
 * ``vboard_samples_per_s`` (this PC's simulation speed) for both ways, and their ratio

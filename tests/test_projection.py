@@ -230,6 +230,7 @@ def test_demo_prints_simulation_speed_and_projected_board_speed(capsys):
     out = capsys.readouterr().out
     assert "simulation speed (this PC)" in out
     assert "board speed (projected)     ulx3s-85f: chip clock 90 MHz, UART 3,000,000 baud" in out
-    assert "USB latency    1 ms       43.3 samples/s (23.1 ms a sample: chip 1.11 ms, wire 12 ms" in out
+    assert ("USB latency    1 ms       43.3 samples/s (23.1 ms a sample: chip 1.11 ms, wire 12 ms"
+            in out)
     assert "golden integer model (the chip's specification)" in out
     assert "400,000 chip cycles, 12,000 bytes to the chip, 2,400 back, 40 round trips" in out
