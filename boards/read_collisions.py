@@ -15,8 +15,8 @@ use such a word (docs/core.md, "Memories", says why for each one).  :func:`mark_
 sets ``COLLISION_X_MASK`` to all ones on the read ports of those memories, in the module that
 declares them, so Yosys maps them without the emulation.  The bitstream builds
 (``boards/build.py``) and the netlist virtual board (``sim/netlist.py``) run it on the RTLIL
-Amaranth writes; the netlist's DP16KD model returns a poisoned word on such a read, so the
-netlist tests would see a read that is used after all.
+Amaranth writes; the netlist's block-RAM models return the written bits inverted on such a
+read, so the netlist tests would see a read that is used after all.
 """
 
 from __future__ import annotations

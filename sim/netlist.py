@@ -213,9 +213,10 @@ def _dp16kd_model(cells_sim: str) -> str:
     (A writes ``{DIB, DIA}`` with four byte enables on ``ADA3..0``, B reads ``{DOB, DOA}``),
     ``WRITEMODE`` ``NORMAL`` (the output holds during a write), ``WRITETHROUGH`` (it shows the
     new data) and ``READBEFOREWRITE`` (the old data), clock enables.  A port that reads the
-    word the other port writes in the same clock (both ports on one clock, as in every
-    spikeforge design) gets the old word inverted: the primitive leaves it undefined, Yosys's
-    read-first emulation never uses it, and a memory marked
+    row the other port writes in the same clock (both ports on one clock, as in every
+    spikeforge design) gets the bits that write changes inverted, the others as they were: the
+    primitive leaves those bits undefined, Yosys's read-first emulation never uses them, and a
+    memory marked
     :data:`~spikeforge.hw.util.READ_COLLISION_X` promises not to
     (:mod:`~spikeforge.boards.read_collisions`).  Where both ports are used
     they have the same width, so the placement of narrow words in the 18-bit rows is this
@@ -514,10 +515,18 @@ def _prepare_rtlil(chip, family: str, top: str) -> str:
     return prepare_rtlil(rtlil.convert(chip, name=top), family)
 
 
-def _netlist_key(design_key: str, board, family: str, script: str) -> str:
-    from ..boards.build import drop_zero_meminit, prepare_rtlil
-    from ..boards.read_collisions import mark_read_collisions
+def _rtlil_pass_sources() -> str:
+    """The code of :func:`~spikeforge.boards.build.prepare_rtlil` and the passes it runs (the
+    whole :mod:`~spikeforge.boards.read_collisions` module, its patterns included): part of
+    every netlist cache key, as it changes what Yosys reads."""
+    from ..boards import read_collisions
+    from ..boards.build import _MEMINIT_CELL, _ZERO_DATA, drop_zero_meminit, prepare_rtlil
 
+    return "".join([inspect.getsource(prepare_rtlil), inspect.getsource(drop_zero_meminit),
+                    _MEMINIT_CELL.pattern, _ZERO_DATA.pattern, inspect.getsource(read_collisions)])
+
+
+def _netlist_key(design_key: str, board, family: str, script: str) -> str:
     h = hashlib.sha256()
     from ..boards import ecp5_outreg
 
@@ -526,8 +535,7 @@ def _netlist_key(design_key: str, board, family: str, script: str) -> str:
         ecp5_outreg._param, ecp5_outreg._const, ecp5_outreg._module_outreg,
         ecp5_outreg.absorb_output_registers, ecp5_outreg.transform_file))
     for part in (design_key, str(board), family, script, _yosys_version(),
-                 inspect.getsource(drop_zero_meminit), inspect.getsource(prepare_rtlil),
-                 inspect.getsource(mark_read_collisions), Path(__file__).read_text(), outreg):
+                 _rtlil_pass_sources(), Path(__file__).read_text(), outreg):
         h.update(part.encode() + b"\0")
     return h.hexdigest()
 
@@ -763,7 +771,8 @@ def synthesize_board_top(
     top = board_top_name(b)
     script_after = f"write_verilog -noattr {top}.v"
     h = hashlib.sha256()
-    for part in (_fingerprint(b), script_after, _yosys_version(), Path(__file__).read_text()):
+    for part in (_fingerprint(b), script_after, _yosys_version(), _rtlil_pass_sources(),
+                 Path(__file__).read_text()):
         h.update(part.encode() + b"\0")
     for name, path in sorted(_spikeforge_module_closure("spikeforge.boards.top").items()):
         h.update(name.encode() + b"\0" + path.read_bytes())

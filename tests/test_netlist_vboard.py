@@ -122,6 +122,10 @@ def test_the_netlist_cache_is_keyed_by_the_sources(netlist, tmp_path, monkeypatc
     monkeypatch.setattr(mod.subprocess, "run", no_yosys)
     again = mod.synthesize_chip(BOARD)
     assert again.key == netlist.key and again.verilog == netlist.verilog
+    # the RTLIL passes' code is in the key, their patterns included, not only their functions
+    sources = mod._rtlil_pass_sources()
+    assert "_MEMRD = re.compile" in sources and "def mark_read_collisions" in sources
+    assert "def prepare_rtlil" in sources and "def drop_zero_meminit" in sources
 
 
 def test_a_netlist_port_names_a_known_board():
