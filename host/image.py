@@ -279,7 +279,8 @@ def _shared_blocks(net, proj, conv: Conv, config: CoreConfig, slots, conv_words)
         table = len(conv_words)
         conv_words.extend(int(w) for w in words)
         blocks.append(SharedBlock(
-            target=target, extent=co_g * plane, slot=slot, first=grp * n_src, count=n_src,
+            target=target, extent=co_g * plane, slot=slot, first=conv.src_offset + grp * n_src,
+            count=n_src,
             table=table, channels=co_g, row_targets=wo, row_slots=kwp,
             channel_targets=plane, channel_slots=ch, arrival=arrival(net, proj),
         ))

@@ -35,7 +35,7 @@ from ..hw.router import (
     dest_host,
     router_address,
 )
-from ..network import INPUT, Network, Projection
+from ..network import INPUT, Conv, Network, Projection
 from .image import build_image, check_fit
 
 __all__ = ["ChipMapping", "partition", "subnetwork"]
@@ -202,6 +202,16 @@ class ChipMapping:
         return self.subnets[core].n_neurons
 
 
+def _entering_rows(net, proj):
+    """The source rows of ``proj`` that a core holding its target but not its source needs as
+    input channels: the rows with a synapse, and for a :class:`~spikeforge.network.Conv` every
+    source it reads (one contiguous block of channels, so that it stays weight-shared)."""
+    w = proj.weights
+    if isinstance(w, Conv):
+        return np.arange(w.src_offset, w.src_offset + w.n_src)
+    return np.flatnonzero(np.any(np.asarray(net.dense_weights(proj)) != 0, axis=1))
+
+
 def subnetwork(net: Network, group, core_of=None):
     """The sub-network of the populations ``group`` (contiguous, in update order).
 
@@ -209,16 +219,23 @@ def subnetwork(net: Network, group, core_of=None):
     (``("input", c)`` / ``("neuron", g)``, see the module docstring).  Populations outside
     ``group`` are on other cores.  Spikes that must leave the core (network outputs, sources of
     projections into other cores) are the sub-network's outputs.
+
+    A projection entering the core becomes an input projection of the sub-network with its
+    delay: a dense or sparse one keeps the rows with a synapse (as a dense block over the
+    channels); a convolution stays a convolution, reading every one of its sources, which are
+    consecutive channels (:meth:`Conv.place <spikeforge.network.Conv.place>`), so that it keeps
+    its weight-shared blocks on the core.
     """
     group = list(group)
     inside = set(group)
     pops = [net.population(p) for p in group]
     host_rows, neuron_rows = set(), set()
     leaving = set()
-    for proj in net.projections:
+    entering = {}  # projection index -> its source rows
+    for k, proj in enumerate(net.projections):
         if proj.dst in inside and proj.src not in inside:
-            w = net.dense_weights(proj)
-            rows = np.flatnonzero(np.any(w != 0, axis=1))
+            rows = _entering_rows(net, proj)
+            entering[k] = rows
             if proj.src == INPUT:
                 host_rows.update(int(r) for r in rows)
             else:
@@ -229,26 +246,33 @@ def subnetwork(net: Network, group, core_of=None):
     channels = [("input", c) for c in sorted(host_rows)]
     channels += [("neuron", g) for g in sorted(neuron_rows)]
     chan_of = {ch: i for i, ch in enumerate(channels)}
+
+    def key(proj, r):
+        return ("input", int(r)) if proj.src == INPUT else ("neuron", net.base(proj.src) + int(r))
+
     projections = []
-    for proj in net.projections:
+    for k, proj in enumerate(net.projections):
         if proj.dst not in inside:
             continue
         if proj.src in inside:
             projections.append(proj)
             continue
-        w = np.asarray(net.dense_weights(proj))
-        rows = np.flatnonzero(np.any(w != 0, axis=1))
+        rows = entering[k]
         if not len(rows):
             continue  # no synapse: nothing to deliver
-        sub_w = np.zeros((len(channels), w.shape[1]), dtype=w.dtype)
-        for r in rows:
-            if proj.src == INPUT:
-                key = ("input", int(r))
-            else:
-                key = ("neuron", net.base(proj.src) + int(r))
-            sub_w[chan_of[key]] = w[r]
-        # (a delayed projection cannot cross cores: partition() reports it, _delays_crossing)
-        projections.append(Projection(INPUT, proj.dst, sub_w))
+        w = proj.weights
+        if isinstance(w, Conv):
+            # the rows of one source are consecutive channels (channels are sorted by source
+            # index, and every row of the block is a channel)
+            first = chan_of[key(proj, rows[0])]
+            weights = w.place(first, len(channels))
+        else:
+            w = np.asarray(net.dense_weights(proj))
+            weights = np.zeros((len(channels), w.shape[1]), dtype=w.dtype)
+            weights[[chan_of[key(proj, r)] for r in rows]] = w[rows]
+        # (a delayed projection from another core is refused by partition(), _delays_crossing;
+        # an input projection keeps its delay)
+        projections.append(Projection(INPUT, proj.dst, weights, proj.delay))
     outputs = [p for p in group if p in net.outputs or p in leaving]
     sub = Network(len(channels), pops, projections, outputs or [group[-1]])
     sub.outputs = outputs  # no output at all: the core emits nothing (Network would pick one)

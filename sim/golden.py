@@ -617,8 +617,8 @@ class _ConvMatrix:
 
     def __init__(self, conv, dtype):
         self.conv = conv.with_kernel(conv.kernel.astype(dtype))
-        self.shape = (conv.n_src, conv.n_dst)
-        self.size = conv.n_src * conv.n_dst
+        self.shape = (conv.src_total, conv.n_dst)
+        self.size = conv.src_total * conv.n_dst
 
     def product(self, a):
         return self.conv.apply(a)
@@ -715,7 +715,7 @@ class GoldenChip:
         self._delayed = []
         for proj in net.projections:
             conv = proj.weights if isinstance(proj.weights, Conv) else None
-            if conv is not None and conv.n_src * conv.n_dst >= _CONV_DIRECT:
+            if conv is not None and conv.src_total * conv.n_dst >= _CONV_DIRECT:
                 w = _ConvMatrix(conv, self._mm_dtype)  # direct convolution, no matrix
             else:
                 w = net.dense_weights(proj).astype(self._mm_dtype)

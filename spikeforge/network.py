@@ -200,13 +200,21 @@ class Conv:
         the input cropped to ``extent``, the sources beyond it have no synapse.  This is what
         a pooling layer that drops a remainder (``floor``) folded into the next convolution
         needs (``docs/network.md``).
+    src_offset : int, optional
+        The convolution's source ``(ci, y, x)`` is neuron ``src_offset + ravel(ci, y, x)`` of
+        the projection's source (default 0).
+    src_total : int, optional
+        Neurons of the projection's source (default ``src_offset + n_src``); those outside
+        ``src_offset .. src_offset + n_src - 1`` have no synapse.  The partitioner
+        (``host/partition.py``) places a convolution that enters a core from another core this
+        way, in a block of the core's input channels.
     """
 
     ndim = None  # spatial dimensions: 1 or 2 (None: taken from the kernel)
     kind = "Conv"
 
     def __init__(self, kernel, in_shape, stride=1, padding=0, dilation=1, groups=1,
-                 in_channels=None, extent=None):
+                 in_channels=None, extent=None, src_offset=0, src_total=None):
         k = np.asarray(kernel)
         nd = self.ndim or k.ndim - 2
         name = self.kind
@@ -280,6 +288,21 @@ class Conv:
             out.append(o)
         self.out_shape = tuple(out)
         self._index = None
+        if isinstance(src_offset, (bool, np.bool_)) or not isinstance(
+                src_offset, (int, np.integer)) or src_offset < 0:
+            raise ConfigError(f"{name}: src_offset={src_offset!r} is not valid: allowed an "
+                              f"integer >= 0")
+        self.src_offset = int(src_offset)
+        end = self.src_offset + self.n_src
+        if src_total is None:
+            src_total = end
+        if isinstance(src_total, (bool, np.bool_)) or not isinstance(
+                src_total, (int, np.integer)) or src_total < end:
+            raise ConfigError(
+                f"{name}: src_total={src_total!r} is not valid: the convolution reads sources "
+                f"{self.src_offset}..{end - 1}, so allowed an integer >= {end}"
+            )
+        self.src_total = int(src_total)
 
     # --- sizes ---------------------------------------------------------------------------------
     @property
@@ -290,6 +313,17 @@ class Conv:
     def n_src(self) -> int:
         """Source neurons: ``C_in * prod(in_shape)``."""
         return self.in_channels * int(np.prod(self.in_shape))
+
+    @property
+    def placed(self) -> bool:
+        """Whether the convolution reads a block of a larger source (``src_offset`` /
+        ``src_total``)."""
+        return self.src_offset != 0 or self.src_total != self.n_src
+
+    def place(self, src_offset: int, src_total: int) -> Conv:
+        """The same convolution reading sources ``src_offset .. src_offset + n_src - 1`` of a
+        source of ``src_total`` neurons."""
+        return self._copy(self.kernel, src_offset, src_total)
 
     @property
     def n_dst(self) -> int:
@@ -322,13 +356,16 @@ class Conv:
     def __repr__(self):
         pad = tuple(p if p[0] != p[1] else p[0] for p in self.padding)
         ext = f", extent={self.extent}" if self.extent != self.in_shape else ""
+        if self.placed:
+            ext += f", src_offset={self.src_offset}, src_total={self.src_total}"
         return (f"{self.kind}(kernel{self.kernel.shape}, in_shape={self.in_shape}{ext}, "
                 f"stride={self.stride}, padding={pad}, dilation={self.dilation}, "
                 f"groups={self.groups}) -> {self.dst_shape}")
 
     # --- unrolling -----------------------------------------------------------------------------
     def _synapse_index(self):
-        """``(rows, cols, k)``: source, target and flat kernel index of every synapse."""
+        """``(rows, cols, k)``: source (the convolution's own, without ``src_offset``), target
+        and flat kernel index of every synapse."""
         if self._index is not None:
             return self._index
         nd = len(self.in_shape)
@@ -362,19 +399,22 @@ class Conv:
         rows, cols, kidx = self._synapse_index()
         w = self.kernel.reshape(-1)[kidx]
         nz = w != 0
-        return Sparse(rows[nz], cols[nz], w[nz])
+        return Sparse(rows[nz] + self.src_offset, cols[nz], w[nz])
 
     def check_sizes(self, n_src, n_dst, owner="Conv"):
-        if (n_src, n_dst) != (self.n_src, self.n_dst):
+        if (n_src, n_dst) != (self.src_total, self.n_dst):
+            where = (f" (sources {self.src_offset}..{self.src_offset + self.n_src - 1} of "
+                     f"{self.src_total})" if self.placed else "")
             raise ConfigError(
-                f"{owner}: {self!r} connects {self.n_src} sources "
-                f"{self.src_shape} to {self.n_dst} targets {self.dst_shape}, but the projection "
-                f"is ({n_src}, {n_dst})"
+                f"{owner}: {self!r} connects {self.src_total} sources "
+                f"{self.src_shape}{where} to {self.n_dst} targets {self.dst_shape}, but the "
+                f"projection is ({n_src}, {n_dst})"
             )
 
     def dense(self, n_src=None, n_dst=None) -> np.ndarray:
-        """The unrolled ``(n_src, n_dst)`` weight matrix (exact: every kernel entry in place)."""
-        n_src = self.n_src if n_src is None else n_src
+        """The unrolled ``(src_total, n_dst)`` weight matrix (exact: every kernel entry in
+        place)."""
+        n_src = self.src_total if n_src is None else n_src
         n_dst = self.n_dst if n_dst is None else n_dst
         self.check_sizes(n_src, n_dst)
         rows, cols, kidx = self._synapse_index()
@@ -383,16 +423,18 @@ class Conv:
             dtype = np.int64
         out = np.zeros((n_src, n_dst), dtype=dtype)
         # each (source, target) pair occurs once (distinct kernel taps reach distinct sources)
-        out[rows, cols] = self.kernel.reshape(-1)[kidx]
+        out[rows + self.src_offset, cols] = self.kernel.reshape(-1)[kidx]
         return out
 
     def apply(self, x) -> np.ndarray:
-        """``x @ self.dense()`` for ``x`` of shape ``(..., n_src)``, computed directly."""
+        """``x @ self.dense()`` for ``x`` of shape ``(..., src_total)``, computed directly."""
         x = np.asarray(x)
         lead = x.shape[:-1]
-        if x.shape[-1] != self.n_src:
+        if x.shape[-1] != self.src_total:
             raise ConfigError(f"{self.kind}.apply: x has {x.shape[-1]} values, expected "
-                              f"{self.n_src}")
+                              f"{self.src_total}")
+        if self.placed:
+            x = x[..., self.src_offset:self.src_offset + self.n_src]
         nd = len(self.in_shape)
         b = int(np.prod(lead)) if lead else 1
         xs = x.reshape(b, *self.src_shape)
@@ -418,10 +460,14 @@ class Conv:
         return out.reshape(*lead, self.n_dst)
 
     def with_kernel(self, kernel) -> Conv:
-        """The same geometry with another kernel (e.g. the quantized one)."""
+        """The same geometry (and placement) with another kernel (e.g. the quantized one)."""
+        return self._copy(kernel, self.src_offset, self.src_total)
+
+    def _copy(self, kernel, src_offset, src_total):
         cls = Conv1d if len(self.in_shape) == 1 else Conv2d
         return cls(kernel, self.in_shape, self.stride, [list(p) for p in self.padding],
-                   self.dilation, self.groups, extent=self.extent)
+                   self.dilation, self.groups, extent=self.extent, src_offset=src_offset,
+                   src_total=src_total)
 
 
 class Conv1d(Conv):
