@@ -18,13 +18,17 @@ pytest.importorskip("nir")
 
 DATA = os.path.join(os.path.dirname(__file__), "data", "nir")
 
-SINABS = Settings(dt=1.0, reset="subtract")  # tau in steps; IAF/LIF subtract at once
+# tau in steps; a Sinabs IAF (SingleSpike) subtracts its threshold at the start of the next step
+# (the chip's delayed reset, docs/compiler.md "Sinabs' reset is the delayed one"), a Sinabs LIF
+# at once (exact below twice the threshold)
+SINABS_IAF = Settings(dt=1.0, reset="subtract", reset_delay=True)
+SINABS = Settings(dt=1.0, reset="subtract")
 NORSE = Settings(dt=1e-6)  # norse 1.1.0 writes tau = dt / tau_inv (dt = 1e-3): see the docs
 ROCKPOOL = Settings(dt=1e-3)  # rockpool's default dt
 
 # file, settings, populations [(name, size, model, beta, alpha)], projections {(src, dst): shape}
 IMPORTS = [
-    ("sinabs_iaf", SINABS,
+    ("sinabs_iaf", SINABS_IAF,
      [("1", 3, NeuronModel.LIF, 1.0, None), ("3", 2, NeuronModel.LIF, 1.0, None)],
      {("input", "1"): (4, 3), ("1", "3"): (3, 2)}),
     ("sinabs_lif_li", SINABS,
@@ -101,11 +105,12 @@ def test_framework_graph_imports(name, settings, pops, projs):
 
 
 def test_sinabs_neurons_keep_their_conventions():
-    # IAF: r = 1 per step, threshold 1, subtract reset at once; ExpLeak (LI) is a readout
-    net = from_nir(_path("sinabs_iaf"), SINABS)
+    # IAF: r = 1 per step, threshold 1, subtract reset in the next step; ExpLeak (LI) is a
+    # readout
+    net = from_nir(_path("sinabs_iaf"), SINABS_IAF)
     for p in net.populations:
         assert p.params.threshold == 1.0
-        assert p.params.reset == ResetMode.SUBTRACT and not p.params.reset_delay
+        assert p.params.reset == ResetMode.SUBTRACT and p.params.reset_delay
     net = from_nir(_path("sinabs_lif_li"), SINABS)
     readout = net.populations[1].params
     assert is_readout(readout) and readout.threshold == READOUT_THRESHOLD
@@ -122,7 +127,7 @@ def test_sinabs_neurons_keep_their_conventions():
 def test_sinabs_iaf_gives_the_spikes_sinabs_gives():
     # sinabs' own IAF run (spike counts per step, saved by make_nir_fixtures.py) on 40 steps
     ref = np.load(os.path.join(DATA, "sinabs_iaf_reference.npz"))
-    net = from_nir(_path("sinabs_iaf"), SINABS)
+    net = from_nir(_path("sinabs_iaf"), SINABS_IAF)
     out = GoldenChip(net, "float", batch=1).run(ref["raster"][:, None, :])
     assert ref["spikes"].max() == 1  # one spike per step at most: the chip's spikes are bits
     assert ref["spikes"].sum() > 10
@@ -139,7 +144,7 @@ def test_framework_graph_is_refused_with_a_reason(name, settings, error, needles
         assert needle in str(e.value), (needle, str(e.value))
 
 
-@pytest.mark.parametrize("name, settings", [("sinabs_iaf", SINABS), ("norse_iaf", NORSE),
+@pytest.mark.parametrize("name, settings", [("sinabs_iaf", SINABS_IAF), ("norse_iaf", NORSE),
                                             ("rockpool_cuba", ROCKPOOL),
                                             ("rockpool_lif_expsyn", ROCKPOOL)])
 def test_framework_graph_quantizes_and_runs_in_int_mode(name, settings):
@@ -161,7 +166,7 @@ def test_framework_graph_quantizes_and_runs_in_int_mode(name, settings):
 
 
 @pytest.mark.parametrize("name, settings, shapes", [
-    ("sinabs_conv", SINABS, [("input", "1", (1, 4, 4), (2, 2, 2)), ("1", "3", (2, 2, 2),
+    ("sinabs_conv", SINABS_IAF, [("input", "1", (1, 4, 4), (2, 2, 2)), ("1", "3", (2, 2, 2),
                                                                     (2, 1, 1))]),
     # fails nir's strict type check (scalar LIF parameters behind the Conv2d): read relaxed
     ("norse_conv", NORSE, [("input", "1", (1, 4, 4), (2, 2, 2))]),
