@@ -310,15 +310,16 @@ _ULX3S_WIDE = replace(
 # goes to neuron state and to the per-source table of the weight-shared blocks instead of dense
 # weights.  10,240 neurons (84 bits each, ~55 EBR), 12,288 CONV words (24 EBR), 192k 8-bit
 # synapses for the dense layers and the kernels (96 EBR), one lane (a convolution's runs along
-# a row are a few targets long, docs/core.md), delays up to 7 steps.  60 MHz (3 Mbaud is
-# divisor 20): each neuron memory is a cascade of ten block RAMs, and their output multiplexers
-# limit the clock to about 65 MHz (docs/boards.md).
+# a row are a few targets long, docs/core.md), delays up to 7 steps.  75 MHz = 25 MHz * 3
+# (3 Mbaud is divisor 25): placement seeds 1-3 reach 81.9 / 78.8 / 74.8 MHz (2026-12-06); each
+# neuron memory is a cascade of ten block RAMs whose output multiplexer sits between the block
+# RAM and its flip-flop, so those reads cannot use the output register (docs/boards.md).
 _ULX3S_CONV = replace(
     _ULX3S,
     name="ulx3s-85f-conv",
     title="ULX3S 85F, convolution",
     chip=replace(_ULX3S.chip, neurons=10240, inputs=4096, synapses=192 * 1024, lanes=1,
-                 conv_words=12288, clock_mhz=60.0),
+                 conv_words=12288, clock_mhz=75.0),
     notes=(
         "The ULX3S 85F for convolutional networks: 10,240 neurons, weight-shared blocks "
         "(spikeforge build --board ulx3s-85f-conv); the FT231X is both the JTAG programmer and "

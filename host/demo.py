@@ -77,8 +77,9 @@ N_TEST = 360
 MODELS = {"snntorch": "digits.nir", "sklearn": "digits_sklearn.npz",
           "digits-conv": "digits_conv.nir"}
 """Bundled models: snnTorch-trained (the default), converted from a scikit-learn MLP, and a
-convolutional snnTorch network (``digits-conv``: two 3x3 convolutions with average pooling; on
-today's chip each convolution is unrolled into a dense block, ``docs/network.md``)."""
+convolutional snnTorch network (``digits-conv``: two 3x3 convolutions with average pooling; the
+``ulx3s-85f-conv`` board keeps them as weight-shared blocks, every other board unrolls each into
+a dense block, ``docs/network.md``)."""
 
 _TRAINERS = {"snntorch": "examples/train_snntorch_digits.py",
              "sklearn": "examples/train_sklearn_digits.py",
