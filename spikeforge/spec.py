@@ -167,7 +167,9 @@ class Format:
 DEFAULT_FORMAT = Format()
 """8-bit weights, 16-bit state: the iCE40 boards and ``ulx3s-85f`` (``docs/neuron.md``)."""
 
-WIDE_FORMAT = Format(weight_bits=16, state_bits=24, acc_bits=32, threshold_bits=24, bias_bits=24)
-"""16-bit weights, 24-bit state: the ``ulx3s-85f-wide`` profile, for networks whose weights are
-several times their thresholds (recurrent CubaLIF after surrogate-gradient training), which 8-bit
-weights quantize into a different network (``docs/neuron.md``, "Two formats")."""
+WIDE_FORMAT = Format(weight_bits=16, state_bits=24, acc_bits=32, threshold_bits=24, bias_bits=24,
+                     decay_frac_bits=15)
+"""16-bit weights, 24-bit state, 15 fraction bits of decay: the ``ulx3s-85f-wide`` profile, for
+networks whose weights are several times their thresholds (recurrent CubaLIF after
+surrogate-gradient training), which 8-bit weights quantize into a different network, and for
+networks whose spikes need their leaks finer than 1/4096 (``docs/neuron.md``, "Two formats")."""

@@ -39,11 +39,12 @@ K = 1 << 8  # values a 16-bit-state network would use, times 256
 def _wide_net(rng, n_inputs=12):
     """Three populations with thresholds, biases and weights across the wide ranges (the
     draws of test_core_unit's random network, widened)."""
-    p1 = NeuronParams(model="cuba", beta=3900, alpha=3000,
+    # decay codes of 15 fraction bits (q <= 32768), odd to use the three below 1/4096
+    p1 = NeuronParams(model="cuba", beta=31203, alpha=24005,
                       threshold=rng.integers(100 * K, 3000 * K, 12),
                       bias=rng.integers(-50 * K, 50 * K, 12), reset="subtract",
                       reset_delay=False)
-    p2 = NeuronParams(model="lif", beta=4000, threshold=1500 * K, bias=300 * K, reset="zero")
+    p2 = NeuronParams(model="lif", beta=32001, threshold=1500 * K, bias=300 * K, reset="zero")
     p3 = NeuronParams(model="cuba", leak="shift", beta=3, alpha=2, threshold=800 * K, bias=0,
                       reset="none")
     w_lo, w_hi = WIDE_FORMAT.weight_range
