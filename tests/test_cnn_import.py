@@ -140,11 +140,12 @@ def _small_raster(n_inputs, steps=30, batch=4, seed=3, rate=0.1):
 
 # the lowest per-layer agreement measured on this raster (30 steps x 4 samples, calibration on
 # another such raster), minus a margin; benchmarks/conv_agreement.py has the full table
-# (measured: 0.909, 0.974, 0.957, 0.992, 0.923, 0.963)
+# (measured: 0.909, 0.974, 0.957, 0.998, 0.923, 0.985; the wide LIF and snnTorch CNNs kept
+# 0.992 and 0.963 when the wide format's decay had 12 fraction bits, below their floors now)
 FLOORS = {
     ("sinabs_nmnist_cnn", "8-bit"): 0.88, ("sinabs_nmnist_cnn", "WIDE"): 0.96,
-    ("sinabs_cnn_lif", "8-bit"): 0.93, ("sinabs_cnn_lif", "WIDE"): 0.98,
-    ("snntorch_cnn", "8-bit"): 0.9, ("snntorch_cnn", "WIDE"): 0.95,
+    ("sinabs_cnn_lif", "8-bit"): 0.93, ("sinabs_cnn_lif", "WIDE"): 0.995,
+    ("snntorch_cnn", "8-bit"): 0.9, ("snntorch_cnn", "WIDE"): 0.975,
 }
 
 
